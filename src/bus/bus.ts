@@ -1,0 +1,41 @@
+import type { EventType, ProjectEvent } from '../protocol/messages.js';
+
+export interface NewEvent {
+  readonly type: EventType;
+  readonly data: unknown;
+}
+
+/** Receives the events of watched projects, in id order per project, in batches. */
+export type EventSink = (projectGuid: string, events: ProjectEvent[]) => void;
+
+/** Whether the history still holds every event after a given id. */
+export type HistoryCheck = 'complete' | 'trimmed' | 'unknown';
+
+/**
+ * The event bus: an ordered, bounded log per project plus live delivery of the projects this
+ * instance watches. The in-process bus serves one instance; the Redis Streams bus makes many
+ * instances act as one.
+ */
+export interface EventBus {
+  readonly kind: 'memory' | 'redis';
+  /** Appends events to a project's log, in order; resolves with their ids. */
+  publish(projectGuid: string, events: readonly NewEvent[]): Promise<string[]>;
+  /**
+   * Starts live delivery of a project's events to the sink; resolves with the id of the newest
+   * event at that moment ('0-0' if none). Every later event reaches the sink exactly once.
+   */
+  watch(projectGuid: string): Promise<string>;
+  unwatch(projectGuid: string): void;
+  /** Up to `count` events with id > afterId, oldest first. */
+  range(projectGuid: string, afterId: string, count: number): Promise<ProjectEvent[]>;
+  /**
+   * 'complete' if every event after `afterId` is still retained; 'trimmed' if some were dropped
+   * by retention; 'unknown' if the id is not one this log ever issued (e.g. the log was wiped).
+   */
+  checkHistory(projectGuid: string, afterId: string): Promise<HistoryCheck>;
+  /** False while the bus cannot deliver (e.g. Redis unreachable). */
+  isReady(): boolean;
+  close(): Promise<void>;
+}
+
+export type EventBusFactory = (sink: EventSink) => EventBus;

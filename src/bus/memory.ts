@@ -1,0 +1,74 @@
+import { compareIds, nextEventId, ZERO_ID } from '../protocol/event-id.js';
+import type { ProjectEvent } from '../protocol/messages.js';
+import type { EventBus, EventSink, HistoryCheck, NewEvent } from './bus.js';
+
+interface Log {
+  events: ProjectEvent[];
+  lastId: string;
+  /** Highest id dropped by retention, as Redis' max-deleted-entry-id. */
+  maxDeletedId: string;
+}
+
+/**
+ * The embedded bus for a single instance: per-project logs kept in memory, bounded by `maxLen`.
+ * Same id format and history semantics as the Redis Streams bus, so resume works the same.
+ */
+export function createMemoryBus(sink: EventSink, options: { maxLen: number }): EventBus {
+  const logs = new Map<string, Log>();
+  const watched = new Set<string>();
+
+  const logOf = (guid: string): Log => {
+    let log = logs.get(guid);
+    if (!log) logs.set(guid, (log = { events: [], lastId: ZERO_ID, maxDeletedId: ZERO_ID }));
+    return log;
+  };
+
+  return {
+    kind: 'memory',
+    async publish(guid, input: readonly NewEvent[]) {
+      const log = logOf(guid);
+      const timestamp = new Date().toISOString();
+      const added: ProjectEvent[] = [];
+      for (const e of input) {
+        log.lastId = nextEventId(log.lastId);
+        added.push({ id: log.lastId, projectGuid: guid, type: e.type, data: e.data, timestamp });
+      }
+      log.events.push(...added);
+      // Trim in chunks so retention is amortized O(1) per event instead of a shift per event.
+      if (log.events.length > options.maxLen * 1.25 + 16) {
+        const dropped = log.events.splice(0, log.events.length - options.maxLen);
+        log.maxDeletedId = dropped[dropped.length - 1]!.id;
+      }
+      if (watched.has(guid)) sink(guid, added);
+      return added.map((e) => e.id);
+    },
+    async watch(guid) {
+      watched.add(guid);
+      return logs.get(guid)?.lastId ?? ZERO_ID;
+    },
+    unwatch(guid) {
+      watched.delete(guid);
+    },
+    async range(guid, afterId, count) {
+      const events = logs.get(guid)?.events ?? [];
+      let lo = 0;
+      let hi = events.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (compareIds(events[mid]!.id, afterId) <= 0) lo = mid + 1;
+        else hi = mid;
+      }
+      return events.slice(lo, lo + count);
+    },
+    async checkHistory(guid, afterId): Promise<HistoryCheck> {
+      const log = logs.get(guid);
+      if (!log) return afterId === ZERO_ID ? 'complete' : 'unknown';
+      if (compareIds(afterId, log.lastId) > 0) return 'unknown';
+      return compareIds(afterId, log.maxDeletedId) >= 0 ? 'complete' : 'trimmed';
+    },
+    isReady: () => true,
+    async close() {
+      watched.clear();
+    },
+  };
+}

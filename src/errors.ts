@@ -1,0 +1,53 @@
+/**
+ * Every error code the gateway can put in an `error` frame or an HTTP error body, and every
+ * WebSocket close code it uses. Clients switch on these strings and numbers: never rename one.
+ */
+export const ErrorCodes = {
+  BAD_JSON: { http: 400, message: 'frame is not valid JSON' },
+  BAD_MSGPACK: { http: 400, message: 'frame is not valid MessagePack' },
+  INVALID_FRAME: { http: 400, message: 'frame does not match the protocol schema' },
+  UNKNOWN_TYPE: { http: 400, message: 'unknown message type' },
+  INVALID_GUID: { http: 400, message: 'projectGuid is not a valid GUID' },
+  INVALID_EVENT_ID: { http: 400, message: 'event id must look like <ms>-<seq>' },
+  UNSUPPORTED_PROTOCOL: { http: 400, message: 'no supported subprotocol offered' },
+  PAYLOAD_TOO_LARGE: { http: 413, message: 'payload too large' },
+  UNAUTHORIZED: { http: 401, message: 'missing or invalid token' },
+  FORBIDDEN: { http: 403, message: 'token does not grant access to this project' },
+  NOT_JOINED: { http: 409, message: 'join the project first' },
+  RATE_LIMITED: { http: 429, message: 'too many messages' },
+  TOO_MANY_ROOMS: { http: 429, message: 'too many joined projects on this connection' },
+  UNAVAILABLE: { http: 503, message: 'event bus unavailable, retry later' },
+  NOT_FOUND: { http: 404, message: 'no such route' },
+  INTERNAL: { http: 500, message: 'internal error' },
+} as const satisfies Record<string, { http: number; message: string }>;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+/** An error that maps to a protocol error code; anything else thrown is reported as INTERNAL. */
+export class GatewayError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string = ErrorCodes[code].message,
+  ) {
+    super(message);
+    this.name = 'GatewayError';
+  }
+}
+
+export function toGatewayError(err: unknown): GatewayError {
+  return err instanceof GatewayError ? err : new GatewayError('INTERNAL');
+}
+
+/** WebSocket close codes (4000-4999 is the application range; 4xxx mirrors the HTTP status). */
+export const CloseCodes = {
+  /** Server is shutting down: reconnect to any instance and resume with `since`. */
+  GOING_AWAY: 1001,
+  /** The token's `exp` passed while connected: get a fresh token, then reconnect. */
+  TOKEN_EXPIRED: 4401,
+  /** No frame and no pong within IDLE_TIMEOUT_S. */
+  HEARTBEAT_TIMEOUT: 4408,
+  /** The client kept sending after being rate limited. */
+  RATE_LIMITED: 4429,
+  /** The client could not keep up (send buffer over MAX_BACKPRESSURE_BYTES): reconnect and resume. */
+  SLOW_CONSUMER: 4008,
+} as const;

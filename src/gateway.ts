@@ -1,0 +1,145 @@
+import type { Logger } from 'pino';
+import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
+import { createTokenVerifier } from './auth/tokens.js';
+import type { EventBus, EventBusFactory, EventSink, NewEvent } from './bus/bus.js';
+import { createMemoryBus } from './bus/memory.js';
+import type { Config } from './config.js';
+import { CloseCodes, GatewayError } from './errors.js';
+import { createMetrics, type Metrics } from './http/metrics.js';
+import { registerHttpRoutes } from './http/routes.js';
+import { createLogger } from './logger.js';
+import { isEventType, isGuid } from './protocol/messages.js';
+import { createRooms } from './rooms/rooms.js';
+import { loadUws, type UwsModule } from './uws.js';
+import { createSocketLayer, type FeedbackForwarder } from './ws/socket.js';
+
+export interface GatewayDeps {
+  logger?: Logger;
+  /** Builds the event bus; defaults to Redis Streams when config.redis is set, else in-process. */
+  busFactory?: EventBusFactory;
+  uws?: UwsModule;
+  forwardFeedback?: FeedbackForwarder;
+}
+
+export interface Gateway {
+  readonly config: Config;
+  readonly bus: EventBus;
+  readonly metrics: Metrics;
+  /** Binds the port (0 picks a free one) and resolves with it. */
+  listen(): Promise<number>;
+  /** Same path as the HTTP producer API: appends to the bus, resolves with the event id. */
+  publish(projectGuid: string, event: NewEvent): Promise<string>;
+  publishMany(projectGuid: string, events: readonly NewEvent[]): Promise<string[]>;
+  isReady(): boolean;
+  /** Graceful: stop accepting, let in-flight requests finish (up to SHUTDOWN_GRACE_MS), close sockets with 1001. */
+  close(): Promise<void>;
+}
+
+/**
+ * Composes the gateway from its parts. Never reads the environment: main.ts does, and tests pass
+ * their own config (port 0) and dependencies.
+ */
+export async function createGateway(config: Config, deps: GatewayDeps = {}): Promise<Gateway> {
+  const uws = deps.uws ?? loadUws();
+  const log = deps.logger ?? createLogger(config.logLevel, config.nodeId);
+  const metrics = createMetrics(config.nodeId);
+  const verifyToken = createTokenVerifier(config.jwt);
+  let shuttingDown = false;
+  const isShuttingDown = () => shuttingDown;
+
+  // The bus and the rooms need each other: the bus delivers into rooms, rooms watch through the bus.
+  let deliver: EventSink = () => {};
+  const sink: EventSink = (guid, events) => deliver(guid, events);
+  const busFactory = deps.busFactory ?? (await defaultBusFactory(config, log));
+  const bus = busFactory(sink);
+
+  const app: TemplatedApp = uws.App();
+  const rooms = createRooms({
+    app,
+    bus,
+    log,
+    metrics,
+    recentEventsPerRoom: config.recentEventsPerRoom,
+    historyPageSize: config.stream.historyPageSize,
+    maxBackpressureBytes: config.maxBackpressureBytes,
+  });
+  deliver = rooms.deliver;
+
+  const sockets = createSocketLayer({
+    config,
+    verifyToken,
+    rooms,
+    forwardFeedback: deps.forwardFeedback ?? (() => false),
+    log,
+    metrics,
+    isShuttingDown,
+  });
+  app.ws('/ws', sockets.behavior);
+
+  async function publishMany(projectGuid: string, events: readonly NewEvent[]): Promise<string[]> {
+    if (!isGuid(projectGuid)) throw new GatewayError('INVALID_GUID');
+    for (const e of events) if (!isEventType(e.type)) throw new GatewayError('UNKNOWN_TYPE');
+    const ids = await bus.publish(projectGuid.toLowerCase(), events);
+    metrics.eventsPublished.inc(ids.length);
+    return ids;
+  }
+
+  const inflight = { count: 0 };
+  registerHttpRoutes(app, {
+    verifyToken,
+    publish: publishMany,
+    bus,
+    metrics,
+    log,
+    nodeId: config.nodeId,
+    maxBodyBytes: Math.max(config.maxPayloadBytes * 16, 1024 * 1024),
+    isShuttingDown,
+    inflight,
+  });
+
+  let listenSocket: us_listen_socket | null = null;
+  let heartbeat: NodeJS.Timeout | null = null;
+  let closing: Promise<void> | null = null;
+
+  return {
+    config,
+    bus,
+    metrics,
+    listen() {
+      return new Promise((resolve, reject) => {
+        app.listen(config.host, config.port, (socket) => {
+          if (!socket) return reject(new Error(`could not listen on ${config.host}:${config.port} (port in use or not permitted)`));
+          listenSocket = socket;
+          heartbeat = setInterval(sockets.sweep, config.heartbeatIntervalMs);
+          heartbeat.unref();
+          const port = uws.us_socket_local_port(socket);
+          log.info({ port, host: config.host, bus: bus.kind }, 'gateway listening');
+          resolve(port);
+        });
+      });
+    },
+    publish: async (guid, event) => (await publishMany(guid, [event]))[0]!,
+    publishMany,
+    isReady: () => bus.isReady() && !shuttingDown,
+    close() {
+      return (closing ??= (async () => {
+        shuttingDown = true;
+        if (listenSocket) uws.us_listen_socket_close(listenSocket);
+        listenSocket = null;
+        if (heartbeat) clearInterval(heartbeat);
+        const deadline = Date.now() + config.shutdownGraceMs;
+        while (inflight.count > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+        rooms.flushNow();
+        sockets.closeAll(CloseCodes.GOING_AWAY, 'server shutting down, reconnect');
+        await bus.close();
+        log.info({ inflightAbandoned: inflight.count }, 'gateway closed');
+      })());
+    },
+  };
+}
+
+async function defaultBusFactory(config: Config, log: Logger): Promise<EventBusFactory> {
+  if (!config.redis) return (sink) => createMemoryBus(sink, { maxLen: config.stream.maxLen });
+  const { createRedisBus } = await import('./bus/redis.js');
+  return (sink) => createRedisBus(sink, { redis: config.redis!, stream: config.stream, nodeId: config.nodeId, log });
+}

@@ -1,0 +1,35 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * Prometheus metrics, one registry per gateway so several gateways in one test process do not
+ * collide. Hot paths count per batch (per room per tick), never per recipient.
+ */
+export function createMetrics(nodeId: string) {
+  const registry = new Registry();
+  registry.setDefaultLabels({ node: nodeId });
+  collectDefaultMetrics({ register: registry });
+  return {
+    registry,
+    connections: new Gauge({ name: 'ws_connections', help: 'Open WebSocket connections', registers: [registry] }),
+    connectionsOpened: new Counter({ name: 'ws_connections_opened_total', help: 'WebSocket connections accepted', registers: [registry] }),
+    connectionsClosed: new Counter({ name: 'ws_connections_closed_total', help: 'WebSocket connections closed, by close code', labelNames: ['code'], registers: [registry] }),
+    upgradesRejected: new Counter({ name: 'ws_upgrades_rejected_total', help: 'Upgrade requests refused before the WebSocket opened', labelNames: ['status'], registers: [registry] }),
+    rooms: new Gauge({ name: 'ws_rooms', help: 'Projects watched by this instance', registers: [registry] }),
+    framesReceived: new Counter({ name: 'ws_frames_received_total', help: 'Client frames received, by type', labelNames: ['type'], registers: [registry] }),
+    errors: new Counter({ name: 'ws_errors_total', help: 'Error frames and HTTP errors sent, by code', labelNames: ['code'], registers: [registry] }),
+    eventsPublished: new Counter({ name: 'events_published_total', help: 'Events appended through this instance', registers: [registry] }),
+    eventsDelivered: new Counter({ name: 'events_fanned_out_total', help: 'Events handed to uWS topics (each once per room, whatever the subscriber count)', registers: [registry] }),
+    deliveries: new Counter({ name: 'ws_deliveries_total', help: 'Event deliveries to sockets (events × subscribers)', registers: [registry] }),
+    framesPublished: new Counter({ name: 'ws_frames_published_total', help: 'Frames published to rooms (one per room per tick per encoding)', registers: [registry] }),
+    replayedEvents: new Counter({ name: 'events_replayed_total', help: 'Events replayed to resuming clients', registers: [registry] }),
+    deliveryLag: new Histogram({
+      name: 'event_delivery_lag_seconds',
+      help: 'From an event entering this instance (bus read or local publish) to its room publish',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: [registry],
+    }),
+    busReady: new Gauge({ name: 'bus_ready', help: '1 while the event bus is connected', registers: [registry] }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,61 @@
+import type { HttpResponse } from 'uWebSockets.js';
+import { ErrorCodes, type ErrorCode } from '../errors.js';
+
+const STATUS_TEXT: Record<number, string> = {
+  200: 'OK', 202: 'Accepted', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found',
+  405: 'Method Not Allowed', 409: 'Conflict', 413: 'Payload Too Large', 415: 'Unsupported Media Type',
+  426: 'Upgrade Required', 429: 'Too Many Requests', 500: 'Internal Server Error', 503: 'Service Unavailable',
+};
+
+export function statusLine(status: number): string {
+  return `${status} ${STATUS_TEXT[status] ?? 'Unknown'}`;
+}
+
+/** Guards a response that may be answered after an await: uWS forbids touching an aborted one. */
+export interface PendingResponse {
+  readonly res: HttpResponse;
+  aborted: boolean;
+}
+
+export function pending(res: HttpResponse): PendingResponse {
+  const p: PendingResponse = { res, aborted: false };
+  res.onAborted(() => {
+    p.aborted = true;
+  });
+  return p;
+}
+
+export function sendJson(p: PendingResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  if (p.aborted) return;
+  p.res.cork(() => {
+    p.res.writeStatus(statusLine(status)).writeHeader('content-type', 'application/json');
+    for (const [k, v] of Object.entries(headers)) p.res.writeHeader(k, v);
+    p.res.end(JSON.stringify(body));
+  });
+}
+
+export function sendError(p: PendingResponse, code: ErrorCode, message: string = ErrorCodes[code].message, headers: Record<string, string> = {}): void {
+  sendJson(p, ErrorCodes[code].http, { error: { code, message } }, headers);
+}
+
+/** Collects a request body up to `limit` bytes; resolves null if the client aborted. */
+export function readBody(p: PendingResponse, limit: number): Promise<Buffer | 'too_large' | null> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let over = false;
+    p.res.onData((chunk, isLast) => {
+      if (!over) {
+        size += chunk.byteLength;
+        // uWS reuses the chunk's memory after this callback returns: copy it.
+        if (size > limit) over = true;
+        else chunks.push(Buffer.from(chunk.slice(0)));
+      }
+      if (isLast) resolve(over ? 'too_large' : Buffer.concat(chunks));
+    });
+    p.res.onAborted(() => {
+      p.aborted = true;
+      resolve(null);
+    });
+  });
+}
