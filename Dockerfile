@@ -1,0 +1,45 @@
+# syntax=docker/dockerfile:1
+#
+# AutoCode WebSocket gateway.
+#
+# Base image: node:20-bookworm-slim (Debian 12, glibc 2.36). Keep the Debian/glibc family: the
+# uWebSockets.js build we depend on (@trufflesuite/uws-js-unofficial) ships prebuilt native
+# binaries for glibc, not musl (no Alpine), and was validated on exactly this family.
+#
+#   docker build -t autocode-ws-gateway .
+#   docker run --rm -p 8080:8080 -e JWT_SECRET=... -e REDIS_URL=redis://redis:6379 autocode-ws-gateway
+
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+# ---- build: compile TypeScript to dist/ ----------------------------------------------------
+FROM ${NODE_IMAGE} AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig*.json ./
+COPY src ./src
+RUN npm run build
+
+# ---- runtime: production dependencies + dist/ only -------------------------------------------
+FROM ${NODE_IMAGE} AS runtime
+ENV NODE_ENV=production \
+    HOST=0.0.0.0 \
+    PORT=8080
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+COPY --from=build /app/dist ./dist
+
+# The official image provides the unprivileged `node` user (uid 1000).
+USER node
+
+EXPOSE 8080
+
+# /healthz answers 200 while the process serves (use /readyz for "Redis connected" in the orchestrator).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 8080) + '/healthz').then((r) => process.exit(r.status === 200 ? 0 : 1), () => process.exit(1))"]
+
+# The gateway drains on SIGTERM (closes clients with 1001, then exits). Node runs as PID 1 here and
+# handles SIGTERM itself; give the container a stop timeout longer than the drain (docker stop -t).
+STOPSIGNAL SIGTERM
+CMD ["node", "dist/main.js"]

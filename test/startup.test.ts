@@ -1,0 +1,49 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, parseConfig } from '../src/config.js';
+import { runToExit, spawnGateway } from './helpers/processes.js';
+import { freePort } from './helpers/ports.js';
+
+describe('startup', () => {
+  it('refuses to start on the uWebSockets.js pure-JS fallback, with a clear message', async () => {
+    const port = await freePort();
+    const run = await runToExit([], { UWS_USE_FALLBACK: '1', JWT_SECRET: 'some-secret-123', PORT: String(port), LOG_LEVEL: 'silent' });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/pure-JS fallback, not the native binary/);
+    expect(run.stderr).toMatch(/refuses to start/);
+  });
+
+  it.each([
+    [{ PORT: 'eighty' }, /invalid PORT/],
+    [{ PORT: '70000' }, /invalid PORT/],
+    [{ JWT_SECRET: '' }, /set JWT_SECRET .* or JWT_PUBLIC_KEY/],
+    [{ JWT_SECRET: 'short' }, /invalid JWT_SECRET/],
+    [{ JWT_PUBLIC_KEY: 'not a pem', JWT_SECRET: '' }, /JWT_PUBLIC_KEY must be a PEM/],
+    [{ HEARTBEAT_INTERVAL_S: '30', IDLE_TIMEOUT_S: '10' }, /HEARTBEAT_INTERVAL_S .* must be smaller than IDLE_TIMEOUT_S/],
+    [{ REDIS_URL: 'http://nope' }, /invalid REDIS_URL/],
+    [{ LOG_LEVEL: 'loud' }, /invalid LOG_LEVEL/],
+  ])('exits with code 78 and names the problem for %j', async (env, message) => {
+    const run = await runToExit([], { JWT_SECRET: 'some-secret-123', LOG_LEVEL: 'silent', ...env });
+    expect(run.code).toBe(78);
+    expect(run.stderr).toMatch(/configuration error/);
+    expect(run.stderr).toMatch(message);
+  });
+
+  it('parses a config once, typed, with documented defaults, and freezes it', () => {
+    const config = parseConfig({ JWT_SECRET: 'some-secret-123' });
+    expect(config).toMatchObject({ port: 8080, host: '0.0.0.0', heartbeatIntervalMs: 25000, idleTimeoutMs: 60000, maxPayloadBytes: 65536, logLevel: 'info' });
+    expect(config.jwt.algorithms).toEqual(['HS256']);
+    expect(config.redis).toBeUndefined();
+    expect(Object.isFrozen(config)).toBe(true);
+    expect(Object.isFrozen(config.jwt)).toBe(true);
+    expect(() => parseConfig({ JWT_SECRET: 'some-secret-123', JWT_ALGORITHMS: 'RS256' })).toThrow(ConfigError);
+  });
+
+  it('npm start path: serves with no Redis configured and stops cleanly on SIGTERM', async () => {
+    const port = await freePort();
+    const gw = await spawnGateway({ PORT: String(port), HOST: '127.0.0.1', JWT_SECRET: 'some-secret-123', LOG_LEVEL: 'info' });
+    const ready = await fetch(`${gw.url}/readyz`);
+    expect(await ready.json()).toMatchObject({ ready: true, bus: 'memory' });
+    expect(await gw.stop('SIGTERM')).toBe(0);
+    expect(gw.output()).toMatch(/"msg":"gateway closed"/);
+  });
+});
