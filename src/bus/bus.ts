@@ -1,3 +1,4 @@
+import { compareIds, ZERO_ID } from '../protocol/event-id.js';
 import type { EventType, ProjectEvent } from '../protocol/messages.js';
 
 export interface NewEvent {
@@ -36,6 +37,18 @@ export interface EventBus {
   /** False while the bus cannot deliver (e.g. Redis unreachable). */
   isReady(): boolean;
   close(): Promise<void>;
+}
+
+/**
+ * Whether every event after `afterId` is still in a log, from the log's bookkeeping (the same
+ * fields Redis 7 keeps per stream). Between the highest deleted id and the first entry no id ever
+ * existed, so an id there comes from an earlier incarnation of the log (wiped or expired): unknown.
+ */
+export function classifyHistory(afterId: string, log: { lastGenerated: string; maxDeleted: string; firstId: string | null }): HistoryCheck {
+  if (compareIds(afterId, log.lastGenerated) > 0) return 'unknown';
+  if (compareIds(afterId, log.maxDeleted) < 0) return 'trimmed';
+  if (afterId !== ZERO_ID && log.firstId && compareIds(afterId, log.maxDeleted) > 0 && compareIds(afterId, log.firstId) < 0) return 'unknown';
+  return 'complete';
 }
 
 export type EventBusFactory = (sink: EventSink) => EventBus;

@@ -1,6 +1,6 @@
 import { compareIds, nextEventId, ZERO_ID } from '../protocol/event-id.js';
 import type { ProjectEvent } from '../protocol/messages.js';
-import type { EventBus, EventSink, HistoryCheck, NewEvent } from './bus.js';
+import { classifyHistory, type EventBus, type EventSink, type HistoryCheck, type NewEvent } from './bus.js';
 
 interface Log {
   events: ProjectEvent[];
@@ -63,8 +63,7 @@ export function createMemoryBus(sink: EventSink, options: { maxLen: number }): E
     async checkHistory(guid, afterId): Promise<HistoryCheck> {
       const log = logs.get(guid);
       if (!log) return afterId === ZERO_ID ? 'complete' : 'unknown';
-      if (compareIds(afterId, log.lastId) > 0) return 'unknown';
-      return compareIds(afterId, log.maxDeletedId) >= 0 ? 'complete' : 'trimmed';
+      return classifyHistory(afterId, { lastGenerated: log.lastId, maxDeleted: log.maxDeletedId, firstId: log.events[0]?.id ?? null });
     },
     isReady: () => true,
     async close() {

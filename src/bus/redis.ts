@@ -1,14 +1,302 @@
+import { Cluster, Redis } from 'ioredis';
+import { createRequire } from 'node:module';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
-import type { EventBus, EventSink } from './bus.js';
+import { GatewayError } from '../errors.js';
+import { compareIds, ZERO_ID } from '../protocol/event-id.js';
+import { isEventType, type ProjectEvent } from '../protocol/messages.js';
+import { classifyHistory, type EventBus, type EventSink, type HistoryCheck } from './bus.js';
+import { eventsKey, FIELD_DATA, FIELD_TYPE } from './keys.js';
+import { createProducer } from './producer.js';
+
+const calculateSlot = createRequire(import.meta.url)('cluster-key-slot') as (key: string) => number;
 
 export interface RedisBusOptions {
   redis: NonNullable<Config['redis']>;
   stream: Config['stream'];
   nodeId: string;
   log: Logger;
+  /** Max entries per stream per read. */
+  readCount?: number;
+  /** How long one blocking XREAD waits before it is re-issued (standalone). */
+  blockMs?: number;
+  /** Poll interval when a Cluster read round found nothing (Cluster cannot block across slots). */
+  clusterPollMs?: number;
 }
 
-export function createRedisBus(_sink: EventSink, _options: RedisBusOptions): EventBus {
-  throw new Error('Redis bus not implemented yet');
+type StreamEntry = [id: string, fields: string[]];
+type XReadReply = [key: string, entries: StreamEntry[]][] | null;
+
+interface Watch {
+  readonly guid: string;
+  readonly key: string;
+  lastId: string;
+}
+
+/**
+ * The Redis Streams bus: one stream per project (see keys.ts). Each instance reads only the streams
+ * of projects it has local subscribers for, continuing from the last id it delivered, so a project
+ * nobody here watches costs nothing, and a Redis outage loses nothing that Redis kept.
+ *
+ * Standalone: one blocking multi-key XREAD on its own connection, interrupted with CLIENT UNBLOCK
+ * when a project is added. Cluster: XREAD cannot span slots, so each read round issues one
+ * non-blocking XREAD per slot and sleeps briefly when all come back empty.
+ */
+export function createRedisBus(sink: EventSink, options: RedisBusOptions): EventBus {
+  const { log, stream } = options;
+  const prefix = options.redis.prefix;
+  const readCount = options.readCount ?? 1000;
+  const blockMs = options.blockMs ?? 2000;
+  const clusterPollMs = options.clusterPollMs ?? 5;
+  const clustered = !!options.redis.clusterNodes;
+
+  const retryStrategy = (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000) + Math.floor(Math.random() * 100);
+  const makeClient = (role: string): Redis | Cluster => {
+    const common = { connectionName: `${options.nodeId}:${role}`, retryStrategy, lazyConnect: false };
+    if (clustered) {
+      return new Cluster([...options.redis.clusterNodes!], {
+        clusterRetryStrategy: retryStrategy,
+        enableOfflineQueue: role === 'reader',
+        redisOptions: { ...common, maxRetriesPerRequest: role === 'reader' ? null : 1, ...(role === 'reader' ? {} : { commandTimeout: 5000 }) },
+      });
+    }
+    return new Redis(options.redis.url!, {
+      ...common,
+      // Publishes fail fast while Redis is away (the producer gets 503, never a hang); reads wait.
+      maxRetriesPerRequest: role === 'reader' ? null : 1,
+      enableOfflineQueue: role === 'reader',
+      ...(role === 'reader' ? {} : { commandTimeout: 5000 }),
+    });
+  };
+
+  // Blocking reads get their own connection so they never delay publishes or history reads.
+  const cmd = makeClient('cmd');
+  const reader = makeClient('reader');
+  const producer = createProducer(cmd, { prefix, maxLen: stream.maxLen, ttlS: stream.ttlS, origin: options.nodeId });
+
+  const watches = new Map<string, Watch>();
+  let running = true;
+  let readerHealthy = false;
+  let readerClientId: number | null = null;
+  /** Bumped whenever the watched set grows; a read issued with an older generation is stale. */
+  let generation = 0;
+  let inflightGeneration = -1;
+  let wake: (() => void) | null = null;
+  let lastErrorLog = 0;
+
+  const logError = (msg: string, err: unknown) => {
+    // One line per second at most: a Redis outage must not flood the logs.
+    const now = Date.now();
+    if (now - lastErrorLog > 1000) {
+      lastErrorLog = now;
+      log.warn({ err: (err as Error)?.message ?? String(err) }, msg);
+    }
+  };
+  cmd.on('error', (err) => logError('redis command connection error', err));
+  reader.on('error', (err) => logError('redis reader connection error', err));
+  reader.on('close', () => {
+    readerHealthy = false;
+    readerClientId = null;
+  });
+  reader.on('ready', () => {
+    readerHealthy = true;
+  });
+
+  const unavailable = (err: unknown): GatewayError => {
+    logError('redis operation failed', err);
+    return new GatewayError('UNAVAILABLE', 'event bus unavailable, retry later');
+  };
+  const ensureReady = () => {
+    if (cmd.status !== 'ready') throw new GatewayError('UNAVAILABLE', 'event bus unavailable, retry later');
+  };
+
+  function toEvent(guid: string, [id, fields]: StreamEntry): ProjectEvent | null {
+    let type: string | undefined;
+    let raw: string | undefined;
+    for (let i = 0; i + 1 < fields.length; i += 2) {
+      if (fields[i] === FIELD_TYPE) type = fields[i + 1];
+      else if (fields[i] === FIELD_DATA) raw = fields[i + 1];
+    }
+    if (!isEventType(type) || raw === undefined) return null;
+    let data: unknown;
+    try {
+      data = JSON.parse(raw);
+    } catch {
+      return null;
+    }
+    if (!data || typeof data !== 'object' || Array.isArray(data)) return null;
+    const timestamp = new Date(Number(id.slice(0, id.indexOf('-')))).toISOString();
+    // `raw` parsed as a JSON object, so it can be spliced in as-is: no re-stringify per event.
+    const json = `{"type":"${type}","projectGuid":"${guid}","data":${raw},"timestamp":"${timestamp}","id":"${id}"}`;
+    return { id, projectGuid: guid, type, data, timestamp, json };
+  }
+
+  function toEvents(guid: string, entries: StreamEntry[]): ProjectEvent[] {
+    const events: ProjectEvent[] = [];
+    for (const entry of entries) {
+      const event = toEvent(guid, entry);
+      if (event) events.push(event);
+      else log.warn({ projectGuid: guid, id: entry[0] }, 'skipping malformed stream entry (needs fields type=<event type> and data=<JSON object>)');
+    }
+    return events;
+  }
+
+  function deliverReply(reply: XReadReply, byKey: Map<string, Watch>): void {
+    if (!reply) return;
+    for (const [key, entries] of reply) {
+      const w = byKey.get(key);
+      if (!w || watches.get(w.guid) !== w || entries.length === 0) continue;
+      w.lastId = entries[entries.length - 1]![0];
+      const events = toEvents(w.guid, entries);
+      if (events.length) sink(w.guid, events);
+    }
+  }
+
+  const sleep = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const t = setTimeout(() => ((wake = null), resolve()), ms);
+      wake = () => (clearTimeout(t), (wake = null), resolve());
+    });
+
+  async function readStandalone(): Promise<void> {
+    const r = reader as Redis;
+    if (readerClientId === null) readerClientId = Number(await r.client('ID'));
+    const ws = [...watches.values()];
+    const byKey = new Map(ws.map((w) => [w.key, w]));
+    inflightGeneration = generation;
+    try {
+      const reply = (await r.xread('COUNT', readCount, 'BLOCK', blockMs, 'STREAMS', ...ws.map((w) => w.key), ...ws.map((w) => w.lastId))) as XReadReply;
+      readerHealthy = true;
+      deliverReply(reply, byKey);
+    } finally {
+      inflightGeneration = -1;
+    }
+  }
+
+  async function readCluster(): Promise<void> {
+    const c = reader as Cluster;
+    const bySlot = new Map<number, Watch[]>();
+    for (const w of watches.values()) {
+      const slot = calculateSlot(w.key);
+      const group = bySlot.get(slot);
+      if (group) group.push(w);
+      else bySlot.set(slot, [w]);
+    }
+    const seenGeneration = generation;
+    let got = 0;
+    await Promise.all(
+      [...bySlot.values()].map(async (group) => {
+        const byKey = new Map(group.map((w) => [w.key, w]));
+        const reply = (await c.xread('COUNT', readCount, 'STREAMS', ...group.map((w) => w.key), ...group.map((w) => w.lastId))) as XReadReply;
+        if (reply) for (const [, entries] of reply) got += entries.length;
+        deliverReply(reply, byKey);
+      }),
+    );
+    readerHealthy = true;
+    if (got === 0 && seenGeneration === generation) await sleep(clusterPollMs);
+  }
+
+  async function readLoop(): Promise<void> {
+    let failures = 0;
+    while (running) {
+      if (watches.size === 0) {
+        await sleep(60000);
+        continue;
+      }
+      try {
+        await (clustered ? readCluster() : readStandalone());
+        failures = 0;
+      } catch (err) {
+        if (!running) break;
+        readerHealthy = false;
+        readerClientId = null;
+        logError('stream read failed; retrying from the last delivered ids', err);
+        await sleep(retryStrategy(++failures));
+      }
+    }
+  }
+
+  /** Makes the reader pick up a newly watched stream now instead of after its current block. */
+  function kick(): void {
+    generation++;
+    wake?.();
+    if (clustered) return;
+    const target = generation;
+    const unblock = () => {
+      if (!running || inflightGeneration === -1 || inflightGeneration >= target || readerClientId === null) return;
+      (cmd as Redis).client('UNBLOCK', readerClientId).then(
+        // 0: the XREAD had not reached Redis yet; try again shortly.
+        (n) => {
+          if (Number(n) === 0) setTimeout(unblock, 2);
+        },
+        () => {},
+      );
+    };
+    unblock();
+  }
+
+  void readLoop();
+
+  return {
+    kind: 'redis',
+    async publish(guid, events) {
+      ensureReady();
+      try {
+        return await producer.publish(guid, events as { type: ProjectEvent['type']; data: object }[]);
+      } catch (err) {
+        throw unavailable(err);
+      }
+    },
+    async watch(guid) {
+      const key = eventsKey(prefix, guid);
+      const w: Watch = { guid, key, lastId: ZERO_ID };
+      watches.set(guid, w);
+      try {
+        const last = (await cmd.xrevrange(key, '+', '-', 'COUNT', 1)) as StreamEntry[];
+        if (last.length) w.lastId = last[0]![0];
+      } catch (err) {
+        if (watches.get(guid) === w) watches.delete(guid);
+        throw unavailable(err);
+      }
+      kick();
+      return w.lastId;
+    },
+    unwatch(guid) {
+      watches.delete(guid);
+    },
+    async range(guid, afterId, count) {
+      try {
+        const entries = (await cmd.xrange(eventsKey(prefix, guid), `(${afterId}`, '+', 'COUNT', count)) as StreamEntry[];
+        return toEvents(guid, entries);
+      } catch (err) {
+        throw unavailable(err);
+      }
+    },
+    async checkHistory(guid, afterId): Promise<HistoryCheck> {
+      let info: unknown[];
+      try {
+        info = (await cmd.xinfo('STREAM', eventsKey(prefix, guid))) as unknown[];
+      } catch (err) {
+        if (/no such key/i.test((err as Error).message)) return afterId === ZERO_ID ? 'complete' : 'unknown';
+        throw unavailable(err);
+      }
+      const field = (name: string) => info[info.indexOf(name) + 1];
+      const firstEntry = field('first-entry') as StreamEntry | null;
+      const lastGenerated = String(field('last-generated-id'));
+      // Redis < 7 has no max-deleted-entry-id: the first retained entry is the best bound there is.
+      if (!info.includes('max-deleted-entry-id')) {
+        if (compareIds(afterId, lastGenerated) > 0) return 'unknown';
+        return !firstEntry || compareIds(afterId, firstEntry[0]) >= 0 ? 'complete' : 'trimmed';
+      }
+      return classifyHistory(afterId, { lastGenerated, maxDeleted: String(field('max-deleted-entry-id')), firstId: firstEntry?.[0] ?? null });
+    },
+    isReady: () => running && cmd.status === 'ready' && reader.status === 'ready' && readerHealthy,
+    async close() {
+      running = false;
+      wake?.();
+      watches.clear();
+      reader.disconnect();
+      await cmd.quit().catch(() => cmd.disconnect());
+    },
+  };
 }

@@ -1,0 +1,16 @@
+/**
+ * The only module that builds Redis key names. One stream per project; the `{guid}` hash tag keeps
+ * every key of one project in one Cluster slot, and spreads projects over all masters.
+ *
+ * Producer contract (any language, or redis-cli):
+ *   XADD <prefix>:{<projectGuid>}:events MAXLEN ~ <n> * type <event type> data <JSON object>
+ */
+export function eventsKey(prefix: string, projectGuid: string): string {
+  return `${prefix}:{${projectGuid}}:events`;
+}
+
+/** Stream entry field names. */
+export const FIELD_TYPE = 'type';
+export const FIELD_DATA = 'data';
+/** Set by gateways (not required from producers): the node that appended the event. */
+export const FIELD_ORIGIN = 'origin';
