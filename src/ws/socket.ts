@@ -138,7 +138,7 @@ export function createSocketLayer(deps: SocketDeps) {
     closeOnBackpressureLimit: 1,
     // Liveness is ours (see sweep): uWS's own idle timer is reset by our sends, so it cannot tell a
     // dead reader in a busy room from a live one. Kept only as a backstop well past our timeout.
-    idleTimeout: Math.min(960, Math.ceil((config.idleTimeoutMs * 2) / 4000) * 4),
+    idleTimeout: Math.min(960, Math.max(16, Math.ceil((config.idleTimeoutMs * 2) / 4000) * 4)),
     sendPingsAutomatically: false,
     upgrade,
     open(ws) {
