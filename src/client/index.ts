@@ -1,0 +1,462 @@
+// Browser client for the AutoCode WebSocket gateway (wire protocol: docs/protocol.md, JSON
+// subprotocol only). Plain ES module: no Node or npm imports, so it can be served as-is.
+import { compareEventIds, isEventId } from './eventId.js';
+
+export { compareEventIds } from './eventId.js';
+
+export const SUBPROTOCOL = 'autocode.v1.json';
+export const EVENT_TYPES = ['project_stage_update', 'project_message', 'project_status_change', 'agent_message'] as const;
+const EVENT_TYPE_SET: ReadonlySet<string> = new Set(EVENT_TYPES);
+
+export type ConnectionState = 'connecting' | 'open' | 'closed' | 'reconnecting';
+
+export interface Envelope<D = Record<string, unknown>> {
+  type: string;
+  projectGuid: string | null;
+  data: D;
+  timestamp?: string;
+  id: string | null;
+}
+export interface JoinAck { latestId: string | null; recovered: boolean; replayed: number }
+export interface FeedbackResponse { accepted: boolean; forwarded: boolean; [key: string]: unknown }
+export interface ResyncInfo { projectGuid: string; since: string; latestId: string | null }
+
+/** Server error frames (code from the protocol table) and client-side failures (TIMEOUT, ...). */
+export class GatewayError extends Error {
+  readonly code: string;
+  readonly frame: Envelope | undefined;
+  constructor(code: string, message: string, frame?: Envelope) {
+    super(message);
+    this.name = 'GatewayError';
+    this.code = code;
+    this.frame = frame;
+  }
+}
+
+/** The subset of the WebSocket API used here; satisfied by the DOM WebSocket and by `ws`. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  // `any` so that both the DOM and `ws` handler signatures are assignable.
+  onopen: ((ev: any) => void) | null;
+  onmessage: ((ev: any) => void) | null;
+  onclose: ((ev: any) => void) | null;
+  onerror: ((ev: any) => void) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+export type WebSocketCtor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+
+export interface ReconnectOptions {
+  minDelayMs?: number;
+  maxDelayMs?: number;
+  factor?: number;
+  /** Fraction of the delay that is randomised away: delay * (1 - jitter * random()). */
+  jitter?: number;
+  /** The backoff resets once a connection has stayed open this long. */
+  stableAfterMs?: number;
+}
+
+export interface GatewayClientOptions {
+  url: string;
+  getToken: () => string | Promise<string>;
+  heartbeatIntervalMs?: number;
+  heartbeatTimeoutMs?: number;
+  /** Timeout for sendFeedback() and ping(), counted from the call (queue time included). */
+  requestTimeoutMs?: number;
+  reconnect?: ReconnectOptions;
+  WebSocketImpl?: WebSocketCtor;
+}
+
+export interface ProjectHandlers {
+  event?: (env: Envelope) => void;
+  resync?: (info: ResyncInfo) => void;
+}
+
+export interface ClientEvents {
+  event: Envelope;
+  resync: ResyncInfo;
+  state: ConnectionState;
+  error: GatewayError;
+}
+
+export interface FeedbackExtra { replyTo?: string; meta?: Record<string, unknown> }
+
+export interface GatewayClient {
+  readonly state: ConnectionState;
+  join(projectGuid: string, handlers?: ProjectHandlers): Promise<JoinAck>;
+  leave(projectGuid: string): void;
+  sendFeedback(projectGuid: string, content: string, extra?: FeedbackExtra): Promise<FeedbackResponse>;
+  ping(): Promise<number>;
+  on<K extends keyof ClientEvents>(event: K, fn: (payload: ClientEvents[K]) => void): () => void;
+  /** Last event id delivered for a joined project (what the next reconnect resumes from). */
+  lastEventId(projectGuid: string): string | null;
+  close(): void;
+}
+
+interface Room {
+  guid: string;
+  handlers: ProjectHandlers;
+  lastId: string | null;
+  acked: boolean;
+  retries: number;
+  ready: Promise<JoinAck>;
+  settle: { resolve: (ack: JoinAck) => void; reject: (err: Error) => void };
+}
+
+interface Pending {
+  reply: (env: Envelope) => void;
+  fail: (err: GatewayError) => void;
+  /** Called instead of fail() when the socket it was sent on dies. */
+  lost?: () => void;
+  inFlight: boolean;
+  timer?: ReturnType<typeof setTimeout>;
+}
+
+type Outgoing = { type: string; projectGuid?: string; id: string; data?: Record<string, unknown> };
+
+const OPEN = 1;
+// Errors after which re-sending the same join on the same connection may succeed.
+const TRANSIENT_CODES = new Set(['UNAVAILABLE', 'RATE_LIMITED', 'INTERNAL']);
+
+export function createGatewayClient(options: GatewayClientOptions): GatewayClient {
+  const Impl = options.WebSocketImpl ?? (globalThis as { WebSocket?: WebSocketCtor }).WebSocket;
+  if (!Impl) throw new Error('no WebSocket implementation: pass options.WebSocketImpl');
+  const WebSocketImpl: WebSocketCtor = Impl; // narrowed binding for the nested functions
+  // Resolved once, so a bad URL throws here, to the caller, instead of inside a reconnect loop.
+  const baseUrl = new URL(options.url, typeof location !== 'undefined' ? location.href : undefined).toString();
+  const hbInterval = options.heartbeatIntervalMs ?? 25_000;
+  const hbTimeout = options.heartbeatTimeoutMs ?? 10_000;
+  const reqTimeout = options.requestTimeoutMs ?? 10_000;
+  const rc = { minDelayMs: 500, maxDelayMs: 15_000, factor: 2, jitter: 0.5, stableAfterMs: 5_000, ...options.reconnect };
+
+  const listeners = new Map<keyof ClientEvents, Set<(payload: never) => void>>();
+  const rooms = new Map<string, Room>();
+  const pending = new Map<string, Pending>();
+  const outbox: Outgoing[] = []; // feedback sent while disconnected, flushed after the re-joins
+
+  let state: ConnectionState = 'connecting';
+  let ws: WebSocketLike | null = null;
+  let closedByUser = false;
+  let attempt = 0;
+  let generation = 0; // bumps on every connect/close so a slow getToken() cannot resurrect an old attempt
+  let reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  let heartbeatTimer: ReturnType<typeof setInterval> | undefined;
+  let deadTimer: ReturnType<typeof setTimeout> | undefined;
+  let stableTimer: ReturnType<typeof setTimeout> | undefined;
+
+  // A random prefix keeps ids unique across tabs/clients in server logs; the counter keeps them short.
+  const idPrefix = Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) => b.toString(36).padStart(2, '0')).join('');
+  let counter = 0;
+  const nextId = (): string => `${idPrefix}-${(++counter).toString(36)}`;
+
+  function emit<K extends keyof ClientEvents>(event: K, payload: ClientEvents[K]): void {
+    for (const fn of listeners.get(event) ?? []) safeCall(() => (fn as (p: ClientEvents[K]) => void)(payload));
+  }
+  // A throwing app handler must not break frame processing; rethrow later so it still gets reported.
+  function safeCall(fn: () => void): void {
+    try { fn(); } catch (err) { setTimeout(() => { throw err; }, 0); }
+  }
+  function setState(next: ConnectionState): void {
+    if (state === next) return;
+    state = next;
+    emit('state', next);
+  }
+  const isOpen = (): boolean => ws !== null && state === 'open' && ws.readyState === OPEN;
+  function send(frame: Outgoing): void {
+    ws!.send(JSON.stringify(frame));
+  }
+  function backoff(n: number): number {
+    const base = Math.min(rc.maxDelayMs, rc.minDelayMs * rc.factor ** n);
+    return base * (1 - rc.jitter * Math.random());
+  }
+
+  // ---- connection lifecycle ----
+
+  async function connect(): Promise<void> {
+    const gen = ++generation;
+    let token: string;
+    try {
+      token = await options.getToken();
+    } catch (err) {
+      if (gen !== generation || closedByUser) return;
+      emit('error', new GatewayError('TOKEN_ERROR', `getToken failed: ${String(err)}`));
+      scheduleReconnect();
+      return;
+    }
+    if (gen !== generation || closedByUser) return;
+    const url = new URL(baseUrl);
+    url.searchParams.set('token', token); // browsers cannot set an Authorization header on WebSockets
+    let sock: WebSocketLike;
+    try {
+      sock = new WebSocketImpl(url.toString(), SUBPROTOCOL);
+    } catch (err) {
+      emit('error', new GatewayError('CONNECT_ERROR', String(err)));
+      scheduleReconnect();
+      return;
+    }
+    ws = sock;
+    // A connect that hangs (black-holed network) is handled like a dead heartbeat.
+    deadTimer = setTimeout(onDead, hbTimeout);
+    sock.onopen = () => { if (ws === sock) onOpen(); };
+    sock.onmessage = (ev: { data: unknown }) => { if (ws === sock) onFrame(ev.data); };
+    sock.onerror = () => {}; // a close event always follows; `ws` also needs a listener to not throw
+    sock.onclose = (ev: { code: number }) => { if (ws === sock) onSocketGone(ev.code); };
+  }
+
+  function onOpen(): void {
+    clearTimeout(deadTimer);
+    deadTimer = undefined;
+    setState('open');
+    stableTimer = setTimeout(() => { attempt = 0; }, rc.stableAfterMs);
+    // Joins first, so queued feedback reaches the server after the room membership it needs.
+    for (const room of rooms.values()) sendJoin(room);
+    for (const frame of outbox.splice(0)) {
+      const p = pending.get(frame.id);
+      if (!p) continue; // timed out while queued
+      p.inFlight = true;
+      send(frame);
+    }
+    heartbeatTimer = setInterval(() => {
+      if (!isOpen()) return;
+      send({ type: 'ping', id: nextId() });
+      deadTimer ??= setTimeout(onDead, hbTimeout);
+    }, hbInterval);
+  }
+
+  function onDead(): void {
+    const sock = ws;
+    dropSocket();
+    try { sock?.close(4000, 'heartbeat timeout'); } catch { /* already closing */ }
+    scheduleReconnect();
+  }
+
+  function onSocketGone(code: number): void {
+    dropSocket();
+    if (closedByUser) return;
+    // 4401 (token expired) is routine: the next connect calls getToken() again, no need to escalate.
+    // Everything else (1006 from an HTTP 401 at upgrade, 4403, 4429, ...) backs off further each time.
+    if (code === 4401) attempt = 0;
+    scheduleReconnect();
+  }
+
+  /** Forgets the current socket; requests in flight on it can no longer be answered. */
+  function dropSocket(): void {
+    clearInterval(heartbeatTimer);
+    clearTimeout(deadTimer);
+    clearTimeout(stableTimer);
+    heartbeatTimer = deadTimer = stableTimer = undefined;
+    if (ws) {
+      const noop = () => {};
+      ws.onopen = ws.onmessage = ws.onclose = noop;
+      ws.onerror = noop;
+      ws = null;
+    }
+    for (const [id, p] of pending) {
+      if (!p.inFlight) continue;
+      pending.delete(id);
+      clearTimeout(p.timer);
+      if (p.lost) p.lost();
+      else p.fail(new GatewayError('CONNECTION_LOST', 'connection lost before the reply arrived'));
+    }
+  }
+
+  function scheduleReconnect(): void {
+    if (closedByUser) return;
+    setState('reconnecting');
+    clearTimeout(reconnectTimer);
+    reconnectTimer = setTimeout(() => { void connect(); }, backoff(attempt++));
+  }
+
+  // ---- inbound ----
+
+  function onFrame(raw: unknown): void {
+    clearTimeout(deadTimer); // any frame proves the connection is alive
+    deadTimer = undefined;
+    if (typeof raw !== 'string') return; // JSON subprotocol: text frames only
+    let parsed: unknown;
+    try { parsed = JSON.parse(raw); } catch {
+      emit('error', new GatewayError('BAD_JSON', 'server sent a frame that is not JSON'));
+      return;
+    }
+    for (const env of Array.isArray(parsed) ? parsed : [parsed]) {
+      if (env && typeof env === 'object' && typeof (env as Envelope).type === 'string') onEnvelope(env as Envelope);
+    }
+  }
+
+  function onEnvelope(env: Envelope): void {
+    if (EVENT_TYPE_SET.has(env.type)) return deliverEvent(env);
+    const p = typeof env.id === 'string' ? pending.get(env.id) : undefined;
+    if (p) {
+      pending.delete(env.id!);
+      clearTimeout(p.timer);
+    }
+    if (env.type === 'error') {
+      const data = (env.data ?? {}) as { code?: string; message?: string };
+      const err = new GatewayError(data.code ?? 'UNKNOWN', data.message ?? 'error frame', env);
+      emit('error', err);
+      p?.fail(err);
+    } else {
+      p?.reply(env);
+    }
+  }
+
+  function deliverEvent(env: Envelope): void {
+    const room = env.projectGuid ? rooms.get(env.projectGuid.toLowerCase()) : undefined;
+    if (!room || !isEventId(env.id)) return;
+    // Replays after a reconnect may overlap what was already seen: ids only ever move forward.
+    if (room.lastId !== null && compareEventIds(env.id, room.lastId) <= 0) return;
+    room.lastId = env.id;
+    if (room.handlers.event) safeCall(() => room.handlers.event!(env));
+    emit('event', env);
+  }
+
+  // ---- rooms ----
+
+  function sendJoin(room: Room): void {
+    const id = nextId();
+    // A room that was joined but has seen no event still resumes from the beginning of its
+    // history, otherwise events published while we were away would be lost.
+    const since = room.lastId ?? (room.acked ? '0-0' : undefined);
+    pending.set(id, {
+      inFlight: true,
+      reply: (env) => onJoinAck(room, env.data as unknown as JoinAck, since),
+      fail: (err) => onJoinError(room, err),
+      lost: () => {}, // re-sent with a fresh id on the next open
+    });
+    send({ type: 'join_project', projectGuid: room.guid, id, data: since === undefined ? {} : { since } });
+  }
+
+  function onJoinAck(room: Room, ack: JoinAck, since: string | undefined): void {
+    if (rooms.get(room.guid) !== room) return; // left meanwhile
+    if (since !== undefined && ack.recovered === false) {
+      // History no longer reaches back: ids may even have restarted, so take the server's word.
+      room.lastId = isEventId(ack.latestId) ? ack.latestId : null;
+      const info: ResyncInfo = { projectGuid: room.guid, since, latestId: room.lastId };
+      if (room.handlers.resync) safeCall(() => room.handlers.resync!(info));
+      emit('resync', info);
+    } else if (isEventId(ack.latestId) && (room.lastId === null || compareEventIds(ack.latestId, room.lastId) > 0)) {
+      room.lastId = ack.latestId;
+    }
+    room.acked = true;
+    room.retries = 0;
+    room.settle.resolve(ack);
+  }
+
+  function onJoinError(room: Room, err: GatewayError): void {
+    if (rooms.get(room.guid) !== room) return;
+    if (TRANSIENT_CODES.has(err.code)) {
+      const sock = ws;
+      setTimeout(() => { if (ws === sock && isOpen() && rooms.get(room.guid) === room) sendJoin(room); }, backoff(room.retries++));
+      return;
+    }
+    rooms.delete(room.guid); // FORBIDDEN, INVALID_GUID, TOO_MANY_ROOMS: retrying cannot help
+    room.settle.reject(err);
+  }
+
+  // ---- public API ----
+
+  void connect();
+
+  return {
+    get state() { return state; },
+
+    join(projectGuid, handlers) {
+      const guid = projectGuid.toLowerCase();
+      const existing = rooms.get(guid);
+      if (existing) {
+        if (handlers) existing.handlers = handlers;
+        return existing.ready;
+      }
+      if (closedByUser) return Promise.reject(new GatewayError('CLIENT_CLOSED', 'client is closed'));
+      let settle!: Room['settle'];
+      const ready = new Promise<JoinAck>((resolve, reject) => { settle = { resolve, reject }; });
+      ready.catch(() => {}); // failures are also emitted as 'error'; don't force callers to await
+      const room: Room = { guid, handlers: handlers ?? {}, lastId: null, acked: false, retries: 0, ready, settle };
+      rooms.set(guid, room);
+      if (isOpen()) sendJoin(room); // otherwise onOpen() joins every tracked room
+      return ready;
+    },
+
+    leave(projectGuid) {
+      const guid = projectGuid.toLowerCase();
+      const room = rooms.get(guid);
+      if (!room) return;
+      rooms.delete(guid);
+      room.settle.reject(new GatewayError('LEFT', 'left before the join completed'));
+      // Not queued when offline: a room we no longer track is simply not re-joined.
+      if (isOpen()) send({ type: 'leave_project', projectGuid: guid, id: nextId(), data: {} });
+    },
+
+    sendFeedback(projectGuid, content, extra = {}) {
+      if (closedByUser) return Promise.reject(new GatewayError('CLIENT_CLOSED', 'client is closed'));
+      const id = nextId();
+      const frame: Outgoing = { type: 'user_feedback', projectGuid: projectGuid.toLowerCase(), id, data: { ...extra, content } };
+      return new Promise<FeedbackResponse>((resolve, reject) => {
+        const p: Pending = {
+          inFlight: false,
+          reply: (env) => resolve(env.data as unknown as FeedbackResponse),
+          fail: reject,
+          timer: setTimeout(() => {
+            pending.delete(id);
+            const i = outbox.indexOf(frame);
+            if (i >= 0) outbox.splice(i, 1);
+            reject(new GatewayError('TIMEOUT', `no user_feedback_response within ${reqTimeout} ms`));
+          }, reqTimeout),
+        };
+        pending.set(id, p);
+        if (isOpen()) {
+          p.inFlight = true;
+          send(frame);
+        } else {
+          outbox.push(frame);
+        }
+      });
+    },
+
+    ping() {
+      if (!isOpen()) return Promise.reject(new GatewayError('NOT_CONNECTED', 'ping needs an open connection'));
+      const id = nextId();
+      const t0 = performance.now();
+      return new Promise<number>((resolve, reject) => {
+        pending.set(id, {
+          inFlight: true,
+          reply: () => resolve(performance.now() - t0),
+          fail: reject,
+          timer: setTimeout(() => {
+            pending.delete(id);
+            reject(new GatewayError('TIMEOUT', `no pong within ${reqTimeout} ms`));
+          }, reqTimeout),
+        });
+        send({ type: 'ping', id });
+      });
+    },
+
+    on(event, fn) {
+      let set = listeners.get(event);
+      if (!set) listeners.set(event, (set = new Set()));
+      set.add(fn as (payload: never) => void);
+      return () => { set.delete(fn as (payload: never) => void); };
+    },
+
+    lastEventId(projectGuid) {
+      return rooms.get(projectGuid.toLowerCase())?.lastId ?? null;
+    },
+
+    close() {
+      if (closedByUser) return;
+      closedByUser = true;
+      generation++;
+      clearTimeout(reconnectTimer);
+      const err = new GatewayError('CLIENT_CLOSED', 'client closed');
+      for (const p of pending.values()) { clearTimeout(p.timer); if (!p.lost) p.fail(err); }
+      pending.clear();
+      outbox.length = 0;
+      const sock = ws;
+      dropSocket();
+      try { sock?.close(1000, 'client closed'); } catch { /* already closing */ }
+      for (const room of rooms.values()) room.settle.reject(err);
+      rooms.clear();
+      setState('closed');
+    },
+  };
+}
