@@ -70,6 +70,8 @@ class SoakClient {
     while (!until()) {
       await new Promise((r) => setTimeout(r, 200 + Math.random() * 800));
       if (until()) break;
+      // Only drop an open socket: one still connecting is mid-reconnect already.
+      if (this.ws?.readyState !== WebSocket.OPEN) continue;
       this.reconnects++;
       if (Math.random() < 0.5) this.ws?.terminate();
       else this.ws?.close();

@@ -56,15 +56,14 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
     if (clustered) {
       return new Cluster([...options.redis.clusterNodes!], {
         clusterRetryStrategy: retryStrategy,
-        enableOfflineQueue: role === 'reader',
         redisOptions: { ...common, maxRetriesPerRequest: role === 'reader' ? null : 1, ...(role === 'reader' ? {} : { commandTimeout: 5000 }) },
       });
     }
     return new Redis(options.redis.url!, {
       ...common,
-      // Publishes fail fast while Redis is away (the producer gets 503, never a hang); reads wait.
+      // Commands issued while (re)connecting wait in the offline queue, bounded by commandTimeout;
+      // publishes check readiness first so producers get an immediate 503 during an outage.
       maxRetriesPerRequest: role === 'reader' ? null : 1,
-      enableOfflineQueue: role === 'reader',
       ...(role === 'reader' ? {} : { commandTimeout: 5000 }),
     });
   };
