@@ -93,6 +93,14 @@ describe('client frames', () => {
     await c.close();
   });
 
+  it('names the project in lower case in error frames, whatever case the client used', async () => {
+    const guid = randomGuid();
+    const c = await connect(g.wsUrl, userToken());
+    const err = await c.request({ type: 'user_feedback', id: 'case', projectGuid: guid.toUpperCase(), data: { content: '' } }, 'user_feedback_response');
+    expect(err).toMatchObject({ type: 'error', projectGuid: guid, data: { code: 'INVALID_FRAME' } });
+    await c.close();
+  });
+
   it('answers FORBIDDEN for a project the token does not grant, for join and feedback', async () => {
     const mine = randomGuid();
     const theirs = randomGuid();
@@ -234,6 +242,21 @@ describe('heartbeat', () => {
       await live.close();
     } finally {
       await hb.close();
+    }
+  });
+});
+
+describe('token expiry', () => {
+  it('closes a live connection with 4401 when its token expires', async () => {
+    const tg = await startGateway({ JWT_CLOCK_TOLERANCE_S: '0' });
+    try {
+      const c = await connect(tg.wsUrl, createSigner({ key: SECRET, expiresIn: 2000 })({ sub: 'short-lived', projects: '*' }));
+      const started = Date.now();
+      const { code } = await c.closed;
+      expect(code).toBe(4401);
+      expect(Date.now() - started).toBeLessThan(4000);
+    } finally {
+      await tg.close();
     }
   });
 });

@@ -6,7 +6,7 @@ import { CloseCodes, toGatewayError, type ErrorCode } from '../errors.js';
 import type { Metrics } from '../http/metrics.js';
 import { statusLine } from '../http/respond.js';
 import { CODECS, negotiateSubprotocol } from '../protocol/codec.js';
-import type { ClientFrame, Envelope, FeedbackData } from '../protocol/messages.js';
+import { isGuid, type ClientFrame, type Envelope, type FeedbackData } from '../protocol/messages.js';
 import { requestIdOf, validateClientFrame } from '../protocol/schemas.js';
 import type { Connection } from '../rooms/connection.js';
 import { sendTo } from '../rooms/connection.js';
@@ -171,7 +171,7 @@ export function createSocketLayer(deps: SocketDeps) {
       } catch (err) {
         const e = toGatewayError(err);
         const guid = (decoded as { projectGuid?: unknown } | null)?.projectGuid;
-        return send(ws, conn, fail(conn, e.code, e.message, typeof guid === 'string' && guid.length <= 64 ? guid : null, requestIdOf(decoded)));
+        return send(ws, conn, fail(conn, e.code, e.message, isGuid(guid) ? guid.toLowerCase() : null, requestIdOf(decoded)));
       }
       try {
         route(ws, conn, frame);
@@ -208,22 +208,24 @@ export function createSocketLayer(deps: SocketDeps) {
   };
 
   /**
-   * Heartbeat: pings every socket each HEARTBEAT_INTERVAL_S; closes one that has sent nothing (no
-   * frame, no pong) for IDLE_TIMEOUT_S, and one whose token expired. One O(n) pass per interval
-   * instead of a timer per socket.
+   * Heartbeat: pings every socket each HEARTBEAT_INTERVAL_S and closes one that has sent nothing
+   * (no frame, no pong) for IDLE_TIMEOUT_S. One O(n) pass per interval, not a timer per socket.
    */
-  function sweep(): void {
+  function heartbeat(): void {
     const now = Date.now();
     for (const conn of connections) {
       const ws = conn.ws;
       if (!ws) continue;
-      if (now - conn.lastSeenAt > config.idleTimeoutMs) {
-        ws.end(CloseCodes.HEARTBEAT_TIMEOUT, 'heartbeat timeout');
-      } else if (conn.principal.expiresAt !== null && now > conn.principal.expiresAt + config.jwt.clockToleranceMs) {
-        ws.end(CloseCodes.TOKEN_EXPIRED, 'token expired');
-      } else {
-        ws.cork(() => ws.ping());
-      }
+      if (now - conn.lastSeenAt > config.idleTimeoutMs) ws.end(CloseCodes.HEARTBEAT_TIMEOUT, 'heartbeat timeout');
+      else ws.cork(() => ws.ping());
+    }
+  }
+
+  /** Closes sockets whose token expired (checked every second: a cheap comparison per socket). */
+  function expireTokens(): void {
+    const now = Date.now() - config.jwt.clockToleranceMs;
+    for (const conn of connections) {
+      if (conn.principal.expiresAt !== null && now > conn.principal.expiresAt) conn.ws?.end(CloseCodes.TOKEN_EXPIRED, 'token expired');
     }
   }
 
@@ -232,6 +234,6 @@ export function createSocketLayer(deps: SocketDeps) {
     for (const conn of [...connections]) conn.ws?.end(code, reason);
   }
 
-  return { behavior, sweep, closeAll, count: () => connections.size };
+  return { behavior, heartbeat, expireTokens, closeAll, count: () => connections.size };
 }
 
