@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
+import { createAgentsLink } from './agents/link.js';
 import { createTokenVerifier } from './auth/tokens.js';
 import type { EventBus, EventBusFactory, EventSink, NewEvent } from './bus/bus.js';
 import { createMemoryBus } from './bus/memory.js';
@@ -18,7 +19,6 @@ export interface GatewayDeps {
   /** Builds the event bus; defaults to Redis Streams when config.redis is set, else in-process. */
   busFactory?: EventBusFactory;
   uws?: UwsModule;
-  forwardFeedback?: FeedbackForwarder;
 }
 
 export interface Gateway {
@@ -65,11 +65,16 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   });
   deliver = rooms.deliver;
 
+  const agents = config.agents
+    ? createAgentsLink({ ...config.agents, nodeId: config.nodeId, log: log.child({ component: 'agents' }), publish: (guid, event) => publishMany(guid, [event]) })
+    : null;
+  const forwardFeedback: FeedbackForwarder = (feedback) => agents?.forwardFeedback(feedback) ?? null;
+
   const sockets = createSocketLayer({
     config,
     verifyToken,
     rooms,
-    forwardFeedback: deps.forwardFeedback ?? (() => false),
+    forwardFeedback,
     log,
     metrics,
     isShuttingDown,
@@ -79,8 +84,10 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   async function publishMany(projectGuid: string, events: readonly NewEvent[]): Promise<string[]> {
     if (!isGuid(projectGuid)) throw new GatewayError('INVALID_GUID');
     for (const e of events) if (!isEventType(e.type)) throw new GatewayError('UNKNOWN_TYPE');
-    const ids = await bus.publish(projectGuid.toLowerCase(), events);
+    const guid = projectGuid.toLowerCase();
+    const ids = await bus.publish(guid, events);
     metrics.eventsPublished.inc(ids.length);
+    if (agents) events.forEach((e, i) => agents.notifyEvent(guid, { id: ids[i]!, type: e.type, data: e.data }));
     return ids;
   }
 
@@ -131,6 +138,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
         while (inflight.count > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
         rooms.flushNow();
         sockets.closeAll(CloseCodes.GOING_AWAY, 'server shutting down, reconnect');
+        agents?.close();
         await bus.close();
         log.info({ inflightAbandoned: inflight.count }, 'gateway closed');
       })());

@@ -67,7 +67,7 @@ describe('client frames', () => {
     expect(join).toMatchObject({ type: 'join_project', id: 'j1', projectGuid: guid, data: { latestId: '0-0' } });
 
     const fb = await c.request({ type: 'user_feedback', id: 'f1', projectGuid: guid, data: { content: 'looks good' } }, 'user_feedback_response');
-    expect(fb).toMatchObject({ type: 'user_feedback_response', id: 'f1', projectGuid: guid, data: { accepted: true, forwarded: false } });
+    expect(fb).toMatchObject({ type: 'user_feedback_response', id: 'f1', projectGuid: guid, data: { accepted: false, forwarded: false, reason: 'no agents-server configured' } });
 
     const leave = await c.request({ type: 'leave_project', id: 'l1', projectGuid: guid });
     expect(leave).toMatchObject({ type: 'leave_project', id: 'l1', projectGuid: guid });

@@ -10,14 +10,13 @@ import { isGuid, type ClientFrame, type Envelope, type FeedbackData } from '../p
 import { requestIdOf, validateClientFrame } from '../protocol/schemas.js';
 import type { Connection } from '../rooms/connection.js';
 import { sendTo } from '../rooms/connection.js';
+import type { FeedbackStatus } from '../agents/link.js';
 import type { Rooms } from '../rooms/rooms.js';
 import { errorReply, reply } from './frames.js';
 import { takeToken } from './rate-limit.js';
 
-export interface FeedbackForwarder {
-  /** Forwards a user's feedback upstream; resolves whether the agents-server took it. */
-  (feedback: { projectGuid: string; userId: string; requestId: string | null; data: FeedbackData }): boolean;
-}
+/** Forwards a user's feedback upstream; null when no agents-server is configured. */
+export type FeedbackForwarder = (feedback: { projectGuid: string; userId: string; requestId: string | null; data: FeedbackData }) => FeedbackStatus | null;
 
 export interface SocketDeps {
   readonly config: Config;
@@ -124,8 +123,10 @@ export function createSocketLayer(deps: SocketDeps) {
         return send(ws, conn, reply('leave_project', projectGuid, id, {}));
       case 'user_feedback': {
         if (!canAccessProject(conn.principal, frame.projectGuid)) return send(ws, conn, fail(conn, 'FORBIDDEN', undefined, projectGuid, id));
-        const forwarded = deps.forwardFeedback({ projectGuid: frame.projectGuid, userId: conn.principal.userId, requestId: id, data: frame.data });
-        return send(ws, conn, reply('user_feedback_response', projectGuid, id, { accepted: true, forwarded }));
+        const status = deps.forwardFeedback({ projectGuid: frame.projectGuid, userId: conn.principal.userId, requestId: id, data: frame.data });
+        if (status === 'unavailable') return send(ws, conn, fail(conn, 'UNAVAILABLE', 'agents-server unreachable and its queue is full; retry later', projectGuid, id));
+        const data = status === null ? { accepted: false, forwarded: false, reason: 'no agents-server configured' } : { accepted: true, forwarded: status === 'forwarded' };
+        return send(ws, conn, reply('user_feedback_response', projectGuid, id, data));
       }
     }
   }
