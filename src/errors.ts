@@ -48,6 +48,4 @@ export const CloseCodes = {
   HEARTBEAT_TIMEOUT: 4408,
   /** The client kept sending after being rate limited. */
   RATE_LIMITED: 4429,
-  /** The client could not keep up (send buffer over MAX_BACKPRESSURE_BYTES): reconnect and resume. */
-  SLOW_CONSUMER: 4008,
 } as const;

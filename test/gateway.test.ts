@@ -1,5 +1,6 @@
 import { createSigner } from 'fast-jwt';
 import { generateKeyPairSync } from 'node:crypto';
+import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EVENT_TYPES } from '../src/protocol/messages.js';
 import { connect, postEvent, producerToken, randomGuid, SECRET, sign, startGateway, upgradeStatus, userToken, type StartedGateway } from './helpers/gateway.js';
@@ -225,6 +226,60 @@ describe('rooms', () => {
     const reload = await third.join(guid, '99999999999999-0');
     expect(reload.data).toMatchObject({ recovered: false });
     await Promise.all([second.close(), third.close()]);
+  });
+});
+
+describe('graceful shutdown', () => {
+  it('lets an in-flight publish finish, then closes every socket with 1001 and stops listening', async () => {
+    const sg = await startGateway();
+    const guid = randomGuid();
+    const clients = await Promise.all([0, 1, 2].map(() => connect(sg.wsUrl, userToken())));
+    await Promise.all(clients.map((c) => c.join(guid)));
+    // A publish whose headers arrived before shutdown and whose body arrives during it.
+    const req = request(`${sg.httpUrl}/v1/projects/${guid}/events`, { method: 'POST', headers: { authorization: `Bearer ${producerToken()}`, 'content-type': 'application/json' } });
+    const response = new Promise<number>((resolve, reject) => req.on('response', (res) => (res.resume(), resolve(res.statusCode!))).on('error', reject));
+    req.flushHeaders();
+    await new Promise((r) => setTimeout(r, 100));
+    const closing = sg.close();
+    req.end(JSON.stringify({ type: 'project_message', data: { last: true } }));
+    await closing;
+    expect(await response).toBe(202);
+    for (const c of clients) {
+      expect(await c.closed).toMatchObject({ code: 1001 });
+      expect(c.events(guid).map((e) => e.data.last)).toEqual([true]);
+    }
+    await expect(fetch(`${sg.httpUrl}/healthz`)).rejects.toThrow();
+  });
+});
+
+describe('slow consumers', () => {
+  it('drops a subscriber that stops reading instead of silently skipping it, and it resumes without loss', async () => {
+    const sg = await startGateway({ MAX_BACKPRESSURE_BYTES: '65536' });
+    try {
+      const guid = randomGuid();
+      const slow = await connect(sg.wsUrl, userToken());
+      await slow.join(guid);
+      (slow.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+      const ids: string[] = [];
+      // Far more than the kernel's loopback buffers absorb, so uWS's own buffer passes the limit.
+      for (let i = 0; i < 200 && slow.ws.readyState === slow.ws.OPEN; i++) {
+        ids.push(...(await sg.gw.publishMany(guid, Array.from({ length: 100 }, (_, k) => ({ type: 'project_message' as const, data: { n: i * 100 + k, pad: 'x'.repeat(200) } })))));
+        await new Promise((r) => setImmediate(r));
+      }
+      (slow.ws as unknown as { _socket: { resume(): void } })._socket.resume();
+      expect((await slow.closed).code).toBe(1006);
+      const got = slow.events(guid).map((e) => e.id!);
+      expect(got.length).toBeLessThan(ids.length);
+      expect(got).toEqual(ids.slice(0, got.length));
+      const again = await connect(sg.wsUrl, userToken());
+      const ack = await again.join(guid, got.at(-1) ?? '0-0');
+      expect(ack.data.recovered).toBe(true);
+      const rest = await again.waitForEvents(guid, ids.length - got.length);
+      expect([...got, ...rest.map((e) => e.id!)]).toEqual(ids);
+      await again.close();
+    } finally {
+      await sg.close();
+    }
   });
 });
 

@@ -52,6 +52,8 @@ export function registerHttpRoutes(app: TemplatedApp, deps: HttpDeps): void {
     const guid = req.getParameter(0) ?? '';
     const token = extractToken(undefined, req.getHeader('authorization'));
     const p = pending(res);
+    // The in-process bus dies with the process: accept nothing new once shutdown has begun.
+    if (deps.isShuttingDown()) return sendError(p, 'UNAVAILABLE', 'server is shutting down');
     deps.inflight.count++;
     handlePublish(p, guid, token).finally(() => deps.inflight.count--);
   });
