@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { connect, postEvent, randomGuid, startGateway, userToken } from './helpers/gateway.js';
+import { connect, postEvent, randomGuid, startGateway, until, userToken } from './helpers/gateway.js';
 
 /**
  * A stand-in for the agents-server (a system we cannot run here): a real WebSocket server that
@@ -36,13 +36,6 @@ async function startFakeAgents(port = 0) {
   };
 }
 
-async function until(check: () => boolean, timeoutMs: number, what: string) {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('agents-server link', () => {
   it('forwards feedback, project updates and status syncs upstream, and relays agent messages to rooms', async () => {

@@ -1,20 +1,13 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createProducer } from '../src/bus/producer.js';
-import { connect, postEvent, randomGuid, SECRET, startGateway, userToken, type StartedGateway } from './helpers/gateway.js';
+import { connect, postEvent, randomGuid, SECRET, startGateway, until, userToken, type StartedGateway } from './helpers/gateway.js';
 import { freePorts } from './helpers/ports.js';
 import { spawnGateway, type GatewayProcess } from './helpers/processes.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
 
 const key = (guid: string) => `autocode:{${guid}}:events`;
 
-async function until(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 describe('three gateway processes on one Redis', () => {
   let redis: RedisServer;

@@ -180,3 +180,12 @@ export async function postEvent(httpUrl: string, projectGuid: string, body: unkn
   });
   return { status: res.status, body: (await res.json()) as any };
 }
+
+/** Polls `check` until it holds; fails naming `what` after `timeoutMs`. */
+export async function until(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
