@@ -105,7 +105,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   });
 
   let listenSocket: us_listen_socket | null = null;
-  const timers: NodeJS.Timeout[] = [];
+  let sweepTimer: NodeJS.Timeout | null = null;
   let closing: Promise<void> | null = null;
 
   return {
@@ -117,8 +117,8 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
         app.listen(config.host, config.port, (socket) => {
           if (!socket) return reject(new Error(`could not listen on ${config.host}:${config.port} (port in use or not permitted)`));
           listenSocket = socket;
-          timers.push(setInterval(sockets.heartbeat, config.heartbeatIntervalMs), setInterval(sockets.expireTokens, 1000));
-          for (const t of timers) t.unref();
+          sweepTimer = setInterval(sockets.sweep, Math.min(1000, config.heartbeatIntervalMs));
+          sweepTimer.unref();
           const port = uws.us_socket_local_port(socket);
           log.info({ port, host: config.host, bus: bus.kind }, 'gateway listening');
           resolve(port);
@@ -133,7 +133,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
         shuttingDown = true;
         if (listenSocket) uws.us_listen_socket_close(listenSocket);
         listenSocket = null;
-        for (const t of timers) clearInterval(t);
+        if (sweepTimer) clearInterval(sweepTimer);
         const deadline = Date.now() + config.shutdownGraceMs;
         while (inflight.count > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
         rooms.flushNow();

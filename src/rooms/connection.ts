@@ -17,6 +17,7 @@ export interface Connection {
   ws: WebSocket<Connection> | null;
   closed: boolean;
   lastSeenAt: number;
+  lastPingAt: number;
   readonly rooms: Map<string, Membership>;
   /** Token bucket for client frames. */
   tokens: number;

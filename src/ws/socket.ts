@@ -72,6 +72,7 @@ export function createSocketLayer(deps: SocketDeps) {
       ws: null,
       closed: false,
       lastSeenAt: now,
+      lastPingAt: now,
       rooms: new Map(),
       tokens: config.rateLimit.burst,
       tokensAt: now,
@@ -209,24 +210,23 @@ export function createSocketLayer(deps: SocketDeps) {
   };
 
   /**
-   * Heartbeat: pings every socket each HEARTBEAT_INTERVAL_S and closes one that has sent nothing
-   * (no frame, no pong) for IDLE_TIMEOUT_S. One O(n) pass per interval, not a timer per socket.
+   * One pass a second over all sockets (a few comparisons each, no timer per socket): closes a socket
+   * silent (no frame, no pong) for IDLE_TIMEOUT_S with 4408, one whose token expired with 4401, and
+   * pings a socket once per HEARTBEAT_INTERVAL_S since its last ping. Pings are therefore staggered
+   * by connection time instead of all going out in one burst.
    */
-  function heartbeat(): void {
+  function sweep(): void {
     const now = Date.now();
+    const expiredBefore = now - config.jwt.clockToleranceMs;
     for (const conn of connections) {
       const ws = conn.ws;
       if (!ws) continue;
       if (now - conn.lastSeenAt > config.idleTimeoutMs) ws.end(CloseCodes.HEARTBEAT_TIMEOUT, 'heartbeat timeout');
-      else ws.cork(() => ws.ping());
-    }
-  }
-
-  /** Closes sockets whose token expired (checked every second: a cheap comparison per socket). */
-  function expireTokens(): void {
-    const now = Date.now() - config.jwt.clockToleranceMs;
-    for (const conn of connections) {
-      if (conn.principal.expiresAt !== null && now > conn.principal.expiresAt) conn.ws?.end(CloseCodes.TOKEN_EXPIRED, 'token expired');
+      else if (conn.principal.expiresAt !== null && expiredBefore > conn.principal.expiresAt) ws.end(CloseCodes.TOKEN_EXPIRED, 'token expired');
+      else if (now - conn.lastPingAt >= config.heartbeatIntervalMs) {
+        conn.lastPingAt = now;
+        ws.cork(() => ws.ping());
+      }
     }
   }
 
@@ -235,6 +235,6 @@ export function createSocketLayer(deps: SocketDeps) {
     for (const conn of [...connections]) conn.ws?.end(code, reason);
   }
 
-  return { behavior, heartbeat, expireTokens, closeAll, count: () => connections.size };
+  return { behavior, sweep, closeAll, count: () => connections.size };
 }
 
