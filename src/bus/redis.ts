@@ -82,6 +82,8 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
   let inflightGeneration = -1;
   let wake: (() => void) | null = null;
   let lastErrorLog = 0;
+  /** When a read round last completed: a reader stuck longer than a block plus slack is unhealthy (AnyCable #275). */
+  let lastReadAt = Date.now();
 
   const logError = (msg: string, err: unknown) => {
     // One line per second at most: a Redis outage must not flood the logs.
@@ -200,10 +202,12 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
     while (running) {
       if (watches.size === 0) {
         await sleep(60000);
+        lastReadAt = Date.now();
         continue;
       }
       try {
         await (clustered ? readCluster() : readStandalone());
+        lastReadAt = Date.now();
         failures = 0;
       } catch (err) {
         if (!running) break;
@@ -289,7 +293,8 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
       }
       return classifyHistory(afterId, { lastGenerated, maxDeleted: String(field('max-deleted-entry-id')), firstId: firstEntry?.[0] ?? null });
     },
-    isReady: () => running && cmd.status === 'ready' && reader.status === 'ready' && readerHealthy,
+    isReady: () =>
+      running && cmd.status === 'ready' && reader.status === 'ready' && readerHealthy && (watches.size === 0 || Date.now() - lastReadAt < blockMs + 10000),
     async close() {
       running = false;
       wake?.();
