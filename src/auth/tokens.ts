@@ -16,6 +16,7 @@ export interface Principal {
 export type TokenVerifier = (token: string) => Principal;
 
 export const PUBLISH_SCOPE = 'events:publish';
+const PRINCIPAL_CACHE_SIZE = 10000;
 
 /**
  * Builds a synchronous verifier, so the uWS upgrade handler can decide before it returns and never
@@ -30,18 +31,24 @@ export function createTokenVerifier(jwt: Config['jwt']): TokenVerifier {
     ...(jwt.audience ? { allowedAud: jwt.audience } : {}),
     clockTolerance: jwt.clockToleranceMs,
     requiredClaims: ['sub'],
-    // Reconnect storms present the same tokens again and again: cache verified results.
-    cache: 10000,
-    cacheTTL: 60000,
   });
+  // Reconnect storms present the same tokens again and again, and every tab of one user holds the
+  // same token: verified principals are cached by token and shared by their sockets (one object,
+  // not one per socket). A cached principal is still refused once its `exp` passes.
+  const cache = new Map<string, Principal>();
   return (token) => {
+    const cached = cache.get(token);
+    if (cached && (cached.expiresAt === null || Date.now() - jwt.clockToleranceMs <= cached.expiresAt)) return cached;
     let claims: Record<string, unknown>;
     try {
       claims = verify(token) as Record<string, unknown>;
     } catch (err) {
       throw new GatewayError('UNAUTHORIZED', `invalid token: ${(err as { code?: string }).code ?? 'FAST_JWT_INVALID'}`);
     }
-    return principalFromClaims(claims);
+    const principal = principalFromClaims(claims);
+    if (cache.size >= PRINCIPAL_CACHE_SIZE) cache.delete(cache.keys().next().value!);
+    cache.set(token, principal);
+    return principal;
   };
 }
 

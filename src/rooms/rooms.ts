@@ -6,7 +6,7 @@ import type { Metrics } from '../http/metrics.js';
 import { CODEC_NAMES, CODECS, type CodecName } from '../protocol/codec.js';
 import { compareIds } from '../protocol/event-id.js';
 import type { ProjectEvent } from '../protocol/messages.js';
-import { sendTo, whenDrained, type Connection, type Membership } from './connection.js';
+import { membershipOf, putMembership, removeMembership, sendTo, whenDrained, type Connection, type Membership } from './connection.js';
 import { roomTopic } from './topics.js';
 
 /** One project watched by this instance. */
@@ -235,12 +235,11 @@ export function createRooms(opts: RoomsOptions) {
    * the join was superseded (leave, re-join or close) while it waited.
    */
   async function join(conn: Connection, guid: string, since: string | undefined): Promise<JoinResult | null> {
-    const membership: Membership = { joined: false };
-    const previous = conn.rooms.get(guid);
-    conn.rooms.set(guid, membership);
+    const membership: Membership = { guid, joined: false };
+    const previous = putMembership(conn, membership);
     // A re-join replaces the old membership; its room reference is handed over, not taken twice.
     const room = (previous && rooms.get(guid)) || acquire(guid);
-    const current = () => !conn.closed && conn.rooms.get(guid) === membership;
+    const current = () => !conn.closed && membershipOf(conn, guid) === membership;
     let done = false;
     try {
       if (previous?.joined) conn.ws?.unsubscribe(room.topics[conn.codec.name]);
@@ -302,17 +301,19 @@ export function createRooms(opts: RoomsOptions) {
       }
     } finally {
       if (!done) {
-        if (conn.rooms.get(guid) === membership) conn.rooms.delete(guid);
-        // Only the membership that still owns the room reference gives it back.
-        if (!conn.rooms.has(guid) || conn.rooms.get(guid) === membership) release(room);
+        // Only the membership that still owns the room reference gives it back: one that was
+        // replaced by a re-join handed its reference over.
+        const now = membershipOf(conn, guid);
+        if (now === membership) removeMembership(conn, membership);
+        if (now === undefined || now === membership) release(room);
       }
     }
   }
 
   function leave(conn: Connection, guid: string): boolean {
-    const membership = conn.rooms.get(guid);
+    const membership = membershipOf(conn, guid);
     if (!membership) return false;
-    conn.rooms.delete(guid);
+    removeMembership(conn, membership);
     const room = rooms.get(guid);
     if (membership.joined && room) {
       conn.ws?.unsubscribe(room.topics[conn.codec.name]);
@@ -324,12 +325,12 @@ export function createRooms(opts: RoomsOptions) {
 
   /** On close: uWS already dropped the topic subscriptions; give back the room references. */
   function leaveAll(conn: Connection): void {
-    for (const [guid, membership] of conn.rooms) {
+    for (const membership of conn.rooms) {
       if (!membership.joined) continue;
-      const room = rooms.get(guid);
+      const room = rooms.get(membership.guid);
       if (room) release(room);
     }
-    conn.rooms.clear();
+    conn.rooms = [];
   }
 
   return {

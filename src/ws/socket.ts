@@ -9,7 +9,7 @@ import { CODECS, negotiateSubprotocol } from '../protocol/codec.js';
 import { isGuid, type ClientFrame, type Envelope, type FeedbackData } from '../protocol/messages.js';
 import { requestIdOf, validateClientFrame } from '../protocol/schemas.js';
 import type { Connection } from '../rooms/connection.js';
-import { sendTo } from '../rooms/connection.js';
+import { membershipOf, releaseDrainWaiters, sendTo } from '../rooms/connection.js';
 import type { FeedbackStatus } from '../agents/link.js';
 import type { Rooms } from '../rooms/rooms.js';
 import { errorReply, reply } from './frames.js';
@@ -73,11 +73,11 @@ export function createSocketLayer(deps: SocketDeps) {
       closed: false,
       lastSeenAt: now,
       lastPingAt: now,
-      rooms: new Map(),
+      rooms: [],
       tokens: config.rateLimit.burst,
       tokensAt: now,
       limitedDrops: 0,
-      drainWaiters: [],
+      drainWaiters: null,
     };
     res.upgrade(conn, secKey, negotiated.protocol, extensions, context);
   }
@@ -104,7 +104,7 @@ export function createSocketLayer(deps: SocketDeps) {
         return send(ws, conn, reply('pong', projectGuid, id, { serverTime: Date.now() }));
       case 'join_project': {
         if (!canAccessProject(conn.principal, frame.projectGuid)) return send(ws, conn, fail(conn, 'FORBIDDEN', undefined, projectGuid, id));
-        if (!conn.rooms.has(frame.projectGuid) && conn.rooms.size >= config.maxRoomsPerConnection) {
+        if (!membershipOf(conn, frame.projectGuid) && conn.rooms.length >= config.maxRoomsPerConnection) {
           return send(ws, conn, fail(conn, 'TOO_MANY_ROOMS', `at most ${config.maxRoomsPerConnection} projects per connection`, projectGuid, id));
         }
         rooms.join(conn, frame.projectGuid, frame.data?.since).then(
@@ -187,10 +187,7 @@ export function createSocketLayer(deps: SocketDeps) {
     },
     drain(ws) {
       const conn = ws.getUserData();
-      if (conn.drainWaiters.length === 0 || ws.getBufferedAmount() >= config.maxBackpressureBytes / 2) return;
-      const waiters = conn.drainWaiters;
-      conn.drainWaiters = [];
-      for (const w of waiters) w();
+      if (conn.drainWaiters && ws.getBufferedAmount() < config.maxBackpressureBytes / 2) releaseDrainWaiters(conn);
     },
     close(ws, code, message) {
       const conn = ws.getUserData();
@@ -198,8 +195,7 @@ export function createSocketLayer(deps: SocketDeps) {
       conn.ws = null;
       connections.delete(conn);
       rooms.leaveAll(conn);
-      for (const w of conn.drainWaiters) w();
-      conn.drainWaiters = [];
+      releaseDrainWaiters(conn);
       metrics.connections.dec();
       metrics.connectionsClosed.inc({ code: String(code) });
       log.info(
