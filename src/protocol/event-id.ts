@@ -2,22 +2,36 @@
  * Event ids are Redis Stream entry ids, `<ms>-<seq>`, increasing per project. The in-process bus
  * mints ids of the same shape, so clients and resume logic never care which bus is running.
  */
-const ID_RE = /^(\d{1,16})-(\d{1,16})$/;
+// Canonical form only (no leading zeros, at most 15 digits per part so both parts stay exact as
+// numbers): that is what Redis issues, and it lets ids be compared digit by digit without parsing.
+const ID_RE = /^(?:0|[1-9]\d{0,14})-(?:0|[1-9]\d{0,14})$/;
+export const EVENT_ID_PATTERN = ID_RE.source;
 
 export function isEventId(value: unknown): value is string {
   return typeof value === 'string' && ID_RE.test(value);
 }
 
-/** Numeric comparison of two valid ids: negative, zero or positive. */
+/**
+ * Numeric comparison of two canonical ids: negative, zero or positive. Runs on every event of the
+ * hot path, so it compares characters in place instead of slicing and parsing.
+ */
 export function compareIds(a: string, b: string): number {
+  if (a === b) return 0;
   const da = a.indexOf('-');
   const db = b.indexOf('-');
-  const ma = Number(a.slice(0, da));
-  const mb = Number(b.slice(0, db));
-  if (ma !== mb) return ma < mb ? -1 : 1;
-  const sa = Number(a.slice(da + 1));
-  const sb = Number(b.slice(db + 1));
-  return sa === sb ? 0 : sa < sb ? -1 : 1;
+  if (da !== db) return da < db ? -1 : 1;
+  for (let i = 0; i < da; i++) {
+    const d = a.charCodeAt(i) - b.charCodeAt(i);
+    if (d !== 0) return d;
+  }
+  const la = a.length - da;
+  const lb = b.length - db;
+  if (la !== lb) return la < lb ? -1 : 1;
+  for (let i = 1; i < la; i++) {
+    const d = a.charCodeAt(da + i) - b.charCodeAt(db + i);
+    if (d !== 0) return d;
+  }
+  return 0;
 }
 
 export const ZERO_ID = '0-0';

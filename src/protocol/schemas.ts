@@ -1,12 +1,11 @@
 import type { ValidateFunction } from 'ajv';
 import { GatewayError } from '../errors.js';
 import { createAjv, describeAjvErrors } from './ajv.js';
-import { isEventId } from './event-id.js';
+import { EVENT_ID_PATTERN, isEventId } from './event-id.js';
 import { CLIENT_TYPES, EVENT_TYPES, GUID_PATTERN, isEventType, isGuid, type ClientFrame, type ClientType, type EventType } from './messages.js';
 
 // Control characters other than tab/newline/carriage return never belong in user text.
 const SAFE_TEXT = '^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F]*$';
-const EVENT_ID_PATTERN = '^\\d{1,16}-\\d{1,16}$';
 
 const base = {
   id: { type: ['string', 'null'], maxLength: 128 },
