@@ -29,6 +29,7 @@ interface Env {
   REDIS_PREFIX: string;
   STREAM_MAXLEN: number;
   STREAM_TTL_S: number;
+  STREAM_MAX_AGE_S: number;
   HISTORY_PAGE_SIZE: number;
   RECENT_EVENTS_PER_ROOM: number;
   AGENTS_URL?: string;
@@ -63,6 +64,7 @@ const envSchema: JSONSchemaType<Env> = {
     REDIS_PREFIX: { type: 'string', pattern: '^[A-Za-z0-9:_.-]{1,64}$', default: 'autocode' },
     STREAM_MAXLEN: { type: 'integer', minimum: 1, maximum: 100000000, default: 10000 },
     STREAM_TTL_S: { type: 'integer', minimum: 0, maximum: 31536000, default: 86400 },
+    STREAM_MAX_AGE_S: { type: 'integer', minimum: 0, maximum: 31536000, default: 0 },
     HISTORY_PAGE_SIZE: { type: 'integer', minimum: 1, maximum: 10000, default: 500 },
     RECENT_EVENTS_PER_ROOM: { type: 'integer', minimum: 16, maximum: 1000000, default: 1024 },
     AGENTS_URL: { type: 'string', pattern: '^wss?://', nullable: true },
@@ -97,7 +99,7 @@ export interface Config {
     readonly clusterNodes?: readonly { host: string; port: number }[];
     readonly prefix: string;
   };
-  readonly stream: { readonly maxLen: number; readonly ttlS: number; readonly historyPageSize: number };
+  readonly stream: { readonly maxLen: number; readonly ttlS: number; readonly maxAgeS: number; readonly historyPageSize: number };
   readonly recentEventsPerRoom: number;
   readonly agents?: { readonly url: string; readonly token?: string };
   readonly shutdownGraceMs: number;
@@ -168,7 +170,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     ...(e.REDIS_URL || clusterNodes
       ? { redis: { ...(e.REDIS_URL ? { url: e.REDIS_URL } : {}), ...(clusterNodes ? { clusterNodes } : {}), prefix: e.REDIS_PREFIX } }
       : {}),
-    stream: { maxLen: e.STREAM_MAXLEN, ttlS: e.STREAM_TTL_S, historyPageSize: e.HISTORY_PAGE_SIZE },
+    stream: { maxLen: e.STREAM_MAXLEN, ttlS: e.STREAM_TTL_S, maxAgeS: e.STREAM_MAX_AGE_S, historyPageSize: e.HISTORY_PAGE_SIZE },
     recentEventsPerRoom: e.RECENT_EVENTS_PER_ROOM,
     ...(e.AGENTS_URL ? { agents: { url: e.AGENTS_URL, ...(e.AGENTS_TOKEN ? { token: e.AGENTS_TOKEN } : {}) } } : {}),
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,

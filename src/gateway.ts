@@ -52,6 +52,9 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   const sink: EventSink = (guid, events) => deliver(guid, events);
   const busFactory = deps.busFactory ?? (await defaultBusFactory(config, log));
   const bus = busFactory(sink);
+  // Serve as soon as the bus is up; if it is not up in time, serve anyway and report not-ready
+  // (clients can connect, /readyz says 503, and the bus keeps reconnecting).
+  if (!(await bus.waitUntilReady(5000))) log.warn({ bus: bus.kind }, 'event bus not connected yet; serving as not-ready');
 
   const app: TemplatedApp = uws.App();
   const rooms = createRooms({

@@ -166,6 +166,27 @@ describe('resume across instances', () => {
   });
 });
 
+describe('retention by age', () => {
+  it('trims events older than STREAM_MAX_AGE_S when new ones are appended', async () => {
+    const redis = await startRedis();
+    const g = await startGateway({ REDIS_URL: redis.url, STREAM_MAX_AGE_S: '1', NODE_ID: 'age' });
+    try {
+      const guid = randomGuid();
+      await g.gw.publishMany(guid, Array.from({ length: 500 }, (_, i) => ({ type: 'project_message' as const, data: { i } })));
+      expect(Number(await redis.cli('XLEN', key(guid)))).toBe(500);
+      await new Promise((r) => setTimeout(r, 1100));
+      const fresh = await g.gw.publish(guid, { type: 'project_message', data: { fresh: true } });
+      // MINID ~ trims whole macro nodes: at most one node (100 entries) of old events may remain.
+      const left = Number(await redis.cli('XLEN', key(guid)));
+      expect(left).toBeLessThanOrEqual(101);
+      expect(await redis.cli('XREVRANGE', key(guid), '+', '-', 'COUNT', '1')).toContain(fresh);
+    } finally {
+      await g.close();
+      await redis.stop();
+    }
+  });
+});
+
 describe('Redis faults', () => {
   it('keeps clients connected through a Redis restart and a CLIENT KILL, flips readiness, and delivers afterwards', async () => {
     const redis = await startRedis();

@@ -36,6 +36,8 @@ export interface EventBus {
   checkHistory(projectGuid: string, afterId: string): Promise<HistoryCheck>;
   /** False while the bus cannot deliver (e.g. Redis unreachable). */
   isReady(): boolean;
+  /** Resolves true once connected, or false after `timeoutMs` (the bus keeps trying either way). */
+  waitUntilReady(timeoutMs: number): Promise<boolean>;
   close(): Promise<void>;
 }
 

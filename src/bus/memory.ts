@@ -66,6 +66,7 @@ export function createMemoryBus(sink: EventSink, options: { maxLen: number }): E
       return classifyHistory(afterId, { lastGenerated: log.lastId, maxDeleted: log.maxDeletedId, firstId: log.events[0]?.id ?? null });
     },
     isReady: () => true,
+    waitUntilReady: async () => true,
     async close() {
       watched.clear();
     },

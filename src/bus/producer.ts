@@ -9,6 +9,8 @@ export interface ProducerOptions {
   maxLen?: number;
   /** Seconds after the last append before an idle project's stream expires; 0 keeps it. */
   ttlS?: number;
+  /** Events older than this many seconds are trimmed on each append (XTRIM MINID ~); 0 keeps them. */
+  maxAgeS?: number;
   /** Recorded in the entry's `origin` field. */
   origin?: string;
 }
@@ -29,6 +31,7 @@ export function createProducer(redis: Redis | Cluster, options: ProducerOptions 
   const prefix = options.prefix ?? 'autocode';
   const maxLen = options.maxLen ?? 10000;
   const ttlS = options.ttlS ?? 86400;
+  const maxAgeS = options.maxAgeS ?? 0;
   return {
     async publish(projectGuid: string, events: readonly ProducerEvent[]): Promise<string[]> {
       if (!isGuid(projectGuid)) throw new TypeError(`not a GUID: ${projectGuid}`);
@@ -40,6 +43,8 @@ export function createProducer(redis: Redis | Cluster, options: ProducerOptions 
         if (options.origin) fields.push(FIELD_ORIGIN, options.origin);
         pipeline.xadd(key, 'MAXLEN', '~', maxLen, '*', ...fields);
       }
+      // XADD takes one trim strategy; age-based trimming is a second, equally approximate, command.
+      if (maxAgeS > 0) pipeline.xtrim(key, 'MINID', '~', `${Date.now() - maxAgeS * 1000}-0`);
       if (ttlS > 0) pipeline.expire(key, ttlS);
       const results = (await pipeline.exec()) ?? [];
       const ids: string[] = [];

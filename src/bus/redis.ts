@@ -71,7 +71,7 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
   // Blocking reads get their own connection so they never delay publishes or history reads.
   const cmd = makeClient('cmd');
   const reader = makeClient('reader');
-  const producer = createProducer(cmd, { prefix, maxLen: stream.maxLen, ttlS: stream.ttlS, origin: options.nodeId });
+  const producer = createProducer(cmd, { prefix, maxLen: stream.maxLen, ttlS: stream.ttlS, maxAgeS: stream.maxAgeS, origin: options.nodeId });
 
   const watches = new Map<string, Watch>();
   let running = true;
@@ -292,6 +292,14 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
         return !firstEntry || compareIds(afterId, firstEntry[0]) >= 0 ? 'complete' : 'trimmed';
       }
       return classifyHistory(afterId, { lastGenerated, maxDeleted: String(field('max-deleted-entry-id')), firstId: firstEntry?.[0] ?? null });
+    },
+    async waitUntilReady(timeoutMs) {
+      const deadline = Date.now() + timeoutMs;
+      while (cmd.status !== 'ready' || reader.status !== 'ready') {
+        if (Date.now() > deadline || !running) return false;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      return true;
     },
     isReady: () =>
       running && cmd.status === 'ready' && reader.status === 'ready' && readerHealthy && (watches.size === 0 || Date.now() - lastReadAt < blockMs + 10000),
