@@ -3,7 +3,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EVENT_TYPES } from '../src/protocol/messages.js';
-import { connect, postEvent, producerToken, randomGuid, SECRET, sign, startGateway, upgradeStatus, userToken, type StartedGateway } from './helpers/gateway.js';
+import { connect, postEvent, producerToken, randomGuid, SECRET, sign, startGateway, until, upgradeStatus, userToken, type StartedGateway } from './helpers/gateway.js';
 
 let g: StartedGateway;
 beforeAll(async () => {
@@ -174,6 +174,35 @@ describe('rooms', () => {
     await inBoth.waitForEvents(b, 3);
     expect(inBoth.events(a)).toHaveLength(2);
     await Promise.all([inA.close(), inB.close(), inBoth.close()]);
+  });
+
+  it('keeps room references balanced across re-joins, leaves and closes (a room nobody watches is dropped)', async () => {
+    const rg = await startGateway();
+    try {
+      const rooms = async () => (await rg.gw.metrics.rooms.get()).values[0]!.value;
+      const guid = randomGuid();
+      const other = randomGuid();
+      const c = await connect(rg.wsUrl, userToken());
+      await c.join(guid);
+      await c.join(guid);
+      await c.join(other);
+      expect(await rooms()).toBe(2);
+      await rg.gw.publish(guid, { type: 'project_message', data: { n: 1 } });
+      await c.waitForEvents(guid, 1);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(c.events(guid)).toHaveLength(1); // joined twice, subscribed once
+      expect((await c.request({ type: 'leave_project', id: 'l1', projectGuid: guid })).type).toBe('leave_project');
+      expect((await c.request({ type: 'leave_project', id: 'l2', projectGuid: guid })).data.code).toBe('NOT_JOINED');
+      expect(await rooms()).toBe(1);
+      // A join and a leave sent back to back: the join is superseded and gives its reference back.
+      c.send({ type: 'join_project', id: 'j-fast', projectGuid: guid });
+      c.send({ type: 'leave_project', id: 'l-fast', projectGuid: guid });
+      await c.reply('leave_project', 'l-fast');
+      await c.close();
+      await until(async () => (await rooms()) === 0, 2000, 'rooms released');
+    } finally {
+      await rg.close();
+    }
   });
 
   it('batches 1,000 events published in one tick: every client gets all, in order, in fewer frames', async () => {
