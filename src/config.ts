@@ -31,6 +31,7 @@ interface Env {
   STREAM_TTL_S: number;
   STREAM_MAX_AGE_S: number;
   HISTORY_PAGE_SIZE: number;
+  MEMORY_BUS_MAX_EVENTS: number;
   RECENT_EVENTS_PER_ROOM: number;
   AGENTS_URL?: string;
   AGENTS_TOKEN?: string;
@@ -66,6 +67,7 @@ const envSchema: JSONSchemaType<Env> = {
     STREAM_TTL_S: { type: 'integer', minimum: 0, maximum: 31536000, default: 86400 },
     STREAM_MAX_AGE_S: { type: 'integer', minimum: 0, maximum: 31536000, default: 0 },
     HISTORY_PAGE_SIZE: { type: 'integer', minimum: 1, maximum: 10000, default: 500 },
+    MEMORY_BUS_MAX_EVENTS: { type: 'integer', minimum: 1000, maximum: 100000000, default: 200000 },
     RECENT_EVENTS_PER_ROOM: { type: 'integer', minimum: 16, maximum: 1000000, default: 1024 },
     AGENTS_URL: { type: 'string', pattern: '^wss?://', nullable: true },
     AGENTS_TOKEN: { type: 'string', minLength: 1, nullable: true },
@@ -101,6 +103,8 @@ export interface Config {
   };
   readonly stream: { readonly maxLen: number; readonly ttlS: number; readonly maxAgeS: number; readonly historyPageSize: number };
   readonly recentEventsPerRoom: number;
+  /** In-process bus only: events kept over all projects; the least recently active projects' history goes first. */
+  readonly memoryBusMaxEvents: number;
   readonly agents?: { readonly url: string; readonly token?: string };
   readonly shutdownGraceMs: number;
 }
@@ -172,6 +176,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
       : {}),
     stream: { maxLen: e.STREAM_MAXLEN, ttlS: e.STREAM_TTL_S, maxAgeS: e.STREAM_MAX_AGE_S, historyPageSize: e.HISTORY_PAGE_SIZE },
     recentEventsPerRoom: e.RECENT_EVENTS_PER_ROOM,
+    memoryBusMaxEvents: e.MEMORY_BUS_MAX_EVENTS,
     ...(e.AGENTS_URL ? { agents: { url: e.AGENTS_URL, ...(e.AGENTS_TOKEN ? { token: e.AGENTS_TOKEN } : {}) } } : {}),
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
   };

@@ -150,7 +150,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
 }
 
 async function defaultBusFactory(config: Config, log: Logger): Promise<EventBusFactory> {
-  if (!config.redis) return (sink) => createMemoryBus(sink, { maxLen: config.stream.maxLen });
+  if (!config.redis) return (sink) => createMemoryBus(sink, { maxLen: config.stream.maxLen, maxEvents: config.memoryBusMaxEvents });
   const { createRedisBus } = await import('./bus/redis.js');
   return (sink) => createRedisBus(sink, { redis: config.redis!, stream: config.stream, nodeId: config.nodeId, log });
 }

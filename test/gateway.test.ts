@@ -443,3 +443,27 @@ describe('rate limiting', () => {
     }
   });
 });
+
+describe('in-process bus memory bound', () => {
+  it('drops the history of the least recently active projects first, and says so on resume', async () => {
+    const mg = await startGateway({ MEMORY_BUS_MAX_EVENTS: '1000', STREAM_MAXLEN: '800' });
+    try {
+      const old = randomGuid();
+      const busy = randomGuid();
+      const oldIds = await mg.gw.publishMany(old, Array.from({ length: 500 }, (_, i) => ({ type: 'project_message' as const, data: { i } })));
+      const busyIds = await mg.gw.publishMany(busy, Array.from({ length: 800 }, (_, i) => ({ type: 'project_message' as const, data: { i } })));
+      // 1,300 events against a bound of 1,000: 300 of the older project's go.
+      const c = await connect(mg.wsUrl, userToken());
+      expect((await c.join(old, oldIds[10])).data.recovered).toBe(false);
+      expect((await c.join(old, oldIds[300])).data).toMatchObject({ recovered: true, replayed: 199 });
+      busyIds.push(...(await mg.gw.publishMany(busy, [{ type: 'project_message', data: { last: true } }])));
+      const d = await connect(mg.wsUrl, userToken());
+      const ack = await d.join(busy, busyIds[400]);
+      expect(ack.data).toMatchObject({ recovered: true, replayed: 400 });
+      expect((await d.waitForEvents(busy, 400)).map((e) => e.id)).toEqual(busyIds.slice(401));
+      await Promise.all([c.close(), d.close()]);
+    } finally {
+      await mg.close();
+    }
+  });
+});

@@ -13,14 +13,32 @@ interface Log {
  * The embedded bus for a single instance: per-project logs kept in memory, bounded by `maxLen`.
  * Same id format and history semantics as the Redis Streams bus, so resume works the same.
  */
-export function createMemoryBus(sink: EventSink, options: { maxLen: number }): EventBus {
+export function createMemoryBus(sink: EventSink, options: { maxLen: number; maxEvents: number }): EventBus {
+  /** In least-recently-published order (a publish moves its project to the end). */
   const logs = new Map<string, Log>();
   const watched = new Set<string>();
+  let retained = 0;
 
   const logOf = (guid: string): Log => {
     let log = logs.get(guid);
-    if (!log) logs.set(guid, (log = { events: [], lastId: ZERO_ID, maxDeletedId: ZERO_ID }));
+    if (log) logs.delete(guid);
+    else log = { events: [], lastId: ZERO_ID, maxDeletedId: ZERO_ID };
+    logs.set(guid, log);
     return log;
+  };
+
+  const drop = (log: Log, count: number) => {
+    const dropped = log.events.splice(0, count);
+    if (dropped.length) log.maxDeletedId = dropped[dropped.length - 1]!.id;
+    retained -= dropped.length;
+  };
+
+  /** Bounds memory over all projects: the history of the least recently active ones goes first. */
+  const enforceTotal = () => {
+    for (const log of logs.values()) {
+      if (retained <= options.maxEvents) return;
+      drop(log, Math.min(log.events.length, retained - options.maxEvents));
+    }
   };
 
   return {
@@ -34,11 +52,10 @@ export function createMemoryBus(sink: EventSink, options: { maxLen: number }): E
         added.push({ id: log.lastId, projectGuid: guid, type: e.type, data: e.data, timestamp });
       }
       log.events.push(...added);
+      retained += added.length;
       // Trim in chunks so retention is amortized O(1) per event instead of a shift per event.
-      if (log.events.length > options.maxLen * 1.25 + 16) {
-        const dropped = log.events.splice(0, log.events.length - options.maxLen);
-        log.maxDeletedId = dropped[dropped.length - 1]!.id;
-      }
+      if (log.events.length > options.maxLen * 1.25 + 16) drop(log, log.events.length - options.maxLen);
+      if (retained > options.maxEvents) enforceTotal();
       if (watched.has(guid)) sink(guid, added);
       return added.map((e) => e.id);
     },

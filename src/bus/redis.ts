@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { GatewayError } from '../errors.js';
 import { compareIds, ZERO_ID } from '../protocol/event-id.js';
-import { isEventType, type ProjectEvent } from '../protocol/messages.js';
+import { envelopeJson, isEventType, type ProjectEvent } from '../protocol/messages.js';
 import { classifyHistory, type EventBus, type EventSink, type HistoryCheck } from './bus.js';
 import { eventsKey, FIELD_DATA, FIELD_TYPE } from './keys.js';
 import { createProducer } from './producer.js';
@@ -128,8 +128,8 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
     if (!data || typeof data !== 'object' || Array.isArray(data)) return null;
     const timestamp = new Date(Number(id.slice(0, id.indexOf('-')))).toISOString();
     // `raw` parsed as a JSON object, so it can be spliced in as-is: no re-stringify per event.
-    const json = `{"type":"${type}","projectGuid":"${guid}","data":${raw},"timestamp":"${timestamp}","id":"${id}"}`;
-    return { id, projectGuid: guid, type, data, timestamp, json };
+    const head = { id, projectGuid: guid, type, timestamp };
+    return { ...head, data, json: envelopeJson(head, raw) };
   }
 
   function toEvents(guid: string, entries: StreamEntry[]): ProjectEvent[] {

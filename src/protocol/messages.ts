@@ -48,8 +48,18 @@ export function eventEnvelope(e: ProjectEvent): Envelope<EventType> {
   return { type: e.type, projectGuid: e.projectGuid, data: e.data, timestamp: e.timestamp, id: e.id };
 }
 
+/**
+ * The envelope as JSON, built once per event and cached. Only `data` goes through JSON.stringify:
+ * the other fields are an enum value, a validated GUID, an ISO date and a canonical id, none of
+ * which needs escaping, so no intermediate envelope object is allocated on the hot path.
+ */
 export function eventJson(e: ProjectEvent): string {
-  return (e.json ??= JSON.stringify(eventEnvelope(e)));
+  return (e.json ??= envelopeJson(e, JSON.stringify(e.data) ?? 'null'));
+}
+
+/** `dataJson` must be valid JSON (a producer's raw `data` field once it has parsed). */
+export function envelopeJson(e: Omit<ProjectEvent, 'data' | 'json'>, dataJson: string): string {
+  return `{"type":"${e.type}","projectGuid":"${e.projectGuid}","data":${dataJson},"timestamp":"${e.timestamp}","id":"${e.id}"}`;
 }
 
 export const GUID_PATTERN = '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';
