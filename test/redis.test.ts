@@ -180,6 +180,10 @@ describe('retention by age', () => {
       const left = Number(await redis.cli('XLEN', key(guid)));
       expect(left).toBeLessThanOrEqual(101);
       expect(await redis.cli('XREVRANGE', key(guid), '+', '-', 'COUNT', '1')).toContain(fresh);
+      // The idle-expiry TTL (STREAM_TTL_S, default one day) is set on the stream.
+      const ttl = Number(await redis.cli('TTL', key(guid)));
+      expect(ttl).toBeGreaterThan(86000);
+      expect(ttl).toBeLessThanOrEqual(86400);
     } finally {
       await g.close();
       await redis.stop();

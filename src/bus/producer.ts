@@ -32,6 +32,10 @@ export function createProducer(redis: Redis | Cluster, options: ProducerOptions 
   const maxLen = options.maxLen ?? 10000;
   const ttlS = options.ttlS ?? 86400;
   const maxAgeS = options.maxAgeS ?? 0;
+  // Refreshing the TTL on every append doubles the commands per publish; once per tenth of the TTL
+  // per key keeps an active stream alive just the same.
+  const ttlRefreshedAt = new Map<string, number>();
+  const refreshEveryMs = (ttlS * 1000) / 10;
   return {
     async publish(projectGuid: string, events: readonly ProducerEvent[]): Promise<string[]> {
       if (!isGuid(projectGuid)) throw new TypeError(`not a GUID: ${projectGuid}`);
@@ -45,7 +49,14 @@ export function createProducer(redis: Redis | Cluster, options: ProducerOptions 
       }
       // XADD takes one trim strategy; age-based trimming is a second, equally approximate, command.
       if (maxAgeS > 0) pipeline.xtrim(key, 'MINID', '~', `${Date.now() - maxAgeS * 1000}-0`);
-      if (ttlS > 0) pipeline.expire(key, ttlS);
+      if (ttlS > 0) {
+        const now = Date.now();
+        if (now - (ttlRefreshedAt.get(key) ?? 0) >= refreshEveryMs) {
+          if (ttlRefreshedAt.size > 100000) ttlRefreshedAt.clear();
+          ttlRefreshedAt.set(key, now);
+          pipeline.expire(key, ttlS);
+        }
+      }
       const results = (await pipeline.exec()) ?? [];
       const ids: string[] = [];
       for (let i = 0; i < events.length; i++) {

@@ -127,9 +127,10 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
     }
     if (!data || typeof data !== 'object' || Array.isArray(data)) return null;
     const timestamp = new Date(Number(id.slice(0, id.indexOf('-')))).toISOString();
+    const event: ProjectEvent = { id, projectGuid: guid, type, data, timestamp };
     // `raw` parsed as a JSON object, so it can be spliced in as-is: no re-stringify per event.
-    const head = { id, projectGuid: guid, type, timestamp };
-    return { ...head, data, json: envelopeJson(head, raw) };
+    event.json = envelopeJson(event, raw);
+    return event;
   }
 
   function toEvents(guid: string, entries: StreamEntry[]): ProjectEvent[] {
