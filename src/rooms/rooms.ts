@@ -136,7 +136,8 @@ export function createRooms(opts: RoomsOptions) {
       added++;
     }
     if (added === 0) return;
-    if (room.recent.length > opts.recentEventsPerRoom * 2) {
+    // Trimmed in chunks (amortized O(1) per event); every retained event is old-generation heap the GC must mark.
+    if (room.recent.length > opts.recentEventsPerRoom * 1.25 + 16) {
       const dropped = room.recent.splice(0, room.recent.length - opts.recentEventsPerRoom);
       room.floorId = dropped[dropped.length - 1]!.id;
     }
