@@ -369,10 +369,12 @@ describe('producer HTTP API', () => {
     ['missing data', { type: 'project_message' }, undefined, 400, 'INVALID_FRAME'],
     ['data not an object', { type: 'project_message', data: 'hi' }, undefined, 400, 'INVALID_FRAME'],
     ['an empty batch', { events: [] }, undefined, 400, 'INVALID_FRAME'],
+    ['a batch over 1,000 events', { events: Array.from({ length: 1001 }, () => ({ type: 'project_message', data: {} })) }, undefined, 400, 'INVALID_FRAME'],
   ])('answers %s with 400 and a code', async (_name, body, raw, status, code) => {
     const res = await postEvent(g.httpUrl, randomGuid(), body, producerToken(), raw);
     expect(res.status).toBe(status);
     expect(res.body.error.code).toBe(code);
+    if (_name === 'a batch over 1,000 events') expect(res.body.error.message).toMatch(/\/events must NOT have more than 1000 items/);
   });
 
   it('answers a bad GUID with 400 INVALID_GUID', async () => {

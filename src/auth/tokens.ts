@@ -16,7 +16,10 @@ export interface Principal {
 export type TokenVerifier = (token: string) => Principal;
 
 export const PUBLISH_SCOPE = 'events:publish';
-const PRINCIPAL_CACHE_SIZE = 10000;
+// Small on purpose: it only has to absorb the same token reconnecting, and every cached entry
+// (token string plus principal) is memory kept per distinct user.
+const PRINCIPAL_CACHE_SIZE = 1024;
+const NO_SCOPES: ReadonlySet<string> = new Set();
 
 /**
  * Builds a synchronous verifier, so the uWS upgrade handler can decide before it returns and never
@@ -58,7 +61,7 @@ function principalFromClaims(claims: Record<string, unknown>): Principal {
   return {
     userId: sub,
     projects: parseProjects(claims.projects),
-    scopes: new Set(parseScopes(claims.scope)),
+    scopes: scopesOf(claims.scope),
     expiresAt: typeof claims.exp === 'number' ? claims.exp * 1000 : null,
   };
 }
@@ -70,10 +73,10 @@ function parseProjects(claim: unknown): ReadonlySet<string> | 'all' {
   return new Set(claim.filter(isGuid).map((g) => g.toLowerCase()));
 }
 
-function parseScopes(claim: unknown): string[] {
-  if (typeof claim === 'string') return claim.split(' ').filter(Boolean);
-  if (Array.isArray(claim)) return claim.filter((s): s is string => typeof s === 'string');
-  return [];
+function scopesOf(claim: unknown): ReadonlySet<string> {
+  const scopes = typeof claim === 'string' ? claim.split(' ').filter(Boolean) : Array.isArray(claim) ? claim.filter((s): s is string => typeof s === 'string') : [];
+  // Browser tokens carry no scope: they share one empty set instead of one each.
+  return scopes.length ? new Set(scopes) : NO_SCOPES;
 }
 
 export function canAccessProject(principal: Principal, projectGuid: string): boolean {

@@ -73,23 +73,19 @@ const eventBodySchema = {
     data: { type: 'object' },
   },
 };
-const producerBodySchema = {
-  oneOf: [
-    eventBodySchema,
-    {
-      type: 'object',
-      additionalProperties: false,
-      required: ['events'],
-      properties: { events: { type: 'array', minItems: 1, maxItems: 1000, items: eventBodySchema } },
-    },
-  ],
+const batchBodySchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['events'],
+  properties: { events: { type: 'array', minItems: 1, maxItems: 1000, items: eventBodySchema } },
 };
 
 const ajv = createAjv();
 const validators = Object.fromEntries(
   CLIENT_TYPES.map((t) => [t, ajv.compile(clientSchemas[t])]),
 ) as Record<ClientType, ValidateFunction>;
-const validateProducerBody = ajv.compile<{ type: EventType; data: object } | { events: { type: EventType; data: object }[] }>(producerBodySchema);
+const validateEventBody = ajv.compile<{ type: EventType; data: object }>(eventBodySchema);
+const validateBatchBody = ajv.compile<{ events: { type: EventType; data: object }[] }>(batchBodySchema);
 
 /** The request id of a frame, if it has a usable one, so even a rejected frame's error can name it. */
 export function requestIdOf(frame: unknown): string | null {
@@ -129,6 +125,11 @@ export function validateProducerEvents(body: unknown): { type: EventType; data: 
     const type = (item as { type?: unknown } | null)?.type;
     if (typeof type === 'string' && !isEventType(type)) throw new GatewayError('UNKNOWN_TYPE', `unknown event type ${JSON.stringify(type.slice(0, 64))}`);
   }
-  if (!validateProducerBody(body)) throw new GatewayError('INVALID_FRAME', describeAjvErrors(validateProducerBody.errors));
-  return 'events' in body ? body.events : [body];
+  // Validate against the shape the body claims, so the error names the real problem.
+  if (body && typeof body === 'object' && 'events' in body) {
+    if (!validateBatchBody(body)) throw new GatewayError('INVALID_FRAME', describeAjvErrors(validateBatchBody.errors));
+    return body.events;
+  }
+  if (!validateEventBody(body)) throw new GatewayError('INVALID_FRAME', describeAjvErrors(validateEventBody.errors));
+  return [body];
 }
