@@ -42,4 +42,5 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
 # The gateway drains on SIGTERM (closes clients with 1001, then exits). Node runs as PID 1 here and
 # handles SIGTERM itself; give the container a stop timeout longer than the drain (docker stop -t).
 STOPSIGNAL SIGTERM
-CMD ["node", "dist/main.js"]
+# A 4 MB young generation, as `npm start`: halves the RSS an idle connection costs (README, Operations).
+CMD ["node", "--max-semi-space-size=4", "dist/main.js"]
