@@ -133,8 +133,10 @@ export async function startServer(kind, o = {}) {
   /** @type {string[]} */
   const logs = [];
   for (let i = 0; i < instances; i++) {
-    // The gateway runs exactly as `npm start` runs it (see package.json): a 4 MB young generation.
-    const execArgv = kind === 'gateway' ? ['--max-semi-space-size=4'] : [];
+    // The gateway runs exactly as `npm start` runs it (see package.json: a 4 MB young generation);
+    // BENCH_GATEWAY_NODE_ARGS overrides that to compare V8 settings in the same scenario.
+    const gatewayArgs = process.env.BENCH_GATEWAY_NODE_ARGS ?? '--max-semi-space-size=4';
+    const execArgv = kind === 'gateway' ? gatewayArgs.split(' ').filter(Boolean) : [];
     if (o.cpuProfDir) { fs.mkdirSync(o.cpuProfDir, { recursive: true }); execArgv.push('--cpu-prof', `--cpu-prof-dir=${o.cpuProfDir}`); }
     const logFile = path.join(TMP_DIR, `${kind}-${port}-${i}-${++logSeq}.log`);
     const fd = fs.openSync(logFile, 'w');
