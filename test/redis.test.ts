@@ -2,8 +2,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createProducer } from '../src/bus/producer.js';
 import { connect, postEvent, randomGuid, SECRET, startGateway, until, userToken, type StartedGateway } from './helpers/gateway.js';
-import { freePorts } from './helpers/ports.js';
-import { spawnGateway, type GatewayProcess } from './helpers/processes.js';
+import { spawnGatewaysOnRedis, type GatewayProcess } from './helpers/processes.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
 
 const key = (guid: string) => `autocode:{${guid}}:events`;
@@ -14,10 +13,7 @@ describe('three gateway processes on one Redis', () => {
   let gateways: GatewayProcess[];
   beforeAll(async () => {
     redis = await startRedis();
-    const ports = await freePorts(3);
-    gateways = await Promise.all(
-      ports.map((port, i) => spawnGateway({ PORT: String(port), HOST: '127.0.0.1', JWT_SECRET: SECRET, REDIS_URL: redis.url, LOG_LEVEL: 'warn', NODE_ID: `gw-${i}` })),
-    );
+    gateways = await spawnGatewaysOnRedis(redis.url, 3, SECRET);
   });
   afterAll(async () => {
     await Promise.all((gateways ?? []).map((g) => g.stop()));

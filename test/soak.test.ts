@@ -4,8 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createProducer } from '../src/bus/producer.js';
 import { compareIds } from '../src/protocol/event-id.js';
 import { postEvent, randomGuid, SECRET, userToken } from './helpers/gateway.js';
-import { freePorts } from './helpers/ports.js';
-import { spawnGateway, type GatewayProcess } from './helpers/processes.js';
+import { spawnGatewaysOnRedis, type GatewayProcess } from './helpers/processes.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
 
 const PROJECTS = 200;
@@ -90,10 +89,7 @@ describe('soak: 20,000 events over 200 projects, 3 instances, clients reconnecti
   let gateways: GatewayProcess[];
   beforeAll(async () => {
     redis = await startRedis();
-    const ports = await freePorts(3);
-    gateways = await Promise.all(
-      ports.map((port, i) => spawnGateway({ PORT: String(port), HOST: '127.0.0.1', JWT_SECRET: SECRET, REDIS_URL: redis.url, LOG_LEVEL: 'warn', NODE_ID: `soak-${i}`, RATE_LIMIT_BURST: '500' })),
-    );
+    gateways = await spawnGatewaysOnRedis(redis.url, 3, SECRET, { RATE_LIMIT_BURST: '500' });
   });
   afterAll(async () => {
     await Promise.all((gateways ?? []).map((g) => g.stop()));

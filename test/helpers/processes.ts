@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePorts } from './ports.js';
 
 /** Repository root (this file lives in <root>/test/helpers/). */
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -348,4 +349,14 @@ export async function runToExit(
       }
     });
   });
+}
+
+/** `count` gateway processes on free ports sharing one Redis, as a load balancer would see them. */
+export async function spawnGatewaysOnRedis(redisUrl: string, count: number, jwtSecret: string, env: Record<string, string> = {}): Promise<GatewayProcess[]> {
+  const ports = await freePorts(count);
+  return Promise.all(
+    ports.map((port, i) =>
+      spawnGateway({ PORT: String(port), HOST: '127.0.0.1', JWT_SECRET: jwtSecret, REDIS_URL: redisUrl, LOG_LEVEL: 'warn', NODE_ID: `gw-${i}`, ...env }),
+    ),
+  );
 }
