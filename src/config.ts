@@ -183,11 +183,6 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
   return deepFreeze(config);
 }
 
-/** Test convenience: the parsed config with a few fields replaced (still frozen). */
-export function withOverrides(config: Config, overrides: Partial<Config>): Config {
-  return deepFreeze({ ...structuredClone(config), ...overrides });
-}
-
 function deepFreeze<T>(value: T): T {
   if (value && typeof value === 'object' && !Object.isFrozen(value)) {
     Object.freeze(value);

@@ -340,7 +340,6 @@ export function createRooms(opts: RoomsOptions) {
     leave,
     leaveAll,
     flushNow: flush,
-    watchedCount: () => rooms.size,
   };
 }
 

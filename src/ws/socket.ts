@@ -231,6 +231,6 @@ export function createSocketLayer(deps: SocketDeps) {
     for (const conn of [...connections]) conn.ws?.end(code, reason);
   }
 
-  return { behavior, sweep, closeAll, count: () => connections.size };
+  return { behavior, sweep, closeAll };
 }
 
