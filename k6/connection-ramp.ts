@@ -11,7 +11,10 @@ import { Counter, Rate, Trend } from 'k6/metrics';
 import type { Options } from 'k6/options';
 import { clearInterval, clearTimeout, setInterval, setTimeout } from 'k6/timers';
 import { WebSocket } from 'k6/websockets';
-import { envNumber, envString, frame, parseFrame, projectGuid, requireEnv, wsUrlWithToken } from './lib/protocol.ts';
+import { envNumber, envString, frame, parseFrame, projectGuid, requireEnv, wsUrlWithToken, protocolErrors,
+  unexpectedCloses,
+  wsErrors,
+} from './lib/protocol.ts';
 
 const WS_URL = requireEnv('WS_URL');
 const TOKEN = requireEnv('TOKEN');
@@ -22,9 +25,6 @@ const JOIN_TIMEOUT_MS = envNumber('JOIN_TIMEOUT_MS', 5000);
 
 const joinAck = new Trend('join_ack_ms', true);
 const joinOk = new Rate('join_ok');
-const wsErrors = new Counter('ws_errors');
-const protocolErrors = new Counter('protocol_errors');
-const unexpectedCloses = new Counter('unexpected_closes');
 
 export const options: Options = {
   scenarios: {

@@ -28,6 +28,9 @@ import {
   projectGuid,
   requireEnv,
   wsUrlWithToken,
+  protocolErrors,
+  unexpectedCloses,
+  wsErrors,
 } from './lib/protocol.ts';
 
 const WS_URL = requireEnv('WS_URL');
@@ -50,9 +53,6 @@ const framesReceived = new Counter('frames_received');
 const batchedFrames = new Counter('batched_frames');
 const outOfOrder = new Counter('out_of_order_events');
 const joinOk = new Rate('join_ok');
-const wsErrors = new Counter('ws_errors');
-const protocolErrors = new Counter('protocol_errors');
-const unexpectedCloses = new Counter('unexpected_closes');
 const published = new Counter('events_published');
 const publishErrors = new Counter('publish_errors');
 

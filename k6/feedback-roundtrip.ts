@@ -11,7 +11,10 @@ import { Counter, Rate, Trend } from 'k6/metrics';
 import type { Options } from 'k6/options';
 import { clearTimeout, setTimeout } from 'k6/timers';
 import { WebSocket } from 'k6/websockets';
-import { envNumber, frame, parseFrame, projectGuid, requireEnv, wsUrlWithToken } from './lib/protocol.ts';
+import { envNumber, frame, parseFrame, projectGuid, requireEnv, wsUrlWithToken, protocolErrors,
+  unexpectedCloses,
+  wsErrors,
+} from './lib/protocol.ts';
 
 const WS_URL = requireEnv('WS_URL');
 const TOKEN = requireEnv('TOKEN');
@@ -27,9 +30,6 @@ const accepted = new Rate('feedback_accepted');
 const forwarded = new Rate('feedback_forwarded');
 const timeouts = new Counter('feedback_timeouts');
 const sent = new Counter('feedback_sent');
-const wsErrors = new Counter('ws_errors');
-const protocolErrors = new Counter('protocol_errors');
-const unexpectedCloses = new Counter('unexpected_closes');
 
 export const options: Options = {
   scenarios: {

@@ -1,3 +1,4 @@
+import { Counter } from 'k6/metrics';
 // Shared helpers for the k6 scenarios: env parsing and the gateway wire protocol (docs/protocol.md).
 
 export const EVENT_TYPES = [
@@ -94,3 +95,9 @@ export function frame(type: string, projectGuidValue: string | null, data: Recor
   if (id !== undefined) msg['id'] = id;
   return JSON.stringify(msg);
 }
+
+// Connection-health counters every scenario reports under the same names (declared once, in the
+// init context of whichever script imports this module).
+export const wsErrors = new Counter('ws_errors');
+export const protocolErrors = new Counter('protocol_errors');
+export const unexpectedCloses = new Counter('unexpected_closes');
