@@ -1,6 +1,7 @@
 import type { JSONSchemaType } from 'ajv';
 import { randomBytes } from 'node:crypto';
 import { createAjv, describeAjvErrors } from './protocol/ajv.js';
+import type { DataLimits } from './protocol/limits.js';
 
 /**
  * The environment variables the gateway reads, their types and defaults. This schema IS the
@@ -21,6 +22,8 @@ interface Env {
   IDLE_TIMEOUT_S: number;
   MAX_PAYLOAD_BYTES: number;
   MAX_BACKPRESSURE_BYTES: number;
+  MAX_EVENT_DATA_BYTES: number;
+  MAX_DATA_DEPTH: number;
   MAX_ROOMS_PER_CONNECTION: number;
   RATE_LIMIT_PER_S: number;
   RATE_LIMIT_BURST: number;
@@ -31,6 +34,7 @@ interface Env {
   STREAM_TTL_S: number;
   STREAM_MAX_AGE_S: number;
   HISTORY_PAGE_SIZE: number;
+  IDEMPOTENCY_WINDOW_S: number;
   MEMORY_BUS_MAX_EVENTS: number;
   RECENT_EVENTS_PER_ROOM: number;
   AGENTS_URL?: string;
@@ -57,6 +61,8 @@ const envSchema: JSONSchemaType<Env> = {
     IDLE_TIMEOUT_S: { type: 'integer', minimum: 2, maximum: 7200, default: 60 },
     MAX_PAYLOAD_BYTES: { type: 'integer', minimum: 256, maximum: 16777216, default: 65536 },
     MAX_BACKPRESSURE_BYTES: { type: 'integer', minimum: 65536, maximum: 1073741824, default: 4194304 },
+    MAX_EVENT_DATA_BYTES: { type: 'integer', minimum: 256, maximum: 16777216, default: 65536 },
+    MAX_DATA_DEPTH: { type: 'integer', minimum: 2, maximum: 256, default: 32 },
     MAX_ROOMS_PER_CONNECTION: { type: 'integer', minimum: 1, maximum: 10000, default: 100 },
     RATE_LIMIT_PER_S: { type: 'number', exclusiveMinimum: 0, maximum: 100000, default: 20 },
     RATE_LIMIT_BURST: { type: 'integer', minimum: 1, maximum: 100000, default: 60 },
@@ -67,6 +73,7 @@ const envSchema: JSONSchemaType<Env> = {
     STREAM_TTL_S: { type: 'integer', minimum: 0, maximum: 31536000, default: 86400 },
     STREAM_MAX_AGE_S: { type: 'integer', minimum: 0, maximum: 31536000, default: 0 },
     HISTORY_PAGE_SIZE: { type: 'integer', minimum: 1, maximum: 10000, default: 500 },
+    IDEMPOTENCY_WINDOW_S: { type: 'integer', minimum: 1, maximum: 604800, default: 3600 },
     MEMORY_BUS_MAX_EVENTS: { type: 'integer', minimum: 1000, maximum: 100000000, default: 100000 },
     RECENT_EVENTS_PER_ROOM: { type: 'integer', minimum: 16, maximum: 1000000, default: 256 },
     AGENTS_URL: { type: 'string', pattern: '^wss?://', nullable: true },
@@ -94,6 +101,8 @@ export interface Config {
   readonly idleTimeoutMs: number;
   readonly maxPayloadBytes: number;
   readonly maxBackpressureBytes: number;
+  /** Event data and feedback meta: every entry point rejects (or skips) what is over these. */
+  readonly dataLimits: DataLimits;
   readonly maxRoomsPerConnection: number;
   readonly rateLimit: { readonly perSecond: number; readonly burst: number };
   readonly redis?: {
@@ -103,6 +112,8 @@ export interface Config {
   };
   readonly stream: { readonly maxLen: number; readonly ttlS: number; readonly maxAgeS: number; readonly historyPageSize: number };
   readonly recentEventsPerRoom: number;
+  /** How long a publish's Idempotency-Key is remembered. */
+  readonly idempotencyWindowS: number;
   /** In-process bus only: events kept over all projects; the least recently active projects' history goes first. */
   readonly memoryBusMaxEvents: number;
   readonly agents?: { readonly url: string; readonly token?: string };
@@ -169,6 +180,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     idleTimeoutMs: e.IDLE_TIMEOUT_S * 1000,
     maxPayloadBytes: e.MAX_PAYLOAD_BYTES,
     maxBackpressureBytes: e.MAX_BACKPRESSURE_BYTES,
+    dataLimits: { maxBytes: e.MAX_EVENT_DATA_BYTES, maxDepth: e.MAX_DATA_DEPTH },
     maxRoomsPerConnection: e.MAX_ROOMS_PER_CONNECTION,
     rateLimit: { perSecond: e.RATE_LIMIT_PER_S, burst: e.RATE_LIMIT_BURST },
     ...(e.REDIS_URL || clusterNodes
@@ -176,6 +188,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
       : {}),
     stream: { maxLen: e.STREAM_MAXLEN, ttlS: e.STREAM_TTL_S, maxAgeS: e.STREAM_MAX_AGE_S, historyPageSize: e.HISTORY_PAGE_SIZE },
     recentEventsPerRoom: e.RECENT_EVENTS_PER_ROOM,
+    idempotencyWindowS: e.IDEMPOTENCY_WINDOW_S,
     memoryBusMaxEvents: e.MEMORY_BUS_MAX_EVENTS,
     ...(e.AGENTS_URL ? { agents: { url: e.AGENTS_URL, ...(e.AGENTS_TOKEN ? { token: e.AGENTS_TOKEN } : {}) } } : {}),
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,

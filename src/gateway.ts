@@ -6,13 +6,19 @@ import type { EventBus, EventBusFactory, EventSink, NewEvent } from './bus/bus.j
 import { createMemoryBus } from './bus/memory.js';
 import type { Config } from './config.js';
 import { CloseCodes, GatewayError } from './errors.js';
-import { createMetrics, type Metrics } from './http/metrics.js';
+import { createMetrics, type Metrics } from './metrics.js';
 import { registerHttpRoutes } from './http/routes.js';
 import { createLogger } from './logger.js';
+import { encodeCheckedData } from './protocol/limits.js';
 import { isEventType, isGuid } from './protocol/messages.js';
+import { IDEMPOTENCY_KEY_PATTERN, type AppendResult } from './bus/idempotency.js';
 import { createRooms } from './rooms/rooms.js';
 import { loadUws, type UwsModule } from './uws.js';
 import { createSocketLayer, type FeedbackForwarder } from './ws/socket.js';
+
+export interface PublishOptions {
+  readonly idempotencyKey?: string;
+}
 
 export interface GatewayDeps {
   logger?: Logger;
@@ -27,9 +33,12 @@ export interface Gateway {
   readonly metrics: Metrics;
   /** Binds the port (0 picks a free one) and resolves with it. */
   listen(): Promise<number>;
-  /** Same path as the HTTP producer API: appends to the bus, resolves with the event id. */
-  publish(projectGuid: string, event: NewEvent): Promise<string>;
-  publishMany(projectGuid: string, events: readonly NewEvent[]): Promise<string[]>;
+  /**
+   * Same path as the HTTP producer API: checks the data against the limits, appends to the bus,
+   * resolves with the event id. With an idempotency key, a repeat appends nothing (see bus/idempotency.ts).
+   */
+  publish(projectGuid: string, event: NewEvent, options?: PublishOptions): Promise<string>;
+  publishMany(projectGuid: string, events: readonly NewEvent[], options?: PublishOptions): Promise<string[]>;
   isReady(): boolean;
   /** Graceful: stop accepting, let in-flight requests finish (up to SHUTDOWN_GRACE_MS), close sockets with 1001. */
   close(): Promise<void>;
@@ -50,7 +59,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   // The bus and the rooms need each other: the bus delivers into rooms, rooms watch through the bus.
   let deliver: EventSink = () => {};
   const sink: EventSink = (guid, events) => deliver(guid, events);
-  const busFactory = deps.busFactory ?? (await defaultBusFactory(config, log));
+  const busFactory = deps.busFactory ?? (await defaultBusFactory(config, log, metrics));
   const bus = busFactory(sink);
   // Serve as soon as the bus is up; if it is not up in time, serve anyway and report not-ready
   // (clients can connect, /readyz says 503, and the bus keeps reconnecting).
@@ -69,7 +78,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   deliver = rooms.deliver;
 
   const agents = config.agents
-    ? createAgentsLink({ ...config.agents, nodeId: config.nodeId, log: log.child({ component: 'agents' }), publish: (guid, event) => publishMany(guid, [event]) })
+    ? createAgentsLink({ ...config.agents, maxFrameBytes: config.dataLimits.maxBytes + 65536, nodeId: config.nodeId, log: log.child({ component: 'agents' }), publish: (guid, event) => appendEvents(guid, [event]) })
     : null;
   const forwardFeedback: FeedbackForwarder = (feedback) => agents?.forwardFeedback(feedback) ?? null;
 
@@ -84,20 +93,29 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   });
   app.ws('/ws', sockets.behavior);
 
-  async function publishMany(projectGuid: string, events: readonly NewEvent[]): Promise<string[]> {
+  /** The one way in for events (HTTP API, agents-server, in-process callers): checked, then appended. */
+  async function appendEvents(projectGuid: string, events: readonly NewEvent[], idempotencyKey?: string): Promise<AppendResult> {
     if (!isGuid(projectGuid)) throw new GatewayError('INVALID_GUID');
-    for (const e of events) if (!isEventType(e.type)) throw new GatewayError('UNKNOWN_TYPE');
+    if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY_PATTERN.test(idempotencyKey)) {
+      throw new GatewayError('INVALID_FRAME', `Idempotency-Key must match ${IDEMPOTENCY_KEY_PATTERN.source}`);
+    }
+    const checked = events.map((e, i): NewEvent => {
+      if (!isEventType(e.type)) throw new GatewayError('UNKNOWN_TYPE');
+      return { type: e.type, data: e.data, dataJson: encodeCheckedData(e.data, config.dataLimits, events.length > 1 ? `events[${i}].data` : 'data') };
+    });
     const guid = projectGuid.toLowerCase();
-    const ids = await bus.publish(guid, events);
-    metrics.eventsPublished.inc(ids.length);
-    if (agents) events.forEach((e, i) => agents.notifyEvent(guid, { id: ids[i]!, type: e.type, data: e.data }));
-    return ids;
+    const result = await bus.publish(guid, checked, idempotencyKey);
+    if (result.replayed) return result;
+    metrics.eventsPublished.inc(result.ids.length);
+    if (agents) checked.forEach((e, i) => agents.notifyEvent(guid, { id: result.ids[i]!, type: e.type, data: e.data }));
+    return result;
   }
+  const publishMany = async (guid: string, events: readonly NewEvent[], options: PublishOptions = {}) => (await appendEvents(guid, events, options.idempotencyKey)).ids;
 
   const inflight = { count: 0 };
   registerHttpRoutes(app, {
     verifyToken,
-    publish: publishMany,
+    publish: appendEvents,
     bus,
     metrics,
     log,
@@ -128,7 +146,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
         });
       });
     },
-    publish: async (guid, event) => (await publishMany(guid, [event]))[0]!,
+    publish: async (guid, event, options) => (await publishMany(guid, [event], options))[0]!,
     publishMany,
     isReady: () => bus.isReady() && !shuttingDown,
     close() {
@@ -149,8 +167,19 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   };
 }
 
-async function defaultBusFactory(config: Config, log: Logger): Promise<EventBusFactory> {
-  if (!config.redis) return (sink) => createMemoryBus(sink, { maxLen: config.stream.maxLen, maxEvents: config.memoryBusMaxEvents });
+async function defaultBusFactory(config: Config, log: Logger, metrics: Metrics): Promise<EventBusFactory> {
+  if (!config.redis) {
+    return (sink) => createMemoryBus(sink, { maxLen: config.stream.maxLen, maxEvents: config.memoryBusMaxEvents, idempotencyWindowS: config.idempotencyWindowS });
+  }
   const { createRedisBus } = await import('./bus/redis.js');
-  return (sink) => createRedisBus(sink, { redis: config.redis!, stream: config.stream, nodeId: config.nodeId, log });
+  return (sink) =>
+    createRedisBus(sink, {
+      redis: config.redis!,
+      stream: config.stream,
+      nodeId: config.nodeId,
+      log,
+      dataLimits: config.dataLimits,
+      idempotencyWindowS: config.idempotencyWindowS,
+      onSkippedEntry: () => metrics.busEntriesSkipped.inc(),
+    });
 }

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
 import type { NewEvent } from '../bus/bus.js';
+import { toGatewayError } from '../errors.js';
 import { createAjv } from '../protocol/ajv.js';
 import { GUID_PATTERN, type AgentUpstreamType, type EventType, type FeedbackData } from '../protocol/messages.js';
 
@@ -15,6 +16,8 @@ export interface AgentsLinkOptions {
   publish: (projectGuid: string, event: NewEvent) => Promise<unknown>;
   /** Frames kept while the agents-server is unreachable; beyond this, feedback is refused. */
   maxQueued?: number;
+  /** Largest frame accepted from the agents-server; a larger one closes the link (ws answers 1009). */
+  maxFrameBytes: number;
 }
 
 const validateAgentFrame = createAjv().compile<{ type: 'agent_message'; projectGuid: string; data: object }>({
@@ -45,7 +48,7 @@ export function createAgentsLink(options: AgentsLinkOptions) {
 
   function connect(): void {
     if (closed) return;
-    const ws = new WebSocket(options.url, { headers: options.token ? { authorization: `Bearer ${options.token}` } : {}, handshakeTimeout: 5000 });
+    const ws = new WebSocket(options.url, { headers: options.token ? { authorization: `Bearer ${options.token}` } : {}, handshakeTimeout: 5000, maxPayload: options.maxFrameBytes });
     socket = ws;
     ws.on('open', () => {
       open = true;
@@ -62,8 +65,11 @@ export function createAgentsLink(options: AgentsLinkOptions) {
         return log.warn('agents-server sent invalid JSON; ignored');
       }
       if (!validateAgentFrame(frame)) return log.warn({ type: (frame as { type?: unknown })?.type }, 'agents-server frame is not a valid agent_message; ignored');
+      // publish checks the data against the same limits as every other entry point.
       options.publish(frame.projectGuid.toLowerCase(), { type: 'agent_message', data: frame.data }).catch((err: unknown) => {
-        log.error({ err, projectGuid: frame.projectGuid }, 'could not relay agent_message');
+        const e = toGatewayError(err);
+        if (e.code === 'INTERNAL') log.error({ err, projectGuid: frame.projectGuid }, 'could not relay agent_message');
+        else log.warn({ projectGuid: frame.projectGuid, code: e.code, reason: e.message }, 'agent_message not relayed');
       });
     });
     ws.on('error', (err) => log.warn({ err: err.message }, 'agents-server connection error'));

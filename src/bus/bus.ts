@@ -1,9 +1,19 @@
 import { compareIds, ZERO_ID } from '../protocol/event-id.js';
 import type { EventType, ProjectEvent } from '../protocol/messages.js';
+import type { AppendResult } from './idempotency.js';
 
 export interface NewEvent {
   readonly type: EventType;
   readonly data: unknown;
+  /** `data` as JSON, when the caller already encoded it (after checking it against the data limits). */
+  readonly dataJson?: string;
+}
+
+/** A page of history: the events, and the id of the last entry read (skipped malformed ones included). */
+export interface HistoryPage {
+  readonly events: ProjectEvent[];
+  /** Where the next page starts; equal to the request's afterId when nothing was read. */
+  readonly lastId: string;
 }
 
 /** Receives the events of watched projects, in id order per project, in batches. */
@@ -19,16 +29,22 @@ export type HistoryCheck = 'complete' | 'trimmed' | 'unknown';
  */
 export interface EventBus {
   readonly kind: 'memory' | 'redis';
-  /** Appends events to a project's log, in order; resolves with their ids. */
-  publish(projectGuid: string, events: readonly NewEvent[]): Promise<string[]>;
+  /**
+   * Appends events to a project's log, in order; resolves with their ids. With an idempotency key,
+   * a repeat within the window appends nothing and resolves with the first call's ids (see idempotency.ts).
+   */
+  publish(projectGuid: string, events: readonly NewEvent[], idempotencyKey?: string): Promise<AppendResult>;
   /**
    * Starts live delivery of a project's events to the sink; resolves with the id of the newest
    * event at that moment ('0-0' if none). Every later event reaches the sink exactly once.
    */
   watch(projectGuid: string): Promise<string>;
   unwatch(projectGuid: string): void;
-  /** Up to `count` events with id > afterId, oldest first. */
-  range(projectGuid: string, afterId: string, count: number): Promise<ProjectEvent[]>;
+  /**
+   * Up to `count` entries with id > afterId, oldest first. Entries that are not valid events are
+   * left out of `events` but still move `lastId`, so a run of them can never stall a resume.
+   */
+  range(projectGuid: string, afterId: string, count: number): Promise<HistoryPage>;
   /**
    * 'complete' if every event after `afterId` is still retained; 'trimmed' if some were dropped
    * by retention; 'unknown' if the id is not one this log ever issued (e.g. the log was wiped).

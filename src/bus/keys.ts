@@ -9,6 +9,15 @@ export function eventsKey(prefix: string, projectGuid: string): string {
   return `${prefix}:{${projectGuid}}:events`;
 }
 
+/**
+ * An idempotency record: the ids a keyed publish appended, kept for the idempotency window so a
+ * retry returns them instead of appending again. Same hash tag as the stream: one Cluster slot,
+ * so the check and the append run in one script.
+ */
+export function idempotencyKey(prefix: string, projectGuid: string, key: string): string {
+  return `${prefix}:{${projectGuid}}:idem:${key}`;
+}
+
 /** Stream entry field names. */
 export const FIELD_TYPE = 'type';
 export const FIELD_DATA = 'data';

@@ -1,5 +1,7 @@
 import { compareIds, nextEventId, ZERO_ID } from '../protocol/event-id.js';
-import type { ProjectEvent } from '../protocol/messages.js';
+import { envelopeJson, type ProjectEvent } from '../protocol/messages.js';
+import { GatewayError } from '../errors.js';
+import { fingerprintEvents } from './idempotency.js';
 import { classifyHistory, type EventBus, type EventSink, type HistoryCheck, type NewEvent } from './bus.js';
 
 interface Log {
@@ -13,11 +15,22 @@ interface Log {
  * The embedded bus for a single instance: per-project logs kept in memory, bounded by `maxLen`.
  * Same id format and history semantics as the Redis Streams bus, so resume works the same.
  */
-export function createMemoryBus(sink: EventSink, options: { maxLen: number; maxEvents: number }): EventBus {
+export function createMemoryBus(sink: EventSink, options: { maxLen: number; maxEvents: number; idempotencyWindowS: number }): EventBus {
   /** In least-recently-published order (a publish moves its project to the end). */
   const logs = new Map<string, Log>();
   const watched = new Set<string>();
   let retained = 0;
+  /** Idempotency records, oldest first (a Map keeps insertion order), so expiry looks only at the head. */
+  const records = new Map<string, { fingerprint: string; ids: string[]; expiresAt: number }>();
+  const MAX_RECORDS = 100_000;
+
+  const recordFor = (key: string, now: number) => {
+    for (const [k, r] of records) {
+      if (r.expiresAt > now && records.size <= MAX_RECORDS) break;
+      records.delete(k);
+    }
+    return records.get(key);
+  };
 
   const logOf = (guid: string): Log => {
     let log = logs.get(guid);
@@ -43,13 +56,26 @@ export function createMemoryBus(sink: EventSink, options: { maxLen: number; maxE
 
   return {
     kind: 'memory',
-    async publish(guid, input: readonly NewEvent[]) {
+    async publish(guid, input: readonly NewEvent[], idempotencyKey) {
+      let recordKey: string | null = null;
+      let fingerprint = '';
+      if (idempotencyKey !== undefined) {
+        recordKey = `${guid}\n${idempotencyKey}`;
+        fingerprint = fingerprintEvents(input.map((e) => [e.type, e.dataJson ?? JSON.stringify(e.data)]));
+        const record = recordFor(recordKey, Date.now());
+        if (record) {
+          if (record.fingerprint !== fingerprint) throw new GatewayError('IDEMPOTENCY_KEY_REUSED');
+          return { ids: record.ids, replayed: true };
+        }
+      }
       const log = logOf(guid);
       const timestamp = new Date().toISOString();
       const added: ProjectEvent[] = [];
       for (const e of input) {
         log.lastId = nextEventId(log.lastId);
-        added.push({ id: log.lastId, projectGuid: guid, type: e.type, data: e.data, timestamp });
+        const event: ProjectEvent = { id: log.lastId, projectGuid: guid, type: e.type, data: e.data, timestamp };
+        if (e.dataJson !== undefined) event.json = envelopeJson(event, e.dataJson);
+        added.push(event);
       }
       log.events.push(...added);
       retained += added.length;
@@ -57,7 +83,9 @@ export function createMemoryBus(sink: EventSink, options: { maxLen: number; maxE
       if (log.events.length > options.maxLen * 1.25 + 16) drop(log, log.events.length - options.maxLen);
       if (retained > options.maxEvents) enforceTotal();
       if (watched.has(guid)) sink(guid, added);
-      return added.map((e) => e.id);
+      const ids = added.map((e) => e.id);
+      if (recordKey) records.set(recordKey, { fingerprint, ids, expiresAt: Date.now() + options.idempotencyWindowS * 1000 });
+      return { ids, replayed: false };
     },
     async watch(guid) {
       watched.add(guid);
@@ -75,7 +103,8 @@ export function createMemoryBus(sink: EventSink, options: { maxLen: number; maxE
         if (compareIds(events[mid]!.id, afterId) <= 0) lo = mid + 1;
         else hi = mid;
       }
-      return events.slice(lo, lo + count);
+      const page = events.slice(lo, lo + count);
+      return { events: page, lastId: page.length ? page[page.length - 1]!.id : afterId };
     },
     async checkHistory(guid, afterId): Promise<HistoryCheck> {
       const log = logs.get(guid);

@@ -1,6 +1,9 @@
 import type { Cluster, Redis } from 'ioredis';
+import { GatewayError } from '../errors.js';
+import { DEFAULT_DATA_LIMITS, encodeCheckedData, type DataLimits } from '../protocol/limits.js';
 import { isEventType, isGuid, type EventType } from '../protocol/messages.js';
-import { eventsKey, FIELD_DATA, FIELD_ORIGIN, FIELD_TYPE } from './keys.js';
+import { fingerprintEvents, IDEMPOTENCY_KEY_PATTERN, type AppendResult } from './idempotency.js';
+import { eventsKey, FIELD_DATA, FIELD_ORIGIN, FIELD_TYPE, idempotencyKey } from './keys.js';
 
 export interface ProducerOptions {
   /** Key prefix, REDIS_PREFIX on the gateways (default 'autocode'). */
@@ -13,58 +16,130 @@ export interface ProducerOptions {
   maxAgeS?: number;
   /** Recorded in the entry's `origin` field. */
   origin?: string;
+  /** Data the gateways would skip is refused here instead (set these to the gateways' MAX_EVENT_DATA_BYTES / MAX_DATA_DEPTH). */
+  limits?: DataLimits;
+  /** How long an idempotency key is remembered (IDEMPOTENCY_WINDOW_S on the gateways). */
+  idempotencyWindowS?: number;
 }
 
 export interface ProducerEvent {
   type: EventType;
   data: object;
+  /** `data` already encoded as JSON (the gateway passes what it checked); encoded here when absent. */
+  dataJson?: string;
 }
+
+// Check the record, append, trim, expire and record, as one atomic step: a retry that reaches Redis
+// while (or after) the first attempt runs sees the record and appends nothing. ARGV: maxLen,
+// windowS, fingerprint, ttlS, minId ('' = none), origin ('' = none), then type/data pairs.
+const APPEND_ONCE_LUA = `
+local rec = redis.call('GET', KEYS[2])
+if rec then
+  local sep = string.find(rec, '|', 1, true)
+  if string.sub(rec, 1, sep - 1) ~= ARGV[3] then return redis.error_reply('IDEMPOTENCY_MISMATCH') end
+  return {1, string.sub(rec, sep + 1)}
+end
+local ids = {}
+for i = 7, #ARGV, 2 do
+  if ARGV[6] ~= '' then
+    ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', '${FIELD_TYPE}', ARGV[i], '${FIELD_DATA}', ARGV[i + 1], '${FIELD_ORIGIN}', ARGV[6])
+  else
+    ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', '${FIELD_TYPE}', ARGV[i], '${FIELD_DATA}', ARGV[i + 1])
+  end
+end
+if ARGV[5] ~= '' then redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[5]) end
+if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+local joined = table.concat(ids, ',')
+redis.call('SET', KEYS[2], ARGV[3] .. '|' .. joined, 'EX', ARGV[2])
+return {0, joined}
+`;
+
+type AppendOnce = (stream: string, record: string, ...args: (string | number)[]) => Promise<[number, string]>;
 
 /**
  * The producer side of the contract, for TypeScript backends: appends project events to the stream
  * every gateway instance reads. Events of one call are appended in order in one round trip.
  *
  *   const producer = createProducer(new Redis(url));
- *   const [id] = await producer.publish(guid, [{ type: 'project_message', data: { text: 'hi' } }]);
+ *   const [id] = await producer.publish(guid, [{ type: 'project_message', data: { text: 'hi' } }], { idempotencyKey: requestId });
+ *
+ * With an idempotency key, a call retried after a timeout or an error never appends twice within
+ * the idempotency window: the retry returns the ids of the first append.
  */
 export function createProducer(redis: Redis | Cluster, options: ProducerOptions = {}) {
   const prefix = options.prefix ?? 'autocode';
   const maxLen = options.maxLen ?? 10000;
   const ttlS = options.ttlS ?? 86400;
   const maxAgeS = options.maxAgeS ?? 0;
+  const limits = options.limits ?? DEFAULT_DATA_LIMITS;
+  const windowS = options.idempotencyWindowS ?? 3600;
   // Refreshing the TTL on every append doubles the commands per publish; once per tenth of the TTL
   // per key keeps an active stream alive just the same.
   const ttlRefreshedAt = new Map<string, number>();
   const refreshEveryMs = (ttlS * 1000) / 10;
+  if (!('autocodeAppendOnce' in redis)) redis.defineCommand('autocodeAppendOnce', { numberOfKeys: 2, lua: APPEND_ONCE_LUA });
+  const appendOnce = (redis as unknown as { autocodeAppendOnce: AppendOnce }).autocodeAppendOnce.bind(redis);
+
+  function encode(events: readonly ProducerEvent[]): [type: EventType, json: string][] {
+    return events.map((e) => {
+      if (!isEventType(e.type)) throw new TypeError(`not an event type: ${String(e.type)}`);
+      return [e.type, e.dataJson ?? encodeCheckedData(e.data, limits)];
+    });
+  }
+
+  async function appendKeyed(key: string, guid: string, encoded: [EventType, string][], idemKey: string): Promise<AppendResult> {
+    const args: (string | number)[] = [maxLen, windowS, fingerprintEvents(encoded), ttlS, maxAgeS > 0 ? `${Date.now() - maxAgeS * 1000}-0` : '', options.origin ?? ''];
+    for (const [type, json] of encoded) args.push(type, json);
+    let reply: [number, string];
+    try {
+      reply = await appendOnce(key, idempotencyKey(prefix, guid, idemKey), ...args);
+    } catch (err) {
+      if ((err as Error).message?.includes('IDEMPOTENCY_MISMATCH')) throw new GatewayError('IDEMPOTENCY_KEY_REUSED');
+      throw err;
+    }
+    return { ids: reply[1].split(','), replayed: Number(reply[0]) === 1 };
+  }
+
+  async function append(projectGuid: string, events: readonly ProducerEvent[], opts: { idempotencyKey?: string } = {}): Promise<AppendResult> {
+    if (!isGuid(projectGuid)) throw new TypeError(`not a GUID: ${projectGuid}`);
+    const guid = projectGuid.toLowerCase();
+    const key = eventsKey(prefix, guid);
+    const encoded = encode(events);
+    if (opts.idempotencyKey !== undefined) {
+      if (!IDEMPOTENCY_KEY_PATTERN.test(opts.idempotencyKey)) throw new TypeError(`idempotency key must match ${IDEMPOTENCY_KEY_PATTERN.source}`);
+      return appendKeyed(key, guid, encoded, opts.idempotencyKey);
+    }
+    const pipeline = redis.pipeline();
+    for (const [type, json] of encoded) {
+      const fields = [FIELD_TYPE, type, FIELD_DATA, json];
+      if (options.origin) fields.push(FIELD_ORIGIN, options.origin);
+      pipeline.xadd(key, 'MAXLEN', '~', maxLen, '*', ...fields);
+    }
+    // XADD takes one trim strategy; age-based trimming is a second, equally approximate, command.
+    if (maxAgeS > 0) pipeline.xtrim(key, 'MINID', '~', `${Date.now() - maxAgeS * 1000}-0`);
+    if (ttlS > 0) {
+      const now = Date.now();
+      if (now - (ttlRefreshedAt.get(key) ?? 0) >= refreshEveryMs) {
+        if (ttlRefreshedAt.size > 100000) ttlRefreshedAt.clear();
+        ttlRefreshedAt.set(key, now);
+        pipeline.expire(key, ttlS);
+      }
+    }
+    const results = (await pipeline.exec()) ?? [];
+    const ids: string[] = [];
+    for (let i = 0; i < encoded.length; i++) {
+      const [err, id] = results[i] ?? [new Error('no reply')];
+      if (err) throw err;
+      ids.push(id as string);
+    }
+    return { ids, replayed: false };
+  }
+
   return {
-    async publish(projectGuid: string, events: readonly ProducerEvent[]): Promise<string[]> {
-      if (!isGuid(projectGuid)) throw new TypeError(`not a GUID: ${projectGuid}`);
-      const key = eventsKey(prefix, projectGuid.toLowerCase());
-      const pipeline = redis.pipeline();
-      for (const e of events) {
-        if (!isEventType(e.type)) throw new TypeError(`not an event type: ${String(e.type)}`);
-        const fields = [FIELD_TYPE, e.type, FIELD_DATA, JSON.stringify(e.data)];
-        if (options.origin) fields.push(FIELD_ORIGIN, options.origin);
-        pipeline.xadd(key, 'MAXLEN', '~', maxLen, '*', ...fields);
-      }
-      // XADD takes one trim strategy; age-based trimming is a second, equally approximate, command.
-      if (maxAgeS > 0) pipeline.xtrim(key, 'MINID', '~', `${Date.now() - maxAgeS * 1000}-0`);
-      if (ttlS > 0) {
-        const now = Date.now();
-        if (now - (ttlRefreshedAt.get(key) ?? 0) >= refreshEveryMs) {
-          if (ttlRefreshedAt.size > 100000) ttlRefreshedAt.clear();
-          ttlRefreshedAt.set(key, now);
-          pipeline.expire(key, ttlS);
-        }
-      }
-      const results = (await pipeline.exec()) ?? [];
-      const ids: string[] = [];
-      for (let i = 0; i < events.length; i++) {
-        const [err, id] = results[i] ?? [new Error('no reply')];
-        if (err) throw err;
-        ids.push(id as string);
-      }
-      return ids;
+    append,
+    /** Appends in order and resolves with the ids (the first call's ids for a repeated idempotency key). */
+    async publish(projectGuid: string, events: readonly ProducerEvent[], opts: { idempotencyKey?: string } = {}): Promise<string[]> {
+      return (await append(projectGuid, events, opts)).ids;
     },
   };
 }

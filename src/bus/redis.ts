@@ -4,10 +4,11 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { GatewayError } from '../errors.js';
 import { compareIds, ZERO_ID } from '../protocol/event-id.js';
+import { parseRawData, type DataLimits } from '../protocol/limits.js';
 import { envelopeJson, isEventType, type ProjectEvent } from '../protocol/messages.js';
 import { classifyHistory, type EventBus, type EventSink, type HistoryCheck } from './bus.js';
 import { eventsKey, FIELD_DATA, FIELD_TYPE } from './keys.js';
-import { createProducer } from './producer.js';
+import { createProducer, type ProducerEvent } from './producer.js';
 
 const calculateSlot = createRequire(import.meta.url)('cluster-key-slot') as (key: string) => number;
 
@@ -16,6 +17,13 @@ export interface RedisBusOptions {
   stream: Config['stream'];
   nodeId: string;
   log: Logger;
+  /** Entries whose data is over these are logged and skipped, like malformed ones. */
+  dataLimits: DataLimits;
+  idempotencyWindowS: number;
+  /** Called for every entry read and skipped (malformed or over the limits). */
+  onSkippedEntry?: () => void;
+  /** Redis must answer a PING within this long for the bus to count as ready (a frozen Redis keeps its sockets open). */
+  healthTimeoutMs?: number;
   /** Max entries per stream per read. */
   readCount?: number;
   /** How long one blocking XREAD waits before it is re-issued (standalone). */
@@ -71,7 +79,15 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
   // Blocking reads get their own connection so they never delay publishes or history reads.
   const cmd = makeClient('cmd');
   const reader = makeClient('reader');
-  const producer = createProducer(cmd, { prefix, maxLen: stream.maxLen, ttlS: stream.ttlS, maxAgeS: stream.maxAgeS, origin: options.nodeId });
+  const producer = createProducer(cmd, {
+    prefix,
+    maxLen: stream.maxLen,
+    ttlS: stream.ttlS,
+    maxAgeS: stream.maxAgeS,
+    origin: options.nodeId,
+    limits: options.dataLimits,
+    idempotencyWindowS: options.idempotencyWindowS,
+  });
 
   const watches = new Map<string, Watch>();
   let running = true;
@@ -103,29 +119,46 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
     readerHealthy = true;
   });
 
+  // Readiness follows Redis answering, not only the socket being connected: a frozen Redis
+  // (SIGSTOP, a stalled proxy, a long-running script) keeps every TCP connection open.
+  const healthTimeoutMs = options.healthTimeoutMs ?? 2000;
+  let lastAnswerAt = Date.now();
+  let pinging = false;
+  cmd.on('ready', () => {
+    lastAnswerAt = Date.now();
+  });
+  const healthTimer = setInterval(() => {
+    if (pinging || cmd.status !== 'ready') return;
+    pinging = true;
+    cmd.ping().then(
+      () => ((lastAnswerAt = Date.now()), (pinging = false)),
+      () => (pinging = false),
+    );
+  }, Math.max(100, healthTimeoutMs / 4));
+  healthTimer.unref();
+  const answering = () => Date.now() - lastAnswerAt < healthTimeoutMs;
+
   const unavailable = (err: unknown): GatewayError => {
     logError('redis operation failed', err);
     return new GatewayError('UNAVAILABLE', 'event bus unavailable, retry later');
   };
   const ensureReady = () => {
-    if (cmd.status !== 'ready') throw new GatewayError('UNAVAILABLE', 'event bus unavailable, retry later');
+    if (cmd.status !== 'ready' || !answering()) throw new GatewayError('UNAVAILABLE', 'event bus unavailable, retry later');
   };
 
-  function toEvent(guid: string, [id, fields]: StreamEntry): ProjectEvent | null {
+  /** The entry as an event, or why it is skipped. Anyone can XADD: nothing in an entry is trusted. */
+  function toEvent(guid: string, [id, fields]: StreamEntry): ProjectEvent | string {
     let type: string | undefined;
     let raw: string | undefined;
     for (let i = 0; i + 1 < fields.length; i += 2) {
       if (fields[i] === FIELD_TYPE) type = fields[i + 1];
       else if (fields[i] === FIELD_DATA) raw = fields[i + 1];
     }
-    if (!isEventType(type) || raw === undefined) return null;
-    let data: unknown;
-    try {
-      data = JSON.parse(raw);
-    } catch {
-      return null;
-    }
-    if (!data || typeof data !== 'object' || Array.isArray(data)) return null;
+    if (!isEventType(type)) return 'type is missing or not an event type';
+    if (raw === undefined) return 'data is missing';
+    const parsed = parseRawData(raw, options.dataLimits);
+    if ('problem' in parsed) return parsed.problem;
+    const data = parsed.data;
     const timestamp = new Date(Number(id.slice(0, id.indexOf('-')))).toISOString();
     const event: ProjectEvent = { id, projectGuid: guid, type, data, timestamp };
     // `raw` parsed as a JSON object, so it can be spliced in as-is: no re-stringify per event.
@@ -137,8 +170,11 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
     const events: ProjectEvent[] = [];
     for (const entry of entries) {
       const event = toEvent(guid, entry);
-      if (event) events.push(event);
-      else log.warn({ projectGuid: guid, id: entry[0] }, 'skipping malformed stream entry (needs fields type=<event type> and data=<JSON object>)');
+      if (typeof event !== 'string') events.push(event);
+      else {
+        options.onSkippedEntry?.();
+        log.warn({ projectGuid: guid, id: entry[0], problem: event }, 'skipping malformed stream entry (needs fields type=<event type> and data=<JSON object within the data limits>)');
+      }
     }
     return events;
   }
@@ -243,12 +279,15 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
 
   return {
     kind: 'redis',
-    async publish(guid, events) {
+    async publish(guid, events, idempotencyKey) {
       ensureReady();
       try {
-        return await producer.publish(guid, events as { type: ProjectEvent['type']; data: object }[]);
+        return await producer.append(guid, events as ProducerEvent[], idempotencyKey === undefined ? {} : { idempotencyKey });
       } catch (err) {
-        throw unavailable(err);
+        if (err instanceof GatewayError) throw err;
+        logError('redis publish failed', err);
+        // A timeout does not mean nothing was appended: the command may still run once Redis answers.
+        throw new GatewayError('UNAVAILABLE', 'event bus did not confirm the append; the outcome is unknown: retry with the same Idempotency-Key');
       }
     },
     async watch(guid) {
@@ -271,7 +310,7 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
     async range(guid, afterId, count) {
       try {
         const entries = (await cmd.xrange(eventsKey(prefix, guid), `(${afterId}`, '+', 'COUNT', count)) as StreamEntry[];
-        return toEvents(guid, entries);
+        return { events: toEvents(guid, entries), lastId: entries.length ? entries[entries.length - 1]![0] : afterId };
       } catch (err) {
         throw unavailable(err);
       }
@@ -303,9 +342,10 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
       return true;
     },
     isReady: () =>
-      running && cmd.status === 'ready' && reader.status === 'ready' && readerHealthy && (watches.size === 0 || Date.now() - lastReadAt < blockMs + 10000),
+      running && cmd.status === 'ready' && answering() && reader.status === 'ready' && readerHealthy && (watches.size === 0 || Date.now() - lastReadAt < blockMs + 10000),
     async close() {
       running = false;
+      clearInterval(healthTimer);
       wake?.();
       watches.clear();
       reader.disconnect();

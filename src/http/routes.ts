@@ -2,15 +2,16 @@ import type { TemplatedApp } from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import { PUBLISH_SCOPE, extractToken, type TokenVerifier } from '../auth/tokens.js';
 import type { EventBus, NewEvent } from '../bus/bus.js';
+import type { AppendResult } from '../bus/idempotency.js';
 import { toGatewayError } from '../errors.js';
 import { isGuid } from '../protocol/messages.js';
 import { validateProducerEvents } from '../protocol/schemas.js';
-import type { Metrics } from './metrics.js';
+import type { Metrics } from '../metrics.js';
 import { pending, readBody, sendError, sendJson } from './respond.js';
 
 export interface HttpDeps {
   readonly verifyToken: TokenVerifier;
-  readonly publish: (projectGuid: string, events: readonly NewEvent[]) => Promise<string[]>;
+  readonly publish: (projectGuid: string, events: readonly NewEvent[], idempotencyKey?: string) => Promise<AppendResult>;
   readonly bus: EventBus;
   readonly metrics: Metrics;
   readonly log: Logger;
@@ -51,14 +52,15 @@ export function registerHttpRoutes(app: TemplatedApp, deps: HttpDeps): void {
     // Copy everything out of req before the first await: uWS invalidates it when we return.
     const guid = req.getParameter(0) ?? '';
     const token = extractToken(undefined, req.getHeader('authorization'));
+    const idempotencyKey = req.getHeader('idempotency-key') || undefined;
     const p = pending(res);
     // The in-process bus dies with the process: accept nothing new once shutdown has begun.
     if (deps.isShuttingDown()) return sendError(p, 'UNAVAILABLE', 'server is shutting down');
     deps.inflight.count++;
-    handlePublish(p, guid, token).finally(() => deps.inflight.count--);
+    handlePublish(p, guid, token, idempotencyKey).finally(() => deps.inflight.count--);
   });
 
-  async function handlePublish(p: ReturnType<typeof pending>, rawGuid: string, token: string | null): Promise<void> {
+  async function handlePublish(p: ReturnType<typeof pending>, rawGuid: string, token: string | null, idempotencyKey: string | undefined): Promise<void> {
     const fail = (code: Parameters<typeof sendError>[1], message?: string) => {
       metrics.errors.inc({ code });
       sendError(p, code, message);
@@ -83,8 +85,9 @@ export function registerHttpRoutes(app: TemplatedApp, deps: HttpDeps): void {
     }
     try {
       const events = validateProducerEvents(parsed);
-      const ids = await deps.publish(rawGuid.toLowerCase(), events);
-      sendJson(p, 202, ids.length === 1 && !('events' in (parsed as object)) ? { id: ids[0] } : { ids });
+      const { ids, replayed } = await deps.publish(rawGuid.toLowerCase(), events, idempotencyKey);
+      // A replayed key answers exactly as the first time, and says so (as Stripe's Idempotent-Replayed).
+      sendJson(p, 202, ids.length === 1 && !('events' in (parsed as object)) ? { id: ids[0] } : { ids }, replayed ? { 'idempotent-replayed': 'true' } : {});
     } catch (err) {
       const e = toGatewayError(err);
       if (e.code === 'INTERNAL') log.error({ err }, 'publish failed');

@@ -26,10 +26,13 @@ export interface Codec {
   readonly binary: boolean;
   decode(message: ArrayBuffer, isBinary: boolean): unknown;
   encode(envelope: Envelope): string | Uint8Array;
-  /** Encoded size of one event envelope (cached), used to split large batches. */
-  eventSize(event: ProjectEvent): number;
-  /** One frame for a run of events of one room, built from per-event cached encodings. */
-  encodeEvents(events: readonly ProjectEvent[]): string | Uint8Array;
+  /**
+   * One event's envelope, encoded once and cached on the event; null if this encoder cannot carry
+   * it (the caller skips it: one bad event must never stop a room's fan-out).
+   */
+  encodeEvent(event: ProjectEvent): string | Uint8Array | null;
+  /** One frame from encoded events of one room: a bare envelope for one, an array for several. */
+  joinEvents(parts: readonly (string | Uint8Array)[]): string | Uint8Array;
 }
 
 const decoder = new TextDecoder('utf-8', { fatal: true });
@@ -47,19 +50,23 @@ const jsonCodec: Codec = {
     }
   },
   encode: (envelope) => JSON.stringify(envelope),
-  eventSize: (e) => eventJson(e).length,
-  encodeEvents(events) {
-    if (events.length === 1) return eventJson(events[0]!);
+  encodeEvent(e) {
+    if (e.json === undefined) {
+      try {
+        e.json = eventJson(e);
+      } catch {
+        e.json = null;
+      }
+    }
+    return e.json;
+  },
+  joinEvents(parts) {
+    if (parts.length === 1) return parts[0]!;
     let out = '[';
-    for (let i = 0; i < events.length; i++) out += (i ? ',' : '') + eventJson(events[i]!);
+    for (let i = 0; i < parts.length; i++) out += (i ? ',' : '') + (parts[i] as string);
     return out + ']';
   },
 };
-
-type PackedEvent = ProjectEvent & { msgpack?: Uint8Array };
-function packedEvent(e: PackedEvent): Uint8Array {
-  return (e.msgpack ??= packr.pack(eventEnvelope(e)));
-}
 
 const msgpackCodec: Codec = {
   name: 'msgpack',
@@ -72,10 +79,19 @@ const msgpackCodec: Codec = {
     }
   },
   encode: (envelope) => packr.pack(envelope),
-  eventSize: (e) => packedEvent(e).length,
-  encodeEvents(events) {
-    if (events.length === 1) return packedEvent(events[0]!);
-    const parts = events.map(packedEvent);
+  encodeEvent(e) {
+    if (e.msgpack === undefined) {
+      try {
+        e.msgpack = packr.pack(eventEnvelope(e));
+      } catch {
+        e.msgpack = null;
+      }
+    }
+    return e.msgpack;
+  },
+  joinEvents(list) {
+    const parts = list as readonly Uint8Array[];
+    if (parts.length === 1) return parts[0]!;
     const n = parts.length;
     const headerLen = n < 16 ? 1 : n < 0x10000 ? 3 : 5;
     let total = headerLen;

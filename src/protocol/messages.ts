@@ -32,8 +32,9 @@ export type ClientFrame =
   | { type: 'ping'; projectGuid: string | null; data: unknown; id: string | null };
 
 /**
- * A project event as it travels through the gateway. `json` is the envelope serialized once,
- * lazily, and shared by every recipient and every batch it ends up in.
+ * A project event as it travels through the gateway. `json` and `msgpack` are the envelope encoded
+ * once, lazily, and shared by every recipient and every batch it ends up in; `null` records that
+ * the encoder failed, so a broken event is skipped without being retried on every flush.
  */
 export interface ProjectEvent {
   readonly id: string;
@@ -41,7 +42,8 @@ export interface ProjectEvent {
   readonly type: EventType;
   readonly data: unknown;
   readonly timestamp: string;
-  json?: string;
+  json?: string | null;
+  msgpack?: Uint8Array | null;
 }
 
 export function eventEnvelope(e: ProjectEvent): Envelope<EventType> {
@@ -49,16 +51,16 @@ export function eventEnvelope(e: ProjectEvent): Envelope<EventType> {
 }
 
 /**
- * The envelope as JSON, built once per event and cached. Only `data` goes through JSON.stringify:
- * the other fields are an enum value, a validated GUID, an ISO date and a canonical id, none of
- * which needs escaping, so no intermediate envelope object is allocated on the hot path.
+ * The envelope as JSON. Only `data` goes through JSON.stringify: the other fields are an enum
+ * value, a validated GUID, an ISO date and a canonical id, none of which needs escaping, so no
+ * intermediate envelope object is allocated on the hot path. Throws if `data` cannot be encoded.
  */
 export function eventJson(e: ProjectEvent): string {
-  return (e.json ??= envelopeJson(e, JSON.stringify(e.data) ?? 'null'));
+  return envelopeJson(e, JSON.stringify(e.data) ?? 'null');
 }
 
 /** `dataJson` must be valid JSON (a producer's raw `data` field once it has parsed). */
-export function envelopeJson(e: Omit<ProjectEvent, 'data' | 'json'>, dataJson: string): string {
+export function envelopeJson(e: Omit<ProjectEvent, 'data' | 'json' | 'msgpack'>, dataJson: string): string {
   return `{"type":"${e.type}","projectGuid":"${e.projectGuid}","data":${dataJson},"timestamp":"${e.timestamp}","id":"${e.id}"}`;
 }
 

@@ -2,7 +2,7 @@ import type { TemplatedApp } from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import type { EventBus } from '../bus/bus.js';
 import { GatewayError } from '../errors.js';
-import type { Metrics } from '../http/metrics.js';
+import type { Metrics } from '../metrics.js';
 import { CODEC_NAMES, CODECS, type CodecName } from '../protocol/codec.js';
 import { compareIds } from '../protocol/event-id.js';
 import type { ProjectEvent } from '../protocol/messages.js';
@@ -156,14 +156,19 @@ export function createRooms(opts: RoomsOptions) {
       const events = room.pending;
       if (events.length === 0) continue;
       room.pending = [];
-      for (const name of CODEC_NAMES) {
-        const subscribers = app.numSubscribers(room.topics[name]);
-        if (subscribers === 0) continue;
-        for (const frame of frames(name, events)) {
-          app.publish(room.topics[name], frame, CODECS[name].binary, false);
-          metrics.framesPublished.inc();
+      // A backstop: nothing in one room's flush may stop the others (or escape into uWS/the bus).
+      try {
+        for (const name of CODEC_NAMES) {
+          const subscribers = app.numSubscribers(room.topics[name]);
+          if (subscribers === 0) continue;
+          for (const frame of frames(name, events)) {
+            app.publish(room.topics[name], frame, CODECS[name].binary, false);
+            metrics.framesPublished.inc();
+          }
+          metrics.deliveries.inc(subscribers * events.length);
         }
-        metrics.deliveries.inc(subscribers * events.length);
+      } catch (err) {
+        log.error({ err, projectGuid: room.guid, firstId: events[0]!.id, lastId: events[events.length - 1]!.id }, 'room flush failed; continuing with the next events');
       }
       metrics.eventsDelivered.inc(events.length);
       metrics.deliveryLag.observe((now - room.pendingSince) / 1000);
@@ -173,21 +178,32 @@ export function createRooms(opts: RoomsOptions) {
     dirty.clear();
   }
 
+  /**
+   * Frames for a run of one room's events in one encoding, each under MAX_FRAME_BYTES unless a
+   * single event is larger. An event the encoder cannot carry is logged, counted and left out:
+   * every entry point checks data against the limits, so this only catches what slipped past them.
+   */
   function frames(name: CodecName, events: readonly ProjectEvent[]): (string | Uint8Array)[] {
     const codec = CODECS[name];
-    if (events.length === 1) return [codec.encodeEvents(events)];
     const out: (string | Uint8Array)[] = [];
-    let start = 0;
+    let batch: (string | Uint8Array)[] = [];
     let bytes = 0;
-    for (let i = 0; i < events.length; i++) {
-      bytes += codec.eventSize(events[i]!);
-      if (bytes >= MAX_FRAME_BYTES && i > start) {
-        out.push(codec.encodeEvents(events.slice(start, i)));
-        start = i;
-        bytes = codec.eventSize(events[i]!);
+    for (const e of events) {
+      const part = codec.encodeEvent(e);
+      if (part === null) {
+        metrics.eventsUnencodable.inc({ codec: name });
+        log.error({ projectGuid: e.projectGuid, id: e.id, type: e.type, codec: name }, 'event cannot be encoded; skipped for this encoding');
+        continue;
       }
+      if (batch.length && bytes + part.length > MAX_FRAME_BYTES) {
+        out.push(codec.joinEvents(batch));
+        batch = [];
+        bytes = 0;
+      }
+      batch.push(part);
+      bytes += part.length;
     }
-    out.push(codec.encodeEvents(start === 0 ? events : events.slice(start)));
+    if (batch.length) out.push(codec.joinEvents(batch));
     return out;
   }
 
@@ -287,12 +303,17 @@ export function createRooms(opts: RoomsOptions) {
         }
         const page = await bus.range(guid, cursor, opts.historyPageSize);
         if (!current()) return null;
-        const flushed = page.filter((e) => compareIds(e.id, room.flushedId) <= 0);
-        if (flushed.length) {
-          if (!(await replay(conn, flushed))) return null;
-          if (!current()) return null;
-          cursor = flushed[flushed.length - 1]!.id;
-          replayed += flushed.length;
+        // The page holds every entry from the cursor to page.lastId; what this room has not flushed
+        // yet comes live after the subscribe, so the replay stops at `limit`.
+        const limit = room.flushedId;
+        const flushed = page.events.filter((e) => compareIds(e.id, limit) <= 0);
+        if (flushed.length && !(await replay(conn, flushed))) return null;
+        if (!current()) return null;
+        replayed += flushed.length;
+        // Entries the bus skipped (malformed) move the cursor too: a run of them never stalls a resume.
+        const next = compareIds(page.lastId, limit) <= 0 ? page.lastId : limit;
+        if (compareIds(next, cursor) > 0) {
+          cursor = next;
           stalls = 0;
         } else if (++stalls > 3) {
           throw new GatewayError('UNAVAILABLE', 'history read made no progress; retry');

@@ -3,9 +3,10 @@ import type { Logger } from 'pino';
 import { canAccessProject, extractToken, type TokenVerifier } from '../auth/tokens.js';
 import type { Config } from '../config.js';
 import { CloseCodes, toGatewayError, type ErrorCode } from '../errors.js';
-import type { Metrics } from '../http/metrics.js';
+import type { Metrics } from '../metrics.js';
 import { statusLine } from '../http/respond.js';
 import { CODECS, negotiateSubprotocol } from '../protocol/codec.js';
+import { dataProblem } from '../protocol/limits.js';
 import { isGuid, type ClientFrame, type Envelope, type FeedbackData } from '../protocol/messages.js';
 import { requestIdOf, validateClientFrame } from '../protocol/schemas.js';
 import type { Connection } from '../rooms/connection.js';
@@ -124,6 +125,9 @@ export function createSocketLayer(deps: SocketDeps) {
         return send(ws, conn, reply('leave_project', projectGuid, id, {}));
       case 'user_feedback': {
         if (!canAccessProject(conn.principal, frame.projectGuid)) return send(ws, conn, fail(conn, 'FORBIDDEN', undefined, projectGuid, id));
+        // The frame is already under MAX_PAYLOAD_BYTES; meta is free-form, so its shape is checked like event data.
+        const metaProblem = frame.data.meta === undefined ? null : dataProblem(frame.data.meta, config.dataLimits.maxDepth);
+        if (metaProblem) return send(ws, conn, fail(conn, 'INVALID_DATA', `data.meta: ${metaProblem}`, projectGuid, id));
         const status = deps.forwardFeedback({ projectGuid: frame.projectGuid, userId: conn.principal.userId, requestId: id, data: frame.data });
         if (status === 'unavailable') return send(ws, conn, fail(conn, 'UNAVAILABLE', 'agents-server unreachable and its queue is full; retry later', projectGuid, id));
         const data = status === null ? { accepted: false, forwarded: false, reason: 'no agents-server configured' } : { accepted: true, forwarded: status === 'forwarded' };

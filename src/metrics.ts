@@ -28,6 +28,8 @@ export function createMetrics(nodeId: string) {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
       registers: [registry],
     }),
+    eventsUnencodable: new Counter({ name: 'events_unencodable_total', help: 'Events skipped in fan-out or replay because an encoder could not carry them, by codec', labelNames: ['codec'], registers: [registry] }),
+    busEntriesSkipped: new Counter({ name: 'bus_entries_skipped_total', help: 'Stream entries read from the bus and skipped as malformed or over the data limits', registers: [registry] }),
     busReady: new Gauge({ name: 'bus_ready', help: '1 while the event bus is connected', registers: [registry] }),
   };
 }
