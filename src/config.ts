@@ -10,6 +10,7 @@ import type { DataLimits } from './protocol/limits.js';
 interface Env {
   PORT: number;
   HOST: string;
+  REUSE_PORT: boolean;
   NODE_ID?: string;
   LOG_LEVEL: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   JWT_SECRET?: string;
@@ -49,6 +50,7 @@ const envSchema: JSONSchemaType<Env> = {
   properties: {
     PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 8080 },
     HOST: { type: 'string', minLength: 1, default: '0.0.0.0' },
+    REUSE_PORT: { type: 'boolean', default: false },
     NODE_ID: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$', nullable: true },
     LOG_LEVEL: { type: 'string', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
     JWT_SECRET: { type: 'string', minLength: 8, nullable: true },
@@ -87,6 +89,8 @@ export type JwtAlgorithm = 'HS256' | 'HS384' | 'HS512' | 'RS256' | 'RS384' | 'RS
 export interface Config {
   readonly port: number;
   readonly host: string;
+  /** Several processes on one port on purpose (SO_REUSEPORT); off, a port in use is a startup error. */
+  readonly reusePort: boolean;
   /** Identifies this instance in logs, metrics and cross-instance messages. */
   readonly nodeId: string;
   readonly logLevel: Env['LOG_LEVEL'];
@@ -167,6 +171,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
   const config: Config = {
     port: e.PORT,
     host: e.HOST,
+    reusePort: e.REUSE_PORT,
     nodeId: e.NODE_ID ?? `gw-${randomBytes(4).toString('hex')}`,
     logLevel: e.LOG_LEVEL,
     jwt: {

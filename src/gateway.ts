@@ -13,6 +13,7 @@ import { encodeCheckedData } from './protocol/limits.js';
 import { isEventType, isGuid } from './protocol/messages.js';
 import { IDEMPOTENCY_KEY_PATTERN, type AppendResult } from './bus/idempotency.js';
 import { createRooms } from './rooms/rooms.js';
+import { listenUws } from './listen.js';
 import { loadUws, type UwsModule } from './uws.js';
 import { createSocketLayer, type FeedbackForwarder } from './ws/socket.js';
 
@@ -133,18 +134,13 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     config,
     bus,
     metrics,
-    listen() {
-      return new Promise((resolve, reject) => {
-        app.listen(config.host, config.port, (socket) => {
-          if (!socket) return reject(new Error(`could not listen on ${config.host}:${config.port} (port in use or not permitted)`));
-          listenSocket = socket;
-          sweepTimer = setInterval(sockets.sweep, Math.min(1000, config.heartbeatIntervalMs));
-          sweepTimer.unref();
-          const port = uws.us_socket_local_port(socket);
-          log.info({ port, host: config.host, bus: bus.kind }, 'gateway listening');
-          resolve(port);
-        });
-      });
+    async listen() {
+      const bound = await listenUws(uws, app, { host: config.host, port: config.port, reusePort: config.reusePort, log });
+      listenSocket = bound.socket;
+      sweepTimer = setInterval(sockets.sweep, Math.min(1000, config.heartbeatIntervalMs));
+      sweepTimer.unref();
+      log.info({ port: bound.port, host: config.host, bus: bus.kind }, 'gateway listening');
+      return bound.port;
     },
     publish: async (guid, event, options) => (await publishMany(guid, [event], options))[0]!,
     publishMany,

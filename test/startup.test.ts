@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError, parseConfig } from '../src/config.js';
 import { runToExit, spawnGateway } from './helpers/processes.js';
 import { freePort } from './helpers/ports.js';
+import { createSigner } from 'fast-jwt';
+import { connect } from './helpers/gateway.js';
 
 describe('startup', () => {
   it('refuses to start on the uWebSockets.js pure-JS fallback, with a clear message', async () => {
@@ -45,5 +47,36 @@ describe('startup', () => {
     expect(await ready.json()).toMatchObject({ ready: true, bus: 'memory' });
     expect(await gw.stop('SIGTERM')).toBe(0);
     expect(gw.output()).toMatch(/"msg":"gateway closed"/);
+  });
+
+  it('a restart in place after SIGTERM with 500 clients connected serves /healthz within 2 s', async () => {
+    const port = await freePort();
+    const env = { PORT: String(port), HOST: '0.0.0.0', JWT_SECRET: 'some-secret-123', LOG_LEVEL: 'warn' };
+    const old = await spawnGateway(env);
+    const token = createSigner({ key: 'some-secret-123' })({ sub: 'u', projects: '*' });
+    const clients = await Promise.all(Array.from({ length: 500 }, () => connect(`ws://127.0.0.1:${port}/ws`, token)));
+    expect(await old.stop('SIGTERM')).toBe(0);
+    expect((await Promise.all(clients.map((c) => c.closed))).every((c) => c.code === 1001)).toBe(true);
+    const started = Date.now();
+    const restarted = await spawnGateway(env, { timeoutMs: 2000 });
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(restarted.output()).not.toMatch(/could not listen/);
+    await restarted.stop();
+  });
+
+  it('refuses a port another process listens on, with a clear message, unless REUSE_PORT=true asks to share it', async () => {
+    const port = await freePort();
+    const env = { PORT: String(port), HOST: '127.0.0.1', JWT_SECRET: 'some-secret-123', LOG_LEVEL: 'warn' };
+    const first = await spawnGateway(env);
+    try {
+      const second = await runToExit([], env);
+      expect(second.code).toBe(1);
+      expect(second.stderr).toMatch(new RegExp(`port ${port} on 127.0.0.1 is already in use by another process`));
+      const sharing = await spawnGateway({ ...env, REUSE_PORT: 'true' });
+      expect((await fetch(`${sharing.url}/healthz`)).status).toBe(200);
+      await sharing.stop();
+    } finally {
+      await first.stop();
+    }
   });
 });

@@ -141,7 +141,7 @@ export async function startServer(kind, o = {}) {
     const logFile = path.join(TMP_DIR, `${kind}-${port}-${i}-${++logSeq}.log`);
     const fd = fs.openSync(logFile, 'w');
     const env = {
-      ...process.env, PORT: String(port), HOST: '127.0.0.1', JWT_SECRET, LOG_LEVEL: 'warn', NODE_ENV: 'production',
+      ...process.env, PORT: String(port), HOST: '127.0.0.1', REUSE_PORT: 'true', JWT_SECRET, LOG_LEVEL: 'warn', NODE_ENV: 'production',
       ...(o.redisUrl ? { REDIS_URL: o.redisUrl } : {}), ...(o.env ?? {}),
     };
     if (!o.redisUrl) delete env.REDIS_URL;
