@@ -2,6 +2,7 @@ import type { JSONSchemaType } from 'ajv';
 import { randomBytes } from 'node:crypto';
 import { createAjv, describeAjvErrors } from './protocol/ajv.js';
 import type { DataLimits } from './protocol/limits.js';
+import { isCidr } from './edge/client-address.js';
 
 /**
  * The environment variables the gateway reads, their types and defaults. This schema IS the
@@ -28,6 +29,20 @@ interface Env {
   MAX_ROOMS_PER_CONNECTION: number;
   RATE_LIMIT_PER_S: number;
   RATE_LIMIT_BURST: number;
+  RATE_LIMIT_PENALTY_S: number;
+  MAX_CONNECTIONS: number;
+  MAX_CONNECTIONS_PER_USER: number;
+  MAX_CONNECTIONS_PER_IP: number;
+  UPGRADES_PER_IP_PER_S: number;
+  UPGRADES_PER_IP_BURST: number;
+  HTTP_RATE_LIMIT_PER_S: number;
+  HTTP_RATE_LIMIT_BURST: number;
+  ALLOWED_ORIGINS: string;
+  TRUSTED_PROXIES?: string;
+  TICKET_TTL_S: number;
+  MAX_BUFFERED_BYTES: number;
+  RECENT_BYTES_PER_ROOM: number;
+  MEMORY_BUS_MAX_BYTES: number;
   REDIS_URL?: string;
   REDIS_CLUSTER_NODES?: string;
   REDIS_PREFIX: string;
@@ -68,6 +83,20 @@ const envSchema: JSONSchemaType<Env> = {
     MAX_ROOMS_PER_CONNECTION: { type: 'integer', minimum: 1, maximum: 10000, default: 100 },
     RATE_LIMIT_PER_S: { type: 'number', exclusiveMinimum: 0, maximum: 100000, default: 20 },
     RATE_LIMIT_BURST: { type: 'integer', minimum: 1, maximum: 100000, default: 60 },
+    RATE_LIMIT_PENALTY_S: { type: 'integer', minimum: 0, maximum: 3600, default: 10 },
+    MAX_CONNECTIONS: { type: 'integer', minimum: 1, maximum: 10000000, default: 50000 },
+    MAX_CONNECTIONS_PER_USER: { type: 'integer', minimum: 1, maximum: 10000000, default: 20 },
+    MAX_CONNECTIONS_PER_IP: { type: 'integer', minimum: 1, maximum: 10000000, default: 1000 },
+    UPGRADES_PER_IP_PER_S: { type: 'number', exclusiveMinimum: 0, maximum: 1000000, default: 50 },
+    UPGRADES_PER_IP_BURST: { type: 'integer', minimum: 1, maximum: 10000000, default: 200 },
+    HTTP_RATE_LIMIT_PER_S: { type: 'number', exclusiveMinimum: 0, maximum: 10000000, default: 500 },
+    HTTP_RATE_LIMIT_BURST: { type: 'integer', minimum: 1, maximum: 10000000, default: 1000 },
+    ALLOWED_ORIGINS: { type: 'string', pattern: '^(\\*|[a-z][a-z0-9+.-]*://[^,\\s/]+(,[a-z][a-z0-9+.-]*://[^,\\s/]+)*)$', default: '*' },
+    TRUSTED_PROXIES: { type: 'string', pattern: '^[0-9a-fA-F:./]+(,[0-9a-fA-F:./]+)*$', nullable: true },
+    TICKET_TTL_S: { type: 'integer', minimum: 1, maximum: 300, default: 30 },
+    MAX_BUFFERED_BYTES: { type: 'integer', minimum: 1048576, maximum: 68719476736, default: 268435456 },
+    RECENT_BYTES_PER_ROOM: { type: 'integer', minimum: 65536, maximum: 1073741824, default: 1048576 },
+    MEMORY_BUS_MAX_BYTES: { type: 'integer', minimum: 1048576, maximum: 68719476736, default: 134217728 },
     REDIS_URL: { type: 'string', pattern: '^rediss?://', nullable: true },
     REDIS_CLUSTER_NODES: { type: 'string', pattern: '^[^,\\s]+:\\d+(,[^,\\s]+:\\d+)*$', nullable: true },
     REDIS_PREFIX: { type: 'string', pattern: '^[A-Za-z0-9:_.-]{1,64}$', default: 'autocode' },
@@ -108,7 +137,23 @@ export interface Config {
   /** Event data and feedback meta: every entry point rejects (or skips) what is over these. */
   readonly dataLimits: DataLimits;
   readonly maxRoomsPerConnection: number;
-  readonly rateLimit: { readonly perSecond: number; readonly burst: number };
+  readonly rateLimit: { readonly perSecond: number; readonly burst: number; readonly penaltyS: number };
+  /** Edge policy: who may connect, from where, how often (src/edge). */
+  readonly edge: {
+    readonly maxConnections: number;
+    readonly maxConnectionsPerUser: number;
+    readonly maxConnectionsPerIp: number;
+    readonly upgradesPerIp: { readonly perSecond: number; readonly burst: number };
+    readonly httpPerToken: { readonly perSecond: number; readonly burst: number };
+    /** Exact origins allowed to open browser WebSockets, or 'any'. */
+    readonly allowedOrigins: readonly string[] | 'any';
+    readonly trustedProxies: readonly string[];
+    readonly ticketTtlS: number;
+  };
+  /** All sockets' unsent bytes together; above it the slowest consumers are closed first. */
+  readonly maxBufferedBytes: number;
+  readonly recentBytesPerRoom: number;
+  readonly memoryBusMaxBytes: number;
   readonly redis?: {
     readonly url?: string;
     readonly clusterNodes?: readonly { host: string; port: number }[];
@@ -163,6 +208,10 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
   if (e.HEARTBEAT_INTERVAL_S >= e.IDLE_TIMEOUT_S) throw new ConfigError(`HEARTBEAT_INTERVAL_S (${e.HEARTBEAT_INTERVAL_S}) must be smaller than IDLE_TIMEOUT_S (${e.IDLE_TIMEOUT_S})`);
   if (e.REDIS_URL && e.REDIS_CLUSTER_NODES) throw new ConfigError('set only one of REDIS_URL and REDIS_CLUSTER_NODES');
 
+  const trustedProxies = e.TRUSTED_PROXIES?.split(',') ?? [];
+  const badProxy = trustedProxies.find((c) => !isCidr(c));
+  if (badProxy) throw new ConfigError(`invalid TRUSTED_PROXIES: ${JSON.stringify(badProxy)} is not an IP address or CIDR`);
+
   const clusterNodes = e.REDIS_CLUSTER_NODES?.split(',').map((hp) => {
     const i = hp.lastIndexOf(':');
     return { host: hp.slice(0, i), port: Number(hp.slice(i + 1)) };
@@ -187,7 +236,20 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     maxBackpressureBytes: e.MAX_BACKPRESSURE_BYTES,
     dataLimits: { maxBytes: e.MAX_EVENT_DATA_BYTES, maxDepth: e.MAX_DATA_DEPTH },
     maxRoomsPerConnection: e.MAX_ROOMS_PER_CONNECTION,
-    rateLimit: { perSecond: e.RATE_LIMIT_PER_S, burst: e.RATE_LIMIT_BURST },
+    rateLimit: { perSecond: e.RATE_LIMIT_PER_S, burst: e.RATE_LIMIT_BURST, penaltyS: e.RATE_LIMIT_PENALTY_S },
+    edge: {
+      maxConnections: e.MAX_CONNECTIONS,
+      maxConnectionsPerUser: e.MAX_CONNECTIONS_PER_USER,
+      maxConnectionsPerIp: e.MAX_CONNECTIONS_PER_IP,
+      upgradesPerIp: { perSecond: e.UPGRADES_PER_IP_PER_S, burst: e.UPGRADES_PER_IP_BURST },
+      httpPerToken: { perSecond: e.HTTP_RATE_LIMIT_PER_S, burst: e.HTTP_RATE_LIMIT_BURST },
+      allowedOrigins: e.ALLOWED_ORIGINS === '*' ? 'any' : e.ALLOWED_ORIGINS.split(',').map((o) => o.toLowerCase()),
+      trustedProxies,
+      ticketTtlS: e.TICKET_TTL_S,
+    },
+    maxBufferedBytes: e.MAX_BUFFERED_BYTES,
+    recentBytesPerRoom: e.RECENT_BYTES_PER_ROOM,
+    memoryBusMaxBytes: e.MEMORY_BUS_MAX_BYTES,
     ...(e.REDIS_URL || clusterNodes
       ? { redis: { ...(e.REDIS_URL ? { url: e.REDIS_URL } : {}), ...(clusterNodes ? { clusterNodes } : {}), prefix: e.REDIS_PREFIX } }
       : {}),

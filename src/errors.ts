@@ -10,6 +10,8 @@ export const ErrorCodes = {
   INVALID_GUID: { http: 400, message: 'projectGuid is not a valid GUID' },
   INVALID_EVENT_ID: { http: 400, message: 'event id must look like <ms>-<seq>' },
   UNSUPPORTED_PROTOCOL: { http: 400, message: 'no supported subprotocol offered' },
+  MALFORMED_REQUEST: { http: 400, message: 'ambiguous or malformed HTTP framing' },
+  UNSUPPORTED_MEDIA_TYPE: { http: 415, message: 'send Content-Type: application/json' },
   INVALID_DATA: { http: 400, message: 'data must be plain JSON within the depth limit' },
   PAYLOAD_TOO_LARGE: { http: 413, message: 'payload too large' },
   UNAUTHORIZED: { http: 401, message: 'missing or invalid token' },
@@ -17,6 +19,7 @@ export const ErrorCodes = {
   NOT_JOINED: { http: 409, message: 'join the project first' },
   IDEMPOTENCY_KEY_REUSED: { http: 422, message: 'this Idempotency-Key was used with a different body' },
   RATE_LIMITED: { http: 429, message: 'too many messages' },
+  TOO_MANY_CONNECTIONS: { http: 429, message: 'connection limit reached' },
   TOO_MANY_ROOMS: { http: 429, message: 'too many joined projects on this connection' },
   UNAVAILABLE: { http: 503, message: 'event bus unavailable, retry later' },
   NOT_FOUND: { http: 404, message: 'no such route' },
@@ -44,7 +47,9 @@ export function toGatewayError(err: unknown): GatewayError {
 export const CloseCodes = {
   /** Server is shutting down: reconnect to any instance and resume with `since`. */
   GOING_AWAY: 1001,
-  /** The token's `exp` passed while connected: get a fresh token, then reconnect. */
+  /** A client frame over MAX_PAYLOAD_BYTES (over twice that, uWS cuts the connection: 1006). */
+  MESSAGE_TOO_BIG: 1009,
+  /** The token's `exp` passed while connected, or an `auth_refresh` was refused: get a fresh token, then reconnect. */
   TOKEN_EXPIRED: 4401,
   /** No frame and no pong within IDLE_TIMEOUT_S. */
   HEARTBEAT_TIMEOUT: 4408,

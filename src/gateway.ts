@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import { createAgentsLink } from './agents/link.js';
+import { createMemoryTicketStore, createRedisTicketStore, type TicketStore } from './auth/tickets.js';
 import { createTokenVerifier } from './auth/tokens.js';
 import type { EventBus, EventBusFactory, EventSink, NewEvent } from './bus/bus.js';
 import { createMemoryBus } from './bus/memory.js';
@@ -73,6 +74,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     log,
     metrics,
     recentEventsPerRoom: config.recentEventsPerRoom,
+    recentBytesPerRoom: config.recentBytesPerRoom,
     historyPageSize: config.stream.historyPageSize,
     maxBackpressureBytes: config.maxBackpressureBytes,
   });
@@ -83,7 +85,9 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     : null;
   const forwardFeedback: FeedbackForwarder = (feedback) => agents?.forwardFeedback(feedback) ?? null;
 
+  const tickets = await ticketStore(config);
   const sockets = createSocketLayer({
+    tickets: tickets.store,
     config,
     verifyToken,
     rooms,
@@ -124,10 +128,14 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     maxBodyBytes: Math.max(config.maxPayloadBytes * 16, 1024 * 1024),
     isShuttingDown,
     inflight,
+    tickets: tickets.store,
+    httpPerToken: config.edge.httpPerToken,
   });
+  if (config.edge.allowedOrigins === 'any') log.info('ALLOWED_ORIGINS is not set: browser upgrades from any origin are accepted (clients authenticate with tokens, not cookies)');
 
   let listenSocket: us_listen_socket | null = null;
   let sweepTimer: NodeJS.Timeout | null = null;
+  let budgetTimer: NodeJS.Timeout | null = null;
   let closing: Promise<void> | null = null;
 
   return {
@@ -139,6 +147,8 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
       listenSocket = bound.socket;
       sweepTimer = setInterval(sockets.sweep, Math.min(1000, config.heartbeatIntervalMs));
       sweepTimer.unref();
+      budgetTimer = setInterval(sockets.enforceBufferBudget, 500);
+      budgetTimer.unref();
       log.info({ port: bound.port, host: config.host, bus: bus.kind }, 'gateway listening');
       return bound.port;
     },
@@ -151,21 +161,35 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
         if (listenSocket) uws.us_listen_socket_close(listenSocket);
         listenSocket = null;
         if (sweepTimer) clearInterval(sweepTimer);
+        if (budgetTimer) clearInterval(budgetTimer);
         const deadline = Date.now() + config.shutdownGraceMs;
         while (inflight.count > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
         rooms.flushNow();
         sockets.closeAll(CloseCodes.GOING_AWAY, 'server shutting down, reconnect');
         agents?.close();
         await bus.close();
+        await tickets.close();
         log.info({ inflightAbandoned: inflight.count }, 'gateway closed');
       })());
     },
   };
 }
 
+/** Tickets must be redeemable on any instance: in Redis when there is one, else in this process. */
+async function ticketStore(config: Config): Promise<{ store: TicketStore; close: () => Promise<void> }> {
+  if (!config.redis) return { store: createMemoryTicketStore(config.edge.ticketTtlS), close: async () => {} };
+  const { createRedisClient } = await import('./redis-client.js');
+  const client = createRedisClient(config.redis, config.nodeId, 'tickets', 2000);
+  client.on('error', () => {}); // the bus logs Redis trouble; a failed redeem answers 503 on its own
+  return {
+    store: createRedisTicketStore(client, config.redis.prefix, config.edge.ticketTtlS),
+    close: async () => void (await client.quit().catch(() => client.disconnect())),
+  };
+}
+
 async function defaultBusFactory(config: Config, log: Logger, metrics: Metrics): Promise<EventBusFactory> {
   if (!config.redis) {
-    return (sink) => createMemoryBus(sink, { maxLen: config.stream.maxLen, maxEvents: config.memoryBusMaxEvents, idempotencyWindowS: config.idempotencyWindowS });
+    return (sink) => createMemoryBus(sink, { maxLen: config.stream.maxLen, maxEvents: config.memoryBusMaxEvents, maxBytes: config.memoryBusMaxBytes, idempotencyWindowS: config.idempotencyWindowS });
   }
   const { createRedisBus } = await import('./bus/redis.js');
   return (sink) =>

@@ -15,6 +15,12 @@ export const BENCH_DIR = fileURLToPath(new URL('..', import.meta.url));
 export const ROOT = path.resolve(BENCH_DIR, '..');
 export const TMP_DIR = path.join(BENCH_DIR, 'results', 'tmp');
 export const JWT_SECRET = 'bench-secret-0123456789abcdef0123456789abcdef';
+/** The load generator opens thousands of sockets for one user from one address: lift the edge caps (README, Limits). */
+const GENEROUS_EDGE_LIMITS = {
+  MAX_CONNECTIONS: '1000000', MAX_CONNECTIONS_PER_USER: '1000000', MAX_CONNECTIONS_PER_IP: '1000000',
+  UPGRADES_PER_IP_PER_S: '1000000', UPGRADES_PER_IP_BURST: '1000000', HTTP_RATE_LIMIT_PER_S: '10000000', HTTP_RATE_LIMIT_BURST: '10000000',
+  MAX_BUFFERED_BYTES: '8589934592',
+};
 const CLK_TCK = 100;
 
 const sign = createSigner({ key: JWT_SECRET, algorithm: 'HS256', expiresIn: 6 * 3600 * 1000 });
@@ -141,7 +147,7 @@ export async function startServer(kind, o = {}) {
     const logFile = path.join(TMP_DIR, `${kind}-${port}-${i}-${++logSeq}.log`);
     const fd = fs.openSync(logFile, 'w');
     const env = {
-      ...process.env, PORT: String(port), HOST: '127.0.0.1', REUSE_PORT: 'true', JWT_SECRET, LOG_LEVEL: 'warn', NODE_ENV: 'production',
+      ...process.env, PORT: String(port), HOST: '127.0.0.1', REUSE_PORT: 'true', ...GENEROUS_EDGE_LIMITS, JWT_SECRET, LOG_LEVEL: 'warn', NODE_ENV: 'production',
       ...(o.redisUrl ? { REDIS_URL: o.redisUrl } : {}), ...(o.env ?? {}),
     };
     if (!o.redisUrl) delete env.REDIS_URL;

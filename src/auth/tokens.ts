@@ -83,9 +83,35 @@ export function canAccessProject(principal: Principal, projectGuid: string): boo
   return principal.projects === 'all' || principal.projects.has(projectGuid);
 }
 
-/** The token from `?token=` or `Authorization: Bearer`, or null. */
-export function extractToken(query: string | undefined, authorization: string): string | null {
+/** The token from `Authorization: Bearer`, or null. */
+export function bearerToken(authorization: string): string | null {
   const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
-  if (m) return m[1]!;
-  return query ? query : null;
+  return m ? m[1]! : null;
+}
+
+export type Credential = { kind: 'token'; token: string } | { kind: 'ticket'; ticket: string } | { kind: 'none' } | { kind: 'ambiguous' };
+
+/**
+ * What a WebSocket upgrade authenticates with: `?token=`, `Authorization: Bearer` or `?ticket=`,
+ * exactly one of them. Two at once is refused rather than silently preferring one: a proxy or a
+ * client library that adds its own is then noticed, not half-trusted.
+ */
+export function upgradeCredential(queryToken: string, authorization: string, queryTicket: string): Credential {
+  const header = bearerToken(authorization);
+  const given = [queryToken ? 1 : 0, header ? 1 : 0, queryTicket ? 1 : 0].reduce((a, b) => a + b, 0);
+  if (given === 0) return { kind: 'none' };
+  if (given > 1) return { kind: 'ambiguous' };
+  if (queryTicket) return { kind: 'ticket', ticket: queryTicket };
+  const token = header ?? queryToken;
+  return token ? { kind: 'token', token } : { kind: 'none' };
+}
+
+/** A principal in a form that can be stored (tickets) and restored. */
+export function serializePrincipal(p: Principal): string {
+  return JSON.stringify({ u: p.userId, p: p.projects === 'all' ? '*' : [...p.projects], s: [...p.scopes], e: p.expiresAt });
+}
+
+export function deserializePrincipal(text: string): Principal {
+  const o = JSON.parse(text) as { u: string; p: '*' | string[]; s: string[]; e: number | null };
+  return { userId: o.u, projects: parseProjects(o.p), scopes: scopesOf(o.s), expiresAt: o.e };
 }

@@ -18,6 +18,11 @@ export function idempotencyKey(prefix: string, projectGuid: string, key: string)
   return `${prefix}:{${projectGuid}}:idem:${key}`;
 }
 
+/** A one-time connection ticket (src/auth/tickets.ts); expires by itself. */
+export function ticketKey(prefix: string, ticket: string): string {
+  return `${prefix}:ticket:${ticket}`;
+}
+
 /** Stream entry field names. */
 export const FIELD_TYPE = 'type';
 export const FIELD_DATA = 'data';

@@ -1,5 +1,5 @@
 import { compareIds, nextEventId, ZERO_ID } from '../protocol/event-id.js';
-import { envelopeJson, type ProjectEvent } from '../protocol/messages.js';
+import { envelopeJson, retainedSize, type ProjectEvent } from '../protocol/messages.js';
 import { GatewayError } from '../errors.js';
 import { fingerprintEvents } from './idempotency.js';
 import { classifyHistory, type EventBus, type EventSink, type HistoryCheck, type NewEvent } from './bus.js';
@@ -15,11 +15,12 @@ interface Log {
  * The embedded bus for a single instance: per-project logs kept in memory, bounded by `maxLen`.
  * Same id format and history semantics as the Redis Streams bus, so resume works the same.
  */
-export function createMemoryBus(sink: EventSink, options: { maxLen: number; maxEvents: number; idempotencyWindowS: number }): EventBus {
+export function createMemoryBus(sink: EventSink, options: { maxLen: number; maxEvents: number; maxBytes: number; idempotencyWindowS: number }): EventBus {
   /** In least-recently-published order (a publish moves its project to the end). */
   const logs = new Map<string, Log>();
   const watched = new Set<string>();
   let retained = 0;
+  let retainedBytes = 0;
   /** Idempotency records, oldest first (a Map keeps insertion order), so expiry looks only at the head. */
   const records = new Map<string, { fingerprint: string; ids: string[]; expiresAt: number }>();
   const MAX_RECORDS = 100_000;
@@ -44,13 +45,20 @@ export function createMemoryBus(sink: EventSink, options: { maxLen: number; maxE
     const dropped = log.events.splice(0, count);
     if (dropped.length) log.maxDeletedId = dropped[dropped.length - 1]!.id;
     retained -= dropped.length;
+    for (const e of dropped) retainedBytes -= retainedSize(e);
   };
 
-  /** Bounds memory over all projects: the history of the least recently active ones goes first. */
+  const over = () => retained > options.maxEvents || retainedBytes > options.maxBytes;
+
+  /** Bounds memory over all projects, in events and in bytes: the least recently active projects' history goes first. */
   const enforceTotal = () => {
     for (const log of logs.values()) {
-      if (retained <= options.maxEvents) return;
-      drop(log, Math.min(log.events.length, retained - options.maxEvents));
+      if (!over()) return;
+      let count = Math.max(0, Math.min(log.events.length, retained - options.maxEvents));
+      let bytes = retainedBytes;
+      for (let i = 0; i < count; i++) bytes -= retainedSize(log.events[i]!);
+      while (bytes > options.maxBytes && count < log.events.length) bytes -= retainedSize(log.events[count++]!);
+      drop(log, count);
     }
   };
 
@@ -79,9 +87,10 @@ export function createMemoryBus(sink: EventSink, options: { maxLen: number; maxE
       }
       log.events.push(...added);
       retained += added.length;
+      for (const e of added) retainedBytes += retainedSize(e);
       // Trim in chunks so retention is amortized O(1) per event instead of a shift per event.
       if (log.events.length > options.maxLen * 1.25 + 16) drop(log, log.events.length - options.maxLen);
-      if (retained > options.maxEvents) enforceTotal();
+      if (over()) enforceTotal();
       if (watched.has(guid)) sink(guid, added);
       const ids = added.map((e) => e.id);
       if (recordKey) records.set(recordKey, { fingerprint, ids, expiresAt: Date.now() + options.idempotencyWindowS * 1000 });

@@ -1,4 +1,4 @@
-import type { HttpResponse } from 'uWebSockets.js';
+import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import { ErrorCodes, type ErrorCode } from '../errors.js';
 
 const STATUS_TEXT: Record<number, string> = {
@@ -58,4 +58,29 @@ export function readBody(p: PendingResponse, limit: number): Promise<Buffer | 't
       resolve(null);
     });
   });
+}
+
+/**
+ * Refuses request framing two parsers could read differently (request smuggling behind a proxy):
+ * Content-Length given twice (even with equal values), Content-Length beside Transfer-Encoding, a
+ * Transfer-Encoding other than plain `chunked`. uWS exposes every header line through forEach,
+ * duplicates included, while getHeader shows only the first. Also requires a JSON body's type.
+ */
+export function framingProblem(req: HttpRequest, needsJsonBody: boolean): { code: ErrorCode; message: string } | null {
+  let lengths = 0;
+  let encodings = 0;
+  let encoding = '';
+  let contentType = '';
+  req.forEach((name, value) => {
+    if (name === 'content-length') lengths++;
+    else if (name === 'transfer-encoding') (encodings++, (encoding = value));
+    else if (name === 'content-type') contentType = value;
+  });
+  if (lengths > 1) return { code: 'MALFORMED_REQUEST', message: 'Content-Length given more than once' };
+  if (encodings > 1 || (encodings === 1 && encoding.trim().toLowerCase() !== 'chunked')) return { code: 'MALFORMED_REQUEST', message: 'only a single Transfer-Encoding: chunked is accepted' };
+  if (lengths && encodings) return { code: 'MALFORMED_REQUEST', message: 'Content-Length and Transfer-Encoding together' };
+  if (needsJsonBody && contentType.split(';')[0]!.trim().toLowerCase() !== 'application/json') {
+    return { code: 'UNSUPPORTED_MEDIA_TYPE', message: 'send Content-Type: application/json' };
+  }
+  return null;
 }

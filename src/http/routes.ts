@@ -1,13 +1,16 @@
 import type { TemplatedApp } from 'uWebSockets.js';
 import type { Logger } from 'pino';
-import { PUBLISH_SCOPE, extractToken, type TokenVerifier } from '../auth/tokens.js';
+import type { HttpRequest } from 'uWebSockets.js';
+import type { TicketStore } from '../auth/tickets.js';
+import { PUBLISH_SCOPE, bearerToken, canAccessProject, type Principal, type TokenVerifier } from '../auth/tokens.js';
+import { createKeyedRateLimiter } from '../edge/admission.js';
 import type { EventBus, NewEvent } from '../bus/bus.js';
 import type { AppendResult } from '../bus/idempotency.js';
-import { toGatewayError } from '../errors.js';
+import { toGatewayError, type ErrorCode } from '../errors.js';
 import { isGuid } from '../protocol/messages.js';
 import { validateProducerEvents } from '../protocol/schemas.js';
 import type { Metrics } from '../metrics.js';
-import { pending, readBody, sendError, sendJson } from './respond.js';
+import { framingProblem, pending, readBody, sendError, sendJson, type PendingResponse } from './respond.js';
 
 export interface HttpDeps {
   readonly verifyToken: TokenVerifier;
@@ -20,6 +23,8 @@ export interface HttpDeps {
   readonly isShuttingDown: () => boolean;
   /** Counts requests still being answered, so shutdown can wait for them. */
   readonly inflight: { count: number };
+  readonly tickets: TicketStore;
+  readonly httpPerToken: { readonly perSecond: number; readonly burst: number };
 }
 
 /** Health, readiness, metrics and the producer API. */
@@ -48,52 +53,87 @@ export function registerHttpRoutes(app: TemplatedApp, deps: HttpDeps): void {
     );
   });
 
+  const perToken = createKeyedRateLimiter({ ...deps.httpPerToken, maxKeys: 100_000 });
+
+  /**
+   * Everything a request must pass before its body is read: framing a proxy could disagree on,
+   * the token (so an anonymous client cannot make us buffer a megabyte), the token's rate.
+   * Runs synchronously inside the uWS handler, while `req` is valid.
+   */
+  function admit(p: PendingResponse, req: HttpRequest, needsJsonBody: boolean): Principal | null {
+    const framing = framingProblem(req, needsJsonBody);
+    if (framing) return fail(p, framing.code, framing.message), null;
+    const token = bearerToken(req.getHeader('authorization'));
+    if (!token) return fail(p, 'UNAUTHORIZED', 'missing Authorization: Bearer token'), null;
+    let principal: Principal;
+    try {
+      principal = deps.verifyToken(token);
+    } catch (err) {
+      return fail(p, 'UNAUTHORIZED', (err as Error).message), null;
+    }
+    const rate = perToken(token);
+    if (!rate.ok) return fail(p, 'RATE_LIMITED', 'too many requests for this token', { 'retry-after': String(rate.retryAfterS) }), null;
+    return principal;
+  }
+
+  function fail(p: PendingResponse, code: ErrorCode, message?: string, headers?: Record<string, string>): void {
+    metrics.errors.inc({ code });
+    sendError(p, code, message, headers);
+  }
+
   app.post('/v1/projects/:projectGuid/events', (res, req) => {
     // Copy everything out of req before the first await: uWS invalidates it when we return.
     const guid = req.getParameter(0) ?? '';
-    const token = extractToken(undefined, req.getHeader('authorization'));
     const idempotencyKey = req.getHeader('idempotency-key') || undefined;
     const p = pending(res);
     // The in-process bus dies with the process: accept nothing new once shutdown has begun.
     if (deps.isShuttingDown()) return sendError(p, 'UNAVAILABLE', 'server is shutting down');
+    const principal = admit(p, req, true);
+    if (!principal) return;
+    if (!principal.scopes.has(PUBLISH_SCOPE)) return fail(p, 'FORBIDDEN', `token lacks scope ${PUBLISH_SCOPE}`);
+    if (!isGuid(guid)) return fail(p, 'INVALID_GUID');
+    // Publish tokens name their projects like any other (`"*"` for a trusted backend).
+    if (!canAccessProject(principal, guid.toLowerCase())) return fail(p, 'FORBIDDEN', 'token does not grant publishing to this project');
     deps.inflight.count++;
-    handlePublish(p, guid, token, idempotencyKey).finally(() => deps.inflight.count--);
+    handlePublish(p, guid.toLowerCase(), idempotencyKey).finally(() => deps.inflight.count--);
   });
 
-  async function handlePublish(p: ReturnType<typeof pending>, rawGuid: string, token: string | null, idempotencyKey: string | undefined): Promise<void> {
-    const fail = (code: Parameters<typeof sendError>[1], message?: string) => {
-      metrics.errors.inc({ code });
-      sendError(p, code, message);
-    };
+  async function handlePublish(p: PendingResponse, guid: string, idempotencyKey: string | undefined): Promise<void> {
     const body = await readBody(p, deps.maxBodyBytes);
     if (body === null) return;
-    if (body === 'too_large') return fail('PAYLOAD_TOO_LARGE', `body over ${deps.maxBodyBytes} bytes`);
-    if (!token) return fail('UNAUTHORIZED', 'missing Authorization: Bearer token');
-    let principal;
-    try {
-      principal = deps.verifyToken(token);
-    } catch (err) {
-      return fail('UNAUTHORIZED', (err as Error).message);
-    }
-    if (!principal.scopes.has(PUBLISH_SCOPE)) return fail('FORBIDDEN', `token lacks scope ${PUBLISH_SCOPE}`);
-    if (!isGuid(rawGuid)) return fail('INVALID_GUID');
+    if (body === 'too_large') return fail(p, 'PAYLOAD_TOO_LARGE', `body over ${deps.maxBodyBytes} bytes`);
     let parsed: unknown;
     try {
       parsed = JSON.parse(body.toString('utf8'));
     } catch {
-      return fail('BAD_JSON');
+      return fail(p, 'BAD_JSON');
     }
     try {
       const events = validateProducerEvents(parsed);
-      const { ids, replayed } = await deps.publish(rawGuid.toLowerCase(), events, idempotencyKey);
+      const { ids, replayed } = await deps.publish(guid, events, idempotencyKey);
       // A replayed key answers exactly as the first time, and says so (as Stripe's Idempotent-Replayed).
       sendJson(p, 202, ids.length === 1 && !('events' in (parsed as object)) ? { id: ids[0] } : { ids }, replayed ? { 'idempotent-replayed': 'true' } : {});
     } catch (err) {
       const e = toGatewayError(err);
       if (e.code === 'INTERNAL') log.error({ err }, 'publish failed');
-      fail(e.code, e.code === 'INTERNAL' ? undefined : e.message);
+      fail(p, e.code, e.code === 'INTERNAL' ? undefined : e.message);
     }
   }
+
+  // One-time connection tickets: the long-lived token goes in a header here, never in a URL.
+  app.post('/v1/tickets', (res, req) => {
+    const p = pending(res);
+    if (deps.isShuttingDown()) return sendError(p, 'UNAVAILABLE', 'server is shutting down');
+    const principal = admit(p, req, false);
+    if (!principal) return;
+    deps.tickets.issue(principal).then(
+      (ticket) => sendJson(p, 201, { ticket, expiresInS: deps.tickets.ttlS }, { 'cache-control': 'no-store' }),
+      (err: unknown) => {
+        log.warn({ err: (err as Error).message }, 'ticket store failed');
+        fail(p, 'UNAVAILABLE', 'ticket store unavailable, retry later');
+      },
+    );
+  });
 
   app.any('/*', (res) => sendError(pending(res), 'NOT_FOUND'));
 }

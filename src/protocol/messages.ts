@@ -1,6 +1,6 @@
 /** Message type names, exactly as in the design document (section 4.2). */
 
-export const CLIENT_TYPES = ['join_project', 'leave_project', 'user_feedback', 'ping'] as const;
+export const CLIENT_TYPES = ['join_project', 'leave_project', 'user_feedback', 'ping', 'auth_refresh'] as const;
 export type ClientType = (typeof CLIENT_TYPES)[number];
 
 /** Events that producers publish and rooms receive. */
@@ -11,7 +11,7 @@ export type EventType = (typeof EVENT_TYPES)[number];
 export const AGENT_UPSTREAM_TYPES = ['project_update', 'user_feedback', 'project_status_sync'] as const;
 export type AgentUpstreamType = (typeof AGENT_UPSTREAM_TYPES)[number];
 
-export type ReplyType = 'join_project' | 'leave_project' | 'user_feedback_response' | 'pong' | 'error';
+export type ReplyType = 'join_project' | 'leave_project' | 'user_feedback_response' | 'pong' | 'error' | 'auth_refresh';
 
 export interface Envelope<T extends string = string, D = unknown> {
   type: T;
@@ -29,7 +29,8 @@ export type ClientFrame =
   | { type: 'join_project'; projectGuid: string; data: JoinData; id: string | null }
   | { type: 'leave_project'; projectGuid: string; data: Record<string, never>; id: string | null }
   | { type: 'user_feedback'; projectGuid: string; data: FeedbackData; id: string | null }
-  | { type: 'ping'; projectGuid: string | null; data: unknown; id: string | null };
+  | { type: 'ping'; projectGuid: string | null; data: unknown; id: string | null }
+  | { type: 'auth_refresh'; projectGuid: null; data: { token: string }; id: string | null };
 
 /**
  * A project event as it travels through the gateway. `json` and `msgpack` are the envelope encoded
@@ -44,6 +45,14 @@ export interface ProjectEvent {
   readonly timestamp: string;
   json?: string | null;
   msgpack?: Uint8Array | null;
+}
+
+/**
+ * What an event costs to keep, for byte-bounded retention: its JSON envelope when built (it is for
+ * every event that came through a checked entry point), else an estimate.
+ */
+export function retainedSize(e: ProjectEvent): number {
+  return (e.json?.length ?? 256) + 64;
 }
 
 export function eventEnvelope(e: ProjectEvent): Envelope<EventType> {

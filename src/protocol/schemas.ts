@@ -61,6 +61,17 @@ const clientSchemas: Record<ClientType, object> = {
     required: ['type'],
     properties: { ...base, type: { const: 'ping' }, projectGuid: { anyOf: [guid, { type: 'null' }] }, data: {} },
   },
+  auth_refresh: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['type', 'data'],
+    properties: {
+      ...base,
+      type: { const: 'auth_refresh' },
+      projectGuid: { type: 'null' },
+      data: { type: 'object', additionalProperties: false, required: ['token'], properties: { token: { type: 'string', minLength: 1, maxLength: 8192 } } },
+    },
+  },
 };
 
 /** Body of the producer HTTP API: one event, or a batch of up to 1000. */

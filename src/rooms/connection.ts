@@ -11,7 +11,8 @@ export interface Membership {
 /** Per-socket state (the uWS user data). Everything is copied out of the upgrade request. */
 export interface Connection {
   readonly id: number;
-  readonly principal: Principal;
+  /** Replaced by a successful auth_refresh (same user). */
+  principal: Principal;
   readonly codec: Codec;
   readonly remoteAddress: string;
   readonly connectedAt: number;

@@ -5,7 +5,7 @@ import { GatewayError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import { CODEC_NAMES, CODECS, type CodecName } from '../protocol/codec.js';
 import { compareIds } from '../protocol/event-id.js';
-import type { ProjectEvent } from '../protocol/messages.js';
+import { retainedSize, type ProjectEvent } from '../protocol/messages.js';
 import { membershipOf, putMembership, removeMembership, sendTo, whenDrained, type Connection, type Membership } from './connection.js';
 import { roomTopic } from './topics.js';
 
@@ -19,6 +19,8 @@ interface Room {
   readonly ready: Promise<void>;
   /** Recent events, oldest first: every event with id > floorId is here (bounded). */
   recent: ProjectEvent[];
+  /** What `recent` holds, by retainedSize(). */
+  recentBytes: number;
   floorId: string;
   /** Newest event received from the bus. */
   headId: string;
@@ -43,6 +45,8 @@ export interface RoomsOptions {
   readonly log: Logger;
   readonly metrics: Metrics;
   readonly recentEventsPerRoom: number;
+  /** The recent window is bounded in bytes too: a room of 1 MiB events must not keep 256 of them. */
+  readonly recentBytesPerRoom: number;
   readonly historyPageSize: number;
   readonly maxBackpressureBytes: number;
   /** How long a resuming client may wait for this instance to catch up with an id it saw elsewhere. */
@@ -79,6 +83,7 @@ export function createRooms(opts: RoomsOptions) {
       members: 1,
       ready,
       recent: [],
+      recentBytes: 0,
       floorId: '0-0',
       headId: '0-0',
       flushedId: '0-0',
@@ -132,14 +137,21 @@ export function createRooms(opts: RoomsOptions) {
       if (compareIds(e.id, room.headId) <= 0) continue;
       room.headId = e.id;
       room.recent.push(e);
+      room.recentBytes += retainedSize(e);
       room.pending.push(e);
       added++;
     }
     if (added === 0) return;
     // Trimmed in chunks (amortized O(1) per event); every retained event is old-generation heap the GC must mark.
-    if (room.recent.length > opts.recentEventsPerRoom * 1.25 + 16) {
-      const dropped = room.recent.splice(0, room.recent.length - opts.recentEventsPerRoom);
-      room.floorId = dropped[dropped.length - 1]!.id;
+    if (room.recent.length > opts.recentEventsPerRoom * 1.25 + 16 || room.recentBytes > opts.recentBytesPerRoom) {
+      let drop = Math.max(0, room.recent.length - opts.recentEventsPerRoom);
+      let bytes = room.recentBytes;
+      for (let i = 0; i < drop; i++) bytes -= retainedSize(room.recent[i]!);
+      while (bytes > opts.recentBytesPerRoom * 0.8 && drop < room.recent.length) bytes -= retainedSize(room.recent[drop++]!);
+      const dropped = room.recent.splice(0, drop);
+      room.recentBytes = bytes;
+      // Resumes from before the floor read the bus's history instead of this window.
+      if (dropped.length) room.floorId = dropped[dropped.length - 1]!.id;
     }
     if (room.pending.length === added) room.pendingSince = performance.now();
     dirty.add(room);

@@ -1,8 +1,12 @@
 import type { HttpRequest, HttpResponse, WebSocket, WebSocketBehavior, us_socket_context_t } from 'uWebSockets.js';
 import type { Logger } from 'pino';
-import { canAccessProject, extractToken, type TokenVerifier } from '../auth/tokens.js';
+import type { TicketStore } from '../auth/tickets.js';
+import { TICKET_PATTERN } from '../auth/tickets.js';
+import { canAccessProject, upgradeCredential, type Principal, type TokenVerifier } from '../auth/tokens.js';
+import { createConnectionCounter, createKeyedRateLimiter, createPenaltyBox, type Admission } from '../edge/admission.js';
+import { createClientAddressResolver, normalizePeer } from '../edge/client-address.js';
 import type { Config } from '../config.js';
-import { CloseCodes, toGatewayError, type ErrorCode } from '../errors.js';
+import { CloseCodes, GatewayError, toGatewayError, type ErrorCode } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import { statusLine } from '../http/respond.js';
 import { CODECS, negotiateSubprotocol } from '../protocol/codec.js';
@@ -27,60 +31,106 @@ export interface SocketDeps {
   readonly log: Logger;
   readonly metrics: Metrics;
   readonly isShuttingDown: () => boolean;
+  readonly tickets: TicketStore;
 }
 
-/** The WebSocket side: upgrade (auth), frame routing, heartbeat, close bookkeeping. */
+const refused = (a: Admission) => (a.ok ? null : a);
+
+/** The WebSocket side: upgrade (auth, edge policy), frame routing, heartbeat, close bookkeeping. */
 export function createSocketLayer(deps: SocketDeps) {
   const { config, verifyToken, rooms, log, metrics } = deps;
+  const { edge } = config;
   const connections = new Set<Connection>();
   let nextConnectionId = 1;
+  const clientAddress = createClientAddressResolver(edge.trustedProxies);
+  const upgradesPerIp = createKeyedRateLimiter({ ...edge.upgradesPerIp, maxKeys: 100_000 });
+  const counts = createConnectionCounter({ total: edge.maxConnections, perUser: edge.maxConnectionsPerUser, perIp: edge.maxConnectionsPerIp });
+  const penalties = createPenaltyBox();
 
-  function rejectUpgrade(res: HttpResponse, status: number, code: ErrorCode, message: string): void {
+  function rejectUpgrade(res: HttpResponse, status: number, code: ErrorCode, message: string, retryAfterS?: number): void {
     metrics.upgradesRejected.inc({ status: String(status) });
     res.cork(() => {
-      res.writeStatus(statusLine(status)).writeHeader('content-type', 'application/json').end(JSON.stringify({ error: { code, message } }));
+      res.writeStatus(statusLine(status)).writeHeader('content-type', 'application/json');
+      if (retryAfterS !== undefined) res.writeHeader('retry-after', String(retryAfterS));
+      res.end(JSON.stringify({ error: { code, message } }));
     });
   }
 
-  // Synchronous by design: token verification needs no I/O, so `req` is used only before we return.
+  const originAllowed = (origin: string) => !origin || edge.allowedOrigins === 'any' || edge.allowedOrigins.includes(origin.toLowerCase());
+
+  /**
+   * Every check that needs no I/O runs before we return, while `req` is valid; only a ticket needs
+   * a store lookup, and then the upgrade finishes asynchronously (uWS: onAborted, then cork).
+   */
   function upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t): void {
-    const token = extractToken(req.getQuery('token'), req.getHeader('authorization'));
+    const credential = upgradeCredential(req.getQuery('token') ?? '', req.getHeader('authorization'), req.getQuery('ticket') ?? '');
     const secKey = req.getHeader('sec-websocket-key');
     const offered = req.getHeader('sec-websocket-protocol');
     const extensions = req.getHeader('sec-websocket-extensions');
-    const forwardedFor = req.getHeader('x-forwarded-for');
-    const remoteAddress = forwardedFor.split(',')[0]!.trim() || Buffer.from(res.getRemoteAddressAsText()).toString();
+    const origin = req.getHeader('origin');
+    const remoteAddress = clientAddress(normalizePeer(Buffer.from(res.getRemoteAddressAsText()).toString()), req.getHeader('x-forwarded-for'));
 
     if (deps.isShuttingDown()) return rejectUpgrade(res, 503, 'UNAVAILABLE', 'server is shutting down');
-    if (!token) return rejectUpgrade(res, 401, 'UNAUTHORIZED', 'missing token (?token= or Authorization: Bearer)');
-    let principal;
-    try {
-      principal = verifyToken(token);
-    } catch (err) {
-      log.info({ remoteAddress, reason: (err as Error).message }, 'upgrade rejected');
-      return rejectUpgrade(res, 401, 'UNAUTHORIZED', (err as Error).message);
-    }
+    if (!originAllowed(origin)) return rejectUpgrade(res, 403, 'FORBIDDEN', `origin ${origin.slice(0, 200)} is not allowed (ALLOWED_ORIGINS)`);
+    const limited = refused(penalties.check(remoteAddress)) ?? refused(upgradesPerIp(remoteAddress));
+    if (limited) return rejectUpgrade(res, 429, 'RATE_LIMITED', limited.reason, limited.retryAfterS);
+    if (credential.kind === 'none') return rejectUpgrade(res, 401, 'UNAUTHORIZED', 'missing token (?token=, Authorization: Bearer, or ?ticket=)');
+    if (credential.kind === 'ambiguous') return rejectUpgrade(res, 401, 'UNAUTHORIZED', 'send one credential: ?token=, Authorization: Bearer, or ?ticket=, not several');
     const negotiated = negotiateSubprotocol(offered);
     if (!negotiated) return rejectUpgrade(res, 400, 'UNSUPPORTED_PROTOCOL', `offer one of the subprotocols autocode.v1.json, autocode.v1.msgpack`);
 
-    const now = Date.now();
-    const conn: Connection = {
-      id: nextConnectionId++,
-      principal,
-      codec: CODECS[negotiated.codec],
-      remoteAddress,
-      connectedAt: now,
-      ws: null,
-      closed: false,
-      lastSeenAt: now,
-      lastPingAt: now,
-      rooms: [],
-      tokens: config.rateLimit.burst,
-      tokensAt: now,
-      limitedDrops: 0,
-      drainWaiters: null,
+    const finish = (principal: Principal) => {
+      const capped = refused(penalties.check(`user:${principal.userId}`)) ?? refused(counts.admit(principal.userId, remoteAddress));
+      if (capped) {
+        metrics.errors.inc({ code: 'TOO_MANY_CONNECTIONS' });
+        return rejectUpgrade(res, 429, 'TOO_MANY_CONNECTIONS', capped.reason, capped.retryAfterS);
+      }
+      const now = Date.now();
+      const conn: Connection = {
+        id: nextConnectionId++,
+        principal,
+        codec: CODECS[negotiated.codec],
+        remoteAddress,
+        connectedAt: now,
+        ws: null,
+        closed: false,
+        lastSeenAt: now,
+        lastPingAt: now,
+        rooms: [],
+        tokens: config.rateLimit.burst,
+        tokensAt: now,
+        limitedDrops: 0,
+        drainWaiters: null,
+      };
+      res.upgrade(conn, secKey, negotiated.protocol, extensions, context);
     };
-    res.upgrade(conn, secKey, negotiated.protocol, extensions, context);
+
+    if (credential.kind === 'token') {
+      let principal: Principal;
+      try {
+        principal = verifyToken(credential.token);
+      } catch (err) {
+        log.info({ remoteAddress, reason: (err as Error).message }, 'upgrade rejected');
+        return rejectUpgrade(res, 401, 'UNAUTHORIZED', (err as Error).message);
+      }
+      return finish(principal);
+    }
+
+    let aborted = false;
+    res.onAborted(() => (aborted = true));
+    const redeemed = TICKET_PATTERN.test(credential.ticket) ? deps.tickets.redeem(credential.ticket) : Promise.resolve(null);
+    redeemed.then(
+      (principal) => {
+        if (aborted) return;
+        if (!principal) return rejectUpgrade(res, 401, 'UNAUTHORIZED', 'ticket unknown, used or expired');
+        if (principal.expiresAt !== null && Date.now() - config.jwt.clockToleranceMs > principal.expiresAt) return rejectUpgrade(res, 401, 'UNAUTHORIZED', 'the token behind this ticket has expired');
+        res.cork(() => finish(principal));
+      },
+      (err: unknown) => {
+        log.warn({ err: (err as Error).message }, 'ticket lookup failed');
+        if (!aborted) rejectUpgrade(res, 503, 'UNAVAILABLE', 'ticket store unavailable, retry later');
+      },
+    );
   }
 
   function send(ws: WebSocket<Connection>, conn: Connection, envelope: Envelope): void {
@@ -120,6 +170,8 @@ export function createSocketLayer(deps: SocketDeps) {
         );
         return;
       }
+      case 'auth_refresh':
+        return refreshToken(ws, conn, frame.data.token, id);
       case 'leave_project':
         if (!rooms.leave(conn, frame.projectGuid)) return send(ws, conn, fail(conn, 'NOT_JOINED', undefined, projectGuid, id));
         return send(ws, conn, reply('leave_project', projectGuid, id, {}));
@@ -136,8 +188,35 @@ export function createSocketLayer(deps: SocketDeps) {
     }
   }
 
+  /**
+   * In-band token renewal: the same checks as at upgrade, for the same user. The connection, its
+   * rooms and its place in every stream stay; projects the new token no longer grants are left,
+   * each with a `leave_project` frame saying so; expiry then follows the new token. A token that
+   * fails (invalid, expired, another user) closes the connection with 4401.
+   */
+  function refreshToken(ws: WebSocket<Connection>, conn: Connection, token: string, id: string | null): void {
+    let next: Principal;
+    try {
+      next = verifyToken(token);
+      if (next.userId !== conn.principal.userId) throw new GatewayError('UNAUTHORIZED', 'the new token is for another user');
+    } catch (err) {
+      const message = err instanceof GatewayError ? err.message : 'invalid token';
+      send(ws, conn, fail(conn, 'UNAUTHORIZED', message, null, id));
+      ws.end(CloseCodes.TOKEN_EXPIRED, 'token refresh refused');
+      return;
+    }
+    conn.principal = next;
+    for (const { guid } of [...conn.rooms]) {
+      if (canAccessProject(next, guid)) continue;
+      rooms.leave(conn, guid);
+      send(ws, conn, reply('leave_project', guid, null, { reason: 'access_revoked' }));
+    }
+    send(ws, conn, reply('auth_refresh', null, id, { userId: next.userId, expiresAt: next.expiresAt }));
+  }
+
   const behavior: WebSocketBehavior<Connection> = {
-    maxPayloadLength: config.maxPayloadBytes,
+    // Twice the limit, so a frame just over it is answered with 1009 (message()) instead of uWS's abrupt cut.
+    maxPayloadLength: config.maxPayloadBytes * 2,
     maxBackpressure: config.maxBackpressureBytes,
     // A subscriber too slow for its buffer is closed rather than silently skipped (uWS #499):
     // it reconnects and resumes from its last id, so nothing is lost.
@@ -151,6 +230,7 @@ export function createSocketLayer(deps: SocketDeps) {
       const conn = ws.getUserData();
       conn.ws = ws;
       connections.add(conn);
+      counts.opened(conn.principal.userId, conn.remoteAddress);
       metrics.connections.inc();
       metrics.connectionsOpened.inc();
       log.info({ conn: conn.id, userId: conn.principal.userId, remoteAddress: conn.remoteAddress, codec: conn.codec.name }, 'connection opened');
@@ -159,10 +239,19 @@ export function createSocketLayer(deps: SocketDeps) {
       const conn = ws.getUserData();
       const now = Date.now();
       conn.lastSeenAt = now;
+      // uWS itself cuts frames over twice the limit (without a close frame); between the two we say why.
+      if (message.byteLength > config.maxPayloadBytes) return ws.end(CloseCodes.MESSAGE_TOO_BIG, `frame larger than ${config.maxPayloadBytes} bytes`);
       const decision = takeToken(conn, now, config.rateLimit.perSecond, config.rateLimit.burst);
       if (decision !== 'allow') {
         if (decision === 'limit') send(ws, conn, fail(conn, 'RATE_LIMITED', undefined, null, null));
-        else if (decision === 'close') ws.end(CloseCodes.RATE_LIMITED, 'rate limit exceeded');
+        else if (decision === 'close') {
+          // A flooder closed here must not be back at once: its user and address wait RATE_LIMIT_PENALTY_S.
+          if (config.rateLimit.penaltyS > 0) {
+            penalties.penalize(`user:${conn.principal.userId}`, config.rateLimit.penaltyS, now);
+            penalties.penalize(conn.remoteAddress, config.rateLimit.penaltyS, now);
+          }
+          ws.end(CloseCodes.RATE_LIMITED, 'rate limit exceeded');
+        }
         return;
       }
       let decoded: unknown;
@@ -198,6 +287,7 @@ export function createSocketLayer(deps: SocketDeps) {
       conn.closed = true;
       conn.ws = null;
       connections.delete(conn);
+      counts.closed(conn.principal.userId, conn.remoteAddress);
       rooms.leaveAll(conn);
       releaseDrainWaiters(conn);
       metrics.connections.dec();
@@ -230,11 +320,41 @@ export function createSocketLayer(deps: SocketDeps) {
     }
   }
 
+  /**
+   * The process-wide outbound budget: every socket's unsent bytes together. Per-socket
+   * MAX_BACKPRESSURE_BYTES bounds one reader; this bounds a crowd of them (2,000 never-reading
+   * clients × 4 MiB would be 8 GB). Over the budget, the sockets holding the most are dropped first
+   * until the total is back under 90% of it. They are cut, not sent a close frame: a close frame
+   * would queue behind the very bytes they do not read. They reconnect and resume with `since`.
+   */
+  function enforceBufferBudget(): void {
+    let total = 0;
+    const holding: { conn: Connection; bytes: number }[] = [];
+    for (const conn of connections) {
+      const bytes = conn.ws?.getBufferedAmount() ?? 0;
+      if (bytes === 0) continue;
+      total += bytes;
+      holding.push({ conn, bytes });
+    }
+    metrics.bufferedBytes.set(total);
+    if (total <= config.maxBufferedBytes) return;
+    holding.sort((a, b) => b.bytes - a.bytes);
+    const target = config.maxBufferedBytes * 0.9;
+    let dropped = 0;
+    for (const { conn, bytes } of holding) {
+      if (total <= target) break;
+      total -= bytes;
+      dropped++;
+      conn.ws?.close();
+    }
+    metrics.slowConsumersDropped.inc({ reason: 'process_budget' }, dropped);
+    log.warn({ dropped, bufferedBytes: total, budget: config.maxBufferedBytes }, 'outbound buffer budget exceeded; dropped the slowest consumers');
+  }
+
   /** Closes every socket with 1001 so clients reconnect elsewhere and resume. */
   function closeAll(code: number, reason: string): void {
     for (const conn of [...connections]) conn.ws?.end(code, reason);
   }
 
-  return { behavior, sweep, closeAll };
+  return { behavior, sweep, closeAll, enforceBufferBudget };
 }
-

@@ -11,9 +11,22 @@ export const signNoExp = createSigner({ key: SECRET });
 export function userToken(projects: string[] | '*' = '*', sub = 'user-1'): string {
   return sign({ sub, projects });
 }
-export function producerToken(): string {
-  return sign({ sub: 'stage-service', scope: 'events:publish' });
+export function producerToken(projects: string[] | '*' = '*'): string {
+  return sign({ sub: 'stage-service', scope: 'events:publish', projects });
 }
+
+/**
+ * Tests open many sockets for one user from one address in a burst; the edge caps (per user, per
+ * address, upgrades per second) would refuse them. Tests of the caps set their own values.
+ */
+export const GENEROUS_EDGE_LIMITS: Record<string, string> = {
+  MAX_CONNECTIONS_PER_USER: '1000000',
+  MAX_CONNECTIONS_PER_IP: '1000000',
+  UPGRADES_PER_IP_PER_S: '1000000',
+  UPGRADES_PER_IP_BURST: '1000000',
+  HTTP_RATE_LIMIT_PER_S: '1000000',
+  HTTP_RATE_LIMIT_BURST: '1000000',
+};
 
 export function randomGuid(): string {
   return crypto.randomUUID();
@@ -30,7 +43,7 @@ export interface StartedGateway {
 
 /** A real gateway on 127.0.0.1, port 0, built from env-style overrides like main.ts would. */
 export async function startGateway(env: Record<string, string> = {}, deps: GatewayDeps = {}): Promise<StartedGateway> {
-  const config = parseConfig({ JWT_SECRET: SECRET, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', ...env });
+  const config = parseConfig({ JWT_SECRET: SECRET, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', ...GENEROUS_EDGE_LIMITS, ...env });
   const gw = await createGateway(config, deps);
   const port = await gw.listen();
   return {

@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { GENEROUS_EDGE_LIMITS } from './gateway.js';
 import { freePorts } from './ports.js';
 
 /** Repository root (this file lives in <root>/test/helpers/). */
@@ -194,7 +195,7 @@ export async function spawnGateway(
 
   const child = spawn(process.execPath, [entry], {
     cwd: REPO_ROOT,
-    env: { ...process.env, ...env },
+    env: { ...process.env, ...GENEROUS_EDGE_LIMITS, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   trackChild(child);
