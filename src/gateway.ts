@@ -8,6 +8,7 @@ import type { Config } from './config.js';
 import { CloseCodes, GatewayError } from './errors.js';
 import { createMetrics, type Metrics } from './http/metrics.js';
 import { registerHttpRoutes } from './http/routes.js';
+import { registerStaticRoutes } from './http/static.js';
 import { createLogger } from './logger.js';
 import { isEventType, isGuid } from './protocol/messages.js';
 import { createRooms } from './rooms/rooms.js';
@@ -95,6 +96,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   }
 
   const inflight = { count: 0 };
+  registerStaticRoutes(app, { config, log }); // the page at /, /client/*.js; before the routes' catch-all 404
   registerHttpRoutes(app, {
     verifyToken,
     publish: publishMany,

@@ -343,6 +343,11 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
       return;
     }
     if (ws !== sock || sock === null || closedByUser) return; // that socket is gone: its successor fetched its own token
+    // getToken() handed back the same token (or one that expires no later): reconnecting would not
+    // help, and would repeat ever faster as exp nears. The server ends it with 4401 at expiry.
+    const oldExp = tokenExpiryMs(socketToken);
+    const newExp = tokenExpiryMs(token);
+    if (token === socketToken || (oldExp !== null && newExp !== null && newExp <= oldExp)) return;
     applyFreshToken(token);
   }
 
