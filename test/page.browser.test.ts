@@ -19,6 +19,8 @@ import { startRedis, type RedisServer } from './helpers/redis.js';
 const DEV_SECRET = 'dev-page-test-secret';
 const ARTIFACTS = join(REPO_ROOT, 'test-results');
 const streamKey = (guid: string) => `autocode:{${guid}}:events`;
+// In-page functions reach `document` through globalThis: this file is type-checked without the DOM
+// library, and the page's CSP (no eval) rules out string expressions in waitForFunction.
 
 /**
  * A stand-in for the agents-server, kept small and local on purpose (its protocol is being
@@ -108,7 +110,7 @@ async function openPage(baseUrl: string, guid: string, encoding: 'json' | 'msgpa
   await page.goto(baseUrl + '/');
   await page.waitForSelector('body[data-ready="true"]');
   await page.click('#mint');
-  await page.waitForFunction(`document.getElementById('token').value.split('.').length === 3`);
+  await page.waitForFunction(() => (globalThis as any).document.getElementById('token').value.split('.').length === 3);
   await page.fill('#guid', guid);
   await page.selectOption('#encoding', encoding);
   await page.click('#connect');
@@ -117,8 +119,7 @@ async function openPage(baseUrl: string, guid: string, encoding: 'json' | 'msgpa
 }
 
 /** Event ids in the page's table, oldest first (the table shows newest first). */
-// (Page code is given as strings: this file is type-checked without the DOM library.)
-const shownIds = (page: Page) => page.evaluate(`Array.from(document.querySelectorAll('#event-rows tr'), (r) => r.dataset.id).reverse()`) as Promise<string[]>;
+const shownIds = (page: Page) => page.evaluate(() => Array.from((globalThis as any).document.querySelectorAll('#event-rows tr'), (r: any) => r.dataset.id as string).reverse());
 const text = (page: Page, selector: string) => page.textContent(selector).then((t) => t ?? '');
 
 beforeAll(async () => {
@@ -148,7 +149,7 @@ describe('live project page (Chromium, gateway process, Redis)', () => {
     // The producer contract, literally: redis-cli XADD on the project's stream.
     const stageId = await redis.cli('XADD', streamKey(guid), 'MAXLEN', '~', '10000', '*', 'type', 'project_stage_update', 'data', '{"stage":"build"}');
     const statusId = await redis.cli('XADD', streamKey(guid), '*', 'type', 'project_status_change', 'data', '{"status":"running"}');
-    await page.waitForFunction(`document.getElementById('last-id').textContent === ${JSON.stringify(statusId)}`);
+    await page.waitForFunction((id) => (globalThis as any).document.getElementById('last-id').textContent === id, statusId);
     expect(await shownIds(page)).toEqual([stageId, statusId]);
     expect(await text(page, '#stage')).toBe('build');
     expect(await text(page, '#status')).toBe('running');
