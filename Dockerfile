@@ -29,6 +29,8 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
+# The live project page served at / (static files, no build step).
+COPY public ./public
 
 # The official image provides the unprivileged `node` user (uid 1000).
 USER node

@@ -9,6 +9,7 @@ import type { Config } from './config.js';
 import { CloseCodes, GatewayError } from './errors.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { registerHttpRoutes } from './http/routes.js';
+import { registerStaticRoutes } from './http/static.js';
 import { createLogger } from './logger.js';
 import { encodeCheckedData } from './protocol/limits.js';
 import { isEventType, isGuid } from './protocol/messages.js';
@@ -118,6 +119,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   const publishMany = async (guid: string, events: readonly NewEvent[], options: PublishOptions = {}) => (await appendEvents(guid, events, options.idempotencyKey)).ids;
 
   const inflight = { count: 0 };
+  registerStaticRoutes(app, { config, log }); // the page at /, /client/*.js; before the routes' catch-all 404
   registerHttpRoutes(app, {
     verifyToken,
     publish: appendEvents,

@@ -1,6 +1,7 @@
-// End-to-end test of the browser client library (src/client) in a real headless Chromium against
-// a real in-process gateway. The page loads the compiled library as a plain ES module from a tiny
-// static server, which also hands out tokens (so the test can hold a reconnect at getToken()).
+// End-to-end test of the browser client library (src/client) in a real headless Chromium (the npm
+// one, see helpers/browser.ts) against a real in-process gateway. The page loads the compiled
+// library as plain ES modules from a tiny static server, which also hands out tokens (so the test
+// can hold a reconnect at getToken()).
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -10,12 +11,12 @@ import { tmpdir } from 'node:os';
 import { join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createSigner } from 'fast-jwt';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config.js';
 import { createGateway } from '../src/gateway.js';
+import { launchChromium } from './helpers/browser.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const signer = createSigner({ key: 'test-secret' });
 const sign = (ttlMs: number) => signer({ sub: 'browser-user', projects: ['*'], exp: Math.floor((Date.now() + ttlMs) / 1000) });
@@ -96,16 +97,8 @@ const openClient = async (name: string, options: Record<string, unknown> = {}) =
 type EventType = Parameters<Gateway['publish']>[1]['type'];
 const publish = (guid: string, type: EventType, data: Record<string, unknown>) => gw.publish(guid, { type, data });
 
-// Not a skip: without the browser this file must fail, loudly (CI installs Debian's chromium).
-it('has Chromium at /usr/bin/chromium', () => {
-  expect(existsSync(CHROMIUM), `${CHROMIUM} not found: this test needs Debian's chromium (apt-get install -y chromium)`).toBe(true);
-});
-
 describe('browser client (Chromium + real gateway)', () => {
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) {
-      throw new Error(`${CHROMIUM} not found: this test needs Debian's chromium (apt-get install -y chromium)`);
-    }
     // Compile the library on its own (as `npm run build` does) into a scratch dir, so the test
     // never serves a stale dist/ and never races a concurrent build.
     outDir = mkdtempSync(join(tmpdir(), 'gw-client-'));
@@ -127,8 +120,9 @@ describe('browser client (Chromium + real gateway)', () => {
         void (tokenGate ?? Promise.resolve()).then(() => {
           res.writeHead(200, { 'content-type': 'text/plain' }).end(sign(ttl));
         });
-      } else if (path.startsWith('/client/') && path.endsWith('.js')) {
-        const file = normalize(join(outDir, path.slice('/client/'.length)));
+      } else if (path.endsWith('.js')) {
+        // The browser build keeps src/'s layout: /client/index.js imports /protocol/*.js and /errors.js.
+        const file = normalize(join(outDir, path));
         if (!file.startsWith(outDir) || !existsSync(file)) return void res.writeHead(404).end();
         res.writeHead(200, { 'content-type': 'text/javascript' }).end(readFileSync(file));
       } else {
@@ -138,10 +132,7 @@ describe('browser client (Chromium + real gateway)', () => {
     await new Promise<void>((resolve) => web.listen(0, '127.0.0.1', resolve));
     webPort = (web.address() as AddressInfo).port;
 
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium();
     page = await browser.newPage();
     page.on('pageerror', (err) => pageErrors.push(String(err)));
     await page.goto(`http://127.0.0.1:${webPort}/`);
@@ -240,7 +231,7 @@ describe('browser client (Chromium + real gateway)', () => {
   it('token expiry: on 4401 it fetches a fresh token, reconnects and resumes without gaps or duplicates', async () => {
     const guid = randomUUID();
     tokenTtls.push(2000); // the first token expires within 1-2 s (exp has 1 s resolution), the next ones do not
-    await openClient('exp');
+    await openClient('exp', { renewBeforeMs: 0 }); // no renewal: let the server close with 4401
     await ev(`h.c.exp.client.join(${JSON.stringify(guid)})`);
     const first = await publish(guid, 'project_status_change', { status: 'running' });
     await waitFor('h.c.exp.rec.events.length >= 1');
@@ -254,6 +245,28 @@ describe('browser client (Chromium + real gateway)', () => {
     const sinces = await ev<Array<string | undefined>>(`h.c.exp.rec.sent.filter((f) => f.type === 'join_project').map((f) => f.data.since)`);
     expect(sinces).toEqual([undefined, first]);
     await ev('h.c.exp.client.close()');
+  });
+
+  it('token renewal: auth_refresh with a fresh getToken() before exp keeps the same socket, so the server never closes with 4401', async () => {
+    const guid = randomUUID();
+    tokenTtls.push(3000); // exp 2-3 s ahead; renewal at half the remaining lifetime (renewBeforeMs is larger)
+    await openClient('renew', { renewBeforeMs: 5000 });
+    await ev(`h.c.renew.client.join(${JSON.stringify(guid)})`);
+    const first = await publish(guid, 'project_message', { n: 0 });
+    await waitFor('h.c.renew.rec.events.length >= 1');
+    await waitFor(`h.c.renew.rec.sent.some((f) => f.type === 'auth_refresh')`, 5000);
+    // Past the first token's exp plus the server's 1 s sweep: the one socket is still open and live.
+    await new Promise((r) => setTimeout(r, 2500));
+    const second = await publish(guid, 'project_message', { n: 1 });
+    await waitFor('h.c.renew.rec.events.length >= 2');
+    expect(await ev<number[]>('h.c.renew.rec.closes')).toEqual([]);
+    expect(await ev<number>('h.c.renew.rec.sockets.length')).toBe(1);
+    expect(await ev<number>('h.c.renew.rec.tokens')).toBeGreaterThanOrEqual(2);
+    expect(await ev<string[]>('h.c.renew.rec.states')).toEqual(['open']);
+    expect((await ev<Published[]>('h.c.renew.rec.events')).map((e) => e.id)).toEqual([first, second]);
+    const acks = await ev<Array<{ type: string }>>(`h.c.renew.rec.frames.map((f) => JSON.parse(f)).filter((f) => f.type === 'auth_refresh')`);
+    expect(acks.length).toBeGreaterThanOrEqual(1);
+    await ev('h.c.renew.client.close()');
   });
 
   it('heartbeat: ping/pong round trip, periodic pings answered, dead connection detected and replaced', async () => {

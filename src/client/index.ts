@@ -1,31 +1,48 @@
-// Browser client for the AutoCode WebSocket gateway (wire protocol: docs/protocol.md, JSON
-// subprotocol only). Plain ES module: no Node or npm imports, so it can be served as-is.
-import { compareEventIds, isEventId } from './eventId.js';
+// Browser client for the AutoCode WebSocket gateway (wire protocol: docs/protocol.md). Plain ES
+// module: it imports only the browser-safe protocol modules it shares with the server (message
+// names and envelope types, event-id comparison, error and close codes), so the compiled tree
+// dist/browser/ can be served as-is; the gateway does, at /client/index.js.
+import type { ErrorCode } from '../errors.js';
+import { compareIds, isEventId } from '../protocol/event-id.js';
+import { EVENT_TYPES, SUBPROTOCOLS, type Envelope, type EventType } from '../protocol/messages.js';
+import {
+  CLIENT_ABANDONED,
+  DEFAULT_RECONNECT,
+  backoffDelay,
+  closeDecision,
+  renewalDelayMs,
+  tokenExpiryMs,
+  type ReconnectOptions,
+  type ReconnectPolicy,
+} from './policy.js';
 
-export { compareEventIds } from './eventId.js';
-
-export const SUBPROTOCOL = 'autocode.v1.json';
-export const EVENT_TYPES = ['project_stage_update', 'project_message', 'project_status_change', 'agent_message'] as const;
-const EVENT_TYPE_SET: ReadonlySet<string> = new Set(EVENT_TYPES);
+export { compareIds as compareEventIds, isEventId } from '../protocol/event-id.js';
+export { CloseCodes, ErrorCodes, type ErrorCode } from '../errors.js';
+export { EVENT_TYPES, SUBPROTOCOLS, type Envelope, type EventType } from '../protocol/messages.js';
+export { backoffDelay, closeDecision, renewalDelayMs, tokenExpiryMs, type CloseDecision, type ReconnectOptions } from './policy.js';
 
 export type ConnectionState = 'connecting' | 'open' | 'closed' | 'reconnecting';
 
-export interface Envelope<D = Record<string, unknown>> {
-  type: string;
-  projectGuid: string | null;
-  data: D;
-  timestamp?: string;
-  id: string | null;
-}
-export interface JoinAck { latestId: string | null; recovered: boolean; replayed: number }
-export interface FeedbackResponse { accepted: boolean; forwarded: boolean; [key: string]: unknown }
+/** Producers put any JSON object in `data`; the gateway passes it through untouched. */
+export type EventData = Record<string, unknown>;
+/** A project event, discriminated on `type` (one of the four event names of the protocol). */
+export type ProjectEventEnvelope = { [T in EventType]: Envelope<T, EventData> & { id: string; projectGuid: string } }[EventType];
+
+export interface JoinAck { latestId: string | null; recovered?: boolean; replayed?: number }
+export interface FeedbackResponse { accepted: boolean; forwarded: boolean; reason?: string; [key: string]: unknown }
 export interface ResyncInfo { projectGuid: string; since: string; latestId: string | null }
+export interface DisconnectInfo { code: number; reason: string }
+
+/** Codes the client reports itself, next to the server's ErrorCode set. */
+export type ClientErrorCode =
+  | 'TIMEOUT' | 'CONNECTION_LOST' | 'CLIENT_CLOSED' | 'NOT_CONNECTED' | 'LEFT'
+  | 'TOKEN_ERROR' | 'CONNECT_ERROR' | 'BAD_FRAME';
 
 /** Server error frames (code from the protocol table) and client-side failures (TIMEOUT, ...). */
 export class GatewayError extends Error {
-  readonly code: string;
+  readonly code: ErrorCode | ClientErrorCode | (string & {});
   readonly frame: Envelope | undefined;
-  constructor(code: string, message: string, frame?: Envelope) {
+  constructor(code: GatewayError['code'], message: string, frame?: Envelope) {
     super(message);
     this.name = 'GatewayError';
     this.code = code;
@@ -36,53 +53,66 @@ export class GatewayError extends Error {
 /** The subset of the WebSocket API used here; satisfied by the DOM WebSocket and by `ws`. */
 export interface WebSocketLike {
   readonly readyState: number;
+  /** The subprotocol the server picked ('' when it named none). */
+  readonly protocol?: string;
+  binaryType?: string;
   // `any` so that both the DOM and `ws` handler signatures are assignable.
   onopen: ((ev: any) => void) | null;
   onmessage: ((ev: any) => void) | null;
   onclose: ((ev: any) => void) | null;
   onerror: ((ev: any) => void) | null;
-  send(data: string): void;
+  send(data: string | Uint8Array): void;
   close(code?: number, reason?: string): void;
 }
 export type WebSocketCtor = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
-export interface ReconnectOptions {
-  minDelayMs?: number;
-  maxDelayMs?: number;
-  factor?: number;
-  /** Fraction of the delay that is randomised away: delay * (1 - jitter * random()). */
-  jitter?: number;
-  /** The backoff resets once a connection has stayed open this long. */
-  stableAfterMs?: number;
+/**
+ * MessagePack is opt-in and brought by the app, so this library stays dependency-free: in the
+ * browser, msgpackr's ES modules as the gateway serves them (/vendor/msgpackr/pack.js), in Node the
+ * npm package. Must produce/read plain maps (msgpackr: `useRecords: false`).
+ */
+export interface MessagePackCodec {
+  encode(value: unknown): Uint8Array;
+  decode(bytes: Uint8Array): unknown;
 }
 
 export interface GatewayClientOptions {
   url: string;
+  /** Called on every (re)connect and before each token renewal. */
   getToken: () => string | Promise<string>;
+  /** Wire format: 'json' (default) or 'msgpack' (needs `msgpack`). */
+  protocol?: 'json' | 'msgpack';
+  msgpack?: MessagePackCodec;
   heartbeatIntervalMs?: number;
   heartbeatTimeoutMs?: number;
   /** Timeout for sendFeedback() and ping(), counted from the call (queue time included). */
   requestTimeoutMs?: number;
+  /** Renew the session this long before the token's `exp` (0 turns renewal off). */
+  renewBeforeMs?: number;
   reconnect?: ReconnectOptions;
   WebSocketImpl?: WebSocketCtor;
 }
 
 export interface ProjectHandlers {
-  event?: (env: Envelope) => void;
+  event?: (env: ProjectEventEnvelope) => void;
   resync?: (info: ResyncInfo) => void;
 }
 
 export interface ClientEvents {
-  event: Envelope;
+  event: ProjectEventEnvelope;
   resync: ResyncInfo;
   state: ConnectionState;
   error: GatewayError;
+  /** A socket went away (server close, network loss, heartbeat); a reconnect follows unless closed. */
+  disconnect: DisconnectInfo;
 }
 
 export interface FeedbackExtra { replyTo?: string; meta?: Record<string, unknown> }
 
 export interface GatewayClient {
   readonly state: ConnectionState;
+  /** The subprotocol in use on the open connection, e.g. 'autocode.v1.msgpack' ('' when none). */
+  readonly protocol: string;
   join(projectGuid: string, handlers?: ProjectHandlers): Promise<JoinAck>;
   leave(projectGuid: string): void;
   sendFeedback(projectGuid: string, content: string, extra?: FeedbackExtra): Promise<FeedbackResponse>;
@@ -115,19 +145,27 @@ interface Pending {
 type Outgoing = { type: string; projectGuid?: string; id: string; data?: Record<string, unknown> };
 
 const OPEN = 1;
+const EVENT_TYPE_SET: ReadonlySet<string> = new Set(EVENT_TYPES);
 // Errors after which re-sending the same join on the same connection may succeed.
-const TRANSIENT_CODES = new Set(['UNAVAILABLE', 'RATE_LIMITED', 'INTERNAL']);
+const TRANSIENT_CODES: ReadonlySet<string> = new Set<ErrorCode>(['UNAVAILABLE', 'RATE_LIMITED', 'INTERNAL']);
+/** A failed getToken() during renewal is retried this often until the token expires. */
+const RENEW_RETRY_MS = 5_000;
 
 export function createGatewayClient(options: GatewayClientOptions): GatewayClient {
   const Impl = options.WebSocketImpl ?? (globalThis as { WebSocket?: WebSocketCtor }).WebSocket;
   if (!Impl) throw new Error('no WebSocket implementation: pass options.WebSocketImpl');
   const WebSocketImpl: WebSocketCtor = Impl; // narrowed binding for the nested functions
+  const useMsgpack = options.protocol === 'msgpack';
+  if (useMsgpack && !options.msgpack) throw new Error("protocol 'msgpack' needs options.msgpack ({ encode, decode })");
+  const msgpack = options.msgpack;
   // Resolved once, so a bad URL throws here, to the caller, instead of inside a reconnect loop.
-  const baseUrl = new URL(options.url, typeof location !== 'undefined' ? location.href : undefined).toString();
+  const here = (globalThis as { location?: { href: string } }).location?.href;
+  const baseUrl = new URL(options.url, here).toString();
   const hbInterval = options.heartbeatIntervalMs ?? 25_000;
   const hbTimeout = options.heartbeatTimeoutMs ?? 10_000;
   const reqTimeout = options.requestTimeoutMs ?? 10_000;
-  const rc = { minDelayMs: 500, maxDelayMs: 15_000, factor: 2, jitter: 0.5, stableAfterMs: 5_000, ...options.reconnect };
+  const renewBeforeMs = options.renewBeforeMs ?? 30_000;
+  const rc: ReconnectPolicy = { ...DEFAULT_RECONNECT, ...options.reconnect };
 
   const listeners = new Map<keyof ClientEvents, Set<(payload: never) => void>>();
   const rooms = new Map<string, Room>();
@@ -136,6 +174,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
 
   let state: ConnectionState = 'connecting';
   let ws: WebSocketLike | null = null;
+  let socketToken = ''; // the token the current socket was opened with
   let closedByUser = false;
   let attempt = 0;
   let generation = 0; // bumps on every connect/close so a slow getToken() cannot resurrect an old attempt
@@ -143,6 +182,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
   let heartbeatTimer: ReturnType<typeof setInterval> | undefined;
   let deadTimer: ReturnType<typeof setTimeout> | undefined;
   let stableTimer: ReturnType<typeof setTimeout> | undefined;
+  let renewTimer: ReturnType<typeof setTimeout> | undefined;
 
   // A random prefix keeps ids unique across tabs/clients in server logs; the counter keeps them short.
   const idPrefix = Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) => b.toString(36).padStart(2, '0')).join('');
@@ -163,24 +203,21 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
   }
   const isOpen = (): boolean => ws !== null && state === 'open' && ws.readyState === OPEN;
   function send(frame: Outgoing): void {
-    ws!.send(JSON.stringify(frame));
-  }
-  function backoff(n: number): number {
-    const base = Math.min(rc.maxDelayMs, rc.minDelayMs * rc.factor ** n);
-    return base * (1 - rc.jitter * Math.random());
+    ws!.send(useMsgpack ? msgpack!.encode(frame) : JSON.stringify(frame));
   }
 
   // ---- connection lifecycle ----
 
-  async function connect(): Promise<void> {
+  /** Opens a socket with `freshToken`, or with one from getToken(). */
+  async function connect(freshToken?: string): Promise<void> {
     const gen = ++generation;
     let token: string;
     try {
-      token = await options.getToken();
+      token = freshToken ?? (await options.getToken());
     } catch (err) {
       if (gen !== generation || closedByUser) return;
       emit('error', new GatewayError('TOKEN_ERROR', `getToken failed: ${String(err)}`));
-      scheduleReconnect();
+      scheduleReconnect('backoff');
       return;
     }
     if (gen !== generation || closedByUser) return;
@@ -188,19 +225,21 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     url.searchParams.set('token', token); // browsers cannot set an Authorization header on WebSockets
     let sock: WebSocketLike;
     try {
-      sock = new WebSocketImpl(url.toString(), SUBPROTOCOL);
+      sock = new WebSocketImpl(url.toString(), useMsgpack ? SUBPROTOCOLS.msgpack : SUBPROTOCOLS.json);
     } catch (err) {
       emit('error', new GatewayError('CONNECT_ERROR', String(err)));
-      scheduleReconnect();
+      scheduleReconnect('backoff');
       return;
     }
+    sock.binaryType = 'arraybuffer'; // MessagePack frames as bytes, not Blobs that need an await
     ws = sock;
+    socketToken = token;
     // A connect that hangs (black-holed network) is handled like a dead heartbeat.
     deadTimer = setTimeout(onDead, hbTimeout);
     sock.onopen = () => { if (ws === sock) onOpen(); };
     sock.onmessage = (ev: { data: unknown }) => { if (ws === sock) onFrame(ev.data); };
     sock.onerror = () => {}; // a close event always follows; `ws` also needs a listener to not throw
-    sock.onclose = (ev: { code: number }) => { if (ws === sock) onSocketGone(ev.code); };
+    sock.onclose = (ev: { code: number; reason?: unknown }) => { if (ws === sock) onSocketGone(ev.code, String(ev.reason ?? '')); };
   }
 
   function onOpen(): void {
@@ -208,6 +247,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     deadTimer = undefined;
     setState('open');
     stableTimer = setTimeout(() => { attempt = 0; }, rc.stableAfterMs);
+    scheduleRenewal(socketToken);
     // Joins first, so queued feedback reaches the server after the room membership it needs.
     for (const room of rooms.values()) sendJoin(room);
     for (const frame of outbox.splice(0)) {
@@ -223,20 +263,26 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     }, hbInterval);
   }
 
-  function onDead(): void {
+  /** Client-side end of a socket (dead heartbeat, renewal): forget it, then close it for the server's sake. */
+  function abandonSocket(reason: string): void {
     const sock = ws;
     dropSocket();
-    try { sock?.close(4000, 'heartbeat timeout'); } catch { /* already closing */ }
-    scheduleReconnect();
+    try { sock?.close(CLIENT_ABANDONED, reason); } catch { /* already closing */ }
   }
 
-  function onSocketGone(code: number): void {
+  function onDead(): void {
+    abandonSocket('heartbeat timeout');
+    emit('disconnect', { code: CLIENT_ABANDONED, reason: 'heartbeat timeout' });
+    scheduleReconnect('backoff');
+  }
+
+  function onSocketGone(code: number, reason: string): void {
     dropSocket();
     if (closedByUser) return;
-    // 4401 (token expired) is routine: the next connect calls getToken() again, no need to escalate.
-    // Everything else (1006 from an HTTP 401 at upgrade, 4403, 4429, ...) backs off further each time.
-    if (code === 4401) attempt = 0;
-    scheduleReconnect();
+    emit('disconnect', { code, reason });
+    const decision = closeDecision(code);
+    if (decision.error) emit('error', new GatewayError(decision.error.code, decision.error.message));
+    scheduleReconnect(decision.delay);
   }
 
   /** Forgets the current socket; requests in flight on it can no longer be answered. */
@@ -244,7 +290,8 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     clearInterval(heartbeatTimer);
     clearTimeout(deadTimer);
     clearTimeout(stableTimer);
-    heartbeatTimer = deadTimer = stableTimer = undefined;
+    clearTimeout(renewTimer);
+    heartbeatTimer = deadTimer = stableTimer = renewTimer = undefined;
     if (ws) {
       const noop = () => {};
       ws.onopen = ws.onmessage = ws.onclose = noop;
@@ -260,22 +307,110 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     }
   }
 
-  function scheduleReconnect(): void {
+  function scheduleReconnect(delay: 'reset' | 'backoff' | 'max'): void {
     if (closedByUser) return;
     setState('reconnecting');
     clearTimeout(reconnectTimer);
-    reconnectTimer = setTimeout(() => { void connect(); }, backoff(attempt++));
+    if (delay === 'reset') attempt = 0;
+    // 'max': an attempt number past any cap gives exactly the longest (jittered) delay.
+    const ms = backoffDelay(delay === 'max' ? 64 : attempt++, rc);
+    reconnectTimer = setTimeout(() => { void connect(); }, ms);
+  }
+
+  // ---- token renewal ----
+
+  function scheduleRenewal(token: string): void {
+    clearTimeout(renewTimer);
+    renewTimer = undefined;
+    if (renewBeforeMs <= 0) return;
+    const delay = renewalDelayMs(tokenExpiryMs(token), Date.now(), renewBeforeMs);
+    if (delay === null) return;
+    renewTimer = setTimeout(() => { void renewSession(); }, delay);
+  }
+
+  /** Gets a fresh token before the current one expires and hands it to applyFreshToken(). */
+  async function renewSession(): Promise<void> {
+    const sock = ws;
+    let token: string;
+    try {
+      token = await options.getToken();
+    } catch (err) {
+      if (ws !== sock || closedByUser) return;
+      emit('error', new GatewayError('TOKEN_ERROR', `token renewal failed: ${String(err)}`));
+      // Try again while the old token still works; if it runs out the server closes with 4401
+      // and the ordinary reconnect takes over.
+      renewTimer = setTimeout(() => { void renewSession(); }, RENEW_RETRY_MS);
+      return;
+    }
+    if (ws !== sock || sock === null || closedByUser) return; // that socket is gone: its successor fetched its own token
+    // getToken() handed back the same token (or one that expires no later): reconnecting would not
+    // help, and would repeat ever faster as exp nears. The server ends it with 4401 at expiry.
+    const oldExp = tokenExpiryMs(socketToken);
+    const newExp = tokenExpiryMs(token);
+    if (token === socketToken || (oldExp !== null && newExp !== null && newExp <= oldExp)) return;
+    applyFreshToken(token);
+  }
+
+  /**
+   * Puts a fresh token into effect without dropping the connection: the in-band `auth_refresh`
+   * frame. The server checks it as at connect; on success expiry follows the new token. If the
+   * server refuses it, it closes with 4401 and the ordinary reconnect fetches a fresh token; a
+   * gateway too old to know the frame (UNKNOWN_TYPE) or one that does not answer gets a planned
+   * reconnect with the token instead (resuming with `since`, so no event is lost).
+   */
+  function applyFreshToken(token: string): void {
+    if (!isOpen()) return; // the next connect fetches its own token
+    const sock = ws;
+    const id = nextId();
+    const fallback = () => {
+      if (ws !== sock || closedByUser) return;
+      abandonSocket('token renewal');
+      emit('disconnect', { code: CLIENT_ABANDONED, reason: 'token renewal' });
+      attempt = 0;
+      setState('reconnecting');
+      void connect(token);
+    };
+    pending.set(id, {
+      inFlight: true,
+      reply: () => {
+        if (ws !== sock) return;
+        socketToken = token;
+        scheduleRenewal(token);
+      },
+      fail: (err) => { if (err.code === 'UNKNOWN_TYPE') fallback(); },
+      lost: () => {},
+      timer: setTimeout(() => { if (pending.delete(id)) fallback(); }, reqTimeout),
+    });
+    send({ type: 'auth_refresh', id, data: { token } });
+  }
+
+  /** The server left a room for us (a refreshed token no longer grants it): stop tracking it. */
+  function onRevoked(env: Envelope): void {
+    const guid = typeof env.projectGuid === 'string' ? env.projectGuid.toLowerCase() : '';
+    const room = rooms.get(guid);
+    if (!room) return;
+    rooms.delete(guid);
+    const err = new GatewayError('FORBIDDEN', `access to project ${guid} was revoked`, env);
+    room.settle.reject(err);
+    emit('error', err);
   }
 
   // ---- inbound ----
 
+  function decodeFrame(raw: unknown): unknown {
+    if (typeof raw === 'string') return JSON.parse(raw);
+    if (!msgpack) throw new Error('binary frame on a JSON connection');
+    if (raw instanceof ArrayBuffer) return msgpack.decode(new Uint8Array(raw));
+    if (ArrayBuffer.isView(raw)) return msgpack.decode(new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength));
+    throw new Error('unexpected frame type');
+  }
+
   function onFrame(raw: unknown): void {
     clearTimeout(deadTimer); // any frame proves the connection is alive
     deadTimer = undefined;
-    if (typeof raw !== 'string') return; // JSON subprotocol: text frames only
     let parsed: unknown;
-    try { parsed = JSON.parse(raw); } catch {
-      emit('error', new GatewayError('BAD_JSON', 'server sent a frame that is not JSON'));
+    try { parsed = decodeFrame(raw); } catch (err) {
+      emit('error', new GatewayError('BAD_FRAME', `server sent a frame that does not decode: ${String(err)}`));
       return;
     }
     for (const env of Array.isArray(parsed) ? parsed : [parsed]) {
@@ -284,7 +419,8 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
   }
 
   function onEnvelope(env: Envelope): void {
-    if (EVENT_TYPE_SET.has(env.type)) return deliverEvent(env);
+    if (EVENT_TYPE_SET.has(env.type)) return deliverEvent(env as ProjectEventEnvelope);
+    if (env.type === 'leave_project' && env.id === null && (env.data as { reason?: unknown } | null)?.reason === 'access_revoked') return onRevoked(env);
     const p = typeof env.id === 'string' ? pending.get(env.id) : undefined;
     if (p) {
       pending.delete(env.id!);
@@ -300,11 +436,11 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     }
   }
 
-  function deliverEvent(env: Envelope): void {
-    const room = env.projectGuid ? rooms.get(env.projectGuid.toLowerCase()) : undefined;
+  function deliverEvent(env: ProjectEventEnvelope): void {
+    const room = typeof env.projectGuid === 'string' ? rooms.get(env.projectGuid.toLowerCase()) : undefined;
     if (!room || !isEventId(env.id)) return;
     // Replays after a reconnect may overlap what was already seen: ids only ever move forward.
-    if (room.lastId !== null && compareEventIds(env.id, room.lastId) <= 0) return;
+    if (room.lastId !== null && compareIds(env.id, room.lastId) <= 0) return;
     room.lastId = env.id;
     if (room.handlers.event) safeCall(() => room.handlers.event!(env));
     emit('event', env);
@@ -319,7 +455,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     const since = room.lastId ?? (room.acked ? '0-0' : undefined);
     pending.set(id, {
       inFlight: true,
-      reply: (env) => onJoinAck(room, env.data as unknown as JoinAck, since),
+      reply: (env) => onJoinAck(room, env.data as JoinAck, since),
       fail: (err) => onJoinError(room, err),
       lost: () => {}, // re-sent with a fresh id on the next open
     });
@@ -334,7 +470,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
       const info: ResyncInfo = { projectGuid: room.guid, since, latestId: room.lastId };
       if (room.handlers.resync) safeCall(() => room.handlers.resync!(info));
       emit('resync', info);
-    } else if (isEventId(ack.latestId) && (room.lastId === null || compareEventIds(ack.latestId, room.lastId) > 0)) {
+    } else if (isEventId(ack.latestId) && (room.lastId === null || compareIds(ack.latestId, room.lastId) > 0)) {
       room.lastId = ack.latestId;
     }
     room.acked = true;
@@ -346,7 +482,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     if (rooms.get(room.guid) !== room) return;
     if (TRANSIENT_CODES.has(err.code)) {
       const sock = ws;
-      setTimeout(() => { if (ws === sock && isOpen() && rooms.get(room.guid) === room) sendJoin(room); }, backoff(room.retries++));
+      setTimeout(() => { if (ws === sock && isOpen() && rooms.get(room.guid) === room) sendJoin(room); }, backoffDelay(room.retries++, rc));
       return;
     }
     rooms.delete(room.guid); // FORBIDDEN, INVALID_GUID, TOO_MANY_ROOMS: retrying cannot help
@@ -359,6 +495,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
 
   return {
     get state() { return state; },
+    get protocol() { return (isOpen() && ws?.protocol) || ''; },
 
     join(projectGuid, handlers) {
       const guid = projectGuid.toLowerCase();
@@ -394,7 +531,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
       return new Promise<FeedbackResponse>((resolve, reject) => {
         const p: Pending = {
           inFlight: false,
-          reply: (env) => resolve(env.data as unknown as FeedbackResponse),
+          reply: (env) => resolve(env.data as FeedbackResponse),
           fail: reject,
           timer: setTimeout(() => {
             pending.delete(id);

@@ -1,9 +1,9 @@
 import { Packr } from 'msgpackr';
 import { GatewayError } from '../errors.js';
-import { eventEnvelope, eventJson, type Envelope, type ProjectEvent } from './messages.js';
+import { eventEnvelope, eventJson, SUBPROTOCOLS, type Envelope, type ProjectEvent } from './messages.js';
 
-/** Subprotocol names offered in Sec-WebSocket-Protocol. JSON is the default. */
-export const SUBPROTOCOLS = { json: 'autocode.v1.json', msgpack: 'autocode.v1.msgpack' } as const;
+// Subprotocol names live in messages.ts, which the browser client imports too: one copy.
+export { SUBPROTOCOLS } from './messages.js';
 export type CodecName = keyof typeof SUBPROTOCOLS;
 export const CODEC_NAMES = Object.keys(SUBPROTOCOLS) as CodecName[];
 

@@ -82,3 +82,9 @@ export function isGuid(value: unknown): value is string {
 export function isEventType(value: unknown): value is EventType {
   return typeof value === 'string' && (EVENT_TYPES as readonly string[]).includes(value);
 }
+
+/**
+ * Subprotocol names offered in Sec-WebSocket-Protocol, here (not only in codec.ts, which needs
+ * msgpackr and Node) so the browser client can import the same constants as the server.
+ */
+export const SUBPROTOCOLS = { json: 'autocode.v1.json', msgpack: 'autocode.v1.msgpack' } as const;
