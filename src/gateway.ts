@@ -19,6 +19,8 @@ export interface GatewayDeps {
   /** Builds the event bus; defaults to Redis Streams when config.redis is set, else in-process. */
   busFactory?: EventBusFactory;
   uws?: UwsModule;
+  /** Renders GET /metrics; default: this gateway's registry (a worker thread answers for the whole process). */
+  renderMetrics?: () => Promise<string>;
 }
 
 export interface Gateway {
@@ -105,6 +107,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     maxBodyBytes: Math.max(config.maxPayloadBytes * 16, 1024 * 1024),
     isShuttingDown,
     inflight,
+    renderMetrics: deps.renderMetrics,
   });
 
   let listenSocket: us_listen_socket | null = null;

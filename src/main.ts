@@ -1,10 +1,11 @@
-import { ConfigError, parseConfig } from './config.js';
+import { ConfigError, parseConfig, type Config } from './config.js';
 import { createGateway } from './gateway.js';
 import { createLogger } from './logger.js';
+import { startWorkerPool } from './workers/pool.js';
 
 /** The only module that reads the environment or touches the process. */
 async function main(): Promise<void> {
-  let config;
+  let config: Config;
   try {
     config = parseConfig(process.env);
   } catch (err) {
@@ -15,10 +16,17 @@ async function main(): Promise<void> {
     throw err;
   }
   const log = createLogger(config.logLevel, config.nodeId);
-  let gateway;
+  let server: { close(): Promise<void> };
   try {
-    gateway = await createGateway(config, { logger: log });
-    await gateway.listen();
+    if (config.workers > 1) {
+      // WORKERS uWS apps in worker threads on one port, one bus (src/workers/).
+      server = await startWorkerPool(config, log, (workerId) => stop(`worker ${workerId} lost`, 1));
+    } else {
+      // WORKERS=1: one gateway on this thread, no worker thread at all.
+      const gateway = await createGateway(config, { logger: log });
+      await gateway.listen();
+      server = gateway;
+    }
   } catch (err) {
     log.fatal({ err }, 'gateway failed to start');
     process.stderr.write(`autocode-ws-gateway: failed to start: ${(err as Error).message}\n`);
@@ -26,7 +34,7 @@ async function main(): Promise<void> {
   }
 
   let stopping = false;
-  const stop = (signal: string) => {
+  function stop(signal: string, exitCode = 0): void {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down');
@@ -35,14 +43,14 @@ async function main(): Promise<void> {
       process.exit(1);
     }, config.shutdownGraceMs + 5000);
     force.unref();
-    gateway.close().then(
-      () => process.exit(0),
+    server.close().then(
+      () => process.exit(exitCode),
       (err: unknown) => {
         log.error({ err }, 'shutdown failed');
         process.exit(1);
       },
     );
-  };
+  }
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('uncaughtException', (err) => {
