@@ -16,22 +16,6 @@ async function main(): Promise<void> {
     throw err;
   }
   const log = createLogger(config.logLevel, config.nodeId);
-  let server: { close(): Promise<void> };
-  try {
-    if (config.workers > 1) {
-      // WORKERS uWS apps in worker threads on one port, one bus (src/workers/).
-      server = await startWorkerPool(config, log, (workerId) => stop(`worker ${workerId} lost`, 1));
-    } else {
-      // WORKERS=1: one gateway on this thread, no worker thread at all.
-      const gateway = await createGateway(config, { logger: log });
-      await gateway.listen();
-      server = gateway;
-    }
-  } catch (err) {
-    log.fatal({ err }, 'gateway failed to start');
-    process.stderr.write(`autocode-ws-gateway: failed to start: ${(err as Error).message}\n`);
-    process.exit(1);
-  }
 
   let stopping = false;
   function stop(signal: string, exitCode = 0): void {
@@ -43,7 +27,8 @@ async function main(): Promise<void> {
       process.exit(1);
     }, config.shutdownGraceMs + 5000);
     force.unref();
-    server.close().then(
+    // A signal during start-up (workers still coming up) waits for the start, then drains.
+    started.then((server) => server.close()).then(
       () => process.exit(exitCode),
       (err: unknown) => {
         log.error({ err }, 'shutdown failed');
@@ -51,8 +36,28 @@ async function main(): Promise<void> {
       },
     );
   }
+  // Installed before listening: with WORKERS > 1 the port answers as soon as the first worker
+  // listens, and a SIGTERM from then on must drain, not kill.
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+
+  const started: Promise<{ close(): Promise<void> }> = (async () => {
+    if (config.workers > 1) {
+      // WORKERS uWS apps in worker threads on one port, one bus (src/workers/).
+      return startWorkerPool(config, log, (workerId) => stop(`worker ${workerId} lost`, 1));
+    }
+    // WORKERS=1: one gateway on this thread, no worker thread at all.
+    const gateway = await createGateway(config, { logger: log });
+    await gateway.listen();
+    return gateway;
+  })();
+  try {
+    await started;
+  } catch (err) {
+    log.fatal({ err }, 'gateway failed to start');
+    process.stderr.write(`autocode-ws-gateway: failed to start: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
   process.on('uncaughtException', (err) => {
     log.fatal({ err }, 'uncaught exception');
     process.exit(1);

@@ -19,7 +19,19 @@ async function runWorker(): Promise<void> {
   const send = (message: FromWorker) => port.postMessage(message);
   const log = createLogger(config.logLevel, config.nodeId).child({ worker: workerId });
 
-  const workerUws = createWorkerUws(loadUws(), workerId);
+  const startFailed = (err: unknown) => {
+    log.fatal({ err }, 'worker failed to start');
+    send({ kind: 'start-failed', message: (err as Error).message });
+    // Ends the thread once nothing holds it (exiting with uWS sockets open would abort the process).
+    workerUws?.closeApps();
+    port.close();
+  };
+  let workerUws: ReturnType<typeof createWorkerUws> | undefined;
+  try {
+    workerUws = createWorkerUws(loadUws(), workerId);
+  } catch (err) {
+    return startFailed(err);
+  }
   let portBus: PortBus | null = null;
   const metricsWaiters = new Map<number, (text: string) => void>();
   let nextMetricsRequest = 1;
@@ -79,21 +91,19 @@ async function runWorker(): Promise<void> {
    * socket (idle HTTP keep-alive ones too) is force-closed so the thread can end.
    */
   async function shutdown(): Promise<void> {
-    if (!gateway) return workerUws.closeApps();
+    if (!gateway) return workerUws!.closeApps();
     await gateway.close();
     const connections = async () => (await gateway!.metrics.connections.get()).values[0]?.value ?? 0;
     const deadline = Date.now() + CLOSE_HANDSHAKE_WAIT_MS;
     while ((await connections()) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    workerUws.closeApps();
+    workerUws!.closeApps();
   }
 
   try {
     gateway = await createGateway(config, deps);
     send({ kind: 'listening', port: await gateway.listen() });
   } catch (err) {
-    log.fatal({ err }, 'worker failed to start');
-    send({ kind: 'start-failed', message: (err as Error).message });
-    process.exit(1);
+    startFailed(err);
   }
 }
 
