@@ -2,7 +2,7 @@
 // processes (`node dist/main.js`), real clients; which worker took a client or answered a request
 // is read from the x-gateway-worker header.
 import http from 'node:http';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
 import { producerToken, randomGuid, SECRET, TestClient, until, userToken, type Frame } from './helpers/gateway.js';
 import { freePort } from './helpers/ports.js';
@@ -17,11 +17,18 @@ interface Placed {
   worker: string | undefined;
 }
 
+/** Every client a test opened, closed after it even when it fails (the next test counts connections). */
+const opened: TestClient[] = [];
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((c) => c.close()));
+});
+
 async function connectPlaced(wsUrl: string, token: string): Promise<Placed> {
   const ws = new WebSocket(`${wsUrl}?token=${encodeURIComponent(token)}`);
   let worker: string | undefined;
   ws.once('upgrade', (res) => (worker = res.headers[WORKER_HEADER] as string | undefined));
   const client = new TestClient(ws, false);
+  opened.push(client);
   await new Promise((resolve, reject) => {
     ws.once('open', resolve);
     ws.once('error', reject);
