@@ -120,13 +120,14 @@ async function start(name, o = {}) {
  */
 async function waitForWorkers(port, workers) {
   const seen = new Set();
-  for (let i = 0; i < 400 && seen.size < workers; i++) {
+  // Time-bound, not count-bound: a worker on Redis listens only once its bus has connected.
+  for (const deadline = Date.now() + 20_000; seen.size < workers && Date.now() < deadline;) {
     const worker = await new Promise((resolve) => {
       const req = http.get({ host: '127.0.0.1', port, path: '/healthz', agent: false, timeout: 1000 }, (res) => { res.resume(); resolve(res.headers['x-gateway-worker']); });
       req.on('timeout', () => req.destroy());
       req.on('error', () => resolve(undefined));
     });
-    if (worker !== undefined) seen.add(worker); else await sleep(20);
+    if (worker !== undefined && !seen.has(worker)) seen.add(worker); else await sleep(10);
   }
   if (seen.size < workers) throw new Error(`only workers ${[...seen].join(',')} of ${workers} answered /healthz`);
 }
@@ -307,6 +308,7 @@ async function fanoutRun(name, o = {}) {
     row.eventsPerFrame = row.framesPerSec > 0 ? row.eventsPerSec / row.framesPerSec : null;
     row.mbPerSec = (s1.bytes - s0.bytes) / dt / 1e6;
     row.serverCpuPct = (100 * (p1.cpuSec - p0.cpuSec)) / dt;
+    if (redis && name.includes('redis')) row.redisCpuPct = (100 * (x1.cpuSec - x0.cpuSec)) / dt;
     row.loadgenCpuPct = (100 * (w1.cpuSec - w0.cpuSec)) / dt;
     row.machineBusyPct = busyPct(m0, m1);
     row.eventsPerCpuSec = row.serverCpuPct > 0 ? row.eventsPerSec / (row.serverCpuPct / 100) : null;
@@ -428,6 +430,7 @@ async function latencyRun(name) {
     row.ackP50 = producer.ackHist.getValueAtPercentile(50) / 1000;
     row.ackP99 = producer.ackHist.getValueAtPercentile(99) / 1000;
     row.serverCpuPct = (100 * (p1.cpuSec - p0.cpuSec)) / dt;
+    if (redis && name.includes('redis')) row.redisCpuPct = (100 * (x1.cpuSec - x0.cpuSec)) / dt;
     row.httpStatus = kv(producer.statuses);
     if (producer.behind) row.notes = `${row.notes ?? ''} producer fell behind by ${producer.behind} events`.trim();
     if (producer.samples.length) row.errSamples = producer.samples;
@@ -541,6 +544,7 @@ function buildReport(res) {
         { key: 'serverCpuPct', title: 'server CPU %', digits: 0 },
         { key: 'eventsPerCpuSec', title: 'events per server CPU-s' },
         { key: 'cpuSecSpeedup', title: '× w1 (per CPU-s)', digits: 2 },
+        { key: 'redisCpuPct', title: 'redis-server CPU %', digits: 0 },
         { key: 'loadgenCpuPct', title: 'loadgen CPU %', digits: 0 },
         { key: 'runnerCpuPct', title: 'producer/runner CPU %', digits: 0 },
         { key: 'completenessPct', title: 'delivered/expected %', digits: 1 },
