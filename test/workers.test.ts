@@ -1,12 +1,13 @@
 // WORKERS > 1: gateways in worker threads of one process, on one port, sharing one bus. Real
 // processes (`node dist/main.js`), real clients; which worker took a client or answered a request
 // is read from the x-gateway-worker header.
+import { spawn } from 'node:child_process';
 import http from 'node:http';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
 import { producerToken, randomGuid, SECRET, TestClient, until, userToken, type Frame } from './helpers/gateway.js';
 import { freePort } from './helpers/ports.js';
-import { spawnGateway, type GatewayProcess } from './helpers/processes.js';
+import { GATEWAY_MAIN, spawnGateway, trackChild, type GatewayProcess } from './helpers/processes.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
 
 const WORKER_HEADER = 'x-gateway-worker';
@@ -188,6 +189,30 @@ describe('WORKERS=2 shutdown', () => {
       expect(gateway.output()).not.toMatch(/open handles|Assertion failed/);
     } finally {
       await gateway.stop('SIGKILL');
+    }
+  });
+});
+
+describe('WORKERS=2 with PORT=0', () => {
+  it('every worker listens on the one port picked for them (uSockets reuses a port only when it is not 0)', async () => {
+    const child = spawn(process.execPath, [GATEWAY_MAIN], { env: { ...process.env, PORT: '0', HOST: '127.0.0.1', JWT_SECRET: SECRET, LOG_LEVEL: 'info', WORKERS: '2' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    trackChild(child);
+    let output = '';
+    child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    try {
+      await until(() => /all workers listening/.test(output) || child.exitCode !== null, 10_000, `start-up:\n${output}`);
+      const line = output.split('\n').find((l) => l.includes('all workers listening'));
+      expect(line, output).toBeDefined();
+      const port = JSON.parse(line!).port as number;
+      expect(port).toBeGreaterThan(0);
+      const workers = new Set<string | undefined>();
+      for (let i = 0; i < 40 && workers.size < 2; i++) workers.add((await request(`http://127.0.0.1:${port}/healthz`, 'GET')).worker);
+      expect(workers).toEqual(new Set(['0', '1']));
+    } finally {
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
     }
   });
 });

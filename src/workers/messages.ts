@@ -44,5 +44,6 @@ export type ToWorker =
   | { readonly kind: 'bus-reply'; readonly requestId: number; readonly ok: false; readonly message: string }
   | { readonly kind: 'bus-events'; readonly guid: string; readonly events: ProjectEvent[] }
   | { readonly kind: 'collect-metrics'; readonly collectId: number }
-  | { readonly kind: 'metrics-reply'; readonly requestId: number; readonly text: string; readonly contentType: string }
+  /** text null: the main thread could not aggregate (the worker answers 500). */
+  | { readonly kind: 'metrics-reply'; readonly requestId: number; readonly text: string | null }
   | { readonly kind: 'shutdown' };

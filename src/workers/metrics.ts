@@ -7,7 +7,7 @@ import type { MetricJson } from './messages.js';
  * not sums: process_* values (CPU, RSS, open fds, start time) are the same process read by every
  * thread, so the first is kept; bus_ready is the least ready worker.
  */
-export async function aggregateWorkerMetrics(snapshots: MetricJson[][], nodeId: string): Promise<{ text: string; contentType: string }> {
+export async function aggregateWorkerMetrics(snapshots: MetricJson[][], nodeId: string): Promise<{ text: string }> {
   for (const metrics of snapshots) {
     for (const metric of metrics) {
       if (metric.name.startsWith('process_')) metric.aggregator = 'first';
@@ -18,5 +18,6 @@ export async function aggregateWorkerMetrics(snapshots: MetricJson[][], nodeId: 
   const registry = AggregatorRegistry.aggregate(snapshots as Parameters<typeof AggregatorRegistry.aggregate>[0]) as Registry;
   const workers = new Gauge({ name: 'gateway_workers', help: 'Worker threads whose metrics this answer sums', labelNames: ['node'], registers: [registry] });
   workers.set({ node: nodeId }, snapshots.length);
-  return { text: await registry.metrics(), contentType: registry.contentType };
+  // Same Prometheus text format as a single gateway's registry (routes.ts sets the content type).
+  return { text: await registry.metrics() };
 }

@@ -1,9 +1,21 @@
 import type { Logger } from 'pino';
+import net from 'node:net';
 import { Worker } from 'node:worker_threads';
 import type { Config } from '../config.js';
 import { createBusHost, type BusHost } from './bus-host.js';
 import type { FromWorker, MetricJson, ToWorker, WorkerStart } from './messages.js';
 import { aggregateWorkerMetrics } from './metrics.js';
+
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen({ port: 0, host, exclusive: true }, () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
 
 export interface WorkerPool {
   readonly port: number;
@@ -27,7 +39,7 @@ interface Running {
 
 /**
  * `config.workers` gateways in worker threads on one port (uWS listens with SO_REUSEPORT, so every
- * thread binds the same port and the kernel spreads connections). With the in-process bus, the bus
+ * thread binds the same port and the kernel spreads connections over them). With the in-process bus, the bus
  * lives here in the main thread and every worker reaches it through its port (bus-host.ts); with
  * Redis, each worker has its own Redis connections and reader.
  *
@@ -44,7 +56,7 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
   // /metrics: one collect round per request, answered with whatever arrived in time.
   const collects = new Map<number, { snapshots: MetricJson[][]; expected: number; done: () => void }>();
   let nextCollect = 1;
-  async function processMetrics(): Promise<{ text: string; contentType: string }> {
+  async function processMetrics(): Promise<{ text: string }> {
     const collectId = nextCollect++;
     const snapshots: MetricJson[][] = [];
     const targets = [...running.values()].filter((w) => !w.closed);
@@ -85,10 +97,10 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
           return host?.unwatch(workerId, message.guid);
         case 'metrics-request':
           void processMetrics().then(
-            ({ text, contentType }) => send({ kind: 'metrics-reply', requestId: message.requestId, text, contentType }),
+            ({ text }) => send({ kind: 'metrics-reply', requestId: message.requestId, text }),
             (err: unknown) => {
               log.error({ err }, 'metrics aggregation failed');
-              send({ kind: 'metrics-reply', requestId: message.requestId, text: '', contentType: 'text/plain' });
+              send({ kind: 'metrics-reply', requestId: message.requestId, text: null });
             },
           );
           return;
@@ -137,10 +149,12 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
   }
 
   try {
-    // The first worker binds the configured port (0 picks one); the others share the port it got.
-    const first = spawn(0, config);
-    const port = await first.listening;
+    // uSockets sets SO_REUSEPORT only on a non-zero port, so PORT=0 becomes a free port chosen here
+    // that every worker then binds (another process could take it in between: PORT=0 is for tests).
+    const port = config.port === 0 ? await freePort(config.host) : config.port;
     const sharedConfig: Config = { ...config, port };
+    // The first worker alone first: a port that cannot be bound fails fast, with one message.
+    await spawn(0, sharedConfig).listening;
     const rest = Array.from({ length: config.workers - 1 }, (_, i) => spawn(i + 1, sharedConfig).listening);
     await Promise.all(rest);
     started = true;

@@ -33,16 +33,16 @@ async function runWorker(): Promise<void> {
     return startFailed(err);
   }
   let portBus: PortBus | null = null;
-  const metricsWaiters = new Map<number, (text: string) => void>();
+  const metricsWaiters = new Map<number, { resolve: (text: string) => void; reject: (err: Error) => void }>();
   let nextMetricsRequest = 1;
   const deps: GatewayDeps = {
     logger: log,
     uws: workerUws.uws,
     // GET /metrics on any worker answers for the whole process (the main thread sums every worker).
     renderMetrics: () =>
-      new Promise((resolve) => {
+      new Promise((resolve, reject) => {
         const requestId = nextMetricsRequest++;
-        metricsWaiters.set(requestId, resolve);
+        metricsWaiters.set(requestId, { resolve, reject });
         send({ kind: 'metrics-request', requestId });
       }),
   };
@@ -64,10 +64,13 @@ async function runWorker(): Promise<void> {
         );
         return;
       }
-      case 'metrics-reply':
-        metricsWaiters.get(message.requestId)?.(message.text);
+      case 'metrics-reply': {
+        const waiter = metricsWaiters.get(message.requestId);
         metricsWaiters.delete(message.requestId);
+        if (message.text === null) waiter?.reject(new Error('metrics aggregation failed in the main thread'));
+        else waiter?.resolve(message.text);
         return;
+      }
       case 'shutdown': {
         void shutdown().then(
           () => {
