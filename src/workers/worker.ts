@@ -7,7 +7,7 @@ import { createLogger } from '../logger.js';
 import { loadUws } from '../uws.js';
 import type { FromWorker, ToWorker, WorkerStart } from './messages.js';
 import { createPortBus, type PortBus } from './port-bus.js';
-import { createWorkerUws } from './worker-uws.js';
+import { createWorkerUws, type WorkerUws } from './worker-uws.js';
 
 /** After 1001 went out, how long clients get to answer the close before their sockets are cut. */
 const CLOSE_HANDSHAKE_WAIT_MS = 500;
@@ -19,19 +19,20 @@ async function runWorker(): Promise<void> {
   const send = (message: FromWorker) => port.postMessage(message);
   const log = createLogger(config.logLevel, config.nodeId).child({ worker: workerId });
 
-  const startFailed = (err: unknown) => {
+  /** Reports why, closes what uWS opened and lets the thread end (ending with uWS sockets open aborts the process). */
+  const startFailed = (err: unknown, apps: WorkerUws | null) => {
     log.fatal({ err }, 'worker failed to start');
     send({ kind: 'start-failed', message: (err as Error).message });
-    // Ends the thread once nothing holds it (exiting with uWS sockets open would abort the process).
-    workerUws?.closeApps();
+    apps?.closeApps();
     port.close();
   };
-  let workerUws: ReturnType<typeof createWorkerUws> | undefined;
+  let loaded: WorkerUws;
   try {
-    workerUws = createWorkerUws(loadUws(), workerId);
+    loaded = createWorkerUws(loadUws(), workerId);
   } catch (err) {
-    return startFailed(err);
+    return startFailed(err, null);
   }
+  const workerUws = loaded;
   let portBus: PortBus | null = null;
   const metricsWaiters = new Map<number, { resolve: (text: string) => void; reject: (err: Error) => void }>();
   let nextMetricsRequest = 1;
@@ -80,7 +81,9 @@ async function runWorker(): Promise<void> {
           },
           (err: unknown) => {
             log.error({ err }, 'worker shutdown failed');
-            process.exit(1);
+            workerUws.closeApps();
+            send({ kind: 'closed' });
+            port.close();
           },
         );
         return;
@@ -94,19 +97,19 @@ async function runWorker(): Promise<void> {
    * socket (idle HTTP keep-alive ones too) is force-closed so the thread can end.
    */
   async function shutdown(): Promise<void> {
-    if (!gateway) return workerUws!.closeApps();
+    if (!gateway) return workerUws.closeApps();
     await gateway.close();
     const connections = async () => (await gateway!.metrics.connections.get()).values[0]?.value ?? 0;
     const deadline = Date.now() + CLOSE_HANDSHAKE_WAIT_MS;
     while ((await connections()) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    workerUws!.closeApps();
+    workerUws.closeApps();
   }
 
   try {
     gateway = await createGateway(config, deps);
     send({ kind: 'listening', port: await gateway.listen() });
   } catch (err) {
-    startFailed(err);
+    startFailed(err, workerUws);
   }
 }
 
