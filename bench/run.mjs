@@ -536,7 +536,7 @@ function buildReport(res) {
       r.speedup = base && base !== r ? ratio(r.eventsPerSec, base.eventsPerSec) : null;
       r.cpuSecSpeedup = base && base !== r ? ratio(r.eventsPerCpuSec, base.eventsPerCpuSec) : null;
     }
-    tables.push(`## All cores: one gateway process with WORKERS=1 and WORKERS=2 (the fan-out above: ${wk.params.clients} clients in ${wk.params.rooms} rooms, ${wk.params.measureMs / 1000} s measured)`, '',
+    tables.push(`## All cores: one gateway process with WORKERS=1 and WORKERS=2 (fan-out parameters: ${wk.params.clients} clients in ${wk.params.rooms} rooms, ${wk.params.measureMs / 1000} s measured)`, '',
       `${wk.params.repeats > 1 ? `Each ran ${wk.params.repeats}× interleaved; the median run is shown. ` : ''}\`-wN\` = WORKERS=N (worker threads on one port; in-process bus in the main thread, or one Redis reader per worker). The load generator and producer share the same 2 cores, so a second worker competes with them: events per server CPU-second is the fairer figure. \`× w1\` = this row ÷ the WORKERS=1 row of the same bus.`, '',
       table(wk.rows, [
         { key: 'eventsPerSec', title: 'delivered events/s' },
