@@ -151,6 +151,32 @@ describe('WORKERS=2 on the in-process bus', () => {
     await Promise.all(placed.map((p) => p.client.close()));
   });
 
+  it('resumes with since on the other worker: the missed events are replayed from the shared bus, no gap, no duplicate', async () => {
+    const guid = randomGuid();
+    const first = (await clientsOnEveryWorker(gateway.wsUrl, 2, 1)).find((p) => p.worker === '0')!;
+    await first.client.join(guid);
+    const publish = async (n: number) => {
+      const res = await request(`${gateway.url}/v1/projects/${guid}/events`, 'POST', { events: Array.from({ length: n }, (_, k) => ({ type: 'project_status_change', data: { k } })) }, { authorization: `Bearer ${producerToken()}` });
+      expect(res.status).toBe(202);
+      return res.body.ids as string[];
+    };
+    const before = await publish(3);
+    expect(eventIds(await first.client.waitForEvents(guid, 3))).toEqual(before);
+    await first.client.close();
+    const missed = await publish(5);
+    // Worker 0 watches the project no more; worker 1 never did: its history comes from the main thread.
+    let second = await connectPlaced(gateway.wsUrl, userToken('*', 'resumer'));
+    for (let attempt = 1; second.worker !== '1'; attempt++) {
+      if (attempt > 200) throw new Error('the kernel never handed a connection to worker 1');
+      await second.client.close();
+      second = await connectPlaced(gateway.wsUrl, userToken('*', 'resumer'));
+    }
+    const ack = await second.client.join(guid, before[2]);
+    expect(ack.data).toMatchObject({ recovered: true, replayed: 5, latestId: missed[4] });
+    const live = await publish(1);
+    expect(eventIds(await second.client.waitForEvents(guid, 6))).toEqual([...missed, ...live]);
+  });
+
   it('answers /metrics for the whole process, whichever worker answers: sums over workers', async () => {
     await until(async () => metricValue((await request(`${gateway.url}/metrics`, 'GET')).text, 'ws_connections') === 0, 5000, 'earlier clients gone');
     const placed = await clientsOnEveryWorker(gateway.wsUrl, 2, 1);
