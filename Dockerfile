@@ -8,6 +8,12 @@
 #
 #   docker build -t autocode-ws-gateway .
 #   docker run --rm -p 8080:8080 -e JWT_SECRET=... -e REDIS_URL=redis://redis:6379 autocode-ws-gateway
+#
+# One container uses every CPU it may run on: WORKERS defaults to os.availableParallelism(), which
+# follows the container's cpuset (docker run --cpuset-cpus) but not a CFS quota (--cpus): with
+# --cpus=2 on a larger host, set -e WORKERS=2 as well.
+#
+# No Docker engine ran where this file was last changed: it is kept valid by review.
 
 ARG NODE_IMAGE=node:20-bookworm-slim
 
@@ -15,6 +21,7 @@ ARG NODE_IMAGE=node:20-bookworm-slim
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
+# package.json's `prepare` skips itself here (src/ is not copied yet); the build runs below.
 RUN npm ci --no-audit --no-fund
 COPY tsconfig*.json ./
 COPY src ./src
@@ -27,6 +34,7 @@ ENV NODE_ENV=production \
     PORT=8080
 WORKDIR /app
 COPY package.json package-lock.json ./
+# Production dependencies only (no TypeScript, so `prepare` skips itself).
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
 # The live project page served at / (static files, no build step).
@@ -41,8 +49,9 @@ EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 8080) + '/healthz').then((r) => process.exit(r.status === 200 ? 0 : 1), () => process.exit(1))"]
 
-# The gateway drains on SIGTERM (closes clients with 1001, then exits). Node runs as PID 1 here and
-# handles SIGTERM itself; give the container a stop timeout longer than the drain (docker stop -t).
+# The gateway drains on SIGTERM (every worker closes its clients with 1001, then the process exits).
+# Node runs as PID 1 here and handles SIGTERM itself; give the container a stop timeout longer than
+# the drain (docker stop -t).
 STOPSIGNAL SIGTERM
 # A 4 MB young generation, as `npm start`: halves the RSS an idle connection costs (README, Operations).
 CMD ["node", "--max-semi-space-size=4", "dist/main.js"]

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // @ts-check
 /**
- * Benchmark runner: node bench/run.mjs --profile quick|full [--only connections,fanout,latency,http,profile]
+ * Benchmark runner: node bench/run.mjs --profile quick|full [--only connections,fanout,workers,latency,http,profile]
  *
  * Starts every server itself (gateway from dist/main.js and the baselines in bench/baselines/),
  * drives it with forked raw-socket load workers and an HTTP producer, and writes
@@ -9,6 +9,7 @@
  * ratio against baselines measured in the same run, because the machine is shared and noisy.
  */
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -33,7 +34,7 @@ const { values: args } = parseArgs({
   },
 });
 const PROFILE = args.profile === 'full' ? 'full' : 'quick';
-const ALL = ['connections', 'fanout', 'latency', 'http', 'profile'];
+const ALL = ['connections', 'fanout', 'workers', 'latency', 'http', 'profile'];
 const ONLY = new Set(args.only ? args.only.split(',').map((s) => s.trim()) : ALL);
 const RESULTS_DIR = path.join(BENCH_DIR, 'results');
 
@@ -44,6 +45,8 @@ const P = PROFILE === 'full' ? {
     servers: ['gateway', 'gateway-redis', 'socketio', 'ws', 'uws', 'uws-loop'] },
   latency: { clients: 2000, rooms: 20, deliveries: 30_000, warmMs: 3000, measureMs: 10_000, repeats: 3, servers: ['gateway', 'gateway-redis', 'gateway-redis-xadd', 'socketio', 'ws', 'uws'] },
   http: { conns: 64, sec: 10, servers: ['gateway', 'gateway-redis', 'socketio', 'ws', 'uws'] },
+  // The fan-out above, run by one gateway process with WORKERS=1 and WORKERS=2 (-wN = WORKERS).
+  workers: { repeats: 3, servers: ['gateway-w1', 'gateway-w2', 'gateway-redis-w1', 'gateway-redis-w2'] },
   guardMs: 45 * 60_000,
 } : {
   conn: { n: 3000, rate: 6000, holdMs: 1500, rooms: 20, servers: ['gateway', 'socketio', 'ws', 'uws'], multi: null },
@@ -51,6 +54,7 @@ const P = PROFILE === 'full' ? {
     servers: ['gateway', 'socketio', 'ws', 'uws', 'uws-loop'] },
   latency: { clients: 1000, rooms: 10, deliveries: 30_000, warmMs: 1000, measureMs: 3000, repeats: 1, servers: ['gateway', 'gateway-redis', 'gateway-redis-xadd', 'socketio', 'ws', 'uws'] },
   http: { conns: 32, sec: 3, servers: ['gateway', 'gateway-redis', 'socketio', 'ws', 'uws'] },
+  workers: { repeats: 1, servers: ['gateway-w1', 'gateway-w2', 'gateway-redis-w1', 'gateway-redis-w2'] },
   guardMs: 12 * 60_000,
 };
 
@@ -98,9 +102,34 @@ async function start(name, o = {}) {
     if (!redis) redis = await startRedis();
     await redis.flush();
   }
-  const srv = await startServer(kind, { label: name, redisUrl: needRedis && redis ? redis.url : undefined, instances: o.instances, cpuProfDir: o.cpuProfDir });
+  // `gateway-w2`, `gateway-redis-w2`: one gateway process with WORKERS=2.
+  const workers = Number(/-w(\d+)$/.exec(name)?.[1] ?? 0);
+  const srv = await startServer(kind, { label: name, redisUrl: needRedis && redis ? redis.url : undefined, instances: o.instances, cpuProfDir: o.cpuProfDir, ...(workers ? { env: { WORKERS: String(workers) } } : {}) });
   live.add(srv);
+  if (workers > 1) {
+    try { await waitForWorkers(srv.port, workers); } catch (e) { await stop(srv); throw e; }
+  }
   return srv;
+}
+
+/**
+ * /healthz answers as soon as the first worker thread listens: wait until every worker has
+ * answered (each answer names its worker in x-gateway-worker; a fresh connection per request lets
+ * the kernel pick any of them), so the load is spread over all of them from the first connection.
+ * @param {number} port @param {number} workers
+ */
+async function waitForWorkers(port, workers) {
+  const seen = new Set();
+  // Time-bound, not count-bound: a worker on Redis listens only once its bus has connected.
+  for (const deadline = Date.now() + 20_000; seen.size < workers && Date.now() < deadline;) {
+    const worker = await new Promise((resolve) => {
+      const req = http.get({ host: '127.0.0.1', port, path: '/healthz', agent: false, timeout: 1000 }, (res) => { res.resume(); resolve(res.headers['x-gateway-worker']); });
+      req.on('timeout', () => req.destroy());
+      req.on('error', () => resolve(undefined));
+    });
+    if (worker !== undefined && !seen.has(worker)) seen.add(worker); else await sleep(10);
+  }
+  if (seen.size < workers) throw new Error(`only workers ${[...seen].join(',')} of ${workers} answered /healthz`);
 }
 /** @param {import('./lib/servers.mjs').RunningServer} srv */
 async function stop(srv) { await srv.stop(); live.delete(srv); }
@@ -279,6 +308,7 @@ async function fanoutRun(name, o = {}) {
     row.eventsPerFrame = row.framesPerSec > 0 ? row.eventsPerSec / row.framesPerSec : null;
     row.mbPerSec = (s1.bytes - s0.bytes) / dt / 1e6;
     row.serverCpuPct = (100 * (p1.cpuSec - p0.cpuSec)) / dt;
+    if (redis && name.includes('redis')) row.redisCpuPct = (100 * (x1.cpuSec - x0.cpuSec)) / dt;
     row.loadgenCpuPct = (100 * (w1.cpuSec - w0.cpuSec)) / dt;
     row.machineBusyPct = busyPct(m0, m1);
     row.eventsPerCpuSec = row.serverCpuPct > 0 ? row.eventsPerSec / (row.serverCpuPct / 100) : null;
@@ -326,6 +356,12 @@ async function interleaved(servers, repeats, fn, key) {
 async function scenarioFanout() {
   const rows = await interleaved(serversWanted(P.fanout.servers), P.fanout.repeats, (n) => fanoutRun(n), 'eventsPerSec');
   return { params: { clients: P.fanout.clients, rooms: P.fanout.rooms, batch: P.fanout.batch, windowPerClient: P.fanout.windowPerClient, warmMs: P.fanout.warmMs, measureMs: P.fanout.measureMs, repeats: P.fanout.repeats }, rows };
+}
+
+// ---------------------------------------------------------------- all cores: WORKERS=1 vs WORKERS=2
+async function scenarioWorkers() {
+  const rows = await interleaved(serversWanted(P.workers.servers), P.workers.repeats, (n) => fanoutRun(n), 'eventsPerSec');
+  return { params: { clients: P.fanout.clients, rooms: P.fanout.rooms, batch: P.fanout.batch, windowPerClient: P.fanout.windowPerClient, warmMs: P.fanout.warmMs, measureMs: P.fanout.measureMs, repeats: P.workers.repeats }, rows };
 }
 
 // ---------------------------------------------------------------- CPU profile at peak fan-out
@@ -394,6 +430,7 @@ async function latencyRun(name) {
     row.ackP50 = producer.ackHist.getValueAtPercentile(50) / 1000;
     row.ackP99 = producer.ackHist.getValueAtPercentile(99) / 1000;
     row.serverCpuPct = (100 * (p1.cpuSec - p0.cpuSec)) / dt;
+    if (redis && name.includes('redis')) row.redisCpuPct = (100 * (x1.cpuSec - x0.cpuSec)) / dt;
     row.httpStatus = kv(producer.statuses);
     if (producer.behind) row.notes = `${row.notes ?? ''} producer fell behind by ${producer.behind} events`.trim();
     if (producer.samples.length) row.errSamples = producer.samples;
@@ -489,6 +526,33 @@ function buildReport(res) {
       ]), '');
     const extra = f.rows.filter((/** @type {any} */ r) => r.notes || r.samples);
     if (extra.length) tables.push(...extra.map((/** @type {any} */ r) => `- ${r.server}: ${r.notes ?? ''} ${r.samples ? 'samples: ' + JSON.stringify(r.samples) : ''} ${r.httpStatus ? 'HTTP: ' + r.httpStatus : ''}`), '');
+  }
+  if (sc.workers) {
+    const wk = sc.workers;
+    /** @param {any} r */
+    const vs = (r) => wk.rows.find((/** @type {any} */ x) => x.server === r.server.replace(/-w\d+$/, '-w1'));
+    for (const r of wk.rows) {
+      const base = vs(r);
+      r.speedup = base && base !== r ? ratio(r.eventsPerSec, base.eventsPerSec) : null;
+      r.cpuSecSpeedup = base && base !== r ? ratio(r.eventsPerCpuSec, base.eventsPerCpuSec) : null;
+    }
+    tables.push(`## All cores: one gateway process with WORKERS=1 and WORKERS=2 (fan-out parameters: ${wk.params.clients} clients in ${wk.params.rooms} rooms, ${wk.params.measureMs / 1000} s measured)`, '',
+      `${wk.params.repeats > 1 ? `Each ran ${wk.params.repeats}× interleaved; the median run is shown. ` : ''}\`-wN\` = WORKERS=N (worker threads on one port; in-process bus in the main thread, or one Redis reader per worker). The load generator and producer share the same 2 cores, so a second worker competes with them: events per server CPU-second is the fairer figure. \`× w1\` = this row ÷ the WORKERS=1 row of the same bus.`, '',
+      table(wk.rows, [
+        { key: 'eventsPerSec', title: 'delivered events/s' },
+        { key: 'speedup', title: '× w1 (events/s)', digits: 2 },
+        { key: 'serverCpuPct', title: 'server CPU %', digits: 0 },
+        { key: 'eventsPerCpuSec', title: 'events per server CPU-s' },
+        { key: 'cpuSecSpeedup', title: '× w1 (per CPU-s)', digits: 2 },
+        { key: 'redisCpuPct', title: 'redis-server CPU %', digits: 0 },
+        { key: 'loadgenCpuPct', title: 'loadgen CPU %', digits: 0 },
+        { key: 'runnerCpuPct', title: 'producer/runner CPU %', digits: 0 },
+        { key: 'completenessPct', title: 'delivered/expected %', digits: 1 },
+        { key: 'otherCpuPct', title: 'other procs CPU %', digits: 0 },
+        ...(wk.params.repeats > 1 ? [{ key: 'runs', title: 'all runs (events/s)' }] : []),
+      ]), '');
+    const extra = wk.rows.filter((/** @type {any} */ r) => r.notes);
+    if (extra.length) tables.push(...extra.map((/** @type {any} */ r) => `- ${r.server}: ${r.notes}`), '');
   }
   if (sc.connections) {
     const c = sc.connections;
@@ -623,6 +687,7 @@ function writeCharts(res, suffix) {
   const hl = (/** @type {string} */ s) => s.startsWith('gateway');
   if (sc.fanout) w(`${res.profile}-fanout.svg`, barChart(`Fan-out: delivered events/s (${sc.fanout.params.clients} clients, ${sc.fanout.params.rooms} rooms)`, 'ev/s', sc.fanout.rows.map((/** @type {any} */ r) => ({ label: r.server, value: r.eventsPerSec, highlight: hl(r.server) }))));
   if (sc.fanout) w(`${res.profile}-fanout-efficiency.svg`, barChart('Fan-out: delivered events per server CPU-second', 'ev/CPU-s', sc.fanout.rows.map((/** @type {any} */ r) => ({ label: r.server, value: r.eventsPerCpuSec, highlight: hl(r.server) }))));
+  if (sc.workers) w(`${res.profile}-workers.svg`, barChart('WORKERS=1 vs WORKERS=2: delivered events/s (same fan-out)', 'ev/s', sc.workers.rows.map((/** @type {any} */ r) => ({ label: r.server, value: r.eventsPerSec, highlight: /-w[2-9]/.test(r.server) }))));
   if (sc.connections) w(`${res.profile}-connections-rss.svg`, barChart(`Idle connection memory: server RSS KB per connection (${sc.connections.params.n} conns)`, 'KB', [...sc.connections.rows, ...(sc.connections.multi ?? [])].map((/** @type {any} */ r) => ({ label: r.server, value: r.rssPerConnKb, highlight: hl(r.server) }))));
   if (sc.latency) w(`${res.profile}-latency-p99.svg`, barChart(`Delivery latency p99 at ${sc.latency.params.targetDeliveriesPerSec} deliveries/s`, 'ms', sc.latency.rows.map((/** @type {any} */ r) => ({ label: r.server, value: r.p99, highlight: hl(r.server) }))));
   if (sc.http) w(`${res.profile}-http.svg`, barChart('HTTP publish: requests/s (autocannon)', 'req/s', sc.http.rows.map((/** @type {any} */ r) => ({ label: r.server, value: r.reqPerSec, highlight: hl(r.server) }))));
@@ -647,6 +712,7 @@ async function main() {
   try {
     if (ONLY.has('connections')) res.scenarios.connections = await scenarioConnections();
     if (ONLY.has('fanout')) res.scenarios.fanout = await scenarioFanout();
+    if (ONLY.has('workers')) res.scenarios.workers = await scenarioWorkers();
     if (ONLY.has('profile')) {
       res.cpuProfile = await scenarioProfile('gateway');
       res.cpuProfileRedis = await scenarioProfile('gateway-redis');

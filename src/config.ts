@@ -1,5 +1,6 @@
 import type { JSONSchemaType } from 'ajv';
 import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { createAjv, describeAjvErrors } from './protocol/ajv.js';
 import type { DataLimits } from './protocol/limits.js';
 import { isCidr } from './edge/client-address.js';
@@ -56,6 +57,7 @@ interface Env {
   AGENTS_URL?: string;
   AGENTS_TOKEN?: string;
   SHUTDOWN_GRACE_MS: number;
+  WORKERS?: number;
 }
 
 const envSchema: JSONSchemaType<Env> = {
@@ -110,6 +112,7 @@ const envSchema: JSONSchemaType<Env> = {
     AGENTS_URL: { type: 'string', pattern: '^wss?://', nullable: true },
     AGENTS_TOKEN: { type: 'string', minLength: 1, nullable: true },
     SHUTDOWN_GRACE_MS: { type: 'integer', minimum: 0, maximum: 600000, default: 3000 },
+    WORKERS: { type: 'integer', minimum: 1, maximum: 256, nullable: true },
   },
 };
 
@@ -167,6 +170,8 @@ export interface Config {
   readonly memoryBusMaxEvents: number;
   readonly agents?: { readonly url: string; readonly token?: string };
   readonly shutdownGraceMs: number;
+  /** uWS apps in worker threads on one port (main.ts only; createGateway is always one app). 1: no worker thread. */
+  readonly workers: number;
 }
 
 export class ConfigError extends Error {
@@ -259,6 +264,8 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     memoryBusMaxEvents: e.MEMORY_BUS_MAX_EVENTS,
     ...(e.AGENTS_URL ? { agents: { url: e.AGENTS_URL, ...(e.AGENTS_TOKEN ? { token: e.AGENTS_TOKEN } : {}) } } : {}),
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    // The CPUs this process may run on (follows affinity / a container's cpuset).
+    workers: e.WORKERS ?? availableParallelism(),
   };
   return deepFreeze(config);
 }

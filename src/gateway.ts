@@ -4,7 +4,7 @@ import { createAgentsLink } from './agents/link.js';
 import { createMemoryTicketStore, createRedisTicketStore, type TicketStore } from './auth/tickets.js';
 import { createTokenVerifier } from './auth/tokens.js';
 import type { EventBus, EventBusFactory, EventSink, NewEvent } from './bus/bus.js';
-import { createMemoryBus } from './bus/memory.js';
+import { createMemoryBus, memoryBusOptions } from './bus/memory.js';
 import type { Config } from './config.js';
 import { CloseCodes, GatewayError } from './errors.js';
 import { createMetrics, type Metrics } from './metrics.js';
@@ -28,6 +28,8 @@ export interface GatewayDeps {
   /** Builds the event bus; defaults to Redis Streams when config.redis is set, else in-process. */
   busFactory?: EventBusFactory;
   uws?: UwsModule;
+  /** Renders GET /metrics; default: this gateway's registry (a worker thread answers for the whole process). */
+  renderMetrics?: () => Promise<string>;
 }
 
 export interface Gateway {
@@ -132,6 +134,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     inflight,
     tickets: tickets.store,
     httpPerToken: config.edge.httpPerToken,
+    renderMetrics: deps.renderMetrics,
   });
   if (config.edge.allowedOrigins === 'any') log.info('ALLOWED_ORIGINS is not set: browser upgrades from any origin are accepted (clients authenticate with tokens, not cookies)');
 
@@ -191,7 +194,7 @@ async function ticketStore(config: Config): Promise<{ store: TicketStore; close:
 
 async function defaultBusFactory(config: Config, log: Logger, metrics: Metrics): Promise<EventBusFactory> {
   if (!config.redis) {
-    return (sink) => createMemoryBus(sink, { maxLen: config.stream.maxLen, maxEvents: config.memoryBusMaxEvents, maxBytes: config.memoryBusMaxBytes, idempotencyWindowS: config.idempotencyWindowS });
+    return (sink) => createMemoryBus(sink, memoryBusOptions(config));
   }
   const { createRedisBus } = await import('./bus/redis.js');
   return (sink) =>

@@ -1,10 +1,11 @@
-import { ConfigError, parseConfig } from './config.js';
+import { ConfigError, parseConfig, type Config } from './config.js';
 import { createGateway } from './gateway.js';
 import { createLogger } from './logger.js';
+import { startWorkerPool } from './workers/pool.js';
 
 /** The only module that reads the environment or touches the process. */
 async function main(): Promise<void> {
-  let config;
+  let config: Config;
   try {
     config = parseConfig(process.env);
   } catch (err) {
@@ -15,18 +16,9 @@ async function main(): Promise<void> {
     throw err;
   }
   const log = createLogger(config.logLevel, config.nodeId);
-  let gateway;
-  try {
-    gateway = await createGateway(config, { logger: log });
-    await gateway.listen();
-  } catch (err) {
-    log.fatal({ err }, 'gateway failed to start');
-    process.stderr.write(`autocode-ws-gateway: failed to start: ${(err as Error).message}\n`);
-    process.exit(1);
-  }
 
   let stopping = false;
-  const stop = (signal: string) => {
+  function stop(signal: string, exitCode = 0): void {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down');
@@ -35,16 +27,37 @@ async function main(): Promise<void> {
       process.exit(1);
     }, config.shutdownGraceMs + 5000);
     force.unref();
-    gateway.close().then(
-      () => process.exit(0),
+    // A signal during start-up (workers still coming up) waits for the start, then drains.
+    started.then((server) => server.close()).then(
+      () => process.exit(exitCode),
       (err: unknown) => {
         log.error({ err }, 'shutdown failed');
         process.exit(1);
       },
     );
-  };
+  }
+  // Installed before listening: with WORKERS > 1 the port answers as soon as the first worker
+  // listens, and a SIGTERM from then on must drain, not kill.
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+
+  const started: Promise<{ close(): Promise<void> }> = (async () => {
+    if (config.workers > 1) {
+      // WORKERS uWS apps in worker threads on one port, one bus (src/workers/).
+      return startWorkerPool(config, log, (workerId) => stop(`worker ${workerId} lost`, 1));
+    }
+    // WORKERS=1: one gateway on this thread, no worker thread at all.
+    const gateway = await createGateway(config, { logger: log });
+    await gateway.listen();
+    return gateway;
+  })();
+  try {
+    await started;
+  } catch (err) {
+    log.fatal({ err }, 'gateway failed to start');
+    process.stderr.write(`autocode-ws-gateway: failed to start: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
   process.on('uncaughtException', (err) => {
     log.fatal({ err }, 'uncaught exception');
     process.exit(1);

@@ -148,6 +148,9 @@ export async function startServer(kind, o = {}) {
     const fd = fs.openSync(logFile, 'w');
     const env = {
       ...process.env, PORT: String(port), HOST: '127.0.0.1', REUSE_PORT: 'true', ...GENEROUS_EDGE_LIMITS, JWT_SECRET, LOG_LEVEL: 'warn', NODE_ENV: 'production',
+      // One thread unless a scenario asks for more (the `workers` scenario): keeps every other
+      // gateway row comparable with earlier reports, whatever WORKERS defaults to.
+      ...(kind === 'gateway' ? { WORKERS: '1' } : {}),
       ...(o.redisUrl ? { REDIS_URL: o.redisUrl } : {}), ...(o.env ?? {}),
     };
     if (!o.redisUrl) delete env.REDIS_URL;

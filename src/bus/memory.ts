@@ -1,5 +1,6 @@
 import { compareIds, nextEventId, ZERO_ID } from '../protocol/event-id.js';
 import { envelopeJson, retainedSize, type ProjectEvent } from '../protocol/messages.js';
+import type { Config } from '../config.js';
 import { GatewayError } from '../errors.js';
 import { fingerprintEvents } from './idempotency.js';
 import { classifyHistory, type EventBus, type EventSink, type HistoryCheck, type NewEvent } from './bus.js';
@@ -15,7 +16,19 @@ interface Log {
  * The embedded bus for a single instance: per-project logs kept in memory, bounded by `maxLen`.
  * Same id format and history semantics as the Redis Streams bus, so resume works the same.
  */
-export function createMemoryBus(sink: EventSink, options: { maxLen: number; maxEvents: number; maxBytes: number; idempotencyWindowS: number }): EventBus {
+export interface MemoryBusOptions {
+  readonly maxLen: number;
+  readonly maxEvents: number;
+  readonly maxBytes: number;
+  readonly idempotencyWindowS: number;
+}
+
+/** The in-process bus's settings, from the one place that knows their names (a gateway or the worker pool). */
+export function memoryBusOptions(config: Config): MemoryBusOptions {
+  return { maxLen: config.stream.maxLen, maxEvents: config.memoryBusMaxEvents, maxBytes: config.memoryBusMaxBytes, idempotencyWindowS: config.idempotencyWindowS };
+}
+
+export function createMemoryBus(sink: EventSink, options: MemoryBusOptions): EventBus {
   /** In least-recently-published order (a publish moves its project to the end). */
   const logs = new Map<string, Log>();
   const watched = new Set<string>();

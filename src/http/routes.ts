@@ -25,6 +25,8 @@ export interface HttpDeps {
   readonly inflight: { count: number };
   readonly tickets: TicketStore;
   readonly httpPerToken: { readonly perSecond: number; readonly burst: number };
+  /** Renders GET /metrics instead of this gateway's own registry (worker threads: the whole process). */
+  readonly renderMetrics?: (() => Promise<string>) | undefined;
 }
 
 /** Health, readiness, metrics and the producer API. */
@@ -41,7 +43,7 @@ export function registerHttpRoutes(app: TemplatedApp, deps: HttpDeps): void {
   app.get('/metrics', (res) => {
     const p = pending(res);
     metrics.busReady.set(deps.bus.isReady() ? 1 : 0);
-    metrics.registry.metrics().then(
+    (deps.renderMetrics ?? (() => metrics.registry.metrics()))().then(
       (text) => {
         if (p.aborted) return;
         res.cork(() => res.writeStatus('200 OK').writeHeader('content-type', metrics.registry.contentType).end(text));

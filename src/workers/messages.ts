@@ -1,0 +1,52 @@
+import type { HistoryCheck, HistoryPage, NewEvent } from '../bus/bus.js';
+import type { AppendResult } from '../bus/idempotency.js';
+import type { ErrorCode } from '../errors.js';
+import type { Config } from '../config.js';
+import type { ProjectEvent } from '../protocol/messages.js';
+
+/**
+ * Messages between the main thread (the pool) and its worker threads, over each Worker's own
+ * MessagePort. A port delivers in order, which is what keeps a project's events in order per worker.
+ */
+
+/** What a worker thread starts from (workerData). */
+export interface WorkerStart {
+  readonly workerId: number;
+  /** The parsed configuration (workers never read the environment), with the port to share. */
+  readonly config: Config;
+  /** True: the in-process bus lives in the main thread and this worker reaches it by messages. */
+  readonly sharedMemoryBus: boolean;
+}
+
+/** Bus calls a worker makes on the main thread's in-process bus. */
+export type BusRequest =
+  | { readonly op: 'publish'; readonly guid: string; readonly events: readonly NewEvent[]; readonly idempotencyKey?: string | undefined }
+  | { readonly op: 'watch'; readonly guid: string }
+  | { readonly op: 'range'; readonly guid: string; readonly afterId: string; readonly count: number }
+  | { readonly op: 'checkHistory'; readonly guid: string; readonly afterId: string };
+
+export type BusResult = AppendResult | string | HistoryPage | HistoryCheck;
+
+/** A metric as prom-client's getMetricsAsJSON() gives it (structured-cloneable). */
+export type MetricJson = { name: string; help: string; type: string; aggregator?: string; values: unknown[] };
+
+export type FromWorker =
+  | { readonly kind: 'listening'; readonly port: number }
+  | { readonly kind: 'start-failed'; readonly message: string }
+  | { readonly kind: 'bus-request'; readonly requestId: number; readonly request: BusRequest }
+  | { readonly kind: 'bus-unwatch'; readonly guid: string }
+  /** A worker answering GET /metrics asks for the whole process's metrics. */
+  | { readonly kind: 'metrics-request'; readonly requestId: number }
+  /** A worker's own metrics, answering the main thread's collect. */
+  | { readonly kind: 'metrics-snapshot'; readonly collectId: number; readonly metrics: MetricJson[] }
+  | { readonly kind: 'closed' };
+
+export type ToWorker =
+  | { readonly kind: 'bus-reply'; readonly requestId: number; readonly ok: true; readonly value: BusResult }
+  /** code: a GatewayError's code, so a refusal (IDEMPOTENCY_KEY_REUSED, …) keeps its meaning across the port. */
+  | { readonly kind: 'bus-reply'; readonly requestId: number; readonly ok: false; readonly message: string; readonly code?: ErrorCode | undefined }
+  | { readonly kind: 'bus-events'; readonly guid: string; readonly events: ProjectEvent[] }
+  | { readonly kind: 'collect-metrics'; readonly collectId: number }
+  /** text null: the main thread could not aggregate (the worker answers 500). */
+  | { readonly kind: 'metrics-reply'; readonly requestId: number; readonly text: string | null }
+  | { readonly kind: 'shutdown' };

@@ -1,0 +1,175 @@
+import type { Logger } from 'pino';
+import net from 'node:net';
+import { Worker } from 'node:worker_threads';
+import type { Config } from '../config.js';
+import { memoryBusOptions } from '../bus/memory.js';
+import { createBusHost, type BusHost } from './bus-host.js';
+import type { FromWorker, MetricJson, ToWorker, WorkerStart } from './messages.js';
+import { aggregateWorkerMetrics } from './metrics.js';
+
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen({ port: 0, host, exclusive: true }, () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export interface WorkerPool {
+  readonly port: number;
+  readonly workers: number;
+  /** SIGTERM path: every worker stops accepting, drains and closes its sockets with 1001; resolves when all threads have ended. */
+  close(): Promise<void>;
+}
+
+/** How long a /metrics answer waits for a worker's numbers before it sums the ones it has. */
+const METRICS_COLLECT_TIMEOUT_MS = 2000;
+/** A worker that said it closed but whose thread has not ended after this long is terminated. */
+const EXIT_AFTER_CLOSE_MS = 2000;
+
+interface Running {
+  readonly workerId: number;
+  readonly thread: Worker;
+  readonly send: (message: ToWorker) => void;
+  readonly exited: Promise<number>;
+  closed: boolean;
+}
+
+/**
+ * `config.workers` gateways in worker threads on one port (uWS listens with SO_REUSEPORT, so every
+ * thread binds the same port and the kernel spreads connections over them). With the in-process bus, the bus
+ * lives here in the main thread and every worker reaches it through its port (bus-host.ts); with
+ * Redis, each worker has its own Redis connections and reader.
+ *
+ * `onWorkerLost` is called when a worker ends without being asked to: the caller shuts the rest
+ * down and exits non-zero so the orchestrator restarts the process.
+ */
+export async function startWorkerPool(config: Config, log: Logger, onWorkerLost: (workerId: number) => void): Promise<WorkerPool> {
+  const host: BusHost | null = config.redis ? null : createBusHost(memoryBusOptions(config));
+  const running = new Map<number, Running>();
+  let closing: Promise<void> | null = null;
+  /** Until every worker listens, a lost worker fails the start instead. */
+  let started = false;
+
+  // /metrics: one collect round per request, answered with whatever arrived in time.
+  const collects = new Map<number, { snapshots: MetricJson[][]; expected: number; done: () => void }>();
+  let nextCollect = 1;
+  async function processMetrics(): Promise<{ text: string }> {
+    const collectId = nextCollect++;
+    const snapshots: MetricJson[][] = [];
+    const targets = [...running.values()].filter((w) => !w.closed);
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, METRICS_COLLECT_TIMEOUT_MS);
+      collects.set(collectId, { snapshots, expected: targets.length, done: () => (clearTimeout(timer), resolve()) });
+      for (const w of targets) w.send({ kind: 'collect-metrics', collectId });
+      if (targets.length === 0) resolve();
+    });
+    collects.delete(collectId);
+    return aggregateWorkerMetrics(snapshots.filter((s) => s.length > 0), config.nodeId);
+  }
+
+  function spawn(workerId: number, workerConfig: Config): { worker: Running; listening: Promise<number> } {
+    const start: WorkerStart = { workerId, config: workerConfig, sharedMemoryBus: host !== null };
+    const thread = new Worker(new URL('./worker.js', import.meta.url), { workerData: start });
+    const send = (message: ToWorker) => thread.postMessage(message);
+    let resolveListening!: (port: number) => void;
+    let rejectListening!: (err: Error) => void;
+    const listening = new Promise<number>((resolve, reject) => {
+      resolveListening = resolve;
+      rejectListening = reject;
+    });
+    const exited = new Promise<number>((resolve) => thread.once('exit', resolve));
+    const worker: Running = { workerId, thread, send, exited, closed: false };
+    running.set(workerId, worker);
+    host?.attach(workerId, send);
+
+    thread.on('message', (message: FromWorker) => {
+      switch (message.kind) {
+        case 'listening':
+          return resolveListening(message.port);
+        case 'start-failed':
+          return rejectListening(new Error(`worker ${workerId}: ${message.message}`));
+        case 'bus-request':
+          return host?.handle(workerId, message.requestId, message.request);
+        case 'bus-unwatch':
+          return host?.unwatch(workerId, message.guid);
+        case 'metrics-request':
+          void processMetrics().then(
+            ({ text }) => send({ kind: 'metrics-reply', requestId: message.requestId, text }),
+            (err: unknown) => {
+              log.error({ err }, 'metrics aggregation failed');
+              send({ kind: 'metrics-reply', requestId: message.requestId, text: null });
+            },
+          );
+          return;
+        case 'metrics-snapshot': {
+          const collect = collects.get(message.collectId);
+          if (!collect) return;
+          collect.snapshots.push(message.metrics);
+          if (collect.snapshots.length >= collect.expected) collect.done();
+          return;
+        }
+        case 'closed':
+          worker.closed = true;
+          return;
+      }
+    });
+    thread.on('error', (err) => log.error({ err, worker: workerId }, 'worker thread failed'));
+    void exited.then((code) => {
+      running.delete(workerId);
+      host?.detach(workerId);
+      rejectListening(new Error(`worker ${workerId} exited with code ${code} before listening`));
+      if (started && !closing) {
+        log.error({ worker: workerId, code }, 'worker thread ended unexpectedly');
+        onWorkerLost(workerId);
+      }
+    });
+    return { worker, listening };
+  }
+
+  async function close(): Promise<void> {
+    const workers = [...running.values()];
+    for (const w of workers) w.send({ kind: 'shutdown' });
+    await Promise.all(
+      workers.map(async (w) => {
+        // A thread that reported closed but lingers (a handle left open) must not hold the process.
+        const watchdog = setInterval(() => {
+          if (w.closed) {
+            clearInterval(watchdog);
+            setTimeout(() => void w.thread.terminate(), EXIT_AFTER_CLOSE_MS).unref();
+          }
+        }, 50);
+        await w.exited;
+        clearInterval(watchdog);
+      }),
+    );
+    await host?.close();
+  }
+
+  try {
+    // uSockets sets SO_REUSEPORT only on a non-zero port, so PORT=0 becomes a free port chosen here
+    // that every worker then binds (another process could take it in between: PORT=0 is for tests).
+    const port = config.port === 0 ? await freePort(config.host) : config.port;
+    const sharedConfig: Config = { ...config, port };
+    // The first worker alone first: a port that cannot be bound (or that another process listens
+    // on, unless REUSE_PORT) fails fast, with one message. The others then share the port it holds.
+    await spawn(0, sharedConfig).listening;
+    const siblingConfig: Config = { ...sharedConfig, reusePort: true };
+    const rest = Array.from({ length: config.workers - 1 }, (_, i) => spawn(i + 1, siblingConfig).listening);
+    await Promise.all(rest);
+    started = true;
+    log.info({ port, workers: config.workers, bus: host ? 'memory (main thread)' : 'redis (one reader per worker)' }, 'all workers listening');
+    return {
+      port,
+      workers: config.workers,
+      close: () => (closing ??= close()),
+    };
+  } catch (err) {
+    closing ??= close();
+    await closing;
+    throw err;
+  }
+}
