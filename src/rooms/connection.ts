@@ -75,6 +75,15 @@ export function sendTo(conn: Connection, frame: string | Uint8Array): boolean {
   return status !== 2;
 }
 
+/**
+ * How many unsent bytes a replay lets build up on one socket before it waits for a drain. Small on
+ * purpose: during a reconnect storm thousands of sockets replay at once, and what they hold counts
+ * against MAX_BUFFERED_BYTES, the budget that cuts the largest holders first.
+ */
+export function replayWindowBytes(maxBackpressureBytes: number): number {
+  return Math.min(maxBackpressureBytes / 2, 256 * 1024);
+}
+
 /** Resolves once the socket's send buffer drops under `limit` (or it closes). */
 export function whenDrained(conn: Connection, limit: number): Promise<void> {
   if (!conn.ws || conn.closed || conn.ws.getBufferedAmount() < limit) return Promise.resolve();

@@ -6,7 +6,7 @@ import type { Metrics } from '../metrics.js';
 import { CODEC_NAMES, CODECS, type CodecName } from '../protocol/codec.js';
 import { compareIds } from '../protocol/event-id.js';
 import { retainedSize, type ProjectEvent } from '../protocol/messages.js';
-import { membershipOf, putMembership, removeMembership, sendTo, whenDrained, type Connection, type Membership } from './connection.js';
+import { membershipOf, putMembership, removeMembership, replayWindowBytes, sendTo, whenDrained, type Connection, type Membership } from './connection.js';
 import { roomTopic } from './topics.js';
 
 /** One project watched by this instance. */
@@ -242,7 +242,7 @@ export function createRooms(opts: RoomsOptions) {
   /** Sends already-flushed events to one socket, paced by its send buffer. */
   async function replay(conn: Connection, events: readonly ProjectEvent[]): Promise<boolean> {
     for (const frame of frames(conn.codec.name, events)) {
-      await whenDrained(conn, opts.maxBackpressureBytes / 2);
+      await whenDrained(conn, replayWindowBytes(opts.maxBackpressureBytes));
       if (!sendTo(conn, frame)) return false;
     }
     metrics.replayedEvents.inc(events.length);

@@ -14,7 +14,7 @@ import { dataProblem } from '../protocol/limits.js';
 import { isGuid, type ClientFrame, type Envelope, type FeedbackData } from '../protocol/messages.js';
 import { requestIdOf, validateClientFrame } from '../protocol/schemas.js';
 import type { Connection } from '../rooms/connection.js';
-import { membershipOf, releaseDrainWaiters, sendTo } from '../rooms/connection.js';
+import { membershipOf, releaseDrainWaiters, replayWindowBytes, sendTo } from '../rooms/connection.js';
 import type { FeedbackStatus } from '../agents/link.js';
 import type { Rooms } from '../rooms/rooms.js';
 import { errorReply, reply } from './frames.js';
@@ -280,7 +280,7 @@ export function createSocketLayer(deps: SocketDeps) {
     },
     drain(ws) {
       const conn = ws.getUserData();
-      if (conn.drainWaiters && ws.getBufferedAmount() < config.maxBackpressureBytes / 2) releaseDrainWaiters(conn);
+      if (conn.drainWaiters && ws.getBufferedAmount() < replayWindowBytes(config.maxBackpressureBytes)) releaseDrainWaiters(conn);
     },
     close(ws, code, message) {
       const conn = ws.getUserData();
