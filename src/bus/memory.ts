@@ -94,7 +94,10 @@ export function createMemoryBus(sink: EventSink, options: MemoryBusOptions): Eve
       const added: ProjectEvent[] = [];
       for (const e of input) {
         log.lastId = nextEventId(log.lastId);
-        const event: ProjectEvent = { id: log.lastId, projectGuid: guid, type: e.type, data: e.data, timestamp };
+        // With its checked JSON, an event keeps only that string (see ProjectEvent); the producer's
+        // object is not retained.
+        const event: ProjectEvent =
+          e.dataJson !== undefined ? { id: log.lastId, projectGuid: guid, type: e.type, timestamp } : { id: log.lastId, projectGuid: guid, type: e.type, data: e.data, timestamp };
         if (e.dataJson !== undefined) event.json = envelopeJson(event, e.dataJson);
         added.push(event);
       }

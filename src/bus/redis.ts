@@ -158,10 +158,10 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
     if (raw === undefined) return 'data is missing';
     const parsed = parseRawData(raw, options.dataLimits);
     if ('problem' in parsed) return parsed.problem;
-    const data = parsed.data;
     const timestamp = new Date(Number(id.slice(0, id.indexOf('-')))).toISOString();
-    const event: ProjectEvent = { id, projectGuid: guid, type, data, timestamp };
-    // `raw` parsed as a JSON object, so it can be spliced in as-is: no re-stringify per event.
+    // `raw` parsed as a JSON object within the limits, so it is spliced in as-is: no re-stringify,
+    // and the event keeps only that one string (the parsed object was only for the check).
+    const event: ProjectEvent = { id, projectGuid: guid, type, timestamp };
     event.json = envelopeJson(event, raw);
     return event;
   }

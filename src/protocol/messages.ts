@@ -33,18 +33,41 @@ export type ClientFrame =
   | { type: 'auth_refresh'; projectGuid: null; data: { token: string }; id: string | null };
 
 /**
- * A project event as it travels through the gateway. `json` and `msgpack` are the envelope encoded
- * once, lazily, and shared by every recipient and every batch it ends up in; `null` records that
- * the encoder failed, so a broken event is skipped without being retried on every flush.
+ * A project event as it travels through the gateway. Retained events (room windows, the in-process
+ * bus) are old-generation heap the GC must trace on every major collection, so an event that came
+ * through a checked entry point keeps only its encodings: `json` is the envelope serialized once
+ * and shared by every recipient and every batch; `data` is then absent and eventData() rebuilds it
+ * on the rare path that needs an object (MessagePack encoding, the agents-server). `msgpack` is
+ * built lazily, once. `null` records that an encoder failed, so a broken event is skipped without
+ * being retried on every flush.
  */
 export interface ProjectEvent {
   readonly id: string;
   readonly projectGuid: string;
   readonly type: EventType;
-  readonly data: unknown;
   readonly timestamp: string;
+  /** The data object, only for events built without their JSON (see above). */
+  readonly data?: unknown;
   json?: string | null;
   msgpack?: Uint8Array | null;
+}
+
+/** The event's data: the object it was built with, or parsed back out of its JSON envelope. */
+export function eventData(e: ProjectEvent): unknown {
+  if (e.data !== undefined || typeof e.json !== 'string') return e.data;
+  const start = ENVELOPE_PREFIX + e.type.length + e.projectGuid.length;
+  const end = e.json.length - (ENVELOPE_SUFFIX + e.timestamp.length + e.id.length);
+  return JSON.parse(e.json.slice(start, end));
+}
+
+// The envelope is built by envelopeJson() below: data sits between a prefix and a suffix whose
+// fixed parts are measured here, once, from the template itself.
+const EMPTY_ENVELOPE = envelopeJson({ type: '' as EventType, projectGuid: '', timestamp: '', id: '' }, '');
+const ENVELOPE_PREFIX = EMPTY_ENVELOPE.indexOf('"data":') + '"data":'.length;
+const ENVELOPE_SUFFIX = EMPTY_ENVELOPE.length - ENVELOPE_PREFIX;
+
+export function eventEnvelope(e: ProjectEvent): Envelope<EventType> {
+  return { type: e.type, projectGuid: e.projectGuid, data: eventData(e), timestamp: e.timestamp, id: e.id };
 }
 
 /**
@@ -55,17 +78,13 @@ export function retainedSize(e: ProjectEvent): number {
   return (e.json?.length ?? 256) + 64;
 }
 
-export function eventEnvelope(e: ProjectEvent): Envelope<EventType> {
-  return { type: e.type, projectGuid: e.projectGuid, data: e.data, timestamp: e.timestamp, id: e.id };
-}
-
 /**
  * The envelope as JSON. Only `data` goes through JSON.stringify: the other fields are an enum
  * value, a validated GUID, an ISO date and a canonical id, none of which needs escaping, so no
  * intermediate envelope object is allocated on the hot path. Throws if `data` cannot be encoded.
  */
 export function eventJson(e: ProjectEvent): string {
-  return envelopeJson(e, JSON.stringify(e.data) ?? 'null');
+  return envelopeJson(e, JSON.stringify(eventData(e)) ?? 'null');
 }
 
 /** `dataJson` must be valid JSON (a producer's raw `data` field once it has parsed). */

@@ -195,7 +195,9 @@ export async function spawnGateway(
 
   const child = spawn(process.execPath, [entry], {
     cwd: REPO_ROOT,
-    env: { ...process.env, ...GENEROUS_EDGE_LIMITS, ...env },
+    // One thread per gateway process unless a test asks for WORKERS: the suites that start three
+    // processes would otherwise run six uWS threads on two cores (test/workers.test.ts covers WORKERS).
+    env: { ...process.env, ...GENEROUS_EDGE_LIMITS, WORKERS: '1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   trackChild(child);
