@@ -97,6 +97,8 @@ describe('agents relay: three gateway processes, one Redis, a stand-in agents-se
     expect(accepted.size).toBe(500);
     // Accepted means stored: all 500 are in Redis before any agents-server exists.
     expect(await undelivered()).toBe(500);
+    // Anyone can XADD: an entry the gateways did not write is logged and removed, never a poison pill.
+    await redis.cli('XADD', feedbackKey(0), '*', 'junk', 'not a feedback');
 
     const standIn = await startAgents({ onFeedback: replyToSender });
     await until(() => standIn.processed.size >= 500, 20000, 'all 500 feedbacks at the agents-server');

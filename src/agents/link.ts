@@ -27,6 +27,8 @@ export interface AgentsLink {
   /** Sends one frame; false if the link is not open (the caller keeps what must not be lost). */
   send(frame: { type: string; projectGuid: string | null; data: unknown; id: string | null; timestamp?: string }): boolean;
   isOpen(): boolean;
+  /** Bytes queued on the socket and not yet written (0 when closed). */
+  bufferedAmount(): number;
   close(): void;
 }
 
@@ -148,6 +150,7 @@ export function createAgentsLink(options: AgentsLinkOptions): AgentsLink {
   return {
     send,
     isOpen: () => open,
+    bufferedAmount: () => socket?.bufferedAmount ?? 0,
     close() {
       closed = true;
       if (retryTimer) clearTimeout(retryTimer);

@@ -87,6 +87,16 @@ return redis.call('XADD', KEYS[1], '*', '${FIELD_FEEDBACK_ID}', ARGV[2], '${FIEL
 type Entry = [id: string, fields: string[]];
 type GroupReply = [key: string, entries: Entry[]][];
 
+/** A field/value reply (RESP2 flat list, or RESP3 map as a flat list or an object) as an object. */
+function fieldsOf(row: unknown): Record<string, unknown> {
+  if (Array.isArray(row)) {
+    const out: Record<string, unknown> = {};
+    for (let i = 0; i + 1 < row.length; i += 2) out[String(row[i])] = row[i + 1];
+    return out;
+  }
+  return row && typeof row === 'object' ? (row as Record<string, unknown>) : {};
+}
+
 /**
  * XREADGROUP's reply as [key, entries] pairs. Over RESP2 it is a list of pairs; over RESP3 (a map)
  * ioredis flattens it to [key, entries, key, entries, …]. Both are accepted.
@@ -114,13 +124,18 @@ export function createRedisOutbox(
   if (!('autocodeFeedbackAppend' in cmd)) cmd.defineCommand('autocodeFeedbackAppend', { numberOfKeys: 1, lua: APPEND_LUA });
   const append = (cmd as unknown as { autocodeFeedbackAppend(key: string, max: number, fid: string, body: string): Promise<string | null> }).autocodeFeedbackAppend.bind(cmd);
 
-  /** Sent over this instance's link and not acked yet: feedback id → where it is stored. */
-  const inflight = new Map<string, { key: string; entryId: string }>();
+  /**
+   * Sent over this instance's link and not acked yet: feedback id → where it is stored and when it
+   * was sent. Entries older than twice the claim idle time are forgotten: by then another instance
+   * (or this one) has claimed and resent them, so the ack will come for that delivery.
+   */
+  const inflight = new Map<string, { key: string; entryId: string; sentAt: number }>();
   let deliver: DeliverFeedback | null = null;
   let session = 0;
   let running = true;
   let groupsReady = false;
   let wakeReader: (() => void) | null = null;
+  let nextCleanupAt = 0;
   let lastErrorLog = 0;
 
   const logError = (msg: string, err: unknown) => {
@@ -177,7 +192,7 @@ export function createRedisOutbox(
         ok = false;
         break;
       }
-      inflight.set(record.feedbackId, { key, entryId });
+      inflight.set(record.feedbackId, { key, entryId, sentAt: Date.now() });
       metrics.feedbackSent.inc();
       if (redelivery) metrics.feedbackRedeliveries.inc();
     }
@@ -210,6 +225,31 @@ export function createRedisOutbox(
         if (entries.length && !(await sendEntries(key, entries, true, mySession))) return;
         if (next === '0-0') break;
         cursor = next;
+      }
+    }
+  }
+
+  function forgetStale(): void {
+    const before = Date.now() - 2 * options.claimIdleMs;
+    for (const [fid, at] of inflight) if (at.sentAt < before) inflight.delete(fid);
+    metrics.feedbackInflight.set(inflight.size);
+  }
+
+  /**
+   * Consumers are never removed by Redis. One with nothing pending and silent for a long time is an
+   * instance that is gone (a live one touches the group every second): removed so XINFO stays readable.
+   * A consumer with pending entries is never removed (that would make them unclaimable).
+   */
+  async function removeGoneConsumers(): Promise<void> {
+    const goneAfterMs = Math.max(10 * options.claimIdleMs, 600_000);
+    for (const key of keys) {
+      const rows = (await cmd.call('XINFO', 'CONSUMERS', key, FEEDBACK_GROUP)) as unknown[];
+      for (const row of rows) {
+        const info = fieldsOf(row);
+        const name = typeof info.name === 'string' ? info.name : null;
+        if (name && name !== nodeId && Number(info.pending) === 0 && Number(info.idle) > goneAfterMs) {
+          await cmd.call('XGROUP', 'DELCONSUMER', key, FEEDBACK_GROUP, name);
+        }
       }
     }
   }
@@ -249,9 +289,15 @@ export function createRedisOutbox(
         while (running && session === mySession) {
           if (Date.now() >= nextClaimAt) {
             nextClaimAt = Date.now() + Math.max(100, options.claimIdleMs / 2);
+            forgetStale();
             await claimStale(mySession);
+            if (Date.now() >= nextCleanupAt) {
+              nextCleanupAt = Date.now() + 60_000;
+              await removeGoneConsumers();
+            }
           }
           if (inflight.size >= options.maxInflight) {
+            forgetStale();
             await sleep(20);
             continue;
           }
@@ -292,6 +338,8 @@ export function createRedisOutbox(
   return {
     durable: true,
     async accept(input) {
+      // Fail at once while Redis is away rather than after the reconnect attempts (the user retries).
+      if (cmd.status !== 'ready') throw new GatewayError('UNAVAILABLE', 'feedback store (Redis) unavailable; not accepted, retry later');
       const record = newRecord(input, nodeId);
       let entryId: string | null;
       try {
@@ -307,6 +355,8 @@ export function createRedisOutbox(
     attach(d) {
       deliver = d;
       session++;
+      // What this consumer still owns is read again from its pending list and resent.
+      inflight.clear();
       wakeReader?.();
     },
     detach() {

@@ -13,7 +13,7 @@ export function createRedisClient(redis: NonNullable<Config['redis']>, nodeId: s
   const retryStrategy = (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000) + Math.floor(Math.random() * 100);
   const blocking = role !== 'cmd';
   const common = {
-    connectionName: `${nodeId}:${role}`,
+    connectionName: `${nodeId}:agents-${role}`,
     retryStrategy,
     // Commands on the command connection fail fast while Redis is down (feedback is then refused,
     // never accepted); the reader and the subscriber wait for the reconnect instead.

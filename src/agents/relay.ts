@@ -15,6 +15,9 @@ import { createRedisClient, type RedisClient } from './redis-clients.js';
 import { createReplies } from './replies.js';
 import { createSubscriptions, type CursorStore } from './subscriptions.js';
 
+/** A history replay to the agents-server pauses while more than this is waiting in the link's send buffer. */
+const REPLAY_BUFFER_BYTES = 4 * 1024 * 1024;
+
 /** What the user is told when their feedback is taken (docs/agents.md). */
 export interface FeedbackAcceptance {
   /** 'accepted': stored durably (Redis). 'queued': held in this process's memory only (no Redis). */
@@ -60,7 +63,7 @@ export function createAgentsRelay(options: {
   const redisConfig = config.redis;
   const clients: RedisClient[] = [];
   const client = (role: string) => {
-    const c = createRedisClient(redisConfig!, config.nodeId, `agents-${role}`, log);
+    const c = createRedisClient(redisConfig!, config.nodeId, role, log);
     clients.push(c);
     return c;
   };
@@ -134,6 +137,9 @@ export function createAgentsRelay(options: {
     cursors,
     send: (frame) => link.send(frame),
     onSent: () => metrics.projectUpdatesSent.inc(),
+    drained: async () => {
+      while (link.isOpen() && link.bufferedAmount() > REPLAY_BUFFER_BYTES) await new Promise((r) => setTimeout(r, 10));
+    },
   });
 
   function sendFeedback(record: FeedbackRecord, redelivery: boolean): boolean {

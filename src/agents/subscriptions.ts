@@ -41,6 +41,8 @@ export function createSubscriptions(options: {
   /** Sends a frame upstream; false if the link is gone. */
   send: (frame: UpdateFrame | { type: 'subscribed' | 'error'; projectGuid: string | null; id: string | null; data: unknown }) => boolean;
   onSent: () => void;
+  /** Resolves when the link can take more (a replay of a long history must not fill memory). */
+  drained: () => Promise<void>;
 }) {
   const { bus, log } = options;
   const subs = new Map<string, Subscription>();
@@ -84,6 +86,8 @@ export function createSubscriptions(options: {
       let replayed = 0;
       // Replay up to the newest event the sink had delivered when the watch began; everything later arrives live.
       while (compareIds(sub.cursor, latest) < 0) {
+        await options.drained();
+        if (!current()) return;
         const page = await bus.range(guid, sub.cursor, options.historyPageSize);
         if (!current()) return;
         const upTo = page.events.filter((e) => compareIds(e.id, latest) <= 0);

@@ -1,0 +1,51 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connect, randomGuid, startGateway, until, userToken, type StartedGateway } from './helpers/gateway.js';
+import { startAgentsStandIn, type AgentsStandIn } from './helpers/agents-server.js';
+import { startRedis, type RedisServer } from './helpers/redis.js';
+
+/** The durable outbox when Redis itself fails: one in-process gateway, its own Redis, a stand-in agents-server. */
+describe('agents relay when Redis fails', () => {
+  let redis: RedisServer;
+  let standIn: AgentsStandIn;
+  let g: StartedGateway;
+  beforeAll(async () => {
+    redis = await startRedis();
+    standIn = await startAgentsStandIn();
+    g = await startGateway({ REDIS_URL: redis.url, AGENTS_URL: standIn.url, AGENTS_RECONNECT_MAX_MS: '300', FEEDBACK_CLAIM_IDLE_MS: '1000' });
+  });
+  afterAll(async () => {
+    await g?.close();
+    await standIn?.stop();
+    await redis?.stop();
+  });
+
+  it('refuses feedback it cannot store while Redis is down, and stores and delivers again after Redis comes back empty', async () => {
+    await until(() => standIn.openLinks().length === 1, 5000, 'link');
+    const guid = randomGuid();
+    const c = await connect(g.wsUrl, userToken('*', 'dora'));
+    const ok = await c.request({ type: 'user_feedback', id: 'before', projectGuid: guid, data: { content: 'before' } }, 'user_feedback_response');
+    expect(ok.data.status).toBe('accepted');
+    await until(() => standIn.processed.has(ok.data.feedbackId), 5000, 'first feedback delivered');
+
+    await redis.kill();
+    const refused = await c.request({ type: 'user_feedback', id: 'during', projectGuid: guid, data: { content: 'during' } }, 'user_feedback_response', 15000);
+    // Not stored, so never "accepted": the user is told to retry.
+    expect(refused).toMatchObject({ type: 'error', id: 'during', data: { code: 'UNAVAILABLE' } });
+
+    // Redis restarts without its data: the consumer group is gone too and is created again.
+    await redis.restart();
+    let after: string | null = null;
+    await until(
+      async () => {
+        const res = await c.request({ type: 'user_feedback', id: `after-${Date.now()}`, projectGuid: guid, data: { content: 'after' } }, 'user_feedback_response', 6000);
+        if (res.type === 'user_feedback_response') after = res.data.feedbackId;
+        return after !== null;
+      },
+      15000,
+      'feedback accepted again',
+    );
+    await until(() => standIn.processed.has(after!), 10000, 'feedback after the restart delivered');
+    expect([...standIn.processed.values()].some((f) => f.data.content === 'during')).toBe(false);
+    await c.close();
+  });
+});
