@@ -1,7 +1,10 @@
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { connect, randomGuid, startGateway, until, userToken } from './helpers/gateway.js';
 import { startAgentsStandIn } from './helpers/agents-server.js';
 import { freePort } from './helpers/ports.js';
+import { trackChild } from './helpers/processes.js';
 
 /** The agents relay in one in-process gateway without Redis (the in-memory outbox), against a stand-in agents-server. */
 describe('agents relay without Redis', () => {
@@ -120,6 +123,37 @@ describe('agents relay without Redis', () => {
     } finally {
       await g.close();
       await standIn.stop();
+    }
+  });
+});
+
+describe('the echo agent (npm run echo-agent)', () => {
+  it('acks, answers the sender and posts to the room: the whole round trip', async () => {
+    const port = await freePort();
+    const echo = spawn(process.execPath, [fileURLToPath(new URL('../dist/agents/echo-agent.js', import.meta.url))], { env: { ...process.env, ECHO_AGENT_PORT: String(port) }, stdio: ['ignore', 'pipe', 'inherit'] });
+    trackChild(echo);
+    let output = '';
+    echo.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const g = await startGateway({ AGENTS_URL: `ws://127.0.0.1:${port}/gateway`, AGENTS_RECONNECT_MAX_MS: '200' });
+    try {
+      await until(() => output.includes('hello'), 10000, 'the echo agent to see the gateway');
+      const guid = randomGuid();
+      const c = await connect(g.wsUrl, userToken('*', 'eve'));
+      await c.join(guid);
+      const accepted = await c.request({ type: 'user_feedback', id: 'echo-1', projectGuid: guid, data: { content: 'hello agents' } }, 'user_feedback_response');
+      expect(accepted.data).toMatchObject({ status: 'queued', feedbackId: expect.any(String) });
+      const reply = await c.next((f) => f.type === 'user_feedback_response' && f.data.status === 'processed');
+      expect(reply).toMatchObject({ id: 'echo-1', projectGuid: guid, data: { feedbackId: accepted.data.feedbackId, text: 'echo: hello agents' } });
+      const [roomMessage] = await c.waitForEvents(guid, 1);
+      expect(roomMessage).toMatchObject({ type: 'agent_message', data: { agent: 'echo', text: 'eve said: hello agents' } });
+      // It subscribed to the project: later events reach it as project_update.
+      await until(() => output.includes('subscribed'), 5000, 'the echo agent to subscribe');
+      await g.gw.publish(guid, { type: 'project_stage_update', data: { stage: 'review' } });
+      await until(() => output.includes('"stage":"review"'), 5000, 'the echo agent to print the project_update');
+      await c.close();
+    } finally {
+      await g.close();
+      echo.kill('SIGTERM');
     }
   });
 });
