@@ -7,6 +7,8 @@ import type { RedisClient } from './redis-clients.js';
 
 /** At most this many replies are kept per offline user (the oldest go first). */
 export const OFFLINE_REPLIES_PER_USER = 100;
+/** Without Redis: offline users with kept replies, at most. */
+const MEMORY_INBOX_USERS = 10_000;
 
 export type ReplyOutcome = 'live' | 'stored' | 'dropped';
 
@@ -126,6 +128,12 @@ export function createReplies(options: {
         if (deliverLocal(userId, envelope) > 0) outcome = 'live';
         else if (options.offlineWindowS <= 0) outcome = 'dropped';
         else {
+          if (memoryInbox.size >= MEMORY_INBOX_USERS && !memoryInbox.has(userId)) {
+            // Bounded however many user ids an agents-server invents: expired first, then the oldest user.
+            const now = Date.now();
+            for (const [u, kept] of memoryInbox) if (kept.every((r) => r.expiresAt <= now)) memoryInbox.delete(u);
+            if (memoryInbox.size >= MEMORY_INBOX_USERS) memoryInbox.delete(memoryInbox.keys().next().value as string);
+          }
           const kept = memoryInbox.get(userId) ?? [];
           kept.push({ envelope, expiresAt: Date.now() + options.offlineWindowS * 1000 });
           if (kept.length > OFFLINE_REPLIES_PER_USER) kept.shift();
