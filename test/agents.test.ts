@@ -47,6 +47,25 @@ describe('agents relay without Redis', () => {
     }
   });
 
+  it('refuses feedback over the data limits before storing anything', async () => {
+    const standIn = await startAgentsStandIn();
+    const g = await startGateway({ AGENTS_URL: standIn.url, MAX_EVENT_DATA_BYTES: '1024' });
+    try {
+      await until(() => standIn.openLinks().length === 1, 5000, 'link');
+      const c = await connect(g.wsUrl, userToken('*', 'big'));
+      const guid = randomGuid();
+      const tooBig = await c.request({ type: 'user_feedback', id: 'big-1', projectGuid: guid, data: { content: 'x'.repeat(2000) } }, 'user_feedback_response');
+      expect(tooBig).toMatchObject({ type: 'error', data: { code: 'PAYLOAD_TOO_LARGE' } });
+      const small = await c.request({ type: 'user_feedback', id: 'big-2', projectGuid: guid, data: { content: 'small' } }, 'user_feedback_response');
+      await until(() => standIn.processed.has(small.data.feedbackId), 5000, 'the small one delivered');
+      expect(standIn.deliveries.map((d) => d.data.requestId)).toEqual(['big-2']);
+      await c.close();
+    } finally {
+      await g.close();
+      await standIn.stop();
+    }
+  });
+
   it('relays an agent_message without userId to the project room, a targeted one to the user only, and skips hostile frames', async () => {
     const standIn = await startAgentsStandIn();
     const g = await startGateway({ AGENTS_URL: standIn.url });

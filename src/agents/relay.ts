@@ -194,6 +194,13 @@ export function createAgentsRelay(options: {
 
   return {
     async acceptFeedback(f) {
+      // The same data limits as every other entry point (meta's shape was checked on arrival; its size is checked here).
+      try {
+        encodeCheckedData(f.data, config.dataLimits, 'data');
+      } catch (err) {
+        metrics.feedbackRefused.inc({ code: toGatewayError(err).code });
+        throw err;
+      }
       const { feedbackId, durable } = await outbox
         .accept({
           projectGuid: f.projectGuid,
@@ -216,7 +223,14 @@ export function createAgentsRelay(options: {
       presence.closed(conn);
       replies.untrack(conn);
     },
-    deliver: (guid, events) => subscriptions.deliver(guid, events),
+    deliver(guid, events) {
+      // Called from the bus sink: a failure here must not reach the bus (or the rooms after it).
+      try {
+        subscriptions.deliver(guid, events);
+      } catch (err) {
+        log.error({ err, projectGuid: guid }, 'agents relay: project_update delivery failed');
+      }
+    },
     isConnected: () => link.isOpen(),
     async close() {
       link.close();
