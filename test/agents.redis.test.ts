@@ -49,3 +49,38 @@ describe('agents relay when Redis fails', () => {
     await c.close();
   });
 });
+
+describe('agents relay: graceful shutdown hands unacked feedback over', () => {
+  it('lets another instance take over unacked feedback at once instead of after the claim idle time', async () => {
+    const redis = await startRedis();
+    const standIn = await startAgentsStandIn({ autoAck: false, refuse: (node) => node !== 'leaving' });
+    const env = { REDIS_URL: redis.url, AGENTS_URL: standIn.url, AGENTS_RECONNECT_MAX_MS: '200', FEEDBACK_CLAIM_IDLE_MS: '60000' };
+    const leaving = await startGateway({ ...env, NODE_ID: 'leaving' });
+    const staying = await startGateway({ ...env, NODE_ID: 'staying' });
+    try {
+      await until(() => !!standIn.linkOf('leaving'), 5000, 'link of the leaving instance');
+      const c = await connect(staying.wsUrl, userToken('*', 'fay'));
+      const res = await c.request({ type: 'user_feedback', id: 'h-1', projectGuid: randomGuid(), data: { content: 'hand me over' } }, 'user_feedback_response');
+      const fid = res.data.feedbackId as string;
+      await until(() => standIn.deliveredBy.get(fid) === 'leaving', 5000, 'delivered by the leaving instance, not acked');
+
+      await leaving.close();
+      standIn.options.refuse = () => false;
+      standIn.options.autoAck = true;
+      // Well before the 60 s claim idle time: the staying instance claims it on its first round.
+      await until(() => standIn.deliveries.some((d) => d.data.feedbackId === fid && d.data.redelivery === true), 10000, 'redelivered by the staying instance');
+      const undelivered = async () => (await Promise.all([0, 1, 2, 3].map((shard) => redis.cli('XLEN', `autocode:{feedback:${shard}}:stream`)))).reduce((sum, n) => sum + Number(n), 0);
+      await until(async () => (await undelivered()) === 0, 5000, 'acked');
+      const metrics = await (await fetch(`${staying.httpUrl}/metrics`)).text();
+      expect(metrics).toMatch(/feedback_redeliveries_total\{[^}]*\} [1-9]/);
+      expect(metrics).toMatch(/feedback_acked_total\{[^}]*\} [1-9]/);
+      expect(metrics).toMatch(/agents_link_up\{[^}]*\} 1/);
+      await c.close();
+    } finally {
+      await staying.close();
+      await leaving.close();
+      await standIn.stop();
+      await redis.stop();
+    }
+  });
+});

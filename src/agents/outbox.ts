@@ -387,8 +387,25 @@ export function createRedisOutbox(
       wakeReader?.();
       reader.disconnect();
       await loop.catch(() => {});
+      await releaseOwnPending().catch((err: unknown) => logError('agents relay: could not hand over unacked feedback on shutdown (claimed after the idle time instead)', err));
     },
   };
+
+  /**
+   * On a graceful shutdown: marks this consumer's unacked entries as idle for the full claim time
+   * (XCLAIM … IDLE), so the next claim round of any other instance takes them over at once instead of
+   * after FEEDBACK_CLAIM_IDLE_MS. They stay pending (nothing is lost if nobody is there to take them).
+   */
+  async function releaseOwnPending(): Promise<void> {
+    if (cmd.status !== 'ready') return;
+    for (const key of keys) {
+      const rows = (await cmd.call('XPENDING', key, FEEDBACK_GROUP, '-', '+', 10000, nodeId)) as [string, ...unknown[]][];
+      const ids = rows.map((r) => r[0]);
+      for (let i = 0; i < ids.length; i += 500) {
+        await cmd.call('XCLAIM', key, FEEDBACK_GROUP, nodeId, 0, ...ids.slice(i, i + 500), 'IDLE', options.claimIdleMs, 'JUSTID');
+      }
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
