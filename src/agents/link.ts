@@ -32,6 +32,9 @@ export interface AgentsLink {
   close(): void;
 }
 
+/** Bytes waiting in the link's send buffer beyond which the agents-server counts as not reading. */
+const MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
+
 /** Backoff with equal jitter: half the exponential delay fixed, half random, so instances spread out. */
 export function reconnectDelay(attempt: number, maxMs: number): number {
   const ceiling = Math.min(maxMs, 200 * 2 ** Math.min(attempt, 16));
@@ -141,6 +144,13 @@ export function createAgentsLink(options: AgentsLinkOptions): AgentsLink {
 
   function send(frame: { type: string; projectGuid: string | null; data: unknown; id: string | null; timestamp?: string }): boolean {
     if (!open || !socket || socket.readyState !== WebSocket.OPEN) return false;
+    if (socket.bufferedAmount > MAX_BUFFERED_BYTES) {
+      // An agents-server that stopped reading: drop the link rather than grow memory without bound.
+      // Everything unacked is sent again on the next link; subscriptions resume from their position.
+      log.warn({ bufferedBytes: socket.bufferedAmount }, 'agents-server is not reading; closing the link');
+      socket.terminate();
+      return false;
+    }
     socket.send(JSON.stringify({ timestamp: new Date().toISOString(), ...frame }));
     return true;
   }
