@@ -160,7 +160,8 @@ describe('agents relay: three gateway processes, one Redis, a stand-in agents-se
     const bobOnA = await user(gateways[0]!, 'bob');
     await bobOnC.join(guid);
     await aliceOnC1.join(guid);
-    await sleep(200); // subscriptions of the users' reply channels are in place
+    // Both instances holding alice's connections have subscribed to her reply channel.
+    await until(async () => (await redis.cli('PUBSUB', 'NUMSUB', 'autocode:{user:alice}:replies')).endsWith('2'), 5000, 'alice\'s reply channel subscribed on B and C');
 
     const linkA = standIn.linkOf('gw-0')!;
     standIn.send(linkA, { type: 'user_feedback_response', projectGuid: guid, userId: 'alice', id: 'req-42', data: { feedbackId: 'f-42', text: 'for alice only' } });
