@@ -211,7 +211,7 @@ describe('agents relay: three gateway processes, one Redis, a stand-in agents-se
     expect(updates().map((f) => f.data.event.n)).toEqual([1, 2, 3, 4, 5]);
     expect(updates()[0]!.data.eventType).toBe('project_stage_update');
     standIn.send(link, { type: 'project_update_ack', projectGuid: guid, data: { eventId: ids[4] } });
-    await sleep(200);
+    await until(async () => (await redis.cli('HGET', 'autocode:{agents}:cursors', guid)) === ids[4], 5000, 'the confirmed position stored');
 
     // Outage: the agents-server is gone while five more events are appended (one through a gateway's HTTP API).
     await stopAgents();
