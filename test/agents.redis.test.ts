@@ -11,7 +11,7 @@ describe('agents relay when Redis fails', () => {
   beforeAll(async () => {
     redis = await startRedis();
     standIn = await startAgentsStandIn();
-    g = await startGateway({ REDIS_URL: redis.url, AGENTS_URL: standIn.url, AGENTS_RECONNECT_MAX_MS: '300', FEEDBACK_CLAIM_IDLE_MS: '1000' });
+    g = await startGateway({ REDIS_URL: redis.url, AGENTS_URL: standIn.url, AGENTS_RECONNECT_MAX_MS: '300', FEEDBACK_CLAIM_IDLE_MS: '1000', PRESENCE_EXPIRY_MS: '1500' });
   });
   afterAll(async () => {
     await g?.close();
@@ -47,6 +47,38 @@ describe('agents relay when Redis fails', () => {
     await until(() => standIn.processed.has(after!), 10000, 'feedback after the restart delivered');
     expect([...standIn.processed.values()].some((f) => f.data.content === 'during')).toBe(false);
     await c.close();
+  });
+
+  it('rebuilds presence from the instances\' own counts after Redis comes back empty', async () => {
+    await until(() => standIn.openLinks().length === 1, 5000, 'link');
+    const link = standIn.openLinks()[0]!;
+    const guid = randomGuid();
+    const presenceOf = () => {
+      // The latest word on the project: a change for it, or a snapshot (where its absence means nobody).
+      const frame = link.frames.filter((f) => f.type === 'project_status_sync' && (f.data.kind === 'snapshot' || f.projectGuid === guid)).at(-1);
+      if (!frame) return undefined;
+      if (frame.data.kind === 'change') return frame.data.users.join();
+      return (frame.data.projects.find((p: { projectGuid: string }) => p.projectGuid === guid)?.users ?? []).join();
+    };
+    const leaving = await connect(g.wsUrl, userToken('*', 'gus'));
+    await leaving.join(guid);
+    await until(() => presenceOf() === 'gus', 5000, 'gus online');
+
+    await redis.kill();
+    await leaving.close(); // recorded only locally: Redis is down
+    const joining = await connect(g.wsUrl, userToken('*', 'hal'));
+    await joining.join(guid).catch(() => undefined); // the room's join needs Redis; retried below
+    await redis.restart();
+    await until(
+      async () => {
+        const ack = await joining.request({ type: 'join_project', id: `j-${Date.now()}`, projectGuid: guid }, 'join_project', 3000).catch(() => null);
+        return ack?.type === 'join_project';
+      },
+      15000,
+      'hal joined after the restart',
+    );
+    await until(() => presenceOf() === 'hal', 10000, 'presence rebuilt: hal online, gus gone');
+    await joining.close();
   });
 });
 

@@ -34,7 +34,7 @@ const NOW_MS = `local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 +
 
 // A node-level change: this node's first connection of a user in a project joined (online) or its
 // last one left. Refused (-1) when the node is not registered (it was reaped as dead while alive, or
-// has not registered yet): the caller registers and announces all its users again.
+// has not registered yet): the caller rewrites its whole entry (RECONCILE_LUA).
 // KEYS nodes, node hash, seq; ARGV node, field, '1'|'0', channel.
 const CHANGE_LUA = `
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return -1 end
@@ -50,6 +50,34 @@ return seq
 // registered. KEYS nodes; ARGV node.
 const HEARTBEAT_LUA = `${NOW_MS}
 return redis.call('ZADD', KEYS[1], now, ARGV[1])
+`;
+
+// Makes this node's entry exactly `fields` (ARGV[3..]) and registers it: a change for every field
+// added or removed. Used at startup (a previous run under this NODE_ID may have left users behind),
+// after this node was reaped while alive, and after a change could not be recorded.
+// KEYS nodes, node hash, seq; ARGV node, channel, fields…
+const RECONCILE_LUA = `${NOW_MS}
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+local want = {}
+for i = 3, #ARGV do want[ARGV[i]] = true end
+for _, field in ipairs(redis.call('HKEYS', KEYS[2])) do
+  if want[field] then
+    want[field] = nil
+  else
+    redis.call('HDEL', KEYS[2], field)
+    local seq = redis.call('INCR', KEYS[3])
+    redis.call('PUBLISH', ARGV[2], cjson.encode({seq = seq, node = ARGV[1], field = field, online = false}))
+  end
+end
+for i = 3, #ARGV do
+  if want[ARGV[i]] then
+    want[ARGV[i]] = nil
+    redis.call('HSET', KEYS[2], ARGV[i], '1')
+    local seq = redis.call('INCR', KEYS[3])
+    redis.call('PUBLISH', ARGV[2], cjson.encode({seq = seq, node = ARGV[1], field = ARGV[i], online = true}))
+  end
+end
+return 1
 `;
 
 // Removes nodes (each user they had goes offline, one change each): those silent for expiry ms, or
@@ -83,6 +111,7 @@ return out
 type Scripts = {
   autocodePresenceChange(nodes: string, hash: string, seq: string, node: string, field: string, online: string, channel: string): Promise<number>;
   autocodePresenceHeartbeat(nodes: string, node: string): Promise<number>;
+  autocodePresenceReconcile(nodes: string, hash: string, seq: string, node: string, channel: string, ...fields: string[]): Promise<number>;
   autocodePresenceRemove(nodes: string, seq: string, hashPrefix: string, expiryMs: number, channel: string, node: string): Promise<number>;
   autocodePresenceSnapshot(nodes: string, seq: string, hashPrefix: string): Promise<[number, ...(string | string[])[]]>;
 };
@@ -135,6 +164,7 @@ export function createPresence(options: {
     redis.cmd.defineCommand('autocodePresenceChange', { numberOfKeys: 3, lua: CHANGE_LUA });
     redis.cmd.defineCommand('autocodePresenceHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT_LUA });
     redis.cmd.defineCommand('autocodePresenceRemove', { numberOfKeys: 2, lua: REMOVE_NODES_LUA });
+    redis.cmd.defineCommand('autocodePresenceReconcile', { numberOfKeys: 3, lua: RECONCILE_LUA });
     redis.cmd.defineCommand('autocodePresenceSnapshot', { numberOfKeys: 2, lua: SNAPSHOT_LUA });
   }
 
@@ -237,32 +267,38 @@ export function createPresence(options: {
     chain = chain
       .then(async () => {
         const result = await scripts!.autocodePresenceChange(keys!.nodes, keys!.hash, keys!.seq, nodeId, field, online ? '1' : '0', keys!.channel);
-        if (result === -1) await register();
+        if (result === -1) await reconcile();
       })
-      .catch((err: unknown) => logError('agents relay: presence change not recorded (re-announced on the next heartbeat)', err));
+      .catch((err: unknown) => {
+        // Redis has a stale view of this node now: the next heartbeat rewrites it from the local counts.
+        dirty = true;
+        logError('agents relay: presence change not recorded (reconciled on the next heartbeat)', err);
+      });
   }
 
-  /** Registers this node; if it was not registered (first start, or reaped while alive), announces every local user again. */
-  async function register(): Promise<void> {
+  /** Rewrites this node's entry from the local counts (and registers the node). */
+  async function reconcile(): Promise<void> {
+    const fields: string[] = [];
+    for (const [guid, users] of local) for (const userId of users.keys()) fields.push(`${guid} ${userId}`);
+    dirty = true;
+    await scripts!.autocodePresenceReconcile(keys!.nodes, keys!.hash, keys!.seq, nodeId, keys!.channel, ...fields);
+    dirty = false;
+  }
+
+  /** Refreshes this node's entry; rewrites it if the node had been removed (reaped while alive) or a change was lost. */
+  async function heartbeat(): Promise<void> {
     const added = await scripts!.autocodePresenceHeartbeat(keys!.nodes, nodeId);
-    if (added !== 1) return;
-    for (const [guid, users] of local) {
-      for (const userId of users.keys()) {
-        await scripts!.autocodePresenceChange(keys!.nodes, keys!.hash, keys!.seq, nodeId, `${guid} ${userId}`, '1', keys!.channel);
-      }
-    }
+    if (added === 1 || dirty) await reconcile();
   }
 
+  let dirty = true;
   let timer: NodeJS.Timeout | null = null;
   if (redis) {
     // Start clean: a previous run under this NODE_ID (killed before its entry expired) may have left users behind.
-    chain = scripts!
-      .autocodePresenceRemove(keys!.nodes, keys!.seq, keys!.hashPrefix, options.expiryMs, keys!.channel, nodeId)
-      .then(() => register())
-      .catch((err: unknown) => logError('agents relay: presence registration failed (retried every heartbeat)', err));
+    chain = reconcile().catch((err: unknown) => logError('agents relay: presence registration failed (retried every heartbeat)', err));
     timer = setInterval(() => {
       chain = chain
-        .then(() => register())
+        .then(() => heartbeat())
         .then(() => scripts!.autocodePresenceRemove(keys!.nodes, keys!.seq, keys!.hashPrefix, options.expiryMs, keys!.channel, ''))
         .then((removed) => {
           if (removed > 0) log.info({ removed }, 'agents relay: removed silent instances from presence');
