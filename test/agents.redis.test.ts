@@ -49,6 +49,32 @@ describe('agents relay when Redis fails', () => {
     await c.close();
   });
 
+  it('keeps a subscription\'s watch when a room of the same project empties, and stops after unsubscribe', async () => {
+    await until(() => standIn.openLinks().length === 1, 5000, 'link');
+    const link = standIn.openLinks()[0]!;
+    const guid = randomGuid();
+    const updates = () => link.frames.filter((f) => f.type === 'project_update' && f.projectGuid === guid).map((f) => f.data.event.n);
+    standIn.send(link, { type: 'subscribe', id: 'w-1', data: { projects: [{ projectGuid: guid }] } });
+    await until(() => link.frames.some((f) => f.type === 'subscribed' && f.id === 'w-1'), 5000, 'subscribed');
+    // A user joins and leaves: the room watches the project, then unwatches it.
+    const c = await connect(g.wsUrl, userToken('*', 'ivy'));
+    await c.join(guid);
+    await g.gw.publish(guid, { type: 'project_message', data: { n: 1 } });
+    await c.waitForEvents(guid, 1);
+    await c.request({ type: 'leave_project', id: 'l-1', projectGuid: guid });
+    await c.close();
+    await g.gw.publish(guid, { type: 'project_message', data: { n: 2 } });
+    await redis.cli('XADD', `autocode:{${guid}}:events`, '*', 'type', 'project_message', 'data', '{"n":3}');
+    await until(() => updates().length >= 3, 5000, 'updates after the room emptied');
+    expect(updates()).toEqual([1, 2, 3]);
+
+    standIn.send(link, { type: 'unsubscribe', data: { projects: [guid] } });
+    await new Promise((r) => setTimeout(r, 200));
+    await g.gw.publish(guid, { type: 'project_message', data: { n: 4 } });
+    await new Promise((r) => setTimeout(r, 500));
+    expect(updates()).toEqual([1, 2, 3]);
+  });
+
   it('rebuilds presence from the instances\' own counts after Redis comes back empty', async () => {
     await until(() => standIn.openLinks().length === 1, 5000, 'link');
     const link = standIn.openLinks()[0]!;
