@@ -142,3 +142,31 @@ describe('agents relay: graceful shutdown hands unacked feedback over', () => {
     }
   });
 });
+
+describe('agents relay: in-flight bound', () => {
+  it('sends at most FEEDBACK_MAX_INFLIGHT unacked feedbacks over a link and the rest as acks come back', async () => {
+    const redis = await startRedis();
+    const standIn = await startAgentsStandIn({ autoAck: false });
+    const g = await startGateway({ REDIS_URL: redis.url, AGENTS_URL: standIn.url, FEEDBACK_MAX_INFLIGHT: '10', FEEDBACK_CLAIM_IDLE_MS: '60000' });
+    try {
+      await until(() => standIn.openLinks().length === 1, 5000, 'link');
+      const c = await connect(g.wsUrl, userToken('*', 'jon'));
+      const guid = randomGuid();
+      for (let n = 0; n < 25; n++) await c.request({ type: 'user_feedback', id: `b-${n}`, projectGuid: guid, data: { content: `n${n}` } }, 'user_feedback_response');
+      await until(() => standIn.deliveries.length === 10, 5000, 'ten in flight');
+      await new Promise((r) => setTimeout(r, 500));
+      expect(standIn.deliveries.length).toBe(10);
+      standIn.ackAll();
+      await until(() => standIn.deliveries.length === 20, 5000, 'ten more after the acks');
+      standIn.ackAll();
+      await until(() => standIn.deliveries.length === 25, 5000, 'the last five');
+      // One project's feedback, one link: first deliveries in acceptance order.
+      expect(standIn.deliveries.map((d) => d.data.requestId)).toEqual(Array.from({ length: 25 }, (_, n) => `b-${n}`));
+      await c.close();
+    } finally {
+      await g.close();
+      await standIn.stop();
+      await redis.stop();
+    }
+  });
+});
