@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, randomGuid, startGateway, until, userToken, type StartedGateway } from './helpers/gateway.js';
-import { startAgentsStandIn, type AgentsStandIn } from './helpers/agents-server.js';
+import { presenceOn, startAgentsStandIn, type AgentsStandIn } from './helpers/agents-server.js';
 import { masterPortForKey, startRedisCluster, type RedisCluster } from './helpers/redis.js';
 
 /** The agents relay on a three-master Redis Cluster: feedback shards on several masters, replies, presence. */
@@ -41,7 +41,7 @@ describe('agents relay on a Redis Cluster', () => {
     for (const id of ids) await a.next((f) => f.type === 'user_feedback_response' && f.data.feedbackId === id && f.data.status === 'processed');
 
     // lee (on cl-1) is online in every project, as any link reports.
-    await until(() => standIn.framesOf('project_status_sync').filter((f) => f.data.kind === 'change' && f.data.users.includes('lee')).length >= 12, 10000, 'presence on both links');
+    await until(() => standIn.openLinks().every((link) => guids.every((g) => presenceOn(link).get(g)?.includes('lee'))), 10000, 'presence on both links');
     await a.close();
     await b.close();
   });

@@ -120,7 +120,11 @@ describe('agents relay: graceful shutdown hands unacked feedback over', () => {
       const c = await connect(staying.wsUrl, userToken('*', 'fay'));
       const res = await c.request({ type: 'user_feedback', id: 'h-1', projectGuid: randomGuid(), data: { content: 'hand me over' } }, 'user_feedback_response');
       const fid = res.data.feedbackId as string;
-      await until(() => standIn.deliveredBy.get(fid) === 'leaving', 5000, 'delivered by the leaving instance, not acked');
+      const g2Diag: string[] = [];
+      for (const shard of [0, 1, 2, 3]) g2Diag.push(await redis.cli('XINFO', 'GROUPS', `autocode:{feedback:${shard}}:stream`).catch((e: Error) => e.message));
+      await until(() => standIn.deliveredBy.get(fid) === 'leaving', 5000, 'delivered by the leaving instance, not acked').catch((err: Error) => {
+        throw new Error(`${err.message}; links: ${JSON.stringify(standIn.links.map((l) => ({ node: l.node, state: l.ws.readyState, frames: l.frames.map((f) => f.type) })))}; deliveries: ${standIn.deliveries.length}; stream: ${JSON.stringify(g2Diag)}`);
+      });
 
       await leaving.close();
       standIn.options.refuse = () => false;

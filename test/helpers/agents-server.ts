@@ -19,6 +19,21 @@ export interface LinkRecord {
   frames: Upstream[];
 }
 
+/**
+ * Who is online per project as a link's project_status_sync frames tell it (docs/agents.md): a
+ * snapshot replaces everything, a change sets one project's users.
+ */
+export function presenceOn(link: LinkRecord): Map<string, string[]> {
+  let state = new Map<string, string[]>();
+  for (const f of link.frames) {
+    if (f.type !== 'project_status_sync') continue;
+    if (f.data.kind === 'snapshot') state = new Map(f.data.projects.map((p: { projectGuid: string; users: string[] }) => [p.projectGuid, p.users]));
+    else if (f.data.users.length) state.set(f.data.projectGuid, f.data.users);
+    else state.delete(f.data.projectGuid);
+  }
+  return state;
+}
+
 export interface StandInOptions {
   port?: number;
   /** Ack each feedback as soon as it arrives (default true). */
@@ -42,7 +57,9 @@ export interface AgentsStandIn {
   readonly deliveredBy: Map<string, string>;
   readonly links: LinkRecord[];
   options: StandInOptions;
+  /** Links that are open and whose gateway said hello. */
   openLinks(): LinkRecord[];
+  /** The newest such link of a gateway node. */
   linkOf(node: string): LinkRecord | undefined;
   framesOf(type: string, node?: string): Upstream[];
   send(link: LinkRecord, frame: unknown): void;
@@ -71,6 +88,9 @@ export async function startAgentsStandIn(options: StandInOptions = {}): Promise<
   const address = wss.address();
   const port = typeof address === 'object' && address ? address.port : 0;
   const links: LinkRecord[] = [];
+  // A link counts as open once the gateway's hello arrived: the gateway sends it from its own open
+  // handler, right before the presence snapshot, so anything the test does after sees a live link.
+  const isReady = (l: LinkRecord) => l.ws.readyState === l.ws.OPEN && l.frames.some((f) => f.type === 'hello');
   const unacked = new Map<string, LinkRecord>();
 
   const server: AgentsStandIn = {
@@ -81,8 +101,8 @@ export async function startAgentsStandIn(options: StandInOptions = {}): Promise<
     deliveredBy: new Map(),
     links,
     options,
-    openLinks: () => links.filter((l) => l.ws.readyState === l.ws.OPEN),
-    linkOf: (node) => [...links].reverse().find((l) => l.node === node && l.ws.readyState === l.ws.OPEN),
+    openLinks: () => links.filter(isReady),
+    linkOf: (node) => [...links].reverse().find((l) => l.node === node && isReady(l)),
     framesOf: (type, node) => links.filter((l) => node === undefined || l.node === node).flatMap((l) => l.frames.filter((f) => f.type === type)),
     send(link, frame) {
       link.ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
