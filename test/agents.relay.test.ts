@@ -132,6 +132,7 @@ describe('agents relay: three gateway processes, one Redis, a stand-in agents-se
     const ids: string[] = [];
     for (let n = 0; n < 100; n++) {
       const res = await c.request({ type: 'user_feedback', id: `drop-${n}`, projectGuid: guid, data: { content: `unacked ${n}` } }, 'user_feedback_response');
+      expect(res.data.status).toBe('accepted');
       ids.push(res.data.feedbackId);
     }
     await until(() => standIn.processed.size >= 100, 10000, '100 feedbacks delivered');
@@ -278,7 +279,11 @@ describe('agents relay: three gateway processes, one Redis, a stand-in agents-se
     const guid = randomGuid();
     const c = await user(gateways[1]!, 'orphan');
     const ids: string[] = [];
-    for (let n = 0; n < 20; n++) ids.push((await c.request({ type: 'user_feedback', id: `o-${n}`, projectGuid: guid, data: { content: `held ${n}` } }, 'user_feedback_response')).data.feedbackId);
+    for (let n = 0; n < 20; n++) {
+      const res = await c.request({ type: 'user_feedback', id: `o-${n}`, projectGuid: guid, data: { content: `held ${n}` } }, 'user_feedback_response');
+      expect(res.data.status).toBe('accepted');
+      ids.push(res.data.feedbackId);
+    }
     await until(() => ids.every((id) => standIn.deliveredBy.get(id) === 'gw-0'), 10000, 'gw-0 holds all 20');
 
     await gateways[0]!.stop('SIGKILL');

@@ -56,6 +56,25 @@ export interface OutboxCommon {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** How long a feedback waits for the Redis connection to be ready before it is refused. */
+const ACCEPT_WAIT_MS = 1000;
+
+/** True once the client is ready, false after `ms`. */
+function readyWithin(client: RedisClient, ms: number): Promise<boolean> {
+  if (client.status === 'ready') return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const onReady = () => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+    const timer = setTimeout(() => {
+      client.off('ready', onReady);
+      resolve(false);
+    }, ms);
+    client.once('ready', onReady);
+  });
+}
+
 /** Parses a stored record; anyone can XADD to the stream, so nothing in it is trusted. */
 function parseRecord(fid: string | undefined, body: string | undefined): FeedbackRecord | null {
   if (!fid || !body) return null;
@@ -338,8 +357,11 @@ export function createRedisOutbox(
   return {
     durable: true,
     async accept(input) {
-      // Fail at once while Redis is away rather than after the reconnect attempts (the user retries).
-      if (cmd.status !== 'ready') throw new GatewayError('UNAVAILABLE', 'feedback store (Redis) unavailable; not accepted, retry later');
+      // While Redis is away, answer within a short wait (the connection may just be coming up, e.g.
+      // right after this instance started) rather than after ioredis's reconnect attempts; the user retries.
+      if (cmd.status !== 'ready' && !(await readyWithin(cmd, ACCEPT_WAIT_MS))) {
+        throw new GatewayError('UNAVAILABLE', 'feedback store (Redis) unavailable; not accepted, retry later');
+      }
       const record = newRecord(input, nodeId);
       let entryId: string | null;
       try {

@@ -291,6 +291,25 @@ export function createPresence(options: {
     if (added === 1 || dirty) await reconcile();
   }
 
+  /**
+   * Pub/sub drops what is published while a subscriber reconnects, and a missed change is only
+   * noticed when the next one arrives. So each heartbeat also compares the sequence number in Redis
+   * with the last one applied: behind on two checks in a row (not just a message in transit), or
+   * ahead of Redis (Redis lost its data), means rebuild.
+   */
+  let behindOnce = false;
+  async function checkMissed(): Promise<void> {
+    if (!synced) return;
+    const remote = Number((await redis!.cmd.call('GET', keys!.seq)) ?? 0);
+    if (remote < seq || (remote > seq && behindOnce)) {
+      behindOnce = false;
+      log.info({ applied: seq, redis: remote }, 'agents relay: presence out of step with Redis; rebuilding');
+      resync();
+      return;
+    }
+    behindOnce = remote > seq;
+  }
+
   let dirty = true;
   let timer: NodeJS.Timeout | null = null;
   if (redis) {
@@ -299,6 +318,7 @@ export function createPresence(options: {
     timer = setInterval(() => {
       chain = chain
         .then(() => heartbeat())
+        .then(() => checkMissed())
         .then(() => scripts!.autocodePresenceRemove(keys!.nodes, keys!.seq, keys!.hashPrefix, options.expiryMs, keys!.channel, ''))
         .then((removed) => {
           if (removed > 0) log.info({ removed }, 'agents relay: removed silent instances from presence');
