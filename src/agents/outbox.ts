@@ -59,20 +59,26 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 /** How long a feedback waits for the Redis connection to be ready before it is refused. */
 const ACCEPT_WAIT_MS = 1000;
 
-/** True once the client is ready, false after `ms`. */
-function readyWithin(client: RedisClient, ms: number): Promise<boolean> {
-  if (client.status === 'ready') return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const onReady = () => {
-      clearTimeout(timer);
-      resolve(true);
-    };
-    const timer = setTimeout(() => {
-      client.off('ready', onReady);
-      resolve(false);
-    }, ms);
-    client.once('ready', onReady);
-  });
+/**
+ * True once the client is ready, false after `ms`. Callers waiting at the same time share one wait
+ * (one listener), so a burst of feedback during an outage does not pile up listeners.
+ */
+function readinessWaiter(client: RedisClient): (ms: number) => Promise<boolean> {
+  let waiting: Promise<boolean> | null = null;
+  return (ms) => {
+    if (client.status === 'ready') return Promise.resolve(true);
+    return (waiting ??= new Promise<boolean>((resolve) => {
+      const done = (ready: boolean) => {
+        clearTimeout(timer);
+        client.off('ready', onReady);
+        waiting = null;
+        resolve(ready);
+      };
+      const onReady = () => done(true);
+      const timer = setTimeout(() => done(false), ms);
+      client.once('ready', onReady);
+    }));
+  };
 }
 
 /** Parses a stored record; anyone can XADD to the stream, so nothing in it is trusted. */
@@ -141,6 +147,7 @@ export function createRedisOutbox(
   const { cmd, reader, log, metrics, nodeId } = options;
   const keys = Array.from({ length: options.shards }, (_, i) => feedbackStreamKey(options.prefix, i));
   if (!('autocodeFeedbackAppend' in cmd)) cmd.defineCommand('autocodeFeedbackAppend', { numberOfKeys: 1, lua: APPEND_LUA });
+  const readyWithin = readinessWaiter(cmd);
   const append = (cmd as unknown as { autocodeFeedbackAppend(key: string, max: number, fid: string, body: string): Promise<string | null> }).autocodeFeedbackAppend.bind(cmd);
 
   /**
@@ -359,7 +366,7 @@ export function createRedisOutbox(
     async accept(input) {
       // While Redis is away, answer within a short wait (the connection may just be coming up, e.g.
       // right after this instance started) rather than after ioredis's reconnect attempts; the user retries.
-      if (cmd.status !== 'ready' && !(await readyWithin(cmd, ACCEPT_WAIT_MS))) {
+      if (cmd.status !== 'ready' && !(await readyWithin(ACCEPT_WAIT_MS))) {
         throw new GatewayError('UNAVAILABLE', 'feedback store (Redis) unavailable; not accepted, retry later');
       }
       const record = newRecord(input, nodeId);
