@@ -1,6 +1,8 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { parseAgentFrame } from '../src/agents/frames.js';
 import { connect, randomGuid, startGateway, until, userToken } from './helpers/gateway.js';
 import { startAgentsStandIn } from './helpers/agents-server.js';
 import { freePort } from './helpers/ports.js';
@@ -174,5 +176,36 @@ describe('the echo agent (npm run echo-agent)', () => {
       await g.close();
       echo.kill('SIGTERM');
     }
+  });
+});
+
+describe('agents-server frame validation', () => {
+  it('never throws on arbitrary input, and accepts only frames of the documented shapes', () => {
+    const types = ['feedback_ack', 'user_feedback_response', 'agent_message', 'subscribe', 'unsubscribe', 'project_update_ack', 'hello', '__proto__', 'constructor'];
+    const frameLike = fc.record(
+      {
+        type: fc.constantFrom(...types),
+        projectGuid: fc.oneof(fc.constant(randomGuid()), fc.string(), fc.constant(null), fc.integer()),
+        userId: fc.oneof(fc.string(), fc.integer()),
+        id: fc.oneof(fc.string(), fc.constant(null)),
+        data: fc.jsonValue(),
+      },
+      { requiredKeys: ['type'] },
+    );
+    fc.assert(
+      fc.property(fc.oneof(fc.string(), fc.jsonValue().map((v) => JSON.stringify(v)), frameLike.map((f) => JSON.stringify(f))), (text) => {
+        const parsed = parseAgentFrame(text);
+        if ('frame' in parsed) {
+          expect(['feedback_ack', 'user_feedback_response', 'agent_message', 'subscribe', 'unsubscribe', 'project_update_ack']).toContain(parsed.frame.type);
+          expect(typeof parsed.frame.data).toBe('object');
+          expect(parsed.frame.data).not.toBeNull();
+        } else {
+          expect(typeof parsed.problem).toBe('string');
+        }
+      }),
+      { numRuns: 2000 },
+    );
+    expect('frame' in parseAgentFrame(JSON.stringify({ type: 'feedback_ack', data: { feedbackIds: ['a'] } }))).toBe(true);
+    expect(parseAgentFrame(JSON.stringify({ type: 'user_feedback_response', data: {} }))).toMatchObject({ problem: expect.stringContaining('userId') });
   });
 });
