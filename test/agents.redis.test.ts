@@ -75,6 +75,25 @@ describe('agents relay when Redis fails', () => {
     expect(updates()).toEqual([1, 2, 3]);
   });
 
+  it('notices a presence change it never heard of (lost pub/sub message) and sends a fresh snapshot', async () => {
+    await until(() => standIn.openLinks().length === 1, 5000, 'link');
+    const link = standIn.openLinks()[0]!;
+    const guid = randomGuid();
+    const snapshots = () => link.frames.filter((f) => f.type === 'project_status_sync' && f.data.kind === 'snapshot');
+    const before = snapshots().length;
+    // A change recorded in Redis whose pub/sub message never arrived (as when a subscriber reconnects).
+    await redis.cli('ZADD', 'autocode:{presence}:nodes', '99999999999999', 'ghost-node');
+    await redis.cli('HSET', 'autocode:{presence}:node:ghost-node', `${guid} ghost-user`, '1');
+    await redis.cli('INCR', 'autocode:{presence}:seq');
+    try {
+      await until(() => snapshots().length > before, 5000, 'a rebuilt snapshot');
+      expect(snapshots().at(-1)!.data.projects.find((p: { projectGuid: string }) => p.projectGuid === guid)).toEqual({ projectGuid: guid, users: ['ghost-user'] });
+    } finally {
+      await redis.cli('ZREM', 'autocode:{presence}:nodes', 'ghost-node');
+      await redis.cli('DEL', 'autocode:{presence}:node:ghost-node');
+    }
+  });
+
   it('rebuilds presence from the instances\' own counts after Redis comes back empty', async () => {
     await until(() => standIn.openLinks().length === 1, 5000, 'link');
     const link = standIn.openLinks()[0]!;

@@ -293,21 +293,19 @@ export function createPresence(options: {
 
   /**
    * Pub/sub drops what is published while a subscriber reconnects, and a missed change is only
-   * noticed when the next one arrives. So each heartbeat also compares the sequence number in Redis
-   * with the last one applied: behind on two checks in a row (not just a message in transit), or
-   * ahead of Redis (Redis lost its data), means rebuild.
+   * noticed when the next one arrives. So each heartbeat also reads the sequence number in Redis:
+   * if what was applied is still behind what Redis had at the previous check (a whole interval ago,
+   * so not a message in transit), or ahead of Redis (Redis lost its data), the view is rebuilt.
    */
-  let behindOnce = false;
+  let remoteAtLastCheck = 0;
   async function checkMissed(): Promise<void> {
     if (!synced) return;
     const remote = Number((await redis!.cmd.call('GET', keys!.seq)) ?? 0);
-    if (remote < seq || (remote > seq && behindOnce)) {
-      behindOnce = false;
-      log.info({ applied: seq, redis: remote }, 'agents relay: presence out of step with Redis; rebuilding');
-      resync();
-      return;
-    }
-    behindOnce = remote > seq;
+    const missed = remote < seq || seq < remoteAtLastCheck;
+    remoteAtLastCheck = remote;
+    if (!missed) return;
+    log.info({ applied: seq, redis: remote }, 'agents relay: presence out of step with Redis; rebuilding');
+    resync();
   }
 
   let dirty = true;
