@@ -66,6 +66,11 @@ async function connect() {
   client.on('state', showState);
   client.on('disconnect', ({ code, reason }) => { $('last-close').textContent = `${code}${reason ? ` (${reason})` : ''} at ${time()}`; });
   client.on('error', (err) => logFeedback(`error ${err.code}: ${err.message}`, 'error'));
+  // Answers the agents-server addressed to this user (not room events): feedback replies, direct messages.
+  client.on('reply', (env) => {
+    const data = env.data ?? {};
+    logFeedback(`agent: ${data.text ?? data.content ?? JSON.stringify(data)}${data.status ? ` [${data.status}]` : ''}`, 'reply');
+  });
   $('disconnect').disabled = false;
   $('join').disabled = false;
   const guid = $('guid').value.trim();
@@ -165,8 +170,9 @@ async function sendFeedback() {
   logFeedback(`you: ${content}`, 'sent');
   try {
     const res = await client.sendFeedback(joinedGuid, content);
-    const how = res.accepted ? (res.forwarded ? 'forwarded to the agents' : 'queued, agents-server unreachable') : `not accepted${res.reason ? `: ${res.reason}` : ''}`;
-    logFeedback(`ack: accepted=${res.accepted} forwarded=${res.forwarded} (${how})`, res.accepted ? 'ack' : 'error');
+    // status "accepted": stored in Redis, survives restarts; "queued": in this gateway's memory only.
+    const how = res.status === 'accepted' ? 'stored durably, waiting for the agents' : res.status === 'queued' ? 'queued in memory (no Redis: not durable)' : `not accepted${res.reason ? `: ${res.reason}` : ''}`;
+    logFeedback(`ack: status=${res.status ?? 'none'} durable=${res.durable ?? false} feedbackId=${res.feedbackId ?? '-'} (${how})`, res.accepted ? 'ack' : 'error');
     $('feedback-text').value = '';
   } catch (err) {
     logFeedback(`failed: ${err.code} ${err.message}`, 'error');

@@ -56,6 +56,15 @@ interface Env {
   RECENT_EVENTS_PER_ROOM: number;
   AGENTS_URL?: string;
   AGENTS_TOKEN?: string;
+  AGENTS_HEARTBEAT_MS: number;
+  AGENTS_RECONNECT_MAX_MS: number;
+  FEEDBACK_STREAM_SHARDS: number;
+  FEEDBACK_STREAM_MAX: number;
+  FEEDBACK_MEMORY_QUEUE: number;
+  FEEDBACK_CLAIM_IDLE_MS: number;
+  FEEDBACK_MAX_INFLIGHT: number;
+  PRESENCE_EXPIRY_MS: number;
+  AGENT_REPLY_OFFLINE_S: number;
   SHUTDOWN_GRACE_MS: number;
   WORKERS?: number;
 }
@@ -111,6 +120,15 @@ const envSchema: JSONSchemaType<Env> = {
     RECENT_EVENTS_PER_ROOM: { type: 'integer', minimum: 16, maximum: 1000000, default: 256 },
     AGENTS_URL: { type: 'string', pattern: '^wss?://', nullable: true },
     AGENTS_TOKEN: { type: 'string', minLength: 1, nullable: true },
+    AGENTS_HEARTBEAT_MS: { type: 'integer', minimum: 100, maximum: 600000, default: 10000 },
+    AGENTS_RECONNECT_MAX_MS: { type: 'integer', minimum: 100, maximum: 600000, default: 10000 },
+    FEEDBACK_STREAM_SHARDS: { type: 'integer', minimum: 1, maximum: 64, default: 4 },
+    FEEDBACK_STREAM_MAX: { type: 'integer', minimum: 1, maximum: 100000000, default: 100000 },
+    FEEDBACK_MEMORY_QUEUE: { type: 'integer', minimum: 1, maximum: 1000000, default: 1000 },
+    FEEDBACK_CLAIM_IDLE_MS: { type: 'integer', minimum: 200, maximum: 86400000, default: 30000 },
+    FEEDBACK_MAX_INFLIGHT: { type: 'integer', minimum: 1, maximum: 100000, default: 1000 },
+    PRESENCE_EXPIRY_MS: { type: 'integer', minimum: 1000, maximum: 3600000, default: 30000 },
+    AGENT_REPLY_OFFLINE_S: { type: 'integer', minimum: 0, maximum: 604800, default: 3600 },
     SHUTDOWN_GRACE_MS: { type: 'integer', minimum: 0, maximum: 600000, default: 3000 },
     WORKERS: { type: 'integer', minimum: 1, maximum: 256, nullable: true },
   },
@@ -168,7 +186,31 @@ export interface Config {
   readonly idempotencyWindowS: number;
   /** In-process bus only: events kept over all projects; the least recently active projects' history goes first. */
   readonly memoryBusMaxEvents: number;
-  readonly agents?: { readonly url: string; readonly token?: string };
+  readonly agents?: {
+    readonly url: string;
+    readonly token?: string;
+    /** Ping the agents-server this often; a link with no pong by the next ping is closed and reconnected. */
+    readonly heartbeatMs: number;
+    /** Upper bound of the reconnect backoff (exponential, with jitter). */
+    readonly reconnectMaxMs: number;
+  };
+  /** The feedback outbox and the other agents-relay settings (used only when `agents` is set). */
+  readonly feedback: {
+    /** Feedback streams (Redis): a project's feedback always goes to the same one. */
+    readonly streamShards: number;
+    /** Undelivered entries per feedback stream before new feedback is refused (FEEDBACK_QUEUE_FULL). */
+    readonly streamMax: number;
+    /** Without Redis: feedback kept in memory before new feedback is refused. */
+    readonly memoryQueue: number;
+    /** Feedback sent but not acked for this long is sent again (by any instance with a link: XAUTOCLAIM). */
+    readonly claimIdleMs: number;
+    /** Feedback sent over one link and not yet acked, at most. */
+    readonly maxInflight: number;
+  };
+  /** An instance that stopped refreshing its presence this long ago is dead: its users go offline. */
+  readonly presenceExpiryMs: number;
+  /** Targeted replies for a user with no live connection are kept this long (0: dropped). */
+  readonly agentReplyOfflineS: number;
   readonly shutdownGraceMs: number;
   /** uWS apps in worker threads on one port (main.ts only; createGateway is always one app). 1: no worker thread. */
   readonly workers: number;
@@ -262,7 +304,18 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     recentEventsPerRoom: e.RECENT_EVENTS_PER_ROOM,
     idempotencyWindowS: e.IDEMPOTENCY_WINDOW_S,
     memoryBusMaxEvents: e.MEMORY_BUS_MAX_EVENTS,
-    ...(e.AGENTS_URL ? { agents: { url: e.AGENTS_URL, ...(e.AGENTS_TOKEN ? { token: e.AGENTS_TOKEN } : {}) } } : {}),
+    ...(e.AGENTS_URL
+      ? { agents: { url: e.AGENTS_URL, ...(e.AGENTS_TOKEN ? { token: e.AGENTS_TOKEN } : {}), heartbeatMs: e.AGENTS_HEARTBEAT_MS, reconnectMaxMs: e.AGENTS_RECONNECT_MAX_MS } }
+      : {}),
+    feedback: {
+      streamShards: e.FEEDBACK_STREAM_SHARDS,
+      streamMax: e.FEEDBACK_STREAM_MAX,
+      memoryQueue: e.FEEDBACK_MEMORY_QUEUE,
+      claimIdleMs: e.FEEDBACK_CLAIM_IDLE_MS,
+      maxInflight: e.FEEDBACK_MAX_INFLIGHT,
+    },
+    presenceExpiryMs: e.PRESENCE_EXPIRY_MS,
+    agentReplyOfflineS: e.AGENT_REPLY_OFFLINE_S,
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
     // The CPUs this process may run on (follows affinity / a container's cpuset).
     workers: e.WORKERS ?? availableParallelism(),

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
-import { createAgentsLink } from './agents/link.js';
+import { createAgentsRelay } from './agents/relay.js';
+import { shareWatches } from './agents/shared-watches.js';
 import { createMemoryTicketStore, createRedisTicketStore, type TicketStore } from './auth/tickets.js';
 import { createTokenVerifier } from './auth/tokens.js';
 import type { EventBus, EventBusFactory, EventSink, NewEvent } from './bus/bus.js';
@@ -65,7 +66,9 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   let deliver: EventSink = () => {};
   const sink: EventSink = (guid, events) => deliver(guid, events);
   const busFactory = deps.busFactory ?? (await defaultBusFactory(config, log, metrics));
-  const bus = busFactory(sink);
+  const rawBus = busFactory(sink);
+  // Rooms and the agents relay both watch projects: the wrapper counts watches so neither's unwatch ends the other's.
+  const { bus, observe } = shareWatches(rawBus);
   // Serve as soon as the bus is up; if it is not up in time, serve anyway and report not-ready
   // (clients can connect, /readyz says 503, and the bus keeps reconnecting).
   if (!(await bus.waitUntilReady(5000))) log.warn({ bus: bus.kind }, 'event bus not connected yet; serving as not-ready');
@@ -81,12 +84,20 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     historyPageSize: config.stream.historyPageSize,
     maxBackpressureBytes: config.maxBackpressureBytes,
   });
-  deliver = rooms.deliver;
-
   const agents = config.agents
-    ? createAgentsLink({ ...config.agents, maxFrameBytes: config.dataLimits.maxBytes + 65536, nodeId: config.nodeId, log: log.child({ component: 'agents' }), publish: (guid, event) => appendEvents(guid, [event]) })
+    ? createAgentsRelay({ config, bus, log: log.child({ component: 'agents' }), metrics, publish: (guid, event) => appendEvents(guid, [event]) })
     : null;
-  const forwardFeedback: FeedbackForwarder = (feedback) => agents?.forwardFeedback(feedback) ?? null;
+  deliver = agents
+    ? (guid, events) => {
+        observe(guid, events);
+        rooms.deliver(guid, events);
+        agents.deliver(guid, events);
+      }
+    : (guid, events) => {
+        observe(guid, events);
+        rooms.deliver(guid, events);
+      };
+  const forwardFeedback: FeedbackForwarder = (feedback) => agents?.acceptFeedback(feedback) ?? null;
 
   const tickets = await ticketStore(config);
   const sockets = createSocketLayer({
@@ -95,6 +106,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     verifyToken,
     rooms,
     forwardFeedback,
+    ...(agents ? { hooks: agents } : {}),
     log,
     metrics,
     isShuttingDown,
@@ -115,7 +127,6 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     const result = await bus.publish(guid, checked, idempotencyKey);
     if (result.replayed) return result;
     metrics.eventsPublished.inc(result.ids.length);
-    if (agents) checked.forEach((e, i) => agents.notifyEvent(guid, { id: result.ids[i]!, type: e.type, data: e.data }));
     return result;
   }
   const publishMany = async (guid: string, events: readonly NewEvent[], options: PublishOptions = {}) => (await appendEvents(guid, events, options.idempotencyKey)).ids;
@@ -171,7 +182,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
         while (inflight.count > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
         rooms.flushNow();
         sockets.closeAll(CloseCodes.GOING_AWAY, 'server shutting down, reconnect');
-        agents?.close();
+        await agents?.close();
         await bus.close();
         await tickets.close();
         log.info({ inflightAbandoned: inflight.count }, 'gateway closed');

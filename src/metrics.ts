@@ -33,6 +33,23 @@ export function createMetrics(nodeId: string) {
     bufferedBytes: new Gauge({ name: 'ws_buffered_bytes', help: 'Unsent bytes over all sockets (checked twice a second)', registers: [registry] }),
     slowConsumersDropped: new Counter({ name: 'ws_slow_consumers_dropped_total', help: 'Sockets cut for not reading, by reason (process_budget)', labelNames: ['reason'], registers: [registry] }),
     busReady: new Gauge({ name: 'bus_ready', help: '1 while the event bus is connected', registers: [registry] }),
+    // Agents-server relay (src/agents/).
+    agentsLinkUp: new Gauge({ name: 'agents_link_up', help: '1 while the WebSocket to the agents-server is open', registers: [registry] }),
+    agentsLinkConnects: new Counter({ name: 'agents_link_connects_total', help: 'Agents-server link openings', registers: [registry] }),
+    agentsLinkHeartbeatTimeouts: new Counter({ name: 'agents_link_heartbeat_timeouts_total', help: 'Agents-server links closed because no pong came back in time', registers: [registry] }),
+    agentsFramesReceived: new Counter({ name: 'agents_frames_received_total', help: 'Frames from the agents-server, by type', labelNames: ['type'], registers: [registry] }),
+    agentsFramesInvalid: new Counter({ name: 'agents_frames_invalid_total', help: 'Frames from the agents-server logged and skipped', labelNames: ['reason'], registers: [registry] }),
+    feedbackAccepted: new Counter({ name: 'feedback_accepted_total', help: 'user_feedback stored in the outbox (durable with Redis)', registers: [registry] }),
+    feedbackRefused: new Counter({ name: 'feedback_refused_total', help: 'user_feedback not accepted, by error code', labelNames: ['code'], registers: [registry] }),
+    feedbackSent: new Counter({ name: 'feedback_sent_total', help: 'user_feedback frames sent upstream (first deliveries and redeliveries)', registers: [registry] }),
+    feedbackRedeliveries: new Counter({ name: 'feedback_redeliveries_total', help: 'user_feedback sent again (after a link loss, an ack timeout or a dead instance)', registers: [registry] }),
+    feedbackAcked: new Counter({ name: 'feedback_acked_total', help: 'user_feedback confirmed by the agents-server and removed from the outbox', registers: [registry] }),
+    feedbackPending: new Gauge({ name: 'feedback_pending', help: 'Feedback stored and not yet acked by the agents-server (all instances with Redis; sampled)', registers: [registry] }),
+    feedbackInflight: new Gauge({ name: 'feedback_inflight', help: 'Feedback sent over this instance\'s link and not acked yet', registers: [registry] }),
+    feedbackOldestAge: new Gauge({ name: 'feedback_oldest_undelivered_age_seconds', help: 'Age of the oldest feedback not yet acked (0 when none; sampled)', registers: [registry] }),
+    agentReplies: new Counter({ name: 'agent_replies_total', help: 'Targeted replies from the agents-server, by outcome (live, stored for an offline user, dropped)', labelNames: ['outcome'], registers: [registry] }),
+    projectUpdatesSent: new Counter({ name: 'agents_project_updates_sent_total', help: 'project_update frames sent upstream', registers: [registry] }),
+    presenceChangesSent: new Counter({ name: 'agents_presence_frames_sent_total', help: 'project_status_sync frames sent upstream, by kind', labelNames: ['kind'], registers: [registry] }),
   };
 }
 

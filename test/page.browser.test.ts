@@ -23,23 +23,32 @@ const streamKey = (guid: string) => `autocode:{${guid}}:events`;
 // library, and the page's CSP (no eval) rules out string expressions in waitForFunction.
 
 /**
- * A stand-in for the agents-server, kept small and local on purpose (its protocol is being
- * redesigned): it records `user_feedback` frames and answers each with an `agent_message` for the
- * same project, which the gateway relays to the room.
+ * A stand-in for the agents-server speaking docs/agents.md, kept to what this page needs: it records
+ * `user_feedback` frames, acks each (`feedback_ack`) and answers the user who sent it with a targeted
+ * `user_feedback_response` (top-level `userId`, `id` = the feedback's request id).
  */
 async function startStandInAgents() {
   const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
   await new Promise((r) => wss.once('listening', r));
-  const feedback: Array<{ projectGuid: string; data: { userId: string; requestId: string; content: string } }> = [];
+  const feedback: Array<{ projectGuid: string; data: { userId: string; requestId: string; content: string; feedbackId: string } }> = [];
   const sockets = new Set<WebSocket>();
   wss.on('connection', (ws) => {
     sockets.add(ws);
     ws.on('close', () => sockets.delete(ws));
     ws.on('message', (raw) => {
-      const frame = JSON.parse(String(raw)) as { type: string; projectGuid: string; data: { userId: string; requestId: string; content: string } };
+      const frame = JSON.parse(String(raw)) as { type: string; projectGuid: string; data: { userId: string; requestId: string; content: string; feedbackId: string } };
       if (frame.type !== 'user_feedback') return;
       feedback.push(frame);
-      ws.send(JSON.stringify({ type: 'agent_message', projectGuid: frame.projectGuid, data: { text: `on it: ${frame.data.content}`, replyTo: frame.data.requestId } }));
+      ws.send(JSON.stringify({ type: 'feedback_ack', data: { feedbackIds: [frame.data.feedbackId] } }));
+      ws.send(
+        JSON.stringify({
+          type: 'user_feedback_response',
+          userId: frame.data.userId,
+          projectGuid: frame.projectGuid,
+          id: frame.data.requestId,
+          data: { feedbackId: frame.data.feedbackId, status: 'processed', text: `on it: ${frame.data.content}` },
+        }),
+      );
     });
   });
   const { port } = wss.address() as { port: number };
@@ -158,7 +167,7 @@ describe('live project page (Chromium, gateway process, Redis)', () => {
     await page.close();
   });
 
-  it('feedback round trip: the ack (accepted, forwarded) and the agents-server reply appear on the page', async () => {
+  it('feedback round trip: the durable ack (status, feedbackId) and the agents-server reply to this user appear on the page', async () => {
     await until(agents.connected, 5000, 'the gateway to connect to the stand-in agents-server');
     const guid = randomGuid();
     const page = await openPage(gw.url, guid);
@@ -168,14 +177,14 @@ describe('live project page (Chromium, gateway process, Redis)', () => {
     await page.click('#send-feedback');
 
     await page.waitForSelector('#feedback-log .log-reply');
-    expect(await text(page, '#feedback-log .log-ack')).toContain('accepted=true forwarded=true');
-    expect(await text(page, '#feedback-log .log-reply')).toContain('agent: on it: Please add a test for the login page');
+    const ack = await text(page, '#feedback-log .log-ack');
+    expect(ack).toContain('status=accepted durable=true');
+    expect(await text(page, '#feedback-log .log-reply')).toContain('agent: on it: Please add a test for the login page [processed]');
     expect(agents.feedback).toHaveLength(1);
     expect(agents.feedback[0]).toMatchObject({ projectGuid: guid, data: { userId: 'dev-user', content: 'Please add a test for the login page' } });
-    // The reply is a project event like any other: it has its own id, after the two above.
-    const ids = await shownIds(page);
-    expect(ids).toHaveLength(3);
-    expect(await page.textContent('#event-rows tr:first-child td:nth-child(3)')).toBe('agent_message');
+    expect(ack).toContain(`feedbackId=${agents.feedback[0]!.data.feedbackId}`);
+    // The reply went to this user, not to the room: the room's events are still the two above.
+    expect(await shownIds(page)).toHaveLength(2);
     expect(await text(page, '#stage')).toBe('review');
 
     await page.screenshot({ path: join(ARTIFACTS, 'live-project-page.png'), fullPage: true });

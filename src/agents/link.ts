@@ -1,116 +1,170 @@
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
-import type { NewEvent } from '../bus/bus.js';
-import { toGatewayError } from '../errors.js';
-import { createAjv } from '../protocol/ajv.js';
-import { GUID_PATTERN, type AgentUpstreamType, type EventType, type FeedbackData } from '../protocol/messages.js';
-
-export type FeedbackStatus = 'forwarded' | 'queued' | 'unavailable';
+import type { Metrics } from '../metrics.js';
+import { parseAgentFrame, type AgentFrame } from './frames.js';
 
 export interface AgentsLinkOptions {
   url: string;
   token?: string;
   nodeId: string;
   log: Logger;
-  /** Relays an agent's message to the project's room (through the bus, so every instance gets it). */
-  publish: (projectGuid: string, event: NewEvent) => Promise<unknown>;
-  /** Frames kept while the agents-server is unreachable; beyond this, feedback is refused. */
-  maxQueued?: number;
+  metrics: Metrics;
+  /** Ping interval; a link that did not answer the previous ping (or send anything) by the next one is closed. */
+  heartbeatMs: number;
+  /** Cap of the reconnect backoff. */
+  reconnectMaxMs: number;
   /** Largest frame accepted from the agents-server; a larger one closes the link (ws answers 1009). */
   maxFrameBytes: number;
+  /** The link opened (after the `hello` frame went out). */
+  onOpen(): void;
+  /** The link closed (either side, or a heartbeat timeout); a reconnect is scheduled. */
+  onClose(): void;
+  /** A valid frame from the agents-server. Throwing is caught and logged. */
+  onFrame(frame: AgentFrame): void;
 }
 
-const validateAgentFrame = createAjv().compile<{ type: 'agent_message'; projectGuid: string; data: object }>({
-  type: 'object',
-  required: ['type', 'projectGuid', 'data'],
-  properties: {
-    type: { const: 'agent_message' },
-    projectGuid: { type: 'string', pattern: GUID_PATTERN },
-    data: { type: 'object' },
-  },
-});
+export interface AgentsLink {
+  /** Sends one frame; false if the link is not open (the caller keeps what must not be lost). */
+  send(frame: { type: string; projectGuid: string | null; data: unknown; id: string | null; timestamp?: string }): boolean;
+  isOpen(): boolean;
+  /** Bytes queued on the socket and not yet written (0 when closed). */
+  bufferedAmount(): number;
+  close(): void;
+}
+
+/** Bytes waiting in the link's send buffer beyond which the agents-server counts as not reading. */
+const MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
+
+/** Backoff with equal jitter: half the exponential delay fixed, half random, so instances spread out. */
+export function reconnectDelay(attempt: number, maxMs: number): number {
+  const ceiling = Math.min(maxMs, 200 * 2 ** Math.min(attempt, 16));
+  return ceiling / 2 + Math.random() * (ceiling / 2);
+}
 
 /**
- * The gateway's WebSocket to the agents-server (design doc 3.2.5, 4.2.3). Sends `user_feedback`,
- * `project_update` and `project_status_sync` upstream; relays `agent_message` back to rooms.
- * Reconnects with backoff; frames sent while it is down wait in a bounded queue.
+ * The gateway's WebSocket to the agents-server (design doc 3.2.5). Knows nothing of feedback or
+ * presence: it connects, says hello, keeps the link alive with ping/pong (a half-open TCP link
+ * accepts `send()` for minutes, so only an answer proves the peer is there), reconnects with
+ * backoff and jitter, and validates every incoming frame before handing it on.
  */
-export function createAgentsLink(options: AgentsLinkOptions) {
-  const { log } = options;
-  const maxQueued = options.maxQueued ?? 1000;
-  const queue: string[] = [];
+export function createAgentsLink(options: AgentsLinkOptions): AgentsLink {
+  const { log, metrics } = options;
   let socket: WebSocket | null = null;
   let open = false;
   let closed = false;
   let attempts = 0;
   let retryTimer: NodeJS.Timeout | null = null;
-  let counter = 0;
+  let heartbeatTimer: NodeJS.Timeout | null = null;
+  let invalidLogged = 0;
+  let invalidWindow = 0;
+
+  function logInvalid(problem: string, type: string | undefined): void {
+    // At most 10 lines a second: a hostile agents-server must not flood the logs.
+    const now = Date.now();
+    if (now - invalidWindow > 1000) {
+      invalidWindow = now;
+      invalidLogged = 0;
+    }
+    if (invalidLogged++ < 10) log.warn({ problem, type }, 'agents-server frame skipped');
+  }
 
   function connect(): void {
     if (closed) return;
-    const ws = new WebSocket(options.url, { headers: options.token ? { authorization: `Bearer ${options.token}` } : {}, handshakeTimeout: 5000, maxPayload: options.maxFrameBytes });
+    const ws = new WebSocket(options.url, {
+      headers: { ...(options.token ? { authorization: `Bearer ${options.token}` } : {}), 'x-gateway-node': options.nodeId },
+      handshakeTimeout: 5000,
+      maxPayload: options.maxFrameBytes,
+    });
     socket = ws;
+    let alive = true;
     ws.on('open', () => {
       open = true;
       attempts = 0;
-      log.info({ url: options.url, queued: queue.length }, 'agents-server connected');
-      for (const frame of queue.splice(0)) ws.send(frame);
-    });
-    ws.on('message', (raw, isBinary) => {
-      if (isBinary) return log.warn('agents-server sent a binary frame; ignored');
-      let frame: unknown;
+      metrics.agentsLinkUp.set(1);
+      metrics.agentsLinkConnects.inc();
+      log.info({ url: options.url }, 'agents-server link open');
+      ws.send(JSON.stringify({ type: 'hello', projectGuid: null, id: null, timestamp: new Date().toISOString(), data: { nodeId: options.nodeId, protocol: 1 } }));
+      heartbeatTimer = setInterval(() => {
+        if (!alive) {
+          metrics.agentsLinkHeartbeatTimeouts.inc();
+          log.warn({ heartbeatMs: options.heartbeatMs }, 'agents-server did not answer the ping in time; closing the link');
+          ws.terminate();
+          return;
+        }
+        alive = false;
+        ws.ping();
+      }, options.heartbeatMs);
       try {
-        frame = JSON.parse(raw.toString());
-      } catch {
-        return log.warn('agents-server sent invalid JSON; ignored');
+        options.onOpen();
+      } catch (err) {
+        log.error({ err }, 'agents relay: link open handler failed');
       }
-      if (!validateAgentFrame(frame)) return log.warn({ type: (frame as { type?: unknown })?.type }, 'agents-server frame is not a valid agent_message; ignored');
-      // publish checks the data against the same limits as every other entry point.
-      options.publish(frame.projectGuid.toLowerCase(), { type: 'agent_message', data: frame.data }).catch((err: unknown) => {
-        const e = toGatewayError(err);
-        if (e.code === 'INTERNAL') log.error({ err, projectGuid: frame.projectGuid }, 'could not relay agent_message');
-        else log.warn({ projectGuid: frame.projectGuid, code: e.code, reason: e.message }, 'agent_message not relayed');
-      });
     });
-    ws.on('error', (err) => log.warn({ err: err.message }, 'agents-server connection error'));
-    ws.on('close', () => {
+    ws.on('pong', () => (alive = true));
+    ws.on('message', (raw, isBinary) => {
+      alive = true;
+      if (isBinary) {
+        metrics.agentsFramesInvalid.inc({ reason: 'binary' });
+        return logInvalid('binary frame', undefined);
+      }
+      const parsed = parseAgentFrame(raw.toString());
+      if ('problem' in parsed) {
+        metrics.agentsFramesInvalid.inc({ reason: parsed.type === undefined ? 'malformed' : 'invalid' });
+        logInvalid(parsed.problem, parsed.type);
+        send({ type: 'error', projectGuid: null, id: parsed.id ?? null, data: { code: 'INVALID_FRAME', message: parsed.problem } });
+        return;
+      }
+      metrics.agentsFramesReceived.inc({ type: parsed.frame.type });
+      try {
+        options.onFrame(parsed.frame);
+      } catch (err) {
+        log.error({ err, type: parsed.frame.type }, 'agents relay: frame handling failed');
+      }
+    });
+    ws.on('error', (err) => log.warn({ err: err.message }, 'agents-server link error'));
+    ws.on('close', (code) => {
+      if (heartbeatTimer) clearInterval(heartbeatTimer);
+      heartbeatTimer = null;
+      const wasOpen = open;
       open = false;
       socket = null;
+      metrics.agentsLinkUp.set(0);
+      if (wasOpen) {
+        log.warn({ code }, 'agents-server link closed');
+        try {
+          options.onClose();
+        } catch (err) {
+          log.error({ err }, 'agents relay: link close handler failed');
+        }
+      }
       if (closed) return;
-      const delay = Math.min(200 * 2 ** attempts++, 10000) * (0.5 + Math.random() / 2);
-      retryTimer = setTimeout(connect, delay);
+      retryTimer = setTimeout(connect, reconnectDelay(attempts++, options.reconnectMaxMs));
     });
   }
 
-  function send(type: AgentUpstreamType, projectGuid: string, data: unknown): FeedbackStatus {
-    const frame = JSON.stringify({ type, projectGuid, data, timestamp: new Date().toISOString(), id: `${options.nodeId}-${++counter}` });
-    if (open && socket) {
-      socket.send(frame);
-      return 'forwarded';
+  function send(frame: { type: string; projectGuid: string | null; data: unknown; id: string | null; timestamp?: string }): boolean {
+    if (!open || !socket || socket.readyState !== WebSocket.OPEN) return false;
+    if (socket.bufferedAmount > MAX_BUFFERED_BYTES) {
+      // An agents-server that stopped reading: drop the link rather than grow memory without bound.
+      // Everything unacked is sent again on the next link; subscriptions resume from their position.
+      log.warn({ bufferedBytes: socket.bufferedAmount }, 'agents-server is not reading; closing the link');
+      socket.terminate();
+      return false;
     }
-    if (queue.length >= maxQueued) return 'unavailable';
-    queue.push(frame);
-    return 'queued';
+    socket.send(JSON.stringify({ timestamp: new Date().toISOString(), ...frame }));
+    return true;
   }
 
   connect();
 
   return {
-    forwardFeedback(f: { projectGuid: string; userId: string; requestId: string | null; data: FeedbackData }): FeedbackStatus {
-      return send('user_feedback', f.projectGuid, { userId: f.userId, requestId: f.requestId, ...f.data });
-    },
-    /** Tells the agents-server about an event that entered through this instance. */
-    notifyEvent(projectGuid: string, event: { id: string; type: EventType; data: unknown }): void {
-      if (event.type === 'agent_message') return;
-      send(event.type === 'project_status_change' ? 'project_status_sync' : 'project_update', projectGuid, { eventId: event.id, eventType: event.type, event: event.data });
-    },
-    isConnected: () => open,
-    close(): void {
+    send,
+    isOpen: () => open,
+    bufferedAmount: () => socket?.bufferedAmount ?? 0,
+    close() {
       closed = true;
       if (retryTimer) clearTimeout(retryTimer);
       socket?.close(1001, 'gateway shutting down');
     },
   };
 }
-
-export type AgentsLink = ReturnType<typeof createAgentsLink>;

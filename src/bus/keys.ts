@@ -28,3 +28,52 @@ export const FIELD_TYPE = 'type';
 export const FIELD_DATA = 'data';
 /** Set by gateways (not required from producers): the node that appended the event. */
 export const FIELD_ORIGIN = 'origin';
+
+// ---------------------------------------------------------------------------------------------
+// Agents-server relay (src/agents/). See docs/agents.md for what each key holds.
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * One of FEEDBACK_STREAM_SHARDS feedback streams (the outbox). A project's feedback always goes to
+ * the same shard (hash of its GUID), so it stays in order; several shards with distinct hash tags
+ * spread the feedback load over Cluster masters instead of one hot slot.
+ */
+export function feedbackStreamKey(prefix: string, shard: number): string {
+  return `${prefix}:{feedback:${shard}}:stream`;
+}
+/** The consumer group every gateway reads the feedback streams through (consumer name = NODE_ID). */
+export const FEEDBACK_GROUP = 'agents-relay';
+/** Stream entry fields of a feedback entry: the feedback id, and the whole record as JSON. */
+export const FIELD_FEEDBACK_ID = 'fid';
+export const FIELD_FEEDBACK_BODY = 'body';
+
+/** Replies for a user who had no live connection anywhere when the agents-server sent them. */
+export function userInboxKey(prefix: string, userId: string): string {
+  return `${prefix}:{user:${userId}}:inbox`;
+}
+/** Pub/sub channel of one user's targeted replies; an instance subscribes while it holds a connection of that user. */
+export function userRepliesChannel(prefix: string, userId: string): string {
+  return `${prefix}:{user:${userId}}:replies`;
+}
+
+/**
+ * Presence keys share one hash tag (one Cluster slot) so a change and its sequence number are one
+ * atomic script: presence changes are joins and leaves, orders of magnitude rarer than events.
+ */
+export function presenceNodesKey(prefix: string): string {
+  return `${prefix}:{presence}:nodes`;
+}
+export function presenceNodeKey(prefix: string, nodeId: string): string {
+  return `${prefix}:{presence}:node:${nodeId}`;
+}
+export function presenceSeqKey(prefix: string): string {
+  return `${prefix}:{presence}:seq`;
+}
+export function presenceChannel(prefix: string): string {
+  return `${prefix}:{presence}:changes`;
+}
+
+/** The last project_update event id the agents-server confirmed, per project (a hash). */
+export function agentsCursorsKey(prefix: string): string {
+  return `${prefix}:{agents}:cursors`;
+}

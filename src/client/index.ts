@@ -29,7 +29,19 @@ export type EventData = Record<string, unknown>;
 export type ProjectEventEnvelope = { [T in EventType]: Envelope<T, EventData> & { id: string; projectGuid: string } }[EventType];
 
 export interface JoinAck { latestId: string | null; recovered?: boolean; replayed?: number }
-export interface FeedbackResponse { accepted: boolean; forwarded: boolean; reason?: string; [key: string]: unknown }
+/**
+ * The gateway's answer to user_feedback: `status` "accepted" (stored in Redis, durable) or "queued"
+ * (in one gateway's memory), with the `feedbackId` the agents-server will answer about.
+ */
+export interface FeedbackResponse {
+  status?: 'accepted' | 'queued';
+  durable?: boolean;
+  feedbackId?: string;
+  accepted: boolean;
+  forwarded: boolean;
+  reason?: string;
+  [key: string]: unknown;
+}
 export interface ResyncInfo { projectGuid: string; since: string; latestId: string | null }
 export interface DisconnectInfo { code: number; reason: string }
 
@@ -105,6 +117,11 @@ export interface ClientEvents {
   error: GatewayError;
   /** A socket went away (server close, network loss, heartbeat); a reconnect follows unless closed. */
   disconnect: DisconnectInfo;
+  /**
+   * A frame the agents-server addressed to this user rather than to a room: a `user_feedback_response`
+   * answering their feedback (its `id` is the feedback's request id), or a targeted `agent_message`.
+   */
+  reply: Envelope;
 }
 
 export interface FeedbackExtra { replyTo?: string; meta?: Record<string, unknown> }
@@ -419,13 +436,15 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
   }
 
   function onEnvelope(env: Envelope): void {
-    if (EVENT_TYPE_SET.has(env.type)) return deliverEvent(env as ProjectEventEnvelope);
+    // Room events carry event ids; a targeted agent_message carries the id its sender chose.
+    if (EVENT_TYPE_SET.has(env.type) && isEventId(env.id)) return deliverEvent(env as ProjectEventEnvelope);
     if (env.type === 'leave_project' && env.id === null && (env.data as { reason?: unknown } | null)?.reason === 'access_revoked') return onRevoked(env);
     const p = typeof env.id === 'string' ? pending.get(env.id) : undefined;
     if (p) {
       pending.delete(env.id!);
       clearTimeout(p.timer);
     }
+    if (!p && (env.type === 'user_feedback_response' || env.type === 'agent_message')) return emit('reply', env);
     if (env.type === 'error') {
       const data = (env.data ?? {}) as { code?: string; message?: string };
       const err = new GatewayError(data.code ?? 'UNKNOWN', data.message ?? 'error frame', env);

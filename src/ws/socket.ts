@@ -15,19 +15,32 @@ import { isGuid, type ClientFrame, type Envelope, type FeedbackData } from '../p
 import { requestIdOf, validateClientFrame } from '../protocol/schemas.js';
 import type { Connection } from '../rooms/connection.js';
 import { membershipOf, releaseDrainWaiters, replayWindowBytes, sendTo } from '../rooms/connection.js';
-import type { FeedbackStatus } from '../agents/link.js';
 import type { Rooms } from '../rooms/rooms.js';
 import { errorReply, reply } from './frames.js';
 import { takeToken } from './rate-limit.js';
 
-/** Forwards a user's feedback upstream; null when no agents-server is configured. */
-export type FeedbackForwarder = (feedback: { projectGuid: string; userId: string; requestId: string | null; data: FeedbackData }) => FeedbackStatus | null;
+/**
+ * Stores a user's feedback for the agents-server and resolves the `user_feedback_response` data
+ * (rejects with a GatewayError when it was not stored); null when no agents-server is configured.
+ */
+export type FeedbackForwarder = (feedback: { projectGuid: string; userId: string; requestId: string | null; data: FeedbackData }) => Promise<object> | null;
+
+/** Connection lifecycle hooks for the agents relay (targeted replies, presence). Must not throw. */
+export interface ConnectionHooks {
+  opened(conn: Connection): void;
+  /** A join_project was acknowledged. */
+  joined(conn: Connection, projectGuid: string): void;
+  left(conn: Connection, projectGuid: string): void;
+  /** Called before the connection's memberships are released. */
+  closed(conn: Connection): void;
+}
 
 export interface SocketDeps {
   readonly config: Config;
   readonly verifyToken: TokenVerifier;
   readonly rooms: Rooms;
   readonly forwardFeedback: FeedbackForwarder;
+  readonly hooks?: ConnectionHooks;
   readonly log: Logger;
   readonly metrics: Metrics;
   readonly isShuttingDown: () => boolean;
@@ -160,7 +173,9 @@ export function createSocketLayer(deps: SocketDeps) {
         }
         rooms.join(conn, frame.projectGuid, frame.data?.since).then(
           (result) => {
-            if (result) sendLater(conn, reply('join_project', projectGuid, id, result));
+            if (!result) return;
+            sendLater(conn, reply('join_project', projectGuid, id, result));
+            if (!conn.closed) deps.hooks?.joined(conn, frame.projectGuid);
           },
           (err: unknown) => {
             const e = toGatewayError(err);
@@ -174,16 +189,25 @@ export function createSocketLayer(deps: SocketDeps) {
         return refreshToken(ws, conn, frame.data.token, id);
       case 'leave_project':
         if (!rooms.leave(conn, frame.projectGuid)) return send(ws, conn, fail(conn, 'NOT_JOINED', undefined, projectGuid, id));
+        deps.hooks?.left(conn, frame.projectGuid);
         return send(ws, conn, reply('leave_project', projectGuid, id, {}));
       case 'user_feedback': {
         if (!canAccessProject(conn.principal, frame.projectGuid)) return send(ws, conn, fail(conn, 'FORBIDDEN', undefined, projectGuid, id));
         // The frame is already under MAX_PAYLOAD_BYTES; meta is free-form, so its shape is checked like event data.
         const metaProblem = frame.data.meta === undefined ? null : dataProblem(frame.data.meta, config.dataLimits.maxDepth);
         if (metaProblem) return send(ws, conn, fail(conn, 'INVALID_DATA', `data.meta: ${metaProblem}`, projectGuid, id));
-        const status = deps.forwardFeedback({ projectGuid: frame.projectGuid, userId: conn.principal.userId, requestId: id, data: frame.data });
-        if (status === 'unavailable') return send(ws, conn, fail(conn, 'UNAVAILABLE', 'agents-server unreachable and its queue is full; retry later', projectGuid, id));
-        const data = status === null ? { accepted: false, forwarded: false, reason: 'no agents-server configured' } : { accepted: true, forwarded: status === 'forwarded' };
-        return send(ws, conn, reply('user_feedback_response', projectGuid, id, data));
+        const stored = deps.forwardFeedback({ projectGuid: frame.projectGuid, userId: conn.principal.userId, requestId: id, data: frame.data });
+        if (!stored) return send(ws, conn, reply('user_feedback_response', projectGuid, id, { accepted: false, forwarded: false, reason: 'no agents-server configured' }));
+        // The reply waits until the feedback is stored (durably with Redis): "accepted" never means "in memory".
+        stored.then(
+          (data) => sendLater(conn, reply('user_feedback_response', projectGuid, id, data)),
+          (err: unknown) => {
+            const e = toGatewayError(err);
+            if (e.code === 'INTERNAL') log.error({ err, projectGuid, userId: conn.principal.userId }, 'feedback not stored');
+            sendLater(conn, fail(conn, e.code, e.code === 'INTERNAL' ? undefined : e.message, projectGuid, id));
+          },
+        );
+        return;
       }
     }
   }
@@ -234,6 +258,7 @@ export function createSocketLayer(deps: SocketDeps) {
       metrics.connections.inc();
       metrics.connectionsOpened.inc();
       log.info({ conn: conn.id, userId: conn.principal.userId, remoteAddress: conn.remoteAddress, codec: conn.codec.name }, 'connection opened');
+      deps.hooks?.opened(conn);
     },
     message(ws, message, isBinary) {
       const conn = ws.getUserData();
@@ -288,6 +313,7 @@ export function createSocketLayer(deps: SocketDeps) {
       conn.ws = null;
       connections.delete(conn);
       counts.closed(conn.principal.userId, conn.remoteAddress);
+      deps.hooks?.closed(conn);
       rooms.leaveAll(conn);
       releaseDrainWaiters(conn);
       metrics.connections.dec();

@@ -1,0 +1,244 @@
+import type { Logger } from 'pino';
+import type { EventBus, NewEvent } from '../bus/bus.js';
+import { agentsCursorsKey, presenceChannel } from '../bus/keys.js';
+import type { Config } from '../config.js';
+import { GatewayError, toGatewayError } from '../errors.js';
+import type { Metrics } from '../metrics.js';
+import { encodeCheckedData } from '../protocol/limits.js';
+import type { Envelope, FeedbackData, ProjectEvent } from '../protocol/messages.js';
+import type { Connection } from '../rooms/connection.js';
+import type { AgentFrame } from './frames.js';
+import { createAgentsLink } from './link.js';
+import { createMemoryOutbox, createRedisOutbox, type FeedbackRecord, type Outbox } from './outbox.js';
+import { createPresence } from './presence.js';
+import { createRedisClient, type RedisClient } from './redis-clients.js';
+import { createReplies } from './replies.js';
+import { createSubscriptions, type CursorStore } from './subscriptions.js';
+
+/** A history replay to the agents-server pauses while more than this is waiting in the link's send buffer. */
+const REPLAY_BUFFER_BYTES = 4 * 1024 * 1024;
+
+/** What the user is told when their feedback is taken (docs/agents.md). */
+export interface FeedbackAcceptance {
+  /** 'accepted': stored durably (Redis). 'queued': held in this process's memory only (no Redis). */
+  status: 'accepted' | 'queued';
+  feedbackId: string;
+  durable: boolean;
+  /** Kept for clients written against v1's first reply shape: true whenever the gateway took the feedback. */
+  accepted: true;
+  /** Always false now: delivery to the agents-server happens after this reply, confirmed by its ack. */
+  forwarded: false;
+}
+
+export interface AgentsRelay {
+  /** Stores a user's feedback for the agents-server; rejects (GatewayError) if it was not stored. */
+  acceptFeedback(f: { projectGuid: string; userId: string; requestId: string | null; data: FeedbackData }): Promise<FeedbackAcceptance>;
+  /** Connection lifecycle hooks (src/ws/socket.ts). */
+  opened(conn: Connection): void;
+  joined(conn: Connection, projectGuid: string): void;
+  left(conn: Connection, projectGuid: string): void;
+  closed(conn: Connection): void;
+  /** Every event the bus delivers (tee of the bus sink). */
+  deliver(projectGuid: string, events: readonly ProjectEvent[]): void;
+  isConnected(): boolean;
+  close(): Promise<void>;
+}
+
+/**
+ * The agents side of the gateway (design doc 3.2.5, AgentCommunicationHandler), composed from small
+ * parts: the link (WebSocket, heartbeat, reconnect), the feedback outbox (durable with Redis), targeted
+ * replies, project subscriptions and presence. docs/agents.md is the protocol.
+ */
+export function createAgentsRelay(options: {
+  config: Config;
+  /** The shared-watch bus (see shared-watches.ts). */
+  bus: EventBus;
+  log: Logger;
+  metrics: Metrics;
+  /** Publishes an agent_message to a project's room through the gateway's checked append path. */
+  publish: (projectGuid: string, event: NewEvent) => Promise<unknown>;
+}): AgentsRelay {
+  const { config, log, metrics } = options;
+  const agents = config.agents!;
+  const redisConfig = config.redis;
+  const clients: RedisClient[] = [];
+  const client = (role: string) => {
+    const c = createRedisClient(redisConfig!, config.nodeId, role, log);
+    clients.push(c);
+    return c;
+  };
+  const cmd = redisConfig ? client('cmd') : null;
+  const subscriber = redisConfig ? client('subscriber') : null;
+  const prefix = redisConfig?.prefix ?? '';
+
+  const common = { nodeId: config.nodeId, log, metrics, claimIdleMs: config.feedback.claimIdleMs, maxInflight: config.feedback.maxInflight };
+  const outbox: Outbox = cmd
+    ? createRedisOutbox({ ...common, cmd, reader: client('feedback-reader'), clustered: !!redisConfig!.clusterNodes, prefix, shards: config.feedback.streamShards, streamMax: config.feedback.streamMax })
+    : createMemoryOutbox({ ...common, maxQueued: config.feedback.memoryQueue });
+  const replies = createReplies({ ...(cmd && subscriber ? { redis: { cmd, subscriber, prefix } } : {}), nodeId: config.nodeId, log, metrics, offlineWindowS: config.agentReplyOfflineS });
+  const presence = createPresence({ ...(cmd ? { redis: { cmd, prefix } } : {}), nodeId: config.nodeId, log, expiryMs: config.presenceExpiryMs });
+
+  const memoryCursors = new Map<string, string>();
+  const cursors: CursorStore = cmd
+    ? {
+        get: async (guid) => ((await cmd.call('HGET', agentsCursorsKey(prefix), guid)) as string | null) ?? null,
+        set: async (guid, id) => void (await cmd.call('HSET', agentsCursorsKey(prefix), guid, id)),
+      }
+    : { get: async (guid) => memoryCursors.get(guid) ?? null, set: async (guid, id) => void memoryCursors.set(guid, id) };
+
+  if (subscriber) {
+    subscriber.on('message', (channel: string, message: string) => {
+      try {
+        if (!presence.onMessage(channel, message)) replies.onMessage(channel, message);
+      } catch (err) {
+        log.error({ err, channel }, 'agents relay: pub/sub message handling failed');
+      }
+    });
+    let everReady = false;
+    subscriber.on('ready', () => {
+      // ioredis subscribes again by itself after a reconnect; changes published meanwhile are lost, so rebuild.
+      if (everReady) presence.resync();
+      everReady = true;
+    });
+    subscriber.subscribe(presenceChannel(prefix)).then(
+      () => presence.resync(),
+      (err: unknown) => log.warn({ err: (err as Error).message }, 'agents relay: presence subscription failed (rebuilt when Redis answers)'),
+    );
+  }
+
+  const link = createAgentsLink({
+    url: agents.url,
+    ...(agents.token ? { token: agents.token } : {}),
+    nodeId: config.nodeId,
+    log,
+    metrics,
+    heartbeatMs: agents.heartbeatMs,
+    reconnectMaxMs: agents.reconnectMaxMs,
+    // The biggest legitimate frame carries one data object within the limits, plus the envelope.
+    maxFrameBytes: config.dataLimits.maxBytes + 65536,
+    onOpen() {
+      presence.setSink((frame) => {
+        if (link.send({ type: 'project_status_sync', projectGuid: frame.kind === 'change' ? frame.projectGuid : null, id: null, data: frame })) metrics.presenceChangesSent.inc({ kind: frame.kind });
+      });
+      outbox.attach(sendFeedback);
+    },
+    onClose() {
+      outbox.detach();
+      presence.setSink(null);
+      subscriptions.reset();
+    },
+    onFrame: handleFrame,
+  });
+
+  const subscriptions = createSubscriptions({
+    bus: options.bus,
+    log,
+    historyPageSize: config.stream.historyPageSize,
+    cursors,
+    send: (frame) => link.send(frame),
+    onSent: () => metrics.projectUpdatesSent.inc(),
+    drained: async () => {
+      while (link.isOpen() && link.bufferedAmount() > REPLAY_BUFFER_BYTES) await new Promise((r) => setTimeout(r, 10));
+    },
+  });
+
+  function sendFeedback(record: FeedbackRecord, redelivery: boolean): boolean {
+    return link.send({ type: 'user_feedback', projectGuid: record.projectGuid, id: record.feedbackId, data: { ...record, redelivery } });
+  }
+
+  function reject(frame: AgentFrame, code: string, message: string): void {
+    metrics.agentsFramesInvalid.inc({ reason: 'data' });
+    log.warn({ type: frame.type, code, message }, 'agents-server frame skipped');
+    link.send({ type: 'error', projectGuid: frame.projectGuid, id: frame.id, data: { code, message } });
+  }
+
+  function handleFrame(frame: AgentFrame): void {
+    switch (frame.type) {
+      case 'feedback_ack':
+        return outbox.ack(frame.data.feedbackIds);
+      case 'user_feedback_response':
+      case 'agent_message': {
+        // Data from the agents-server passes the same limits as every other entry point.
+        try {
+          encodeCheckedData(frame.data, config.dataLimits, 'data');
+        } catch (err) {
+          const e = toGatewayError(err);
+          return reject(frame, e.code, e.message);
+        }
+        if (frame.type === 'agent_message' && frame.userId === undefined) {
+          options.publish(frame.projectGuid, { type: 'agent_message', data: frame.data }).catch((err: unknown) => {
+            const e = toGatewayError(err);
+            if (e.code === 'INTERNAL') log.error({ err, projectGuid: frame.projectGuid }, 'could not relay agent_message');
+            link.send({ type: 'error', projectGuid: frame.projectGuid, id: frame.id, data: { code: e.code, message: e.message } });
+          });
+          return;
+        }
+        const envelope: Envelope = { type: frame.type, projectGuid: frame.projectGuid, data: frame.data, timestamp: new Date().toISOString(), id: frame.id };
+        replies.send(frame.userId!, envelope).then(
+          (outcome) => link.send({ type: 'reply_status', projectGuid: frame.projectGuid, id: frame.id, data: { userId: frame.userId, outcome } }),
+          (err: unknown) => {
+            log.warn({ err: (err as Error).message }, 'agents relay: targeted reply not delivered');
+            link.send({ type: 'error', projectGuid: frame.projectGuid, id: frame.id, data: { code: 'UNAVAILABLE', message: 'reply not delivered; retry' } });
+          },
+        );
+        return;
+      }
+      case 'subscribe':
+        return subscriptions.subscribe(frame.data.projects, frame.id);
+      case 'unsubscribe':
+        return subscriptions.unsubscribe(frame.data.projects);
+      case 'project_update_ack':
+        return subscriptions.confirm(frame.projectGuid, frame.data.eventId);
+    }
+  }
+
+  return {
+    async acceptFeedback(f) {
+      // The same data limits as every other entry point (meta's shape was checked on arrival; its size is checked here).
+      try {
+        encodeCheckedData(f.data, config.dataLimits, 'data');
+      } catch (err) {
+        metrics.feedbackRefused.inc({ code: toGatewayError(err).code });
+        throw err;
+      }
+      const { feedbackId, durable } = await outbox
+        .accept({
+          projectGuid: f.projectGuid,
+          userId: f.userId,
+          requestId: f.requestId,
+          content: f.data.content,
+          ...(f.data.replyTo !== undefined ? { replyTo: f.data.replyTo } : {}),
+          ...(f.data.meta !== undefined ? { meta: f.data.meta } : {}),
+        })
+        .catch((err: unknown) => {
+          metrics.feedbackRefused.inc({ code: err instanceof GatewayError ? err.code : 'INTERNAL' });
+          throw err;
+        });
+      return { status: durable ? 'accepted' : 'queued', feedbackId, durable, accepted: true, forwarded: false };
+    },
+    opened: (conn) => replies.track(conn),
+    joined: (conn, guid) => presence.joined(conn, guid),
+    left: (conn, guid) => presence.left(conn, guid),
+    closed(conn) {
+      presence.closed(conn);
+      replies.untrack(conn);
+    },
+    deliver(guid, events) {
+      // Called from the bus sink: a failure here must not reach the bus (or the rooms after it).
+      try {
+        subscriptions.deliver(guid, events);
+      } catch (err) {
+        log.error({ err, projectGuid: guid }, 'agents relay: project_update delivery failed');
+      }
+    },
+    isConnected: () => link.isOpen(),
+    async close() {
+      link.close();
+      subscriptions.reset();
+      await outbox.close();
+      await presence.close();
+      replies.close();
+      for (const c of clients) c.disconnect();
+    },
+  };
+}

@@ -1,0 +1,166 @@
+import type { Logger } from 'pino';
+import { userInboxKey, userRepliesChannel } from '../bus/keys.js';
+import type { Metrics } from '../metrics.js';
+import type { Envelope } from '../protocol/messages.js';
+import { sendTo, type Connection } from '../rooms/connection.js';
+import type { RedisClient } from './redis-clients.js';
+
+/** At most this many replies are kept per offline user (the oldest go first). */
+export const OFFLINE_REPLIES_PER_USER = 100;
+/** Without Redis: offline users with kept replies, at most. */
+const MEMORY_INBOX_USERS = 10_000;
+
+export type ReplyOutcome = 'live' | 'stored' | 'dropped';
+
+export interface Replies {
+  /** A connection opened: it receives this user's targeted replies from now on (and any kept while they were offline). */
+  track(conn: Connection): void;
+  untrack(conn: Connection): void;
+  /** Delivers to every live connection of `userId` on every instance, or keeps it for AGENT_REPLY_OFFLINE_S. */
+  send(userId: string, envelope: Envelope): Promise<ReplyOutcome>;
+  /** Pub/sub message on a channel this module subscribed to (the relay routes them here). */
+  onMessage(channel: string, message: string): boolean;
+  close(): void;
+}
+
+// Publish to the user's channel; if no instance holds a connection of the user (0 receivers), keep
+// the reply in their inbox instead. One script, so a connection that subscribes concurrently either
+// receives the publish or finds the reply in the inbox it reads right after subscribing.
+// KEYS[1] inbox; ARGV channel, message, window seconds, max kept.
+const PUBLISH_OR_KEEP_LUA = `
+local receivers = redis.call('PUBLISH', ARGV[1], ARGV[2])
+if receivers > 0 then return 'live' end
+if tonumber(ARGV[3]) <= 0 then return 'dropped' end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'reply', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 'stored'
+`;
+
+interface RelayedReply {
+  /** NODE_ID of the instance whose link received the reply. */
+  origin: string;
+  userId: string;
+  envelope: Envelope;
+}
+
+/**
+ * Targeted delivery: a reply from the agents-server for one user reaches every live connection of
+ * that user, whichever instance it is on, and nobody else. With Redis each instance subscribes to a
+ * user's channel while it holds a connection of that user, so a reply costs one PUBLISH and reaches
+ * only the instances concerned. A user with no connection anywhere gets the reply on their next
+ * connection, if it comes within `offlineWindowS`.
+ */
+export function createReplies(options: {
+  redis?: { cmd: RedisClient; subscriber: RedisClient; prefix: string };
+  nodeId: string;
+  log: Logger;
+  metrics: Metrics;
+  offlineWindowS: number;
+}): Replies {
+  const { log, metrics, redis } = options;
+  const byUser = new Map<string, Set<Connection>>();
+  /** Without Redis: replies kept for offline users, with when they expire. */
+  const memoryInbox = new Map<string, { envelope: Envelope; expiresAt: number }[]>();
+  if (redis && !('autocodePublishOrKeep' in redis.cmd)) redis.cmd.defineCommand('autocodePublishOrKeep', { numberOfKeys: 1, lua: PUBLISH_OR_KEEP_LUA });
+
+  function deliverLocal(userId: string, envelope: Envelope): number {
+    const conns = byUser.get(userId);
+    if (!conns) return 0;
+    let sent = 0;
+    for (const conn of conns) if (sendTo(conn, conn.codec.encode(envelope))) sent++;
+    return sent;
+  }
+
+  async function readInbox(userId: string): Promise<void> {
+    if (!redis) {
+      const kept = memoryInbox.get(userId);
+      memoryInbox.delete(userId);
+      const now = Date.now();
+      for (const r of kept ?? []) if (r.expiresAt > now) deliverLocal(userId, r.envelope);
+      return;
+    }
+    const key = userInboxKey(redis.prefix, userId);
+    const entries = (await redis.cmd.call('XRANGE', key, '-', '+')) as [string, string[]][];
+    if (!entries.length) return;
+    for (const [, fields] of entries) {
+      const relayed = parseRelayed(fields[1]);
+      if (relayed && relayed.userId === userId) deliverLocal(userId, relayed.envelope);
+    }
+    await redis.cmd.call('XDEL', key, ...entries.map((e) => e[0]));
+  }
+
+  function parseRelayed(message: string | undefined): RelayedReply | null {
+    if (!message) return null;
+    try {
+      const r = JSON.parse(message) as RelayedReply;
+      return r && typeof r.userId === 'string' && r.envelope && typeof r.envelope.type === 'string' ? r : null;
+    } catch {
+      return null;
+    }
+  }
+
+  return {
+    track(conn) {
+      const userId = conn.principal.userId;
+      let conns = byUser.get(userId);
+      if (conns) {
+        conns.add(conn);
+        return;
+      }
+      conns = new Set([conn]);
+      byUser.set(userId, conns);
+      const subscribed = redis ? redis.subscriber.subscribe(userRepliesChannel(redis.prefix, userId)) : Promise.resolve();
+      // Subscribe first, then read the inbox: see PUBLISH_OR_KEEP_LUA for why nothing falls between.
+      subscribed
+        .then(() => readInbox(userId))
+        .catch((err: unknown) => log.warn({ err: (err as Error).message, userId }, 'agents relay: could not subscribe to a user\'s replies (the user\'s replies reach their other connections, or are kept)'));
+    },
+    untrack(conn) {
+      const userId = conn.principal.userId;
+      const conns = byUser.get(userId);
+      if (!conns?.delete(conn) || conns.size > 0) return;
+      byUser.delete(userId);
+      redis?.subscriber.unsubscribe(userRepliesChannel(redis.prefix, userId)).catch(() => {});
+    },
+    async send(userId, envelope) {
+      let outcome: ReplyOutcome;
+      if (!redis) {
+        if (deliverLocal(userId, envelope) > 0) outcome = 'live';
+        else if (options.offlineWindowS <= 0) outcome = 'dropped';
+        else {
+          if (memoryInbox.size >= MEMORY_INBOX_USERS && !memoryInbox.has(userId)) {
+            // Bounded however many user ids an agents-server invents: expired first, then the oldest user.
+            const now = Date.now();
+            for (const [u, kept] of memoryInbox) if (kept.every((r) => r.expiresAt <= now)) memoryInbox.delete(u);
+            if (memoryInbox.size >= MEMORY_INBOX_USERS) memoryInbox.delete(memoryInbox.keys().next().value as string);
+          }
+          const kept = memoryInbox.get(userId) ?? [];
+          kept.push({ envelope, expiresAt: Date.now() + options.offlineWindowS * 1000 });
+          if (kept.length > OFFLINE_REPLIES_PER_USER) kept.shift();
+          memoryInbox.set(userId, kept);
+          outcome = 'stored';
+        }
+      } else {
+        const message = JSON.stringify({ origin: options.nodeId, userId, envelope } satisfies RelayedReply);
+        const run = (redis.cmd as unknown as { autocodePublishOrKeep(key: string, channel: string, message: string, windowS: number, max: number): Promise<ReplyOutcome> }).autocodePublishOrKeep;
+        outcome = await run.call(redis.cmd, userInboxKey(redis.prefix, userId), userRepliesChannel(redis.prefix, userId), message, options.offlineWindowS, OFFLINE_REPLIES_PER_USER);
+      }
+      metrics.agentReplies.inc({ outcome });
+      return outcome;
+    },
+    onMessage(channel, message) {
+      if (!redis || !channel.endsWith('}:replies')) return false;
+      const relayed = parseRelayed(message);
+      if (!relayed || userRepliesChannel(redis.prefix, relayed.userId) !== channel) {
+        log.warn({ channel }, 'agents relay: malformed reply on a user channel skipped');
+        return true;
+      }
+      deliverLocal(relayed.userId, relayed.envelope);
+      return true;
+    },
+    close() {
+      byUser.clear();
+      memoryInbox.clear();
+    },
+  };
+}
