@@ -45,10 +45,11 @@ describe('production install', () => {
     for (const f of ['package.json', 'package-lock.json']) cpSync(path.join(REPO_ROOT, f), path.join(dir, f));
     cpSync(path.join(REPO_ROOT, 'dist'), path.join(dir, 'dist'), { recursive: true });
     execFileSync('npm', ['ci', '--omit=dev', '--no-audit', '--no-fund', '--prefer-offline'], { cwd: dir, stdio: 'pipe', timeout: 120_000 });
-    // Modules main.js only loads on demand (the Redis bus) must resolve too. Entry points that run
-    // (main.js) or refuse to run outside a worker thread (worker.js) are covered by the import scan above.
-    const modules = serverFiles(path.join(dir, 'dist')).filter((f) => !f.endsWith(`${path.sep}main.js`) && !f.endsWith(`${path.sep}worker.js`));
-    execFileSync(process.execPath, ['--input-type=module', '-e', `for (const f of ${JSON.stringify(modules)}) await import(f);`], { cwd: dir, stdio: 'pipe' });
+    // Modules main.js only loads on demand (the Redis bus) must resolve too. Programs, which run when
+    // imported (the gateway, a worker thread, the echo agent), are covered by the import scan above.
+    const programs = ['main.js', `workers${path.sep}worker.js`, `agents${path.sep}echo-agent.js`];
+    const modules = serverFiles(path.join(dir, 'dist')).filter((f) => !programs.some((p) => f.endsWith(`${path.sep}${p}`)));
+    execFileSync(process.execPath, ['--input-type=module', '-e', `for (const f of ${JSON.stringify(modules)}) await import(f);`], { cwd: dir, stdio: 'pipe', timeout: 60_000 });
     const port = await freePort();
     const gw = await spawnGateway({ PORT: String(port), HOST: '127.0.0.1', JWT_SECRET: 'some-secret-123', LOG_LEVEL: 'warn', AGENTS_URL: 'ws://127.0.0.1:9/none' }, { entry: path.join(dir, 'dist', 'main.js') });
     expect(await (await fetch(`${gw.url}/healthz`)).json()).toMatchObject({ status: 'ok' });
