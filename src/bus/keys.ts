@@ -23,3 +23,16 @@ export const FIELD_TYPE = 'type';
 export const FIELD_DATA = 'data';
 /** Set by gateways (not required from producers): the node that appended the event. */
 export const FIELD_ORIGIN = 'origin';
+
+/**
+ * The keyspace-notification channel Redis publishes a key's events on (`K` in notify-keyspace-events):
+ * `__keyspace@<db>__:<key>`. In a Cluster it is published only on the node holding the key.
+ */
+export function keyspaceChannel(db: number, key: string): string {
+  return `${keyspaceChannelPrefix(db)}${key}`;
+}
+
+/** What every keyspace channel of a database starts with; the key follows it. */
+export function keyspaceChannelPrefix(db: number): string {
+  return `__keyspace@${db}__:`;
+}
