@@ -1,4 +1,4 @@
-import { Cluster, Redis } from 'ioredis';
+import { Cluster, Redis, ReplyError } from 'ioredis';
 import { createRequire } from 'node:module';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
@@ -445,7 +445,16 @@ return changed`;
             if (w) args.push(key, w.lastId);
           }
           if (args.length === 0) continue;
-          const changed = (await admin.eval(CHANGED_STREAMS_SCRIPT, 0, ...args)) as string[];
+          let changed: string[];
+          try {
+            changed = (await admin.eval(CHANGED_STREAMS_SCRIPT, 0, ...args)) as string[];
+          } catch (err) {
+            if (!(err instanceof ReplyError)) throw err;
+            // Redis refused the script (before 7.0 there are no script flags, or scripting is
+            // disabled): read these streams the plain way, one XREAD per slot.
+            logError('redis resync script refused; re-reading the watched streams with XREAD', err);
+            changed = args.filter((_, j) => j % 2 === 0);
+          }
           for (const key of changed) markDirty(watchesByKey.get(key));
         }
       }
