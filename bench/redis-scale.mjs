@@ -100,8 +100,12 @@ async function stats(ports) {
   const add = (/** @type {string} */ k, /** @type {number} */ n) => total.set(k, (total.get(k) ?? 0) + n);
   for (const port of ports) {
     for (const line of (await cli(port, 'INFO', 'commandstats')).split(/\r?\n/)) {
-      const m = /^cmdstat_([^:]+):calls=(\d+)/.exec(line);
-      if (m && m[1] !== 'info') add(m[1], Number(m[2]));
+      const m = /^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/.exec(line);
+      if (m && m[1] !== 'info') {
+        add(m[1], Number(m[2]));
+        // Time Redis spent executing it (for XADD this includes publishing the notification).
+        add(`usec:${m[1]}`, Number(m[3]));
+      }
     }
     const s = await cli(port, 'INFO', 'stats');
     add('bytes_in', Number(/total_net_input_bytes:(\d+)/.exec(s)?.[1] ?? 0));
@@ -118,11 +122,21 @@ function delta(a, b) {
   return d;
 }
 
+/**
+ * The XREADs the resync script runs inside Redis (one per watched key per resync; commandstats
+ * counts commands a script calls): resyncs in the window = CONFIG GETs / masters (each resync
+ * checks the flags once per master first), times the watched keys.
+ * @param {Record<string, number>} d @param {number} watched @param {number} masters
+ */
+function resyncInnerXreads(d, watched, masters) {
+  return Math.round((d['config|get'] ?? 0) / masters) * watched;
+}
+
 /** @param {Record<string, number>} d */
 function gatewayCalls(d) {
   let n = 0;
   // xadd and hello are the producer's (ioredis says HELLO when it connects).
-  for (const [k, v] of Object.entries(d)) if (!['xadd', 'hello', 'bytes_in', 'bytes_out'].includes(k)) n += v;
+  for (const [k, v] of Object.entries(d)) if (!['xadd', 'hello', 'bytes_in', 'bytes_out'].includes(k) && !k.startsWith('usec:')) n += v;
   return n;
 }
 
@@ -183,11 +197,12 @@ async function run(topology, redis, mode, n) {
   const idle = delta(s0, s1);
   const idleSec = (c1.t - c0.t) / 1000;
   const idleRow = {
-    gatewayCmdsPerSec: gatewayCalls(idle) / idleSec,
+    gatewayCmdsPerSec: (gatewayCalls(idle) - resyncInnerXreads(idle, n, redis.ports.length)) / idleSec,
+    resyncInnerXreadsPerSec: resyncInnerXreads(idle, n, redis.ports.length) / idleSec,
     bytesInPerSec: (idle.bytes_in ?? 0) / idleSec,
     gatewayCpuPct: (100 * (c1.cpuSec - c0.cpuSec)) / idleSec,
     redisCpuPct: (100 * (r1.cpuSec - r0.cpuSec)) / idleSec,
-    byCommand: Object.fromEntries(Object.entries(idle).filter(([k]) => !k.startsWith('bytes')).map(([k, v]) => [k, Math.round(v / idleSec)])),
+    byCommand: Object.fromEntries(Object.entries(idle).filter(([k]) => !k.startsWith('bytes') && !k.startsWith('usec:')).map(([k, v]) => [k, Math.round(v / idleSec)])),
   };
 
   // Busy: `RATE` events/s, each to a random watched project, paced every 10 ms.
@@ -219,15 +234,19 @@ async function run(topology, redis, mode, n) {
   const busyRow = {
     eventsPerSec: appended / busySec,
     xaddPerSec: (busy.xadd ?? 0) / busySec,
-    gatewayCmdsPerSec: gatewayCalls(busy) / busySec,
-    gatewayCmdsPerEvent: gatewayCalls(busy) / Math.max(1, appended),
+    gatewayCmdsPerSec: (gatewayCalls(busy) - resyncInnerXreads(busy, n, redis.ports.length)) / busySec,
+    gatewayCmdsPerEvent: (gatewayCalls(busy) - resyncInnerXreads(busy, n, redis.ports.length)) / Math.max(1, appended),
+    resyncInnerXreadsPerSec: resyncInnerXreads(busy, n, redis.ports.length) / busySec,
     bytesInPerSec: (busy.bytes_in ?? 0) / busySec,
     bytesOutPerEvent: (busy.bytes_out ?? 0) / Math.max(1, appended),
     gatewayCpuPct: (100 * (c1.cpuSec - c0.cpuSec)) / busySec,
     redisCpuPct: (100 * (r1.cpuSec - r0.cpuSec)) / busySec,
     delivered,
     appended,
-    byCommand: Object.fromEntries(Object.entries(busy).filter(([k]) => !k.startsWith('bytes')).map(([k, v]) => [k, Math.round(v / busySec)])),
+    byCommand: Object.fromEntries(Object.entries(busy).filter(([k]) => !k.startsWith('bytes') && !k.startsWith('usec:')).map(([k, v]) => [k, Math.round(v / busySec)])),
+    /** Redis execution time per appended event (commandstats usec), split into the producer's XADD and the gateway's commands. */
+    redisUsecPerEventXadd: (busy['usec:xadd'] ?? 0) / Math.max(1, appended),
+    redisUsecPerEventGateway: Object.entries(busy).filter(([k]) => k.startsWith('usec:') && k !== 'usec:xadd' && k !== 'usec:hello').reduce((a, [, v]) => a + v, 0) / Math.max(1, appended),
   };
   await producer.quit();
   clients.close();
@@ -248,15 +267,18 @@ function report(rows, meta) {
     `Conditions: ${meta.conditions}`,
     '',
     `Idle ${IDLE_S} s, then ${RATE} events/s for ${BUSY_S} s, each XADDed to a random watched project by a separate producer.`,
-    'Commands are `INFO commandstats` deltas summed over every master, INFO itself left out; "gateway cmds" excludes the',
-    "producer's XADDs. CPU: /proc/<pid>/stat utime+stime, 100% = one core. `notify` = REDIS_WAKEUP=auto (keyspace",
-    'notifications), `poll` = REDIS_WAKEUP=poll (the previous read loop).',
+    'Commands are `INFO commandstats` deltas summed over every master, INFO itself left out; "gateway cmds" are the commands',
+    "the gateway sent (the producer's XADDs excluded). commandstats also counts the XREADs the resync script runs inside Redis",
+    '(one per watched key per resync, every 15 s): they are taken out of "gateway cmds" and shown apart ("resync XREADs in',
+    'Redis/s", as measured in that window: 0 when no resync fell in it; amortized: watched projects / 15 per second).',
+    "CPU: /proc/<pid>/stat utime+stime, 100% = one core. `notify` = REDIS_WAKEUP=auto (keyspace notifications),",
+    '`poll` = REDIS_WAKEUP=poll (the previous read loop).',
     '',
-    '| Redis | wake-up | projects | idle gateway cmds/s | idle KB/s into Redis | idle gateway CPU | idle Redis CPU | busy events/s | busy gateway cmds/s | gateway cmds per event | busy gateway CPU | busy Redis CPU | delivered / appended | gateway RSS MB |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    '| Redis | wake-up | projects | idle gateway cmds/s | idle resync XREADs in Redis/s | idle KB/s into Redis | idle gateway CPU | idle Redis CPU | busy events/s | busy gateway cmds/s | busy resync XREADs in Redis/s | gateway cmds per event | busy KB/s into Redis | Redis bytes out per event | Redis µs per event: XADD / gateway cmds | busy gateway CPU | busy Redis CPU | delivered / appended | gateway RSS MB |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const r of rows) {
-    out.push(`| ${r.topology} | ${r.wakeup} | ${f(r.projects)} | ${f(r.idle.gatewayCmdsPerSec, 1)} | ${f(r.idle.bytesInPerSec / 1024, 1)} | ${f(r.idle.gatewayCpuPct, 1)}% | ${f(r.idle.redisCpuPct, 1)}% | ${f(r.busy.eventsPerSec)} | ${f(r.busy.gatewayCmdsPerSec)} | ${f(r.busy.gatewayCmdsPerEvent, 2)} | ${f(r.busy.gatewayCpuPct, 1)}% | ${f(r.busy.redisCpuPct, 1)}% | ${f(r.busy.delivered)} / ${f(r.busy.appended)} | ${f(r.rssMb)} |`);
+    out.push(`| ${r.topology} | ${r.wakeup} | ${f(r.projects)} | ${f(r.idle.gatewayCmdsPerSec, 1)} | ${f(r.idle.resyncInnerXreadsPerSec)} | ${f(r.idle.bytesInPerSec / 1024, 1)} | ${f(r.idle.gatewayCpuPct, 1)}% | ${f(r.idle.redisCpuPct, 1)}% | ${f(r.busy.eventsPerSec)} | ${f(r.busy.gatewayCmdsPerSec)} | ${f(r.busy.resyncInnerXreadsPerSec)} | ${f(r.busy.gatewayCmdsPerEvent, 2)} | ${f(r.busy.bytesInPerSec / 1024, 1)} | ${f(r.busy.bytesOutPerEvent)} | ${f(r.busy.redisUsecPerEventXadd, 1)} / ${f(r.busy.redisUsecPerEventGateway, 1)} | ${f(r.busy.gatewayCpuPct, 1)}% | ${f(r.busy.redisCpuPct, 1)}% | ${f(r.busy.delivered)} / ${f(r.busy.appended)} | ${f(r.rssMb)} |`);
   }
   out.push('', 'Commands per second by name (idle → busy), per run:', '');
   for (const r of rows) out.push(`- ${r.topology} ${r.wakeup} ${r.projects}: idle ${JSON.stringify(r.idle.byCommand)}; busy ${JSON.stringify(r.busy.byCommand)}`);

@@ -5,6 +5,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EventBus } from '../src/bus/bus.js';
 import { createRedisBus, type RedisBusOptions } from '../src/bus/redis.js';
+import { withRequiredFlags } from '../src/bus/wakeup.js';
 import { DEFAULT_DATA_LIMITS } from '../src/protocol/limits.js';
 import type { ProjectEvent } from '../src/protocol/messages.js';
 import { randomGuid, until } from './helpers/gateway.js';
@@ -46,6 +47,16 @@ async function channelCount(cli: (...args: string[]) => Promise<string>): Promis
 }
 
 const IDLE_WINDOW_MS = 3000;
+
+describe('notify-keyspace-events flags', () => {
+  it('adds only what is missing (K, and t unless A covers it) and keeps every flag already set', () => {
+    expect(withRequiredFlags('')).toBe('Kt');
+    expect(withRequiredFlags('Ex')).toBe('ExKt');
+    expect(withRequiredFlags('KEA')).toBeNull();
+    expect(withRequiredFlags('AE')).toBe('AEK');
+    expect(withRequiredFlags('tK')).toBeNull();
+  });
+});
 
 describe('standalone Redis: woken by keyspace notifications', () => {
   let redis: RedisServer;

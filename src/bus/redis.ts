@@ -501,7 +501,7 @@ return changed`;
   function readerAlive(): boolean {
     if (mode === 'poll') return watches.size === 0 || Date.now() - lastReadAt < readStallMs;
     if (readStartedAt !== 0 && Date.now() - readStartedAt > readStallMs) return false;
-    return !wakeup || wakeup.healthy();
+    return !wakeup || wakeup.healthy(healthTimeoutMs);
   }
 
   return {

@@ -36,8 +36,12 @@ export interface KeyspaceWakeup {
   remove(key: string): void;
   /** Watched keys per master (address `host:port`, or 'standalone'), for the periodic safety re-read. */
   homes(): Map<string, string[]>;
-  /** Every subscriber connection that has keys is connected, has the flags checked, and is subscribed. */
-  healthy(): boolean;
+  /**
+   * False when a subscriber connection that has keys has been down (or unsubscribed) for longer
+   * than `graceMs`: a reconnect or a re-home after resharding takes milliseconds, and every
+   * instance does it at the same moment, so readiness must not flap for it.
+   */
+  healthy(graceMs: number): boolean;
   /** Checks on every subscriber that Redis still answers (PING is allowed in subscriber mode). */
   ping(timeoutMs: number): Promise<void>;
   close(): void;
@@ -87,6 +91,8 @@ interface NodeLink {
   flagsChecked: boolean;
   syncing: boolean;
   again: boolean;
+  /** Since when the node's subscriptions are not in place (0: in place). */
+  downSince: number;
 }
 
 /** Channels per SUBSCRIBE: one command per thousand keys keeps each under ~100 KB. */
@@ -114,12 +120,13 @@ export function createKeyspaceWakeup(options: KeyspaceWakeupOptions): KeyspaceWa
       const i = address.lastIndexOf(':');
       sub = new Redis({ ...common, host: address.slice(0, i), port: Number(address.slice(i + 1)) });
     }
-    const link: NodeLink = { address, sub, keys: new Set(), subscribed: new Set(), flagsChecked: false, syncing: false, again: false };
+    const link: NodeLink = { address, sub, keys: new Set(), subscribed: new Set(), flagsChecked: false, syncing: false, again: false, downSince: Date.now() };
     sub.on('error', (err) => options.onError(`redis keyspace subscriber error (${address})`, err));
     sub.on('close', () => {
       // A new connection has no subscriptions, and a restarted Redis has lost runtime CONFIG SETs.
       link.subscribed.clear();
       link.flagsChecked = false;
+      if (!link.downSince) link.downSince = Date.now();
     });
     sub.on('ready', () => void reconcile(link));
     sub.on('message', (channel: string, message: string) => {
@@ -163,6 +170,7 @@ export function createKeyspaceWakeup(options: KeyspaceWakeupOptions): KeyspaceWa
           await link.sub.unsubscribe(...chunk.map((k) => keyspaceChannel(options.db, k)));
           for (const k of chunk) link.subscribed.delete(k);
         }
+        link.downSince = 0;
       } while (link.again);
     } catch (err) {
       // The connection dropped mid-way: 'ready' runs this again on the new connection.
@@ -234,10 +242,10 @@ export function createKeyspaceWakeup(options: KeyspaceWakeupOptions): KeyspaceWa
       if (homeless.size) out.set('unknown', [...homeless]);
       return out;
     },
-    healthy() {
+    healthy(graceMs) {
+      const now = Date.now();
       for (const link of links.values()) {
-        if (link.keys.size === 0) continue;
-        if (link.sub.status !== 'ready' || !link.flagsChecked) return false;
+        if (link.keys.size > 0 && link.downSince && now - link.downSince > graceMs) return false;
       }
       return true;
     },
