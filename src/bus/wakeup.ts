@@ -59,9 +59,12 @@ export function withRequiredFlags(current: string): string | null {
   return missing.length ? current + missing.join('') : null;
 }
 
-/** Whether an error is Redis refusing the command (ACL, renamed CONFIG), as opposed to a connection problem. */
+/**
+ * Whether Redis answered with a refusal (ACL NOPERM, renamed or disabled CONFIG, a managed
+ * service's own error), as opposed to a connection problem or a transient state worth retrying.
+ */
 function isRefusal(err: unknown): boolean {
-  return err instanceof ReplyError && /NOPERM|unknown command|not allowed|protected/i.test((err as Error).message);
+  return err instanceof ReplyError && !/^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|MOVED|ASK)\b/.test((err as Error).message);
 }
 
 /**
@@ -173,8 +176,12 @@ export function createKeyspaceWakeup(options: KeyspaceWakeupOptions): KeyspaceWa
         link.downSince = 0;
       } while (link.again);
     } catch (err) {
-      // The connection dropped mid-way: 'ready' runs this again on the new connection.
-      if (!closed) options.onError('redis keyspace subscribe failed; retrying on reconnect', err);
+      // The connection dropped mid-way ('ready' runs this again on the new connection), or Redis
+      // answered with a transient error (LOADING, BUSY…): try again shortly.
+      if (!closed) {
+        options.onError('redis keyspace subscribe failed; retrying', err);
+        setTimeout(() => void reconcile(link), 1000).unref();
+      }
     } finally {
       link.syncing = false;
     }
