@@ -1,6 +1,7 @@
 // The Redis bus woken by keyspace notifications (docs/redis-wakeup.md), against real redis-server
 // processes and a real 3-master cluster. Counts, never timings: how many commands an idle
 // instance sends, and that every event still arrives exactly once.
+import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EventBus } from '../src/bus/bus.js';
@@ -124,6 +125,28 @@ describe('standalone Redis: woken by keyspace notifications', () => {
       expect(received.get(guid)).toEqual([id]);
       expect(await redis.cli('CONFIG', 'GET', 'notify-keyspace-events')).toMatch(/K/);
     } finally {
+      await bus.close();
+    }
+  });
+
+  it('re-reads after its subscriber connection is killed, so the event appended while nobody listened arrives', async () => {
+    const { bus, received } = busOn({ url: redis.url, prefix: 'autocode' });
+    const admin = new Redis(redis.url);
+    try {
+      const guid = randomGuid();
+      await bus.watch(guid);
+      await until(async () => (await channelCount(redis.cli)) === 1, 5000, 'subscribed');
+      // One pipeline: Redis kills the subscriber, then appends with nobody subscribed, so this
+      // event's notification is lost for sure; only the re-read after resubscribing can find it.
+      const [, [, id]] = (await admin.pipeline().client('KILL', 'TYPE', 'pubsub').xadd(key(guid), '*', 'type', 'project_message', 'data', '{}').exec()) as [unknown, [unknown, string]];
+      await until(() => received.get(guid)?.length === 1, 5000, 'event found by the re-read after resubscribing');
+      expect(received.get(guid)).toEqual([id]);
+      await until(async () => (await channelCount(redis.cli)) === 1, 5000, 'subscribed again');
+      const next = await redis.cli('XADD', key(guid), '*', 'type', 'project_message', 'data', '{}');
+      await until(() => received.get(guid)?.length === 2, 5000, 'woken again by a notification');
+      expect(received.get(guid)).toEqual([id, next]);
+    } finally {
+      admin.disconnect();
       await bus.close();
     }
   });
