@@ -138,7 +138,7 @@ describe('standalone Redis: woken by keyspace notifications', () => {
       await until(async () => (await channelCount(redis.cli)) === 1, 5000, 'subscribed');
       // One pipeline: Redis kills the subscriber, then appends with nobody subscribed, so this
       // event's notification is lost for sure; only the re-read after resubscribing can find it.
-      const [, [, id]] = (await admin.pipeline().client('KILL', 'TYPE', 'pubsub').xadd(key(guid), '*', 'type', 'project_message', 'data', '{}').exec()) as [unknown, [unknown, string]];
+      const [, [, id]] = (await admin.pipeline().call('CLIENT', 'KILL', 'TYPE', 'pubsub').xadd(key(guid), '*', 'type', 'project_message', 'data', '{}').exec()) as [unknown, [unknown, string]];
       await until(() => received.get(guid)?.length === 1, 5000, 'event found by the re-read after resubscribing');
       expect(received.get(guid)).toEqual([id]);
       await until(async () => (await channelCount(redis.cli)) === 1, 5000, 'subscribed again');
