@@ -47,6 +47,7 @@ interface Env {
   REDIS_URL?: string;
   REDIS_CLUSTER_NODES?: string;
   REDIS_PREFIX: string;
+  REDIS_WAKEUP: 'auto' | 'poll';
   STREAM_MAXLEN: number;
   STREAM_TTL_S: number;
   STREAM_MAX_AGE_S: number;
@@ -111,6 +112,7 @@ const envSchema: JSONSchemaType<Env> = {
     REDIS_URL: { type: 'string', pattern: '^rediss?://', nullable: true },
     REDIS_CLUSTER_NODES: { type: 'string', pattern: '^[^,\\s]+:\\d+(,[^,\\s]+:\\d+)*$', nullable: true },
     REDIS_PREFIX: { type: 'string', pattern: '^[A-Za-z0-9:_.-]{1,64}$', default: 'autocode' },
+    REDIS_WAKEUP: { type: 'string', enum: ['auto', 'poll'], default: 'auto' },
     STREAM_MAXLEN: { type: 'integer', minimum: 1, maximum: 100000000, default: 10000 },
     STREAM_TTL_S: { type: 'integer', minimum: 0, maximum: 31536000, default: 86400 },
     STREAM_MAX_AGE_S: { type: 'integer', minimum: 0, maximum: 31536000, default: 0 },
@@ -179,6 +181,11 @@ export interface Config {
     readonly url?: string;
     readonly clusterNodes?: readonly { host: string; port: number }[];
     readonly prefix: string;
+    /**
+     * How the reader learns that a watched stream changed: 'auto' = keyspace notifications (enabled
+     * with CONFIG SET if needed), falling back to polling when Redis refuses; 'poll' = always poll.
+     */
+    readonly wakeup?: 'auto' | 'poll';
   };
   readonly stream: { readonly maxLen: number; readonly ttlS: number; readonly maxAgeS: number; readonly historyPageSize: number };
   readonly recentEventsPerRoom: number;
@@ -298,7 +305,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     recentBytesPerRoom: e.RECENT_BYTES_PER_ROOM,
     memoryBusMaxBytes: e.MEMORY_BUS_MAX_BYTES,
     ...(e.REDIS_URL || clusterNodes
-      ? { redis: { ...(e.REDIS_URL ? { url: e.REDIS_URL } : {}), ...(clusterNodes ? { clusterNodes } : {}), prefix: e.REDIS_PREFIX } }
+      ? { redis: { ...(e.REDIS_URL ? { url: e.REDIS_URL } : {}), ...(clusterNodes ? { clusterNodes } : {}), prefix: e.REDIS_PREFIX, wakeup: e.REDIS_WAKEUP } }
       : {}),
     stream: { maxLen: e.STREAM_MAXLEN, ttlS: e.STREAM_TTL_S, maxAgeS: e.STREAM_MAX_AGE_S, historyPageSize: e.HISTORY_PAGE_SIZE },
     recentEventsPerRoom: e.RECENT_EVENTS_PER_ROOM,

@@ -77,3 +77,16 @@ export function presenceChannel(prefix: string): string {
 export function agentsCursorsKey(prefix: string): string {
   return `${prefix}:{agents}:cursors`;
 }
+
+/**
+ * The keyspace-notification channel Redis publishes a key's events on (`K` in notify-keyspace-events):
+ * `__keyspace@<db>__:<key>`. In a Cluster it is published only on the node holding the key.
+ */
+export function keyspaceChannel(db: number, key: string): string {
+  return `${keyspaceChannelPrefix(db)}${key}`;
+}
+
+/** What every keyspace channel of a database starts with; the key follows it. */
+export function keyspaceChannelPrefix(db: number): string {
+  return `__keyspace@${db}__:`;
+}

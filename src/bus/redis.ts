@@ -1,4 +1,4 @@
-import { Cluster, Redis } from 'ioredis';
+import { Cluster, Redis, ReplyError } from 'ioredis';
 import { createRequire } from 'node:module';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
@@ -9,6 +9,7 @@ import { envelopeJson, isEventType, type ProjectEvent } from '../protocol/messag
 import { classifyHistory, type EventBus, type EventSink, type HistoryCheck } from './bus.js';
 import { eventsKey, FIELD_DATA, FIELD_TYPE } from './keys.js';
 import { createProducer, type ProducerEvent } from './producer.js';
+import { createKeyspaceWakeup, ensureNotifyFlags, type KeyspaceWakeup } from './wakeup.js';
 
 const calculateSlot = createRequire(import.meta.url)('cluster-key-slot') as (key: string) => number;
 
@@ -30,6 +31,13 @@ export interface RedisBusOptions {
   blockMs?: number;
   /** Poll interval when a Cluster read round found nothing (Cluster cannot block across slots). */
   clusterPollMs?: number;
+  /**
+   * With keyspace notifications: how often every watched stream is checked once anyway (one script
+   * per master), so a notification lost for any reason delays an event by at most this long.
+   */
+  resyncMs?: number;
+  /** Cluster with keyspace notifications: how often the slot table is refreshed to follow resharding. */
+  topologyRefreshMs?: number;
 }
 
 type StreamEntry = [id: string, fields: string[]];
@@ -46,9 +54,14 @@ interface Watch {
  * of projects it has local subscribers for, continuing from the last id it delivered, so a project
  * nobody here watches costs nothing, and a Redis outage loses nothing that Redis kept.
  *
- * Standalone: one blocking multi-key XREAD on its own connection, interrupted with CLIENT UNBLOCK
- * when a project is added. Cluster: XREAD cannot span slots, so each read round issues one
- * non-blocking XREAD per slot and sleeps briefly when all come back empty.
+ * Wake-up (docs/redis-wakeup.md): by default the reader sleeps until a keyspace notification says a
+ * watched stream got new entries, then reads only the streams that changed (non-blocking XREAD,
+ * one per slot in a Cluster): the cost follows events, not watched projects. Every (re)subscribe
+ * and a slow resync timer read once anyway, so a lost notification delays but never loses.
+ *
+ * Polling (REDIS_WAKEUP=poll, or when Redis refuses CONFIG SET): standalone, one blocking
+ * multi-key XREAD on its own connection, interrupted with CLIENT UNBLOCK when a project is added;
+ * Cluster, one non-blocking XREAD per watched slot per round, sleeping briefly when all are empty.
  */
 export function createRedisBus(sink: EventSink, options: RedisBusOptions): EventBus {
   const { log, stream } = options;
@@ -56,7 +69,11 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
   const readCount = options.readCount ?? 1000;
   const blockMs = options.blockMs ?? 2000;
   const clusterPollMs = options.clusterPollMs ?? 5;
+  const resyncMs = options.resyncMs ?? 15000;
+  const topologyRefreshMs = options.topologyRefreshMs ?? 2000;
   const clustered = !!options.redis.clusterNodes;
+  /** A non-blocking read pass that has not finished in this long counts as a stuck reader. */
+  const readStallMs = blockMs + 10000;
 
   const retryStrategy = (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000) + Math.floor(Math.random() * 100);
   const makeClient = (role: string): Redis | Cluster => {
@@ -90,6 +107,13 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
   });
 
   const watches = new Map<string, Watch>();
+  const watchesByKey = new Map<string, Watch>();
+  /** 'notify': woken by keyspace notifications; 'poll': today's read rounds. Starts as notify unless configured otherwise. */
+  let mode: 'notify' | 'poll' = options.redis.wakeup === 'poll' ? 'poll' : 'notify';
+  /** Watched streams a notification (or a resubscribe, or the resync) says to read. */
+  const dirty = new Set<Watch>();
+  /** When the current notify-mode read pass started (0: none in flight); the watchdog's clock. */
+  let readStartedAt = 0;
   let running = true;
   let readerHealthy = false;
   let readerClientId: number | null = null;
@@ -237,13 +261,14 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
   async function readLoop(): Promise<void> {
     let failures = 0;
     while (running) {
-      if (watches.size === 0) {
+      if (watches.size === 0 && dirty.size === 0) {
         await sleep(60000);
         lastReadAt = Date.now();
         continue;
       }
       try {
-        await (clustered ? readCluster() : readStandalone());
+        if (mode === 'notify') await readChanged();
+        else await (clustered ? readCluster() : readStandalone());
         lastReadAt = Date.now();
         failures = 0;
       } catch (err) {
@@ -275,7 +300,209 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
     unblock();
   }
 
+  // ---- wake-up on change ------------------------------------------------------------------
+
+  function markDirty(w: Watch | undefined): void {
+    if (!w || watches.get(w.guid) !== w) return;
+    dirty.add(w);
+    wake?.();
+  }
+
+  let wakeup: KeyspaceWakeup | null = null;
+  function fallBackToPolling(node: string, reason: string): void {
+    if (mode === 'poll') return;
+    mode = 'poll';
+    // The one line an operator needs: why, and what it costs (docs/redis-wakeup.md).
+    log.warn(
+      { node, reason, cost: clustered ? 'one XREAD per watched slot every 5 ms while idle' : 'one XREAD carrying every watched key per read round' },
+      'redis keyspace notifications cannot be enabled (CONFIG SET refused); falling back to polling every watched stream',
+    );
+    wakeup?.close();
+    wakeup = null;
+    wake?.();
+  }
+
+  if (mode === 'notify') {
+    wakeup = createKeyspaceWakeup({
+      nodeId: options.nodeId,
+      db: clustered ? 0 : ((cmd as Redis).options.db ?? 0),
+      ...(clustered ? { cluster: cmd as Cluster } : { url: options.redis.url! }),
+      slotOf: calculateSlot,
+      retryStrategy,
+      onChange: (key) => markDirty(watchesByKey.get(key)),
+      onSubscribed: (keys) => {
+        for (const key of keys) markDirty(watchesByKey.get(key));
+      },
+      onRefused: fallBackToPolling,
+      onError: logError,
+    });
+  }
+
+  // At startup, not at the first watch: an operator sees at once which wake-up this instance uses.
+  if (wakeup) {
+    cmd.once('ready', () => {
+      const masters = clustered ? (cmd as Cluster).nodes('master') : [cmd as Redis];
+      void Promise.all(
+        masters.map(async (node) => {
+          const refusal = await ensureNotifyFlags(node);
+          if (refusal !== null) fallBackToPolling(`${node.options.host}:${node.options.port}`, refusal);
+        }),
+      ).then(
+        () => mode === 'notify' && log.info({ masters: masters.length }, 'redis wake-up: keyspace notifications (notify-keyspace-events has K and t)'),
+        (err: unknown) => logError('redis keyspace notification check failed; the subscriber checks again when it connects', err),
+      );
+    });
+  }
+
+  /**
+   * Reads every stream marked dirty once, from its last delivered id: non-blocking XREAD, many keys
+   * per command standalone, one command per slot in a Cluster. A stream that returned a full
+   * page is marked again, so a burst is read in pages without starving the others.
+   */
+  async function readDirty(batch: Watch[]): Promise<void> {
+    const groups: Watch[][] = [];
+    if (clustered) {
+      const bySlot = new Map<number, Watch[]>();
+      for (const w of batch) {
+        const slot = calculateSlot(w.key);
+        const group = bySlot.get(slot);
+        if (group) group.push(w);
+        else bySlot.set(slot, [w]);
+      }
+      groups.push(...bySlot.values());
+    } else {
+      for (let i = 0; i < batch.length; i += 1000) groups.push(batch.slice(i, i + 1000));
+    }
+    await Promise.all(
+      groups.map(async (group) => {
+        const reply = (await reader.xread('COUNT', readCount, 'STREAMS', ...group.map((w) => w.key), ...group.map((w) => w.lastId))) as XReadReply;
+        deliverReply(reply, new Map(group.map((w) => [w.key, w])));
+        if (reply) for (const [key, entries] of reply) if (entries.length >= readCount) markDirty(watchesByKey.get(key));
+      }),
+    );
+  }
+
+  async function readChanged(): Promise<void> {
+    if (dirty.size === 0) {
+      lastReadAt = Date.now();
+      await sleep(60000);
+      return;
+    }
+    const batch = [...dirty];
+    dirty.clear();
+    readStartedAt = Date.now();
+    try {
+      await readDirty(batch);
+      readerHealthy = true;
+    } catch (err) {
+      // Read them again after the back-off: from the same last ids, so nothing is lost or repeated.
+      for (const w of batch) markDirty(w);
+      throw err;
+    } finally {
+      readStartedAt = 0;
+    }
+  }
+
+  /** Returns the watched keys among `keys` whose stream has entries after `ids` (or that this node no longer holds). */
+  const CHANGED_STREAMS_SCRIPT = `#!lua flags=no-writes,allow-cross-slot-keys
+local changed = {}
+for i = 1, #ARGV, 2 do
+  local r = redis.pcall('XREAD', 'COUNT', '1', 'STREAMS', ARGV[i], ARGV[i + 1])
+  if r then changed[#changed + 1] = ARGV[i] end
+end
+return changed`;
+
+  /** The connection that runs commands on one master (Cluster: the pool's own connection to it). */
+  function adminFor(address: string): Redis | undefined {
+    if (!clustered) return cmd as Redis;
+    return (cmd as Cluster).nodes('master').find((n) => `${n.options.host}:${n.options.port}` === address);
+  }
+
+  /**
+   * The safety net under the notifications: every resyncMs, per master, re-check the flags (an
+   * operator may have reset them), PING the subscribers, and find with one script per 2,000 keys
+   * the watched streams that got entries we have not read. Cost: flat in the watched projects.
+   */
+  let resyncing = false;
+  async function resync(): Promise<void> {
+    if (resyncing || !wakeup || !running) return;
+    resyncing = true;
+    try {
+      await wakeup.ping(healthTimeoutMs);
+      for (const [address, keys] of wakeup.homes()) {
+        const admin = adminFor(address);
+        if (!admin || admin.status !== 'ready') {
+          // Owner unknown or unreachable: read through the routing client, which follows MOVED.
+          for (const key of keys) markDirty(watchesByKey.get(key));
+          continue;
+        }
+        const refusal = await ensureNotifyFlags(admin);
+        if (refusal !== null) return fallBackToPolling(address, refusal);
+        for (let i = 0; i < keys.length; i += 2000) {
+          const args: string[] = [];
+          for (const key of keys.slice(i, i + 2000)) {
+            const w = watchesByKey.get(key);
+            if (w) args.push(key, w.lastId);
+          }
+          if (args.length === 0) continue;
+          let changed: string[];
+          try {
+            changed = (await admin.eval(CHANGED_STREAMS_SCRIPT, 0, ...args)) as string[];
+          } catch (err) {
+            if (!(err instanceof ReplyError)) throw err;
+            // Redis refused the script (before 7.0 there are no script flags, or scripting is
+            // disabled): read these streams the plain way, one XREAD per slot.
+            logError('redis resync script refused; re-reading the watched streams with XREAD', err);
+            changed = args.filter((_, j) => j % 2 === 0);
+          }
+          for (const key of changed) markDirty(watchesByKey.get(key));
+        }
+      }
+    } catch (err) {
+      logError('redis resync failed; retrying at the next one', err);
+    } finally {
+      resyncing = false;
+    }
+  }
+  const resyncTimer = setInterval(() => {
+    if (watches.size) void resync();
+  }, resyncMs);
+  resyncTimer.unref();
+  // Keyspace notifications live on the node holding the key: follow the slot table, which nobody
+  // else refreshes for us (a producer's MOVED is seen by the producer, not by this instance).
+  // ioredis' own refresh opens a fresh connection each time: ask CLUSTER SLOTS on a pooled
+  // connection instead, and refresh only when the answer changed.
+  let slotTable = '';
+  let checkingSlots = false;
+  const topologyTimer = setInterval(() => {
+    if (!clustered || !wakeup || !watches.size || cmd.status !== 'ready' || checkingSlots) return;
+    checkingSlots = true;
+    (cmd as Cluster).cluster('SLOTS').then(
+      (slots) => {
+        checkingSlots = false;
+        const table = JSON.stringify(slots);
+        if (table !== slotTable) (cmd as Cluster).refreshSlotsCache();
+        slotTable = table;
+      },
+      () => (checkingSlots = false),
+    );
+  }, topologyRefreshMs);
+  topologyTimer.unref();
+  // The reader meets MOVED first when a slot moves: let the subscriptions follow at once.
+  if (clustered) reader.on('refresh', () => wakeup && (cmd as Cluster).refreshSlotsCache());
+
   void readLoop();
+
+  /**
+   * The reader watchdog (AnyCable #275: a reader that silently stops). Polling: a read round must
+   * complete every block plus slack. Notifications: a read pass must not hang, and every
+   * subscriber connection that has keys must be connected and subscribed.
+   */
+  function readerAlive(): boolean {
+    if (mode === 'poll') return watches.size === 0 || Date.now() - lastReadAt < readStallMs;
+    if (readStartedAt !== 0 && Date.now() - readStartedAt > readStallMs) return false;
+    return !wakeup || wakeup.healthy(healthTimeoutMs);
+  }
 
   return {
     kind: 'redis',
@@ -294,18 +521,31 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
       const key = eventsKey(prefix, guid);
       const w: Watch = { guid, key, lastId: ZERO_ID };
       watches.set(guid, w);
+      watchesByKey.set(key, w);
       try {
         const last = (await cmd.xrevrange(key, '+', '-', 'COUNT', 1)) as StreamEntry[];
         if (last.length) w.lastId = last[0]![0];
       } catch (err) {
-        if (watches.get(guid) === w) watches.delete(guid);
+        if (watches.get(guid) === w) {
+          watches.delete(guid);
+          watchesByKey.delete(key);
+        }
         throw unavailable(err);
       }
-      kick();
+      // Only now that lastId is the head: the read that follows the subscription starts there.
+      if (watches.get(guid) === w) {
+        if (wakeup) wakeup.add(key);
+        else kick();
+      }
       return w.lastId;
     },
     unwatch(guid) {
+      const w = watches.get(guid);
+      if (!w) return;
       watches.delete(guid);
+      watchesByKey.delete(w.key);
+      dirty.delete(w);
+      wakeup?.remove(w.key);
     },
     async range(guid, afterId, count) {
       try {
@@ -341,13 +581,16 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
       }
       return true;
     },
-    isReady: () =>
-      running && cmd.status === 'ready' && answering() && reader.status === 'ready' && readerHealthy && (watches.size === 0 || Date.now() - lastReadAt < blockMs + 10000),
+    isReady: () => running && cmd.status === 'ready' && answering() && reader.status === 'ready' && readerHealthy && readerAlive(),
     async close() {
       running = false;
       clearInterval(healthTimer);
+      clearInterval(resyncTimer);
+      clearInterval(topologyTimer);
+      wakeup?.close();
       wake?.();
       watches.clear();
+      watchesByKey.clear();
       reader.disconnect();
       await cmd.quit().catch(() => cmd.disconnect());
     },

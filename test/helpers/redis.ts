@@ -302,8 +302,38 @@ async function startServer(spec: StartSpec): Promise<RedisServer> {
  * Start a standalone redis-server on `opts.port` (or a free port) bound to 127.0.0.1, without
  * persistence, and wait until it answers PING.
  */
-export async function startRedis(opts: { port?: number } = {}): Promise<RedisServer> {
-  return startServer({ port: opts.port });
+export async function startRedis(opts: { port?: number; args?: string[] } = {}): Promise<RedisServer> {
+  const args = opts.args;
+  return startServer({ port: opts.port, ...(args ? { extraArgs: () => args } : {}) });
+}
+
+/**
+ * Total calls per command from `INFO commandstats` of one server (`cmdstat_xread:calls=12,…` →
+ * `{ xread: 12 }`), plus `net_input_bytes` (`total_net_input_bytes` from INFO stats).
+ */
+export async function commandStats(cli: (...args: string[]) => Promise<string>): Promise<Map<string, number>> {
+  const stats = new Map<string, number>();
+  for (const line of (await cli('INFO', 'commandstats')).split(/\r?\n/)) {
+    const m = /^cmdstat_([^:]+):calls=(\d+)/.exec(line);
+    if (m) stats.set(m[1]!, Number(m[2]));
+  }
+  const input = /total_net_input_bytes:(\d+)/.exec(await cli('INFO', 'stats'));
+  stats.set('net_input_bytes', Number(input?.[1] ?? 0));
+  return stats;
+}
+
+/** What `after` counts beyond `before`, per key, leaving out the INFO calls that took the stats. */
+export function statsDelta(before: Map<string, number>, after: Map<string, number>): Map<string, number> {
+  const delta = new Map<string, number>();
+  for (const [name, n] of after) if (name !== 'info' && n !== (before.get(name) ?? 0)) delta.set(name, n - (before.get(name) ?? 0));
+  return delta;
+}
+
+/** Calls of every command in a delta (bytes excluded). */
+export function totalCalls(delta: Map<string, number>): number {
+  let n = 0;
+  for (const [name, calls] of delta) if (name !== 'net_input_bytes') n += calls;
+  return n;
 }
 
 // ---------------------------------------------------------------------------------------------
