@@ -33,6 +33,7 @@ import {
 import { LoadGen } from './lib/loadgen.mjs';
 import { Producer, nowUs } from './lib/producer.mjs';
 import { fmt } from './lib/report.mjs';
+import hdr from 'hdr-histogram-js';
 
 const { values: args } = parseArgs({
   options: {
@@ -225,7 +226,24 @@ async function readerLatencyWindow(readers, producer, members, durationMs) {
   await readers.reset();
   const sent0 = producer.sentEvents;
   const s0 = await readers.stats();
+  // Per second: the window's cumulative histogram minus the previous second's, so a stall shows when it happened.
+  /** @type {{ second: number, samples: number, p99Ms: number, maxMs: number }[]} */
+  const perSecond = [];
+  let previous = null, second = 0, polling = true;
+  const poll = (async () => {
+    while (polling && second < Math.ceil(durationMs / 1000) + 2) {
+      await sleep(1000);
+      const cumulative = await readers.histogram();
+      const delta = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });
+      delta.add(cumulative);
+      if (previous) delta.subtract(previous);
+      previous = cumulative;
+      perSecond.push({ second: ++second, samples: delta.totalCount, p99Ms: delta.getValueAtPercentile(99) / 1000, maxMs: delta.maxValue / 1000 });
+    }
+  })();
   await producer.runRate({ eventsPerSec, durationMs });
+  polling = false;
+  await poll;
   await sleep(500); // in-flight deliveries land
   const s1 = await readers.stats();
   const h = await readers.histogram();
@@ -235,7 +253,7 @@ async function readerLatencyWindow(readers, producer, members, durationMs) {
     p999Ms: h.getValueAtPercentile(99.9) / 1000, maxMs: h.maxValue / 1000,
     deliveriesPerSec: (s1.events - s0.events) / (durationMs / 1000),
     completenessPct: expected > 0 ? (100 * (s1.events - s0.events)) / expected : null,
-    producerBehind: producer.behind ?? 0,
+    producerBehind: producer.behind ?? 0, perSecond,
   };
 }
 
@@ -572,6 +590,10 @@ function buildReport(res) {
     L.push(`- Readers joined ${r.readersJoined}/${P.readers}; at the end ${r.readersAtEnd?.joined} still joined${r.readersAtEnd && Object.keys(r.readersAtEnd.closeCodes).length ? ` (closed: ${JSON.stringify(r.readersAtEnd.closeCodes)})` : ' (none cut)'}. Never-reading clients joined ${r.slowJoined}/${P.slow}; RSS with them connected and idle: ${fmt(mib(r.rssWithIdleSlowKb))} MiB.`);
     L.push(`- Flood published ${f.published.events} events (${f.published.requests} requests, ${f.published.skippedRequests} skipped as the producer fell behind, statuses ${JSON.stringify(f.published.statuses)}).`);
     L.push(`- \`ws_buffered_bytes\`: max seen ${fmt(f.maxBufferedBytesSeen / 2 ** 20)} MiB (1 s polling of a gauge set every 0.5 s), ${fmt(a.metrics.bufferedBytes / 2 ** 20)} MiB after. \`ws_slow_consumers_dropped_total\`: ${f.metrics.slowDropped} by the end of the flood, ${a.metrics.slowDropped} after. Connections closed by code (end of the after window): ${JSON.stringify(a.metrics.closedByCode)}; open connections: ${a.metrics.connections}.`);
+    const cutByPerSocketLimit = (a.metrics.closedByCode['1006'] ?? 0) - a.metrics.slowDropped;
+    L.push(`- Never-reading clients cut: ${a.metrics.slowDropped} by the process budget, ${cutByPerSocketLimit} otherwise without a close frame (1006 closes − budget drops: \`MAX_BACKPRESSURE_BYTES\` per socket).`);
+    L.push(`- Readers' p99 / max per second of the flood (ms): ${f.latency.perSecond.map((/** @type {any} */ x) => `${fmt(x.p99Ms, 0)}/${fmt(x.maxMs, 0)}`).join(' ')}.`);
+    L.push(`- Gateway event-loop lag max per second of the flood (ms, prom-client, from /metrics; a 0 follows a scrape the gateway answered late): ${r.diagnostics.filter((/** @type {any} */ d) => d.phase === 'flood').map((/** @type {any} */ d) => fmt(d.loopLagMaxMs, 0)).join(' ')}.`);
     L.push(`- Kernel TCP memory (machine-wide, /proc/net/sockstat): ${fmt(mib(f.kernelTcpKbBefore))} MiB when the flood started, peak ${fmt(mib(f.peakKernelTcpKb))} MiB during it, ${fmt(mib(a.kernelTcpKb))} MiB at the end of the after window (the never-reading clients' bytes in the gateway's send and the clients' receive buffers, and cut sockets' orphans: outside the gateway's RSS); tcp_mem thresholds (pressure / hard limit) ${fmt(r.tcpMemLimitsMiB[1])} / ${fmt(r.tcpMemLimitsMiB[2])} MiB. Kernel counters over flood + after (machine-wide): ${JSON.stringify(r.kernelPressureDuringFloodAndAfter)}.`);
     L.push(`- Memory breakdown (MiB) baseline / end of flood / after: RSS ${fmt(mib(b.rss.rssKb))} / ${fmt(mib(f.rss.rssKb))} / ${fmt(mib(a.rss.rssKb))}; RssAnon ${fmt(mib(b.rss.anonKb))} / ${fmt(mib(f.rss.anonKb))} / ${fmt(mib(a.rss.anonKb))}; V8 heap total ${fmt(b.metrics.heapTotalBytes / 2 ** 20)} / ${fmt(f.metrics.heapTotalBytes / 2 ** 20)} / ${fmt(a.metrics.heapTotalBytes / 2 ** 20)}; V8 external ${fmt(b.metrics.externalBytes / 2 ** 20)} / ${fmt(f.metrics.externalBytes / 2 ** 20)} / ${fmt(a.metrics.externalBytes / 2 ** 20)}; RSS outside the V8 heap ${fmt(mib(b.rss.rssKb) - b.metrics.heapTotalBytes / 2 ** 20)} / ${fmt(mib(f.rss.rssKb) - f.metrics.heapTotalBytes / 2 ** 20)} / ${fmt(mib(a.rss.rssKb) - a.metrics.heapTotalBytes / 2 ** 20)}.`);
     L.push(`- Resume: ${r.resume.complete}/${r.resume.sample} complete; the cut had reached ${r.resume.cut} of them; events read before the cut ${JSON.stringify(r.resume.receivedBeforeCut)}, replayed on resume ${JSON.stringify(r.resume.replayed)}, missing ${r.resume.missingTotal}, duplicates ${r.resume.duplicatesTotal}.${r.resume.failures.length ? ` Failures: ${JSON.stringify(r.resume.failures)}` : ''}`);
