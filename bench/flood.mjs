@@ -47,6 +47,7 @@ const { values: args } = parseArgs({
     'event-bytes': { type: 'string' },
     budget: { type: 'string' },
     out: { type: 'string' },
+    merge: { type: 'string' },
   },
 });
 
@@ -388,7 +389,7 @@ async function checkResume(t, published, port, guid) {
 async function runVariant(variant) {
   const env = { MAX_BUFFERED_BYTES: String(P.budgetBytes), ...VARIANTS[variant] };
   /** @type {Record<string, any>} */
-  const r = { variant, gatewayEnv: env, phases: {}, timeline: [] };
+  const r = { variant, date: new Date().toISOString(), params: P, gatewayEnv: env, phases: {}, timeline: [] };
   const readerRooms = Array.from({ length: Math.ceil(P.readers / P.readersPerRoom) }, (_, i) => roomGuid(1 + i));
   const floodGuid = roomGuid(0);
   const members = P.readers / readerRooms.length;
@@ -550,7 +551,7 @@ function summarizeLog(file) {
 function targetsOf(r) {
   if (r.error || !r.phases.after) return [];
   const base = r.phases.baseline.rssKb, peak = r.phases.flood.peakRssKb, after = r.phases.after.rssKb;
-  const budgetKb = P.budgetBytes / 1024;
+  const budgetKb = r.params.budgetBytes / 1024;
   const ratio = r.phases.flood.latency.p99Ms / r.phases.baseline.latency.p99Ms;
   return [
     { target: 'RSS during the flood stays under the documented budget (peak − baseline ≤ MAX_BUFFERED_BYTES)',
@@ -567,8 +568,9 @@ function targetsOf(r) {
 /** @param {Record<string, any>} res */
 function buildReport(res) {
   const L = [];
+  const P = res.params; // the parameters of the run(s) reported, not of this invocation
   L.push(`# Flood scenario (issue 9): never-reading clients next to readers`, '');
-  L.push(`Run ${res.date} (${fmt(res.durationSec, 0)} s), ${res.gatewayVersion}. Machine: ${res.machine.cores} cores (${res.machine.cpu}), ${res.machine.memGiB} GiB, ${res.machine.node}, ${res.machine.platform}.`);
+  L.push(`${res.mergedFrom ? `Merged from ${res.mergedFrom.join(', ')} (each variant's run date below)` : `Run ${res.date}`} (${fmt(res.durationSec, 0)} s of runs), ${res.gatewayVersion}. Machine: ${res.machine.cores} cores (${res.machine.cpu}), ${res.machine.memGiB} GiB, ${res.machine.node}, ${res.machine.platform}.`);
   L.push(`The gateway, the load generator (4 forked workers) and the producers share these cores; other engineers' processes run too (\`other CPU\` below: machine CPU not used by the bench's processes, 200% = both cores).`, '');
   L.push('## Scenario', '');
   L.push(`- Gateway: \`node --max-semi-space-size=4 dist/main.js\` (as \`npm start\`), in-process bus, \`MAX_BUFFERED_BYTES=${P.budgetBytes}\` (${fmt(P.budgetBytes / 2 ** 20)} MiB${P.budgetBytes === 268435456 ? ', the default' : ''}), \`MAX_BACKPRESSURE_BYTES\` default (4 MiB); connection/rate caps lifted as in every bench run.`);
@@ -579,6 +581,7 @@ function buildReport(res) {
   L.push(`- Resume: ${P.resumeSample} of the never-reading clients read again what reached them before the cut, then reconnect as a normal client (\`ws\`) with \`join_project\` \`data.since\` = the last id received; checked against the ids the HTTP API returned for the flooded room (every id after the join, once, in order).`, '');
   for (const r of res.variants) {
     L.push(`## Variant \`${r.variant}\` — gateway env ${Object.entries(r.gatewayEnv).map(([k, v]) => `\`${k}=${v}\``).join(' ')}`, '');
+    if (r.date) L.push(`Run ${r.date}${r.gatewayVersion ? `, ${r.gatewayVersion}` : ''}.${r.params && JSON.stringify(r.params) !== JSON.stringify(P) ? ` Parameters differ from the header: ${JSON.stringify(r.params)}.` : ''}`, '');
     if (r.error) { L.push('FAILED: ```', r.error, '```', ''); continue; }
     const b = r.phases.baseline, f = r.phases.flood, a = r.phases.after;
     L.push('| phase | readers p50 ms | p99 ms | p99.9 ms | max ms | reader deliveries/s | readers complete | gateway RSS MiB | gateway CPU % | loadgen CPU % | other CPU % (noise) |', '|---|---|---|---|---|---|---|---|---|---|---|');
@@ -592,8 +595,8 @@ function buildReport(res) {
     L.push(`- \`ws_buffered_bytes\`: max seen ${fmt(f.maxBufferedBytesSeen / 2 ** 20)} MiB (1 s polling of a gauge set every 0.5 s), ${fmt(a.metrics.bufferedBytes / 2 ** 20)} MiB after. \`ws_slow_consumers_dropped_total\`: ${f.metrics.slowDropped} by the end of the flood, ${a.metrics.slowDropped} after. Connections closed by code (end of the after window): ${JSON.stringify(a.metrics.closedByCode)}; open connections: ${a.metrics.connections}.`);
     const cutByPerSocketLimit = (a.metrics.closedByCode['1006'] ?? 0) - a.metrics.slowDropped;
     L.push(`- Never-reading clients cut: ${a.metrics.slowDropped} by the process budget, ${cutByPerSocketLimit} otherwise without a close frame (1006 closes − budget drops: \`MAX_BACKPRESSURE_BYTES\` per socket).`);
-    L.push(`- Readers' p99 / max per second of the flood (ms): ${f.latency.perSecond.map((/** @type {any} */ x) => `${fmt(x.p99Ms, 0)}/${fmt(x.maxMs, 0)}`).join(' ')}.`);
-    L.push(`- Gateway event-loop lag max per second of the flood (ms, prom-client, from /metrics; a 0 follows a scrape the gateway answered late): ${r.diagnostics.filter((/** @type {any} */ d) => d.phase === 'flood').map((/** @type {any} */ d) => fmt(d.loopLagMaxMs, 0)).join(' ')}.`);
+    if (f.latency.perSecond) L.push(`- Readers' p99 / max per second of the flood (ms): ${f.latency.perSecond.map((/** @type {any} */ x) => `${fmt(x.p99Ms, 0)}/${fmt(x.maxMs, 0)}`).join(' ')}.`);
+    if (r.diagnostics) L.push(`- Gateway event-loop lag max per second of the flood (ms, prom-client, from /metrics; a 0 follows a scrape the gateway answered late): ${r.diagnostics.filter((/** @type {any} */ d) => d.phase === 'flood').map((/** @type {any} */ d) => fmt(d.loopLagMaxMs, 0)).join(' ')}.`);
     L.push(`- Kernel TCP memory (machine-wide, /proc/net/sockstat): ${fmt(mib(f.kernelTcpKbBefore))} MiB when the flood started, peak ${fmt(mib(f.peakKernelTcpKb))} MiB during it, ${fmt(mib(a.kernelTcpKb))} MiB at the end of the after window (the never-reading clients' bytes in the gateway's send and the clients' receive buffers, and cut sockets' orphans: outside the gateway's RSS); tcp_mem thresholds (pressure / hard limit) ${fmt(r.tcpMemLimitsMiB[1])} / ${fmt(r.tcpMemLimitsMiB[2])} MiB. Kernel counters over flood + after (machine-wide): ${JSON.stringify(r.kernelPressureDuringFloodAndAfter)}.`);
     L.push(`- Memory breakdown (MiB) baseline / end of flood / after: RSS ${fmt(mib(b.rss.rssKb))} / ${fmt(mib(f.rss.rssKb))} / ${fmt(mib(a.rss.rssKb))}; RssAnon ${fmt(mib(b.rss.anonKb))} / ${fmt(mib(f.rss.anonKb))} / ${fmt(mib(a.rss.anonKb))}; V8 heap total ${fmt(b.metrics.heapTotalBytes / 2 ** 20)} / ${fmt(f.metrics.heapTotalBytes / 2 ** 20)} / ${fmt(a.metrics.heapTotalBytes / 2 ** 20)}; V8 external ${fmt(b.metrics.externalBytes / 2 ** 20)} / ${fmt(f.metrics.externalBytes / 2 ** 20)} / ${fmt(a.metrics.externalBytes / 2 ** 20)}; RSS outside the V8 heap ${fmt(mib(b.rss.rssKb) - b.metrics.heapTotalBytes / 2 ** 20)} / ${fmt(mib(f.rss.rssKb) - f.metrics.heapTotalBytes / 2 ** 20)} / ${fmt(mib(a.rss.rssKb) - a.metrics.heapTotalBytes / 2 ** 20)}.`);
     L.push(`- Resume: ${r.resume.complete}/${r.resume.sample} complete; the cut had reached ${r.resume.cut} of them; events read before the cut ${JSON.stringify(r.resume.receivedBeforeCut)}, replayed on resume ${JSON.stringify(r.resume.replayed)}, missing ${r.resume.missingTotal}, duplicates ${r.resume.duplicatesTotal}.${r.resume.failures.length ? ` Failures: ${JSON.stringify(r.resume.failures)}` : ''}`);
@@ -622,7 +625,25 @@ function gatewayVersion() {
   return `git HEAD ${head}, dist/main.js built ${built}`;
 }
 
+/**
+ * Rebuilds one report from stored results (no run): the variants of every listed JSON file of
+ * bench/results/, in order; the header's parameters and machine are the first file's.
+ * @param {string} list comma-separated file names
+ */
+function mergeReports(list) {
+  const files = list.split(',').map((f) => f.trim()).filter(Boolean);
+  const stored = files.map((f) => JSON.parse(fs.readFileSync(path.join(RESULTS_DIR, f), 'utf8')));
+  const res = { ...stored[0], mergedFrom: files, variants: stored.flatMap((x) => x.variants.map((/** @type {any} */ v) => ({ date: x.date, params: x.params, gatewayVersion: x.gatewayVersion, ...v }))) };
+  res.durationSec = stored.reduce((a, x) => a + (x.durationSec ?? 0), 0);
+  const md = buildReport(res);
+  fs.writeFileSync(path.join(RESULTS_DIR, `${OUT}-report.md`), md + '\n');
+  fs.writeFileSync(path.join(RESULTS_DIR, `${OUT}-report.json`), JSON.stringify(res, null, 2) + '\n');
+  console.log(md);
+  log(`merged ${files.join(' + ')} into bench/results/${OUT}-report.md`);
+}
+
 async function main() {
+  if (args.merge) { mergeReports(args.merge); return; }
   if (!gatewayBuilt()) throw new Error('dist/main.js missing: npm run build first');
   const started = Date.now();
   fs.mkdirSync(RESULTS_DIR, { recursive: true });
