@@ -87,6 +87,8 @@ const VARIANTS = {
   'malloc-tuned': { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072', MALLOC_TRIM_THRESHOLD_: '131072' },
   'arena-max-2': { MALLOC_ARENA_MAX: '2' },
   'mmap-threshold-128k': { MALLOC_MMAP_THRESHOLD_: '131072' },
+  // below the size of a batched frame (5 × 8 KB events) and of uWS's first buffer growth steps
+  'mmap-threshold-32k': { MALLOC_MMAP_THRESHOLD_: '32768' },
 };
 const variantNames = /** @type {string} */ (args.variants).split(',').map((s) => s.trim()).filter(Boolean);
 for (const v of variantNames) if (!VARIANTS[v]) throw new Error(`unknown variant ${v}; known: ${Object.keys(VARIANTS).join(', ')}`);
@@ -198,12 +200,40 @@ function rssBreakdown(pid) {
   try {
     const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
     const kb = (/** @type {string} */ f) => Number((new RegExp(`${f}:\\s+(\\d+) kB`).exec(s) ?? [])[1] ?? 0);
-    return { rssKb: kb('VmRSS'), anonKb: kb('RssAnon'), fileKb: kb('RssFile'), hwmKb: kb('VmHWM') };
-  } catch { return { rssKb: 0, anonKb: 0, fileKb: 0, hwmKb: 0 }; }
+    return { rssKb: kb('VmRSS'), anonKb: kb('RssAnon'), fileKb: kb('RssFile'), hwmKb: kb('VmHWM'), maps: smapsBreakdown(pid) };
+  } catch { return { rssKb: 0, anonKb: 0, fileKb: 0, hwmKb: 0, maps: smapsBreakdown(pid) }; }
 }
 
 /** @param {number} kb */
 const mib = (kb) => kb / 1024;
+
+/**
+ * Where the gateway's resident memory is, by mapping (/proc/<pid>/smaps), in kB: `brkHeapKb` is
+ * glibc's main arena ([heap]); `arenaKb` the anonymous mappings starting on a 64 MiB boundary (glibc
+ * allocates every thread arena as a 64 MiB-aligned heap: a heuristic, V8 pages are rarely that
+ * aligned); `otherAnonKb` the rest of anonymous memory (V8's heap, malloc's mmapped chunks, stacks);
+ * `fileKb` file-backed mappings (code).
+ * @param {number} pid
+ */
+function smapsBreakdown(pid) {
+  const out = { brkHeapKb: 0, arenaKb: 0, otherAnonKb: 0, fileKb: 0 };
+  let text;
+  try { text = fs.readFileSync(`/proc/${pid}/smaps`, 'utf8'); } catch { return out; }
+  /** @type {'brkHeapKb'|'arenaKb'|'otherAnonKb'|'fileKb'} */
+  let kind = 'otherAnonKb';
+  for (const line of text.split('\n')) {
+    const head = /^([0-9a-f]+)-[0-9a-f]+ \S+ \S+ \S+ \d+\s*(.*)$/.exec(line);
+    if (head) {
+      const name = head[2].trim();
+      const start = BigInt('0x' + head[1]);
+      kind = name === '[heap]' ? 'brkHeapKb' : name.startsWith('/') ? 'fileKb' : name === '' && start % (64n << 20n) === 0n ? 'arenaKb' : 'otherAnonKb';
+      continue;
+    }
+    const rss = /^Rss:\s+(\d+) kB/.exec(line);
+    if (rss) out[kind] += Number(rss[1]);
+  }
+  return out;
+}
 
 /**
  * Kernel memory held by TCP sockets machine-wide, in kB (/proc/net/sockstat `TCP: ... mem <pages>`):
@@ -599,6 +629,10 @@ function buildReport(res) {
     if (r.diagnostics) L.push(`- Gateway event-loop lag max per second of the flood (ms, prom-client, from /metrics; a 0 follows a scrape the gateway answered late): ${r.diagnostics.filter((/** @type {any} */ d) => d.phase === 'flood').map((/** @type {any} */ d) => fmt(d.loopLagMaxMs, 0)).join(' ')}.`);
     L.push(`- Kernel TCP memory (machine-wide, /proc/net/sockstat): ${fmt(mib(f.kernelTcpKbBefore))} MiB when the flood started, peak ${fmt(mib(f.peakKernelTcpKb))} MiB during it, ${fmt(mib(a.kernelTcpKb))} MiB at the end of the after window (the never-reading clients' bytes in the gateway's send and the clients' receive buffers, and cut sockets' orphans: outside the gateway's RSS); tcp_mem thresholds (pressure / hard limit) ${fmt(r.tcpMemLimitsMiB[1])} / ${fmt(r.tcpMemLimitsMiB[2])} MiB. Kernel counters over flood + after (machine-wide): ${JSON.stringify(r.kernelPressureDuringFloodAndAfter)}.`);
     L.push(`- Memory breakdown (MiB) baseline / end of flood / after: RSS ${fmt(mib(b.rss.rssKb))} / ${fmt(mib(f.rss.rssKb))} / ${fmt(mib(a.rss.rssKb))}; RssAnon ${fmt(mib(b.rss.anonKb))} / ${fmt(mib(f.rss.anonKb))} / ${fmt(mib(a.rss.anonKb))}; V8 heap total ${fmt(b.metrics.heapTotalBytes / 2 ** 20)} / ${fmt(f.metrics.heapTotalBytes / 2 ** 20)} / ${fmt(a.metrics.heapTotalBytes / 2 ** 20)}; V8 external ${fmt(b.metrics.externalBytes / 2 ** 20)} / ${fmt(f.metrics.externalBytes / 2 ** 20)} / ${fmt(a.metrics.externalBytes / 2 ** 20)}; RSS outside the V8 heap ${fmt(mib(b.rss.rssKb) - b.metrics.heapTotalBytes / 2 ** 20)} / ${fmt(mib(f.rss.rssKb) - f.metrics.heapTotalBytes / 2 ** 20)} / ${fmt(mib(a.rss.rssKb) - a.metrics.heapTotalBytes / 2 ** 20)}.`);
+    if (b.rss.maps) {
+      const m = (/** @type {any} */ x, /** @type {string} */ k) => fmt(mib(x.rss.maps[k]));
+      L.push(`- Resident by mapping (MiB, /proc/<pid>/smaps) baseline / end of flood / after: glibc main arena \`[heap]\` ${m(b, 'brkHeapKb')} / ${m(f, 'brkHeapKb')} / ${m(a, 'brkHeapKb')}; 64 MiB-aligned anonymous (glibc thread arenas) ${m(b, 'arenaKb')} / ${m(f, 'arenaKb')} / ${m(a, 'arenaKb')}; other anonymous (V8 heap, mmapped chunks) ${m(b, 'otherAnonKb')} / ${m(f, 'otherAnonKb')} / ${m(a, 'otherAnonKb')}; file-backed ${m(b, 'fileKb')} / ${m(f, 'fileKb')} / ${m(a, 'fileKb')}.`);
+    }
     L.push(`- Resume: ${r.resume.complete}/${r.resume.sample} complete; the cut had reached ${r.resume.cut} of them; events read before the cut ${JSON.stringify(r.resume.receivedBeforeCut)}, replayed on resume ${JSON.stringify(r.resume.replayed)}, missing ${r.resume.missingTotal}, duplicates ${r.resume.duplicatesTotal}.${r.resume.failures.length ? ` Failures: ${JSON.stringify(r.resume.failures)}` : ''}`);
     L.push(`- Gateway log messages: ${JSON.stringify(r.gatewayLog)}`, '');
     L.push('| target | measured | result |', '|---|---|---|');
