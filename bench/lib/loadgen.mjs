@@ -29,8 +29,12 @@ function nextSourceAddress() {
  * @typedef {{
  *   host: string, port: number, path: string, mode: 'plain'|'eio', rooms: string[], count: number,
  *   workers?: number, rate?: number, latency?: boolean, joinKind?: 'gateway'|'none',
- *   joinTimeoutMs?: number, maxPending?: number, jwtSecret?: string
+ *   joinTimeoutMs?: number, maxPending?: number, jwtSecret?: string,
+ *   pauseAfterJoin?: boolean, trackIds?: number, indexOffset?: number
  * }} LoadOpts
+ * pauseAfterJoin: never-reading clients (each socket stops reading after its join ack).
+ * trackIds: per worker, how many sockets record the event ids they receive (see drainTracked).
+ * indexOffset: first client index (token sub `u<index>`), so two LoadGens against one server are distinct users.
  */
 
 export class LoadGen {
@@ -108,7 +112,7 @@ export class LoadGen {
     const t0 = Date.now();
     const replies = await Promise.all(this.workers.map((w, idx) => new Promise((resolve, reject) => {
       const count = idx === n - 1 ? o.count - per * (n - 1) : per;
-      const offset = per * idx;
+      const offset = (o.indexOffset ?? 0) + per * idx;
       // one fresh source address per worker (a worker holds <= MAX_PER_WORKER < MAX_PER_SOURCE sockets)
       const localAddress = nextSourceAddress();
       const t = setTimeout(() => { this.waiters.delete(-1 * 1000 + idx); resolve({ timedOut: true }); }, timeoutMs);
@@ -117,6 +121,7 @@ export class LoadGen {
         cmd: 'connect', host: o.host, port: o.port, path: o.path, mode: o.mode, rooms: o.rooms, count, offset,
         localAddress, rate: totalRate / n, maxPending: Math.max(50, o.maxPending ?? 256), latency: !!o.latency,
         joinTimeoutMs: o.joinTimeoutMs ?? 20_000, joinKind: o.joinKind ?? 'gateway', jwtSecret: o.jwtSecret, id,
+        pauseAfterJoin: !!o.pauseAfterJoin, trackIds: o.trackIds ?? 0,
       });
     })));
     /** @type {Record<string, number>} */ const errors = {};
@@ -178,6 +183,18 @@ export class LoadGen {
       merged.add(h);
     }
     return merged;
+  }
+
+  /**
+   * The tracked sockets (LoadOpts.trackIds) read again until the server's cut reaches them or they go
+   * idle for `idleMs`; returns every tracked socket's received ids (see ws-worker.mjs TrackedReport).
+   * @param {{ idleMs?: number, maxWaitMs?: number }} [o]
+   * @returns {Promise<import('./ws-worker.mjs').TrackedReport[]>}
+   */
+  async drainTracked(o = {}) {
+    const maxWaitMs = o.maxWaitMs ?? 30_000;
+    const rs = await this.all({ cmd: 'drainTracked', idleMs: o.idleMs ?? 2000, maxWaitMs }, maxWaitMs + 15_000);
+    return rs.flatMap((r) => r.conns);
   }
 
   async close() {

@@ -9,8 +9,15 @@
  * when the scenario asks for latency.
  *
  * IPC (parent -> worker): {cmd:'connect', ...}, {cmd:'stats', id}, {cmd:'reset'}, {cmd:'hist', id},
- * {cmd:'stream', intervalMs}, {cmd:'close', id}. Worker -> parent: {type:'ready'}, {type:'progress'},
- * {type:'connected'}, {type:'stats'}, {type:'hist'}, {type:'closed'}.
+ * {cmd:'stream', intervalMs}, {cmd:'drainTracked', id, idleMs, maxWaitMs}, {cmd:'close', id}.
+ * Worker -> parent: {type:'ready'}, {type:'progress'}, {type:'connected'}, {type:'stats'}, {type:'hist'},
+ * {type:'tracked'}, {type:'closed'}.
+ *
+ * Never-reading clients (bench/flood.mjs): with `pauseAfterJoin` every socket stops reading
+ * (`socket.pause()`) right after its join ack, so the kernel buffers and then the server's own send
+ * buffers fill, as with a client that hangs. `trackIds` keeps the event ids received by the first N
+ * sockets of the worker; `drainTracked` later makes those sockets read again, until the server's cut
+ * reaches them, and returns what they had received (the last id is what a real client resumes from).
  * Every loop is bounded: connection count is fixed by the parent, connect attempts time out, and
  * the worker exits by itself if the parent goes away or after `maxLifeMs`.
  */
@@ -33,16 +40,25 @@ function nowUs() {
  *   host: string, port: number, path: string, mode: 'plain'|'eio',
  *   rooms: string[], count: number, offset: number, localAddress?: string,
  *   rate: number, maxPending: number, latency: boolean, joinTimeoutMs: number,
- *   joinKind: 'gateway'|'none', jwtSecret?: string
+ *   joinKind: 'gateway'|'none', jwtSecret?: string, pauseAfterJoin?: boolean, trackIds?: number
  * }} ConnectCmd
  * jwtSecret: sign a distinct client token per connection (sub `u<index>`) and append it to `path`
  * (which then ends with `token=`), as real users would each have their own token.
+ * pauseAfterJoin: stop reading each socket once joined (a never-reading client).
+ * trackIds: record the event ids received by this worker's first `trackIds` sockets.
+ */
+
+/**
+ * @typedef {{ sub: string, room: string, joinLatestId: string | null, ids: string[], cut: boolean, partialBytes: number }} TrackedReport
+ * What a tracked socket received: its join ack's latestId, every event id in arrival order (complete
+ * frames only), whether the server's cut (EOF/reset) reached it, and the bytes of an unfinished frame.
  */
 
 /**
  * @typedef {{
  *   sock: net.Socket, room: string, state: number, chunks: Buffer[], pendLen: number, need: number,
- *   frag: Buffer[] | null, timer: NodeJS.Timeout | null, t0: number, tConn: number, tUp: number
+ *   frag: Buffer[] | null, timer: NodeJS.Timeout | null, t0: number, tConn: number, tUp: number,
+ *   sub?: string, tracked?: { joinLatestId: string | null, ids: string[] }, lastDataAt?: number
  * }} Conn
  */
 
@@ -142,6 +158,8 @@ function markJoined(c) {
   connTimes.push(c.tConn - c.t0);
   upTimes.push(c.tUp - c.tConn);
   if (c.timer) { clearTimeout(c.timer); c.timer = null; }
+  // A never-reading client: from here on nothing is read, so the kernel and then the server buffer.
+  if (cfg && cfg.pauseAfterJoin) c.sock.pause();
   pendingHandshakes--;
   pump();
 }
@@ -189,6 +207,7 @@ function onMessage(c, buf, s, e) {
       return;
     }
     stats.events += countEvents(buf, s, e);
+    if (c.tracked) trackIds(c.tracked, buf, s, e);
     return;
   }
   const text = buf.toString('utf8', s, e);
@@ -205,8 +224,25 @@ function onMessage(c, buf, s, e) {
     if (text.startsWith('44')) { stats.joinErrors++; sample('eio connect error: ' + text); return; }
     return;
   }
-  if (text.includes('"join_project"')) { markJoined(c); return; }
+  if (text.includes('"join_project"')) {
+    if (c.tracked) { const m = /"latestId":"([0-9]+-[0-9]+)"/.exec(text); c.tracked.joinLatestId = m ? m[1] : null; }
+    markJoined(c);
+    return;
+  }
   if (text.includes('"type":"error"')) { stats.joinErrors++; sample('join error: ' + text); return; }
+}
+
+/**
+ * Ids of the events in one message (a bare envelope or a batched array), for tracked sockets only:
+ * they are few, so a full JSON.parse is affordable.
+ * @param {{ ids: string[] }} t @param {Buffer} buf @param {number} s @param {number} e
+ */
+function trackIds(t, buf, s, e) {
+  let parsed;
+  try { parsed = JSON.parse(buf.toString('utf8', s, e)); } catch { countError('tracked:bad-json'); return; }
+  for (const env of Array.isArray(parsed) ? parsed : [parsed]) {
+    if (env && typeof env.type === 'string' && env.type.startsWith('project_') && typeof env.id === 'string') t.ids.push(env.id);
+  }
 }
 
 /** @param {Conn} c @param {Buffer} buf @param {number} b0 @param {number} s @param {number} e */
@@ -247,6 +283,7 @@ function onFrame(c, buf, b0, s, e) {
  */
 function onData(c, chunk) {
   if (c.state === ST_DEAD) return;
+  if (c.tracked) c.lastDataAt = performance.now();
   if (c.pendLen > 0) {
     c.chunks.push(chunk);
     c.pendLen += chunk.length;
@@ -342,6 +379,7 @@ function openOne() {
   const sock = net.connect(opts);
   /** @type {Conn} */
   const c = { sock, room, state: ST_HANDSHAKE, chunks: [], pendLen: 0, need: 0, frag: null, timer: null, t0: performance.now(), tConn: 0, tUp: 0 };
+  if (opened <= (cfg.trackIds ?? 0)) { c.sub = `u${i}`; c.tracked = { joinLatestId: null, ids: [] }; }
   conns.push(c);
   c.timer = setTimeout(() => { c.timer = null; if (c.state !== ST_JOINED) { countError('timeout:join'); kill(c, null); } }, cfg.joinTimeoutMs);
   sock.on('connect', () => {
@@ -389,6 +427,27 @@ function snapshot() {
   return { ...stats, errors: errorCounts, closeCodes, samples, histCount: hist.totalCount };
 }
 
+/**
+ * Tracked sockets read again until each has seen the server's cut (EOF or reset) or nothing arrived
+ * for `idleMs`; bounded by `maxWaitMs`. Returns what each received.
+ * @param {number} idleMs @param {number} maxWaitMs
+ * @returns {Promise<TrackedReport[]>}
+ */
+async function drainTracked(idleMs, maxWaitMs) {
+  const tracked = conns.filter((c) => c.tracked);
+  const startedAt = performance.now();
+  for (const c of tracked) { c.lastDataAt = startedAt; if (c.state !== ST_DEAD) c.sock.resume(); }
+  while (performance.now() - startedAt < maxWaitMs) {
+    const now = performance.now();
+    if (tracked.every((c) => c.state === ST_DEAD || now - (c.lastDataAt ?? 0) > idleMs)) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return tracked.map((c) => ({
+    sub: /** @type {string} */ (c.sub), room: c.room, joinLatestId: c.tracked?.joinLatestId ?? null, ids: c.tracked?.ids ?? [],
+    cut: c.state === ST_DEAD, partialBytes: c.pendLen,
+  }));
+}
+
 /** @type {NodeJS.Timeout | null} */
 let streamTimer = null;
 let maxLife = setTimeout(() => process.exit(3), 30 * 60 * 1000);
@@ -424,6 +483,9 @@ process.on('message', (/** @type {any} */ m) => {
       break;
     case 'hist':
       send({ type: 'hist', id: m.id, hist: hdr.encodeIntoCompressedBase64(hist), count: hist.totalCount });
+      break;
+    case 'drainTracked':
+      drainTracked(m.idleMs ?? 2000, m.maxWaitMs ?? 30_000).then((conns) => send({ type: 'tracked', id: m.id, conns }));
       break;
     case 'close':
       if (rampTimer) clearInterval(rampTimer);
