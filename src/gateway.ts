@@ -83,6 +83,8 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     recentBytesPerRoom: config.recentBytesPerRoom,
     historyPageSize: config.stream.historyPageSize,
     maxBackpressureBytes: config.maxBackpressureBytes,
+    // The socket layer is built below; the budget check is bound to it once it exists.
+    onFanOut: (bytes) => sockets.noteFanOut(bytes),
   });
   const agents = config.agents
     ? createAgentsRelay({ config, bus, log: log.child({ component: 'agents' }), metrics, publish: (guid, event) => appendEvents(guid, [event]) })

@@ -49,6 +49,8 @@ export interface RoomsOptions {
   readonly recentBytesPerRoom: number;
   readonly historyPageSize: number;
   readonly maxBackpressureBytes: number;
+  /** After each flush: the bytes handed to uWS (frame bytes × subscribers), an upper bound of how much the send buffers grew. */
+  readonly onFanOut?: (bytes: number) => void;
   /** How long a resuming client may wait for this instance to catch up with an id it saw elsewhere. */
   readonly catchUpTimeoutMs?: number;
 }
@@ -164,6 +166,7 @@ export function createRooms(opts: RoomsOptions) {
   function flush(): void {
     flushScheduled = false;
     const now = performance.now();
+    let fannedOut = 0;
     for (const room of dirty) {
       const events = room.pending;
       if (events.length === 0) continue;
@@ -176,6 +179,7 @@ export function createRooms(opts: RoomsOptions) {
           for (const frame of frames(name, events)) {
             app.publish(room.topics[name], frame, CODECS[name].binary, false);
             metrics.framesPublished.inc();
+            fannedOut += frame.length * subscribers;
           }
           metrics.deliveries.inc(subscribers * events.length);
         }
@@ -188,6 +192,7 @@ export function createRooms(opts: RoomsOptions) {
       if (room.flushWaiters.length) settleWaiters(room);
     }
     dirty.clear();
+    if (fannedOut > 0) opts.onFanOut?.(fannedOut);
   }
 
   /**

@@ -354,6 +354,7 @@ export function createSocketLayer(deps: SocketDeps) {
    * would queue behind the very bytes they do not read. They reconnect and resume with `since`.
    */
   function enforceBufferBudget(): void {
+    fannedOutSinceCheck = 0;
     let total = 0;
     const holding: { conn: Connection; bytes: number }[] = [];
     for (const conn of connections) {
@@ -377,10 +378,21 @@ export function createSocketLayer(deps: SocketDeps) {
     log.warn({ dropped, bufferedBytes: total, budget: config.maxBufferedBytes }, 'outbound buffer budget exceeded; dropped the slowest consumers');
   }
 
+  /**
+   * Called after every room flush. The timer alone checks twice a second, and a flood can outgrow
+   * the budget many times over between two ticks (measured: 256 MiB budget, 678 MiB buffered):
+   * once the bytes fanned out since the last check could have filled an eighth of the budget, check now.
+   */
+  let fannedOutSinceCheck = 0;
+  function noteFanOut(bytes: number): void {
+    fannedOutSinceCheck += bytes;
+    if (fannedOutSinceCheck >= config.maxBufferedBytes / 8) enforceBufferBudget();
+  }
+
   /** Closes every socket with 1001 so clients reconnect elsewhere and resume. */
   function closeAll(code: number, reason: string): void {
     for (const conn of [...connections]) conn.ws?.end(code, reason);
   }
 
-  return { behavior, sweep, closeAll, enforceBufferBudget };
+  return { behavior, sweep, closeAll, enforceBufferBudget, noteFanOut };
 }
