@@ -1,6 +1,7 @@
 import type { WebSocket } from 'uWebSockets.js';
 import type { Principal } from '../auth/tokens.js';
 import type { Codec } from '../protocol/codec.js';
+import { LARGE_SEND_GUARD_TOPIC, UWS_LARGE_SEND_BYTES } from './topics.js';
 
 /** A membership entry; a new object per join so a superseded join can tell it lost. */
 export interface Membership {
@@ -68,6 +69,8 @@ export function releaseDrainWaiters(conn: Connection): void {
 export function sendTo(conn: Connection, frame: string | Uint8Array): boolean {
   const ws = conn.ws;
   if (!ws || conn.closed) return false;
+  // A string's UTF-8 length is at most three times its length: guard whenever it could be large.
+  if ((typeof frame === 'string' ? frame.length * 3 : frame.length) >= UWS_LARGE_SEND_BYTES) ws.subscribe(LARGE_SEND_GUARD_TOPIC);
   let status = 0;
   ws.cork(() => {
     status = ws.send(frame, conn.codec.binary, false);
