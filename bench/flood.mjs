@@ -5,7 +5,7 @@
  *
  *   node bench/flood.mjs                       # full: 2,000 readers in 20 rooms + 2,000 never-reading clients
  *   node bench/flood.mjs --profile dev         # small numbers, short windows (development only)
- *   node bench/flood.mjs --variants default,malloc-tuned   # glibc malloc settings compared (see VARIANTS)
+ *   node bench/flood.mjs --variants npm-start,glibc-defaults   # glibc malloc settings compared (see VARIANTS)
  *
  * Per variant (one gateway process each, in-process bus, MAX_BUFFERED_BYTES = --budget):
  *  1. baseline: readers joined, the latency producer at a fixed rate; readers' p50/p99 and gateway RSS.
@@ -38,7 +38,7 @@ import hdr from 'hdr-histogram-js';
 const { values: args } = parseArgs({
   options: {
     profile: { type: 'string', default: 'full' },
-    variants: { type: 'string', default: 'default,malloc-tuned' },
+    variants: { type: 'string', default: 'npm-start,glibc-defaults' },
     readers: { type: 'string' },
     slow: { type: 'string' },
     'after-s': { type: 'string' },
@@ -80,10 +80,12 @@ const RESULTS_DIR = path.join(BENCH_DIR, 'results');
  * buffers (std::string, up to MAX_BACKPRESSURE_BYTES) come from the heap instead of mmap and may not
  * be returned to the OS when freed. A fixed mmap threshold keeps buffers over 128 KiB on mmap (freed
  * to the OS at once); the trim threshold releases free heap top; two arenas bound per-thread arenas.
- * @type {Record<string, Record<string, string>>}
+ * @type {Record<string, Record<string, string | undefined>>}
  */
 const VARIANTS = {
-  default: {},
+  // `npm start` sets the malloc-tuned values (bench/lib/servers.mjs NPM_START_ENV); undefined unsets one.
+  'npm-start': {},
+  'glibc-defaults': { MALLOC_ARENA_MAX: undefined, MALLOC_MMAP_THRESHOLD_: undefined, MALLOC_TRIM_THRESHOLD_: undefined },
   'malloc-tuned': { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072', MALLOC_TRIM_THRESHOLD_: '131072' },
   'arena-max-2': { MALLOC_ARENA_MAX: '2' },
   'mmap-threshold-128k': { MALLOC_MMAP_THRESHOLD_: '131072' },

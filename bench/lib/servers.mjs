@@ -15,6 +15,8 @@ export const BENCH_DIR = fileURLToPath(new URL('..', import.meta.url));
 export const ROOT = path.resolve(BENCH_DIR, '..');
 export const TMP_DIR = path.join(BENCH_DIR, 'results', 'tmp');
 export const JWT_SECRET = 'bench-secret-0123456789abcdef0123456789abcdef';
+/** The environment `npm start` sets for the gateway (package.json "start"); scenarios may override it. */
+export const NPM_START_ENV = { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072', MALLOC_TRIM_THRESHOLD_: '131072' };
 /** The load generator opens thousands of sockets for one user from one address: lift the edge caps (README, Limits). */
 const GENEROUS_EDGE_LIMITS = {
   MAX_CONNECTIONS: '1000000', MAX_CONNECTIONS_PER_USER: '1000000', MAX_CONNECTIONS_PER_IP: '1000000',
@@ -125,7 +127,7 @@ let logSeq = 0;
 /**
  * Start `instances` processes of a server on one port (SO_REUSEPORT for uWS-based ones).
  * @param {ServerKind} kind
- * @param {{ port?: number, redisUrl?: string, instances?: number, cpuProfDir?: string, label?: string, env?: Record<string,string> }} [o]
+ * @param {{ port?: number, redisUrl?: string, instances?: number, cpuProfDir?: string, label?: string, env?: Record<string, string | undefined> }} [o]
  * @returns {Promise<RunningServer>}
  */
 export async function startServer(kind, o = {}) {
@@ -139,21 +141,25 @@ export async function startServer(kind, o = {}) {
   /** @type {string[]} */
   const logs = [];
   for (let i = 0; i < instances; i++) {
-    // The gateway runs exactly as `npm start` runs it (see package.json: a 4 MB young generation);
-    // BENCH_GATEWAY_NODE_ARGS overrides that to compare V8 settings in the same scenario.
+    // The gateway runs exactly as `npm start` runs it (see package.json: a 4 MB young generation and
+    // glibc malloc settings, NPM_START_ENV); BENCH_GATEWAY_NODE_ARGS overrides the node flags to
+    // compare V8 settings in the same scenario.
     const gatewayArgs = process.env.BENCH_GATEWAY_NODE_ARGS ?? '--max-semi-space-size=4';
     const execArgv = kind === 'gateway' ? gatewayArgs.split(' ').filter(Boolean) : [];
     if (o.cpuProfDir) { fs.mkdirSync(o.cpuProfDir, { recursive: true }); execArgv.push('--cpu-prof', `--cpu-prof-dir=${o.cpuProfDir}`); }
     const logFile = path.join(TMP_DIR, `${kind}-${port}-${i}-${++logSeq}.log`);
     const fd = fs.openSync(logFile, 'w');
+    /** @type {Record<string, string | undefined>} */
     const env = {
       ...process.env, PORT: String(port), HOST: '127.0.0.1', REUSE_PORT: 'true', ...GENEROUS_EDGE_LIMITS, JWT_SECRET, LOG_LEVEL: 'warn', NODE_ENV: 'production',
       // One thread unless a scenario asks for more (the `workers` scenario): keeps every other
       // gateway row comparable with earlier reports, whatever WORKERS defaults to.
-      ...(kind === 'gateway' ? { WORKERS: '1' } : {}),
+      ...(kind === 'gateway' ? { WORKERS: '1', ...NPM_START_ENV } : {}),
       ...(o.redisUrl ? { REDIS_URL: o.redisUrl } : {}), ...(o.env ?? {}),
     };
     if (!o.redisUrl) delete env.REDIS_URL;
+    // A scenario unsets a variable by giving it undefined (e.g. the flood scenario's glibc-defaults).
+    for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
     const child = spawn(process.execPath, [...execArgv, script], { cwd: ROOT, env, stdio: ['ignore', fd, fd] });
     fs.closeSync(fd);
     procs.push(child);
