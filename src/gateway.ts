@@ -197,7 +197,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
 async function ticketStore(config: Config): Promise<{ store: TicketStore; close: () => Promise<void> }> {
   if (!config.redis) return { store: createMemoryTicketStore(config.edge.ticketTtlS), close: async () => {} };
   const { createRedisClient } = await import('./redis-client.js');
-  const client = createRedisClient(config.redis, config.nodeId, 'tickets', 2000);
+  const client = createRedisClient(config.redis, config.nodeId, 'tickets', { commandTimeoutMs: 2000 });
   client.on('error', () => {}); // the bus logs Redis trouble; a failed redeem answers 503 on its own
   return {
     store: createRedisTicketStore(client, config.redis.prefix, config.edge.ticketTtlS),

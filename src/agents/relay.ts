@@ -11,7 +11,7 @@ import type { AgentFrame } from './frames.js';
 import { createAgentsLink } from './link.js';
 import { createMemoryOutbox, createRedisOutbox, type FeedbackRecord, type Outbox } from './outbox.js';
 import { createPresence } from './presence.js';
-import { createRedisClient, type RedisClient } from './redis-clients.js';
+import { createRelayRedisClient, type RedisClient } from './redis-clients.js';
 import { createReplies } from './replies.js';
 import { createSubscriptions, type CursorStore } from './subscriptions.js';
 
@@ -63,7 +63,7 @@ export function createAgentsRelay(options: {
   const redisConfig = config.redis;
   const clients: RedisClient[] = [];
   const client = (role: string) => {
-    const c = createRedisClient(redisConfig!, config.nodeId, role, log);
+    const c = createRelayRedisClient(redisConfig!, config.nodeId, role, log);
     clients.push(c);
     return c;
   };

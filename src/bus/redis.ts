@@ -1,4 +1,5 @@
 import { Cluster, Redis, ReplyError } from 'ioredis';
+import { createRedisClient, redisRetryStrategy } from '../redis-client.js';
 import { createRequire } from 'node:module';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
@@ -75,23 +76,8 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
   /** A non-blocking read pass that has not finished in this long counts as a stuck reader. */
   const readStallMs = blockMs + 10000;
 
-  const retryStrategy = (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000) + Math.floor(Math.random() * 100);
-  const makeClient = (role: string): Redis | Cluster => {
-    const common = { connectionName: `${options.nodeId}:${role}`, retryStrategy, lazyConnect: false };
-    if (clustered) {
-      return new Cluster([...options.redis.clusterNodes!], {
-        clusterRetryStrategy: retryStrategy,
-        redisOptions: { ...common, maxRetriesPerRequest: role === 'reader' ? null : 1, ...(role === 'reader' ? {} : { commandTimeout: 5000 }) },
-      });
-    }
-    return new Redis(options.redis.url!, {
-      ...common,
-      // Commands issued while (re)connecting wait in the offline queue, bounded by commandTimeout;
-      // publishes check readiness first so producers get an immediate 503 during an outage.
-      maxRetriesPerRequest: role === 'reader' ? null : 1,
-      ...(role === 'reader' ? {} : { commandTimeout: 5000 }),
-    });
-  };
+  const retryStrategy = redisRetryStrategy;
+  const makeClient = (role: 'cmd' | 'reader'): Redis | Cluster => createRedisClient(options.redis, options.nodeId, role, { blocking: role === 'reader' });
 
   // Blocking reads get their own connection so they never delay publishes or history reads.
   const cmd = makeClient('cmd');
