@@ -231,6 +231,10 @@ describe('agents relay: three gateway processes, one Redis, a stand-in agents-se
     expect(updates().map((f) => f.data.eventId)).toEqual(ids.slice(5));
     expect(link.frames.find((f) => f.type === 'subscribed' && f.id === 'sub-2')!.data).toMatchObject({ from: ids[4], replayed: 5, recovered: true });
     expect(updates().some((f) => f.data.eventId === before)).toBe(false);
+    // The one appended through gw-2's HTTP API names its origin; a producer's own XADD names none.
+    const origins = updates().map((f) => f.data.origin);
+    expect(origins[ids.slice(5).indexOf(published.body.id)]).toBe('gw-2');
+    expect(origins.filter((o) => o !== undefined)).toEqual(['gw-2']);
   });
 
   it('reports presence across three instances as a snapshot and as changes; a SIGKILLed instance\'s users disappear within the expiry', async () => {

@@ -57,7 +57,7 @@ export function createSubscriptions(options: {
         projectGuid: sub.guid,
         id: e.id,
         timestamp: e.timestamp,
-        data: { eventId: e.id, eventType: e.type, event: eventData(e), timestamp: e.timestamp },
+        data: { eventId: e.id, eventType: e.type, event: eventData(e), timestamp: e.timestamp, ...(e.origin ? { origin: e.origin } : {}) },
       });
       if (!ok) return false;
       sub.cursor = e.id;

@@ -8,7 +8,7 @@ import { compareIds, ZERO_ID } from '../protocol/event-id.js';
 import { parseRawData, type DataLimits } from '../protocol/limits.js';
 import { envelopeJson, isEventType, type ProjectEvent } from '../protocol/messages.js';
 import { classifyHistory, type EventBus, type EventSink, type HistoryCheck } from './bus.js';
-import { eventsKey, FIELD_DATA, FIELD_TYPE } from './keys.js';
+import { eventsKey, FIELD_DATA, FIELD_ORIGIN, FIELD_TYPE } from './keys.js';
 import { createProducer, type ProducerEvent } from './producer.js';
 import { createKeyspaceWakeup, ensureNotifyFlags, type KeyspaceWakeup } from './wakeup.js';
 
@@ -160,9 +160,11 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
   function toEvent(guid: string, [id, fields]: StreamEntry): ProjectEvent | string {
     let type: string | undefined;
     let raw: string | undefined;
+    let origin: string | undefined;
     for (let i = 0; i + 1 < fields.length; i += 2) {
       if (fields[i] === FIELD_TYPE) type = fields[i + 1];
       else if (fields[i] === FIELD_DATA) raw = fields[i + 1];
+      else if (fields[i] === FIELD_ORIGIN) origin = fields[i + 1];
     }
     if (!isEventType(type)) return 'type is missing or not an event type';
     if (raw === undefined) return 'data is missing';
@@ -171,7 +173,7 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
     const timestamp = new Date(Number(id.slice(0, id.indexOf('-')))).toISOString();
     // `raw` parsed as a JSON object within the limits, so it is spliced in as-is: no re-stringify,
     // and the event keeps only that one string (the parsed object was only for the check).
-    const event: ProjectEvent = { id, projectGuid: guid, type, timestamp };
+    const event: ProjectEvent = origin !== undefined && origin.length <= 64 ? { id, projectGuid: guid, type, timestamp, origin } : { id, projectGuid: guid, type, timestamp };
     event.json = envelopeJson(event, raw);
     return event;
   }

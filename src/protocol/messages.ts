@@ -48,6 +48,8 @@ export interface ProjectEvent {
   readonly timestamp: string;
   /** The data object, only for events built without their JSON (see above). */
   readonly data?: unknown;
+  /** NODE_ID of the gateway that appended it (a stream entry's `origin` field); absent for producers' own XADDs. */
+  readonly origin?: string;
   json?: string | null;
   msgpack?: Uint8Array | null;
 }
