@@ -1,5 +1,7 @@
 // Feedback round trip: each VU keeps one WebSocket, joins a project and repeatedly sends
-// `user_feedback`, timing how long the matching `user_feedback_response` (same `id`) takes.
+// `user_feedback`, timing how long the gateway's `user_feedback_response` (same `id`) takes: that
+// answer comes once the feedback is stored (durable with Redis; see docs/agents.md). The agents'
+// own answer, a second `user_feedback_response` with the same id, is not timed here.
 //
 //   k6 run -e WS_URL=wss://gw.example.com/ws -e TOKEN=<jwt> k6/feedback-roundtrip.ts
 //
@@ -27,7 +29,7 @@ const CONTENT = 'k6 feedback '.padEnd(Math.max(1, envNumber('CONTENT_BYTES', 200
 
 const roundTrip = new Trend('feedback_rtt', true);
 const accepted = new Rate('feedback_accepted');
-const forwarded = new Rate('feedback_forwarded');
+const durable = new Rate('feedback_durable');
 const timeouts = new Counter('feedback_timeouts');
 const sent = new Counter('feedback_sent');
 
@@ -114,7 +116,7 @@ export default function (): void {
         inFlight = undefined;
         const ok = env.data?.['accepted'] === true;
         accepted.add(ok);
-        forwarded.add(env.data?.['forwarded'] === true);
+        durable.add(env.data?.['durable'] === true);
         check(env, { 'feedback accepted': () => ok });
         scheduleNext();
       } else if (env.type === 'error') {
