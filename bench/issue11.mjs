@@ -1,0 +1,502 @@
+#!/usr/bin/env node
+// @ts-check
+/**
+ * Issue 11 bench: the gateway against bare uWS with the server PINNED to one core and the load
+ * generator (workers, producer, redis-server) to the other, so neither steals the other's core.
+ *
+ *   npm run build && node bench/issue11.mjs                    # every part (~20 min)
+ *   node bench/issue11.mjs --only latency,fanout,profile,connections,heap --name issue11
+ *
+ * Parts:
+ *  - latency: 30,000 deliveries/s (2,000 clients, 20 rooms, 150 B data), p50/p99/p99.9 send → receipt
+ *    for bare uWS (the noise floor of this pinned setup), the gateway on the in-process bus, on Redis
+ *    with the HTTP producer and on Redis with the producer XADDing directly; the gateway's event-loop
+ *    delay over the measured window (prom-client's monitorEventLoopDelay, reset by each /metrics scrape),
+ *    the gateway's Redis commands per delivered event (INFO commandstats), CPU per core and outside the bench.
+ *  - fanout: 10,000 clients in 100 rooms, 150 B data, at 1, 10 and 1,000 events per request (the
+ *    closed-loop producer's batch = events per room per tick when one request lands per tick) and the
+ *    in-process uWS loop at the same events per room per iteration; events per server CPU-second.
+ *  - profile: the gateway's fan-out at 1,000 and 10 per request under --cpu-prof: GC share of busy time.
+ *  - connections: 19,000 idle connections (each joined to one of 100 rooms): RSS per connection and
+ *    server CPU per connect + join, gateway vs bare uWS.
+ *  - heap: heap (and external memory) per retained event: 100,000 events of 150 B data published to the
+ *    in-process bus, measured after forced full GCs (bench/lib/heap-probe.mjs), against the encoded size.
+ * Every load loop is bounded (fixed durations, fixed counts); loads go to 127.0.0.1 only.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import {
+  BENCH_DIR, TMP_DIR, startServer, startRedis, roomGuid, sleep, procSampleAll, httpPost,
+} from './lib/servers.mjs';
+import { LoadGen } from './lib/loadgen.mjs';
+import { Producer, nowUs } from './lib/producer.mjs';
+import { summarizeCpuProfile } from './lib/cpuprofile.mjs';
+import { fmt } from './lib/report.mjs';
+
+const { values: args } = parseArgs({
+  options: {
+    only: { type: 'string' },
+    name: { type: 'string', default: 'issue11' },
+    repeats: { type: 'string', default: '3' },
+    batches: { type: 'string', default: '1,10,1000' },
+    'fanout-servers': { type: 'string', default: 'gateway,uws-loop,uws,ws,socketio' },
+    'latency-servers': { type: 'string', default: 'uws,gateway,gateway-redis-xadd,gateway-redis' },
+    'conn-servers': { type: 'string', default: 'gateway,uws' },
+    'measure-s': { type: 'string', default: '8' },
+    'server-cpu': { type: 'string', default: '1' },
+    'load-cpu': { type: 'string', default: '0' },
+    smoke: { type: 'boolean', default: false },
+  },
+});
+const PARTS = new Set((args.only ?? 'latency,fanout,profile,connections,heap').split(','));
+const REPEATS = Number(args.repeats);
+const SERVER_CPU = args['server-cpu'];
+const LOAD_CPU = args['load-cpu'];
+const DATA_BYTES = 150;
+const MEASURE_MS = Number(args['measure-s']) * 1000;
+const RESULTS_DIR = path.join(BENCH_DIR, 'results');
+const OUT = args.name;
+const PROBE = fileURLToPath(new URL('./lib/heap-probe.mjs', import.meta.url));
+
+// ------------------------------------------------------------------ safety
+/** @type {Set<{ stop: () => Promise<void>, procs: import('node:child_process').ChildProcess[] }>} */
+const live = new Set();
+/** @type {Set<LoadGen>} */
+const liveLoad = new Set();
+/** @type {Awaited<ReturnType<typeof startRedis>> | null} */
+let redis = null;
+function hardCleanup() {
+  for (const s of live) for (const p of s.procs) { try { p.kill('SIGKILL'); } catch { /* gone */ } }
+  for (const l of liveLoad) for (const w of l.workers) { try { w.kill('SIGKILL'); } catch { /* gone */ } }
+  if (redis) { try { process.kill(redis.pid, 'SIGKILL'); } catch { /* gone */ } }
+}
+process.on('exit', hardCleanup);
+process.on('SIGINT', () => { hardCleanup(); process.exit(130); });
+process.on('SIGTERM', () => { hardCleanup(); process.exit(143); });
+setTimeout(() => { console.error('[issue11] 40 min guard hit: aborting'); hardCleanup(); process.exit(2); }, 40 * 60_000).unref();
+
+/** @param {string} s */
+function log(s) { console.log(`[issue11 ${new Date().toISOString().slice(11, 19)}] ${s}`); }
+
+// ------------------------------------------------------------------ pinning and CPU accounting
+/**
+ * Pins every thread of each process (taskset -a) to `cpu`. Threads created later inherit the
+ * affinity of their creator, so V8's GC helpers and libuv's pool stay on the same core.
+ * @param {number[]} pids @param {string} cpu
+ */
+function pin(pids, cpu) {
+  for (const pid of pids) execFileSync('taskset', ['-a', '-p', '-c', cpu, String(pid)], { stdio: 'ignore' });
+}
+
+/** Per-core and total jiffies from /proc/stat. */
+function cpuTimes() {
+  /** @type {Record<string, {idle: number, total: number}>} */
+  const out = {};
+  for (const line of fs.readFileSync('/proc/stat', 'utf8').split('\n')) {
+    if (!line.startsWith('cpu')) continue;
+    const f = line.trim().split(/\s+/);
+    const v = f.slice(1).map(Number);
+    out[f[0]] = { idle: v[3] + (v[4] ?? 0), total: v.reduce((a, b) => a + b, 0) };
+  }
+  return out;
+}
+/** Busy % (100 = one core) per key between two cpuTimes() reads. @param {ReturnType<typeof cpuTimes>} a @param {ReturnType<typeof cpuTimes>} b */
+function busy(a, b) {
+  /** @type {Record<string, number>} */
+  const out = {};
+  for (const k of Object.keys(b)) {
+    const dt = b[k].total - (a[k]?.total ?? 0);
+    const pct = dt > 0 ? 100 * (1 - (b[k].idle - a[k].idle) / dt) : 0;
+    out[k] = k === 'cpu' ? pct * os.cpus().length : pct;
+  }
+  return out;
+}
+
+/**
+ * Everything measured over one window: server CPU, bench CPU (load workers, runner, redis) and what the
+ * machine spent outside the bench (the noise), per core too.
+ * @param {number[]} serverPids @param {() => number[]} benchPids
+ */
+function cpuWindow(serverPids, benchPids) {
+  const s0 = procSampleAll(serverPids), b0 = procSampleAll(benchPids()), r0 = process.cpuUsage(), m0 = cpuTimes();
+  return () => {
+    const s1 = procSampleAll(serverPids), b1 = procSampleAll(benchPids()), r1 = process.cpuUsage(r0), m1 = cpuTimes();
+    const dt = (s1.t - s0.t) / 1000;
+    const server = (100 * (s1.cpuSec - s0.cpuSec)) / dt;
+    const bench = (100 * (b1.cpuSec - b0.cpuSec)) / dt + (r1.user + r1.system) / 1e4 / dt;
+    const m = busy(m0, m1);
+    return {
+      dt, serverCpuSec: s1.cpuSec - s0.cpuSec, serverCpuPct: server, benchCpuPct: bench,
+      otherCpuPct: Math.max(0, m.cpu - server - bench),
+      [`cpu${SERVER_CPU}BusyPct`]: m[`cpu${SERVER_CPU}`], [`cpu${LOAD_CPU}BusyPct`]: m[`cpu${LOAD_CPU}`],
+      // what ran on the server's core besides the server (everything of the bench is pinned elsewhere)
+      serverCoreOtherPct: Math.max(0, (m[`cpu${SERVER_CPU}`] ?? 0) - server),
+    };
+  };
+}
+
+/** @param {number} n */
+const roomList = (n) => Array.from({ length: n }, (_, i) => roomGuid(i));
+
+/**
+ * @param {string} name gateway | gateway-redis* | uws | uws-loop | ws | socketio
+ * @param {{ cpuProfDir?: string, extraNodeArgs?: string[], env?: Record<string, string> }} [o]
+ */
+async function start(name, o = {}) {
+  const kind = /** @type {import('./lib/servers.mjs').ServerKind} */ (name.startsWith('gateway') ? 'gateway' : name.startsWith('uws') ? 'uws' : name);
+  const needRedis = name.startsWith('gateway-redis') || name === 'socketio';
+  if (needRedis) {
+    if (!redis) { redis = await startRedis(); pin([redis.pid], LOAD_CPU); }
+    await redis.flush();
+  }
+  const srv = await startServer(kind, { label: name, redisUrl: needRedis && redis ? redis.url : undefined, cpuProfDir: o.cpuProfDir, extraNodeArgs: o.extraNodeArgs, env: o.env });
+  live.add(srv);
+  pin(srv.pids, SERVER_CPU);
+  return srv;
+}
+/** @param {Awaited<ReturnType<typeof start>>} srv */
+async function stop(srv) { await srv.stop(); live.delete(srv); }
+/** @param {ConstructorParameters<typeof LoadGen>[0]} o */
+async function loadgen(o) {
+  const lg = new LoadGen(o);
+  liveLoad.add(lg);
+  await lg.start();
+  pin(lg.workers.map((w) => /** @type {number} */ (w.pid)), LOAD_CPU);
+  return lg;
+}
+/** @param {LoadGen} lg */
+async function closeLoad(lg) { await lg.close(); liveLoad.delete(lg); }
+/** @param {LoadGen} lg */
+const workerPids = (lg) => lg.workers.map((w) => /** @type {number} */ (w.pid));
+
+/** Full /metrics text (body limit of httpGet is 4 KB: read directly). @param {number} port */
+async function metricsText(port) {
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+  return res.text();
+}
+/** Sum of prom-client's nodejs_gc_duration_seconds_sum (main-thread GC pauses, every kind), seconds. @param {string} text */
+function gcSeconds(text) {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const x = /^nodejs_gc_duration_seconds_sum(?:\{[^}]*\})? ([0-9.e+-]+)/.exec(line);
+    if (x) sum += Number(x[1]);
+  }
+  return sum;
+}
+
+/**
+ * Event-loop delay over a window, from the probe preloaded into the server (bench/lib/heap-probe.mjs with
+ * ELD_PROBE_OUT: perf_hooks.monitorEventLoopDelay, 1 ms resolution): each SIGUSR2 appends the histogram
+ * since the previous one and resets it.
+ * @param {number} pid @param {string} file
+ */
+async function probeSignal(pid, file) {
+  const before = fs.existsSync(file) ? fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).length : 0;
+  process.kill(pid, 'SIGUSR2');
+  for (let i = 0; i < 100; i++) {
+    await sleep(50);
+    const lines = fs.existsSync(file) ? fs.readFileSync(file, 'utf8').split('\n').filter(Boolean) : [];
+    if (lines.length > before) return JSON.parse(lines[lines.length - 1]);
+  }
+  throw new Error('probe did not answer');
+}
+
+/** INFO commandstats calls per command. */
+async function redisCommandCalls() {
+  if (!redis) return {};
+  const { Redis } = await import('ioredis');
+  const c = new Redis(redis.url, { maxRetriesPerRequest: 1 });
+  try {
+    const info = /** @type {string} */ (await c.info('commandstats'));
+    /** @type {Record<string, number>} */
+    const out = {};
+    for (const line of info.split('\n')) {
+      const x = /^cmdstat_([^:]+):calls=(\d+)/.exec(line.trim());
+      if (x) out[x[1]] = Number(x[2]);
+    }
+    return out;
+  } finally { c.disconnect(); }
+}
+
+// ------------------------------------------------------------------ latency
+const LAT = args.smoke ? { clients: 400, rooms: 4, deliveries: 10_000, warmMs: 1000, measureMs: 2000 } : { clients: 2000, rooms: 20, deliveries: 30_000, warmMs: 3000, measureMs: 10_000 };
+
+/** @param {string} name */
+async function latencyRun(name) {
+  /** @type {Record<string, any>} */
+  const row = { server: name };
+  const eldFile = path.join(TMP_DIR, `eld-${name}-${Date.now()}.jsonl`);
+  const srv = await start(name, { extraNodeArgs: ['--import', PROBE], env: { ELD_PROBE_OUT: eldFile } });
+  const rooms = roomList(LAT.rooms);
+  const members = LAT.clients / LAT.rooms;
+  const lg = await loadgen({ host: '127.0.0.1', port: srv.port, path: srv.wsPath, mode: srv.mode, jwtSecret: srv.jwtSecret, rooms, count: LAT.clients, rate: 5000, workers: 2, latency: true });
+  const producer = new Producer({ port: srv.port, rooms, concurrency: 32, dataBytes: DATA_BYTES, xaddRedisUrl: name === 'gateway-redis-xadd' && redis ? redis.url : undefined });
+  try {
+    const c = await lg.connect();
+    if (c.joined < LAT.clients) row.notes = `only ${c.joined}/${LAT.clients} joined`;
+    const run = producer.runRate({ eventsPerSec: LAT.deliveries / members, durationMs: LAT.warmMs + LAT.measureMs });
+    await sleep(LAT.warmMs);
+    await lg.reset();
+    await probeSignal(srv.pids[0], eldFile); // resets the event-loop-delay histogram: the next one covers the window
+    const cmd0 = await redisCommandCalls();
+    const s0 = await lg.stats();
+    const cpu = cpuWindow(srv.pids, () => [...workerPids(lg), ...(redis ? [redis.pid] : [])]);
+    await run;
+    Object.assign(row, cpu());
+    row.eventLoopDelayMs = await probeSignal(srv.pids[0], eldFile);
+    const cmd1 = await redisCommandCalls();
+    await sleep(500);
+    const s1 = await lg.stats();
+    const h = await lg.histogram();
+    row.deliveriesPerSec = (s1.events - s0.events) / row.dt;
+    row.p50 = h.getValueAtPercentile(50) / 1000;
+    row.p99 = h.getValueAtPercentile(99) / 1000;
+    row.p999 = h.getValueAtPercentile(99.9) / 1000;
+    row.max = h.maxValue / 1000;
+    if (redis && name.startsWith('gateway-redis')) {
+      /** @type {Record<string, number>} */
+      const d = {};
+      for (const [k, v] of Object.entries(cmd1)) if (v - (cmd0[k] ?? 0) > 0) d[k] = v - (cmd0[k] ?? 0);
+      row.redisCalls = d;
+      const events = producer.sentEvents;
+      row.readsPerEvent = events ? ((d.xread ?? 0) + (d.xreadgroup ?? 0) + (d.xrange ?? 0)) / events : null;
+    }
+    if (producer.behind) row.notes = `${row.notes ?? ''} producer behind by ${producer.behind}`.trim();
+    log(`latency ${name}: p50 ${fmt(row.p50)} p99 ${fmt(row.p99)} p99.9 ${fmt(row.p999)} ms at ${fmt(row.deliveriesPerSec)} deliveries/s; server ${fmt(row.serverCpuPct)}%, outside-bench ${fmt(row.otherCpuPct)}%, server core other ${fmt(row.serverCoreOtherPct)}%${row.eventLoopDelayMs ? `, ELD p50 ${fmt(row.eventLoopDelayMs.p50)} p99 ${fmt(row.eventLoopDelayMs.p99)} max ${fmt(row.eventLoopDelayMs.max)} ms` : ''}${row.redisCalls ? ' redis ' + JSON.stringify(row.redisCalls) : ''}`);
+  } catch (e) {
+    row.notes = `FAILED: ${/** @type {Error} */ (e).message}`;
+    log(`latency ${name}: ${row.notes}`);
+  } finally {
+    producer.close();
+    await closeLoad(lg);
+    await stop(srv);
+  }
+  return row;
+}
+
+// ------------------------------------------------------------------ fan-out
+const FAN = args.smoke ? { clients: 1000, rooms: 10, windowPerClient: 150, concurrency: 8, warmMs: 1000 } : { clients: 10_000, rooms: 100, windowPerClient: 150, concurrency: 8, warmMs: 3000 };
+
+/** @param {string} name @param {number} batch @param {{ cpuProfDir?: string }} [o] */
+async function fanoutRun(name, batch, o = {}) {
+  /** @type {Record<string, any>} */
+  const row = { server: name + (o.cpuProfDir ? ' (--cpu-prof)' : ''), batch };
+  const srv = await start(name, { cpuProfDir: o.cpuProfDir });
+  const rooms = roomList(FAN.rooms);
+  const members = FAN.clients / FAN.rooms;
+  const lg = await loadgen({ host: '127.0.0.1', port: srv.port, path: srv.wsPath, mode: srv.mode, jwtSecret: srv.jwtSecret, rooms, count: FAN.clients, rate: 5000, workers: 2 });
+  const producer = new Producer({ port: srv.port, rooms, concurrency: FAN.concurrency, dataBytes: DATA_BYTES });
+  try {
+    const c = await lg.connect();
+    if (c.joined < FAN.clients) row.notes = `only ${c.joined}/${FAN.clients} joined`;
+    lg.stream(20);
+    const totalMs = FAN.warmMs + MEASURE_MS + 500;
+    /** @type {Promise<any>} */
+    let run;
+    if (name === 'uws-loop') {
+      const r = await httpPost(srv.port, '/bench/loop', JSON.stringify({ batch, durationMs: totalMs, maxBuffered: 1024 * 1024, dataBytes: DATA_BYTES }));
+      if (r.status !== 202) throw new Error(`/bench/loop ${r.status}`);
+      run = sleep(totalMs);
+    } else {
+      run = producer.runWindow({ loadgen: lg, members, batch, window: FAN.windowPerClient * FAN.clients, durationMs: totalMs });
+    }
+    await sleep(FAN.warmMs);
+    row.windowUs = [nowUs(), 0];
+    const gc0 = name.startsWith('gateway') ? gcSeconds(await metricsText(srv.port)) : null;
+    const s0 = await lg.stats();
+    const cpu = cpuWindow(srv.pids, () => [...workerPids(lg), ...(redis ? [redis.pid] : [])]);
+    await sleep(MEASURE_MS);
+    const s1 = await lg.stats();
+    Object.assign(row, cpu());
+    row.windowUs[1] = nowUs();
+    // main-thread GC pauses (perf_hooks 'gc' entries via prom-client) ÷ server CPU time: GC share of busy time
+    if (gc0 !== null) row.gcOfBusyPct = (100 * (gcSeconds(await metricsText(srv.port)) - gc0)) / row.serverCpuSec;
+    producer.stop();
+    if (name === 'uws-loop') await httpPost(srv.port, '/bench/loop/stop', '{}');
+    await run;
+    row.eventsPerSec = (s1.events - s0.events) / row.dt;
+    row.framesPerSec = (s1.frames - s0.frames) / row.dt;
+    row.eventsPerFrame = row.framesPerSec > 0 ? row.eventsPerSec / row.framesPerSec : null;
+    row.eventsPerCpuSec = row.serverCpuSec > 0 ? (s1.events - s0.events) / row.serverCpuSec : null;
+    if (producer.stalls) row.notes = `${row.notes ?? ''} producer stalls ×${producer.stalls}`.trim();
+    if (s1.joined < c.joined) row.notes = `${row.notes ?? ''} ${c.joined - s1.joined} clients dropped`.trim();
+    log(`fanout ${row.server} batch ${batch}: ${fmt(row.eventsPerSec)} events/s, ${fmt(row.eventsPerFrame, 1)} events/frame, server ${fmt(row.serverCpuPct)}%, ${fmt(row.eventsPerCpuSec)} events/CPU-s${row.gcOfBusyPct != null ? `, GC ${fmt(row.gcOfBusyPct, 1)}% of server CPU` : ''}, bench ${fmt(row.benchCpuPct)}%, outside ${fmt(row.otherCpuPct)}% ${row.notes ?? ''}`);
+  } catch (e) {
+    row.notes = `FAILED: ${/** @type {Error} */ (e).message}`;
+    log(`fanout ${name} batch ${batch}: ${row.notes}`);
+  } finally {
+    producer.close();
+    await closeLoad(lg);
+    await stop(srv);
+  }
+  return row;
+}
+
+/** @param {number} batch */
+async function profileRun(batch) {
+  const dir = path.join(TMP_DIR, `cpuprof-issue11-${Date.now()}`);
+  const row = await fanoutRun('gateway', batch, { cpuProfDir: dir });
+  /** @type {string[]} */
+  let files = [];
+  for (const deadline = Date.now() + 10_000; Date.now() < deadline; await sleep(200)) {
+    files = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.cpuprofile')) : [];
+    if (files.length) break;
+  }
+  if (!files.length) return { batch, row, error: 'no .cpuprofile written' };
+  const keep = path.join(RESULTS_DIR, `${OUT}-gateway-fanout-batch${batch}.cpuprofile`);
+  fs.copyFileSync(path.join(dir, files[0]), keep);
+  const summary = summarizeCpuProfile(keep, 15, row.windowUs?.[1] ? row.windowUs : undefined);
+  const busyPct = 100 - summary.idlePct;
+  const gcOfBusyPct = busyPct > 0 ? (100 * summary.gcPct) / busyPct : null;
+  log(`profile batch ${batch}: busy ${fmt(busyPct, 1)}%, GC ${fmt(summary.gcPct, 1)}% of samples = ${fmt(gcOfBusyPct, 1)}% of busy; top ${summary.items.slice(0, 4).map((i) => `${i.name} ${fmt(i.pctBusy, 1)}%`).join(', ')}`);
+  return { batch, row, file: path.relative(BENCH_DIR, keep), summary, gcOfBusyPct };
+}
+
+// ------------------------------------------------------------------ connections
+const CONN = args.smoke ? { n: 1000, rooms: 10, rate: 4000, holdMs: 1000 } : { n: 19_000, rooms: 100, rate: 4000, holdMs: 5000 };
+
+/** @param {string} name */
+async function connectionsRun(name) {
+  /** @type {Record<string, any>} */
+  const row = { server: name, n: CONN.n };
+  const srv = await start(name);
+  const lg = await loadgen({ host: '127.0.0.1', port: srv.port, path: srv.wsPath, mode: srv.mode, jwtSecret: srv.jwtSecret, rooms: roomList(CONN.rooms), count: CONN.n, rate: CONN.rate, workers: 2, maxPending: 200 });
+  try {
+    await sleep(500);
+    const before = procSampleAll(srv.pids);
+    const cpu = cpuWindow(srv.pids, () => workerPids(lg));
+    const c = await lg.connect();
+    const w = cpu();
+    await sleep(CONN.holdMs);
+    const s = await lg.stats();
+    const after = procSampleAll(srv.pids);
+    row.held = s.joined;
+    row.connectRate = c.rate;
+    // server CPU from the first connect until every join is acknowledged, per joined connection
+    row.cpuUsPerConnectJoin = c.joined > 0 ? (1e6 * w.serverCpuSec) / c.joined : null;
+    row.connectServerCpuPct = w.serverCpuPct;
+    row.connectOtherCpuPct = w.otherCpuPct;
+    row.connectServerCoreOtherPct = w.serverCoreOtherPct;
+    row.rssBeforeMb = before.rssKb / 1024;
+    row.rssAfterMb = after.rssKb / 1024;
+    row.rssPerConnKb = s.joined > 0 ? (after.rssKb - before.rssKb) / s.joined : null;
+    if (Object.keys(c.errors).length) row.notes = `errors ${JSON.stringify(c.errors)}`;
+    log(`connections ${name}: held ${row.held}/${CONN.n}, ${fmt(row.connectRate)}/s, ${fmt(row.cpuUsPerConnectJoin, 1)} µs server CPU per connect+join, RSS ${fmt(row.rssPerConnKb, 3)} KB/conn, outside-bench ${fmt(w.otherCpuPct)}% ${row.notes ?? ''}`);
+  } catch (e) {
+    row.notes = `FAILED: ${/** @type {Error} */ (e).message}`;
+    log(`connections ${name}: ${row.notes}`);
+  } finally {
+    await closeLoad(lg);
+    await stop(srv);
+  }
+  return row;
+}
+
+// ------------------------------------------------------------------ heap per retained event
+const HEAP = args.smoke ? { events: 5000, rooms: 10, batch: 1000 } : { events: 100_000, rooms: 100, batch: 1000 };
+
+async function heapRun() {
+  const out = path.join(TMP_DIR, `heap-probe-${Date.now()}.jsonl`);
+  // Retention limits lifted above the test's size so every event stays in the in-process bus's history.
+  const srv = await start('gateway', { extraNodeArgs: ['--import', PROBE], env: { HEAP_PROBE_OUT: out, MEMORY_BUS_MAX_EVENTS: '1000000', MEMORY_BUS_MAX_BYTES: String(2 ** 31) } });
+  /** @type {Record<string, any>} */
+  const row = { events: HEAP.events, dataBytes: DATA_BYTES };
+  const sample = () => probeSignal(srv.pids[0], out);
+  try {
+    const rooms = roomList(HEAP.rooms);
+    const producer = new Producer({ port: srv.port, rooms, concurrency: 1, dataBytes: DATA_BYTES });
+    // warm-up: the code paths, then the baseline
+    for (const g of rooms.slice(0, 2)) await producer.post(g, 10);
+    await sleep(300);
+    const m0 = await sample();
+    for (let i = 0; i < HEAP.events / HEAP.batch; i++) await producer.post(rooms[i % rooms.length], HEAP.batch);
+    const accepted = producer.sentEvents - 20;
+    await sleep(300);
+    const m1 = await sample();
+    producer.close();
+    row.accepted = accepted;
+    row.heapPerEvent = (m1.heapUsed - m0.heapUsed) / accepted;
+    row.externalPerEvent = (m1.external - m0.external) / accepted;
+    row.rssPerEvent = (m1.rss - m0.rss) / accepted;
+    row.m0 = m0; row.m1 = m1;
+    // the frame a subscriber gets for one event: the envelope the gateway builds (same shape, measured from a live delivery)
+    row.encodedBytes = await encodedSize(srv.port);
+    log(`heap: ${accepted} events retained: heap ${fmt(row.heapPerEvent, 1)} B/event, external ${fmt(row.externalPerEvent, 1)} B/event, RSS ${fmt(row.rssPerEvent, 1)} B/event; encoded envelope ${row.encodedBytes} B`);
+  } catch (e) {
+    row.notes = `FAILED: ${/** @type {Error} */ (e).message}`;
+    log(`heap: ${row.notes}`);
+  } finally {
+    await stop(srv);
+  }
+  return row;
+}
+
+/** Joins one client and returns the byte length of the single-event frame it receives. @param {number} port */
+async function encodedSize(port) {
+  const { WebSocket } = await import('ws');
+  const { createSigner } = await import('fast-jwt');
+  const { JWT_SECRET } = await import('./lib/servers.mjs');
+  const token = createSigner({ key: JWT_SECRET, algorithm: 'HS256', expiresIn: 60_000 })({ sub: 'size-probe', projects: ['*'] });
+  const guid = roomGuid(9999);
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/ws?token=${token}`, 'autocode.v1.json');
+  try {
+    return await new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('encodedSize timeout')), 5000);
+      ws.on('error', reject);
+      ws.on('open', () => ws.send(JSON.stringify({ type: 'join_project', projectGuid: guid, data: {}, id: 'j' })));
+      ws.on('message', (d) => {
+        const s = d.toString();
+        if (s.includes('"type":"join_project"')) {
+          const p = new Producer({ port, rooms: [guid], concurrency: 1, dataBytes: DATA_BYTES });
+          p.post(guid, 1).then(() => p.close());
+        } else if (s.includes('"type":"project_message"')) { clearTimeout(t); resolve(Buffer.byteLength(s)); }
+      });
+    });
+  } finally { ws.close(); }
+}
+
+// ------------------------------------------------------------------ main
+/** @param {string[]} servers @param {(n: string) => Promise<Record<string, any>>} fn */
+async function interleaved(servers, fn) {
+  /** @type {Record<string, Record<string, any>[]>} */
+  const runs = {};
+  for (let r = 0; r < REPEATS; r++) for (const s of servers) (runs[s] ??= []).push(await fn(s));
+  return runs;
+}
+
+async function main() {
+  fs.mkdirSync(TMP_DIR, { recursive: true });
+  pin([process.pid], LOAD_CPU);
+  /** @type {Record<string, any>} */
+  const res = {
+    date: new Date().toISOString(), node: process.version, cpu: os.cpus()[0]?.model, cores: os.cpus().length,
+    pinning: { server: SERVER_CPU, load: LOAD_CPU }, dataBytes: DATA_BYTES, measureMs: MEASURE_MS, repeats: REPEATS,
+    loadavg: os.loadavg(), head: (() => { try { return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim(); } catch { return '?'; } })(),
+  };
+  const save = () => fs.writeFileSync(path.join(RESULTS_DIR, `${OUT}.json`), JSON.stringify(res, null, 2) + '\n');
+  try {
+    if (PARTS.has('latency')) { res.latency = await interleaved(args['latency-servers'].split(','), latencyRun); save(); }
+    if (PARTS.has('fanout')) {
+      res.fanout = {};
+      for (const b of args.batches.split(',').map(Number)) {
+        res.fanout[b] = {};
+        for (const s of args['fanout-servers'].split(',')) res.fanout[b][s] = await fanoutRun(s, b);
+        save();
+      }
+    }
+    if (PARTS.has('profile')) { res.profile = [await profileRun(1000), await profileRun(10)]; save(); }
+    if (PARTS.has('connections')) { res.connections = await interleaved(args['conn-servers'].split(','), connectionsRun); save(); }
+    if (PARTS.has('heap')) { res.heap = await heapRun(); save(); }
+  } finally {
+    if (redis) { await redis.stop(); redis = null; }
+  }
+  res.endedAt = new Date().toISOString();
+  save();
+  log(`wrote bench/results/${OUT}.json`);
+}
+
+main().then(() => { hardCleanup(); process.exit(0); }, (e) => { console.error(e); hardCleanup(); process.exit(1); });
