@@ -357,20 +357,22 @@ async function profileRun(batch) {
 }
 
 // ------------------------------------------------------------------ connections
-const CONN = args.smoke ? { n: 1000, rooms: 10, rate: 4000, holdMs: 1000 } : { n: 19_000, rooms: 100, rate: 4000, holdMs: 5000 };
+const CONN = args.smoke ? { n: 3000, rooms: 10, rate: 4000, holdMs: 1000 } : { n: 19_000, rooms: 100, rate: 4000, holdMs: 5000 };
 
-/** @param {string} name */
-async function connectionsRun(name) {
+/** @param {string} name @param {{ cpuProfDir?: string }} [o] */
+async function connectionsRun(name, o = {}) {
   /** @type {Record<string, any>} */
-  const row = { server: name, n: CONN.n };
-  const srv = await start(name);
+  const row = { server: name + (o.cpuProfDir ? ' (--cpu-prof)' : ''), n: CONN.n };
+  const srv = await start(name, { cpuProfDir: o.cpuProfDir });
   const lg = await loadgen({ host: '127.0.0.1', port: srv.port, path: srv.wsPath, mode: srv.mode, jwtSecret: srv.jwtSecret, rooms: roomList(CONN.rooms), count: CONN.n, rate: CONN.rate, workers: 2, maxPending: 200 });
   try {
     await sleep(500);
     const before = procSampleAll(srv.pids);
     const cpu = cpuWindow(srv.pids, () => workerPids(lg));
+    row.windowUs = [nowUs(), 0];
     const c = await lg.connect();
     const w = cpu();
+    row.windowUs[1] = nowUs();
     await sleep(CONN.holdMs);
     const s = await lg.stats();
     const after = procSampleAll(srv.pids);
@@ -394,6 +396,24 @@ async function connectionsRun(name) {
     await stop(srv);
   }
   return row;
+}
+
+/** The gateway's connect + join ramp under --cpu-prof: where the per-connection CPU goes. */
+async function connectionsProfileRun() {
+  const dir = path.join(TMP_DIR, `cpuprof-issue11-conn-${Date.now()}`);
+  const row = await connectionsRun('gateway', { cpuProfDir: dir });
+  /** @type {string[]} */
+  let files = [];
+  for (const deadline = Date.now() + 10_000; Date.now() < deadline; await sleep(200)) {
+    files = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.cpuprofile')) : [];
+    if (files.length) break;
+  }
+  if (!files.length) return { row, error: 'no .cpuprofile written' };
+  const keep = path.join(RESULTS_DIR, `${OUT}-gateway-connect-join.cpuprofile`);
+  fs.copyFileSync(path.join(dir, files[0]), keep);
+  const summary = summarizeCpuProfile(keep, 25, row.windowUs?.[1] ? row.windowUs : undefined);
+  log(`connect+join profile: ${summary.items.slice(0, 12).map((i) => `${i.name} (${i.where}) ${fmt(i.pctBusy, 1)}%`).join('; ')}`);
+  return { row, file: path.relative(BENCH_DIR, keep), summary };
 }
 
 // ------------------------------------------------------------------ heap per retained event
@@ -490,6 +510,7 @@ async function main() {
     }
     if (PARTS.has('profile')) { res.profile = [await profileRun(1000), await profileRun(10)]; save(); }
     if (PARTS.has('connections')) { res.connections = await interleaved(args['conn-servers'].split(','), connectionsRun); save(); }
+    if (PARTS.has('connprofile')) { res.connectionsProfile = await connectionsProfileRun(); save(); }
     if (PARTS.has('heap')) { res.heap = await heapRun(); save(); }
   } finally {
     if (redis) { await redis.stop(); redis = null; }
