@@ -27,7 +27,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import {
   BENCH_DIR, TMP_DIR, startServer, startRedis, roomGuid, sleep, procSampleAll, httpPost,
@@ -35,7 +35,7 @@ import {
 import { LoadGen } from './lib/loadgen.mjs';
 import { Producer, nowUs } from './lib/producer.mjs';
 import { summarizeCpuProfile } from './lib/cpuprofile.mjs';
-import { fmt } from './lib/report.mjs';
+import { fmt, ratio } from './lib/report.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -50,6 +50,10 @@ const { values: args } = parseArgs({
     'server-cpu': { type: 'string', default: '1' },
     'load-cpu': { type: 'string', default: '0' },
     smoke: { type: 'boolean', default: false },
+    // fan-out: also sample the server with `perf record` (native and kernel time the V8 profile cannot see)
+    perf: { type: 'boolean', default: false },
+    // no run: write the markdown report from stored JSON results (comma-separated, later files win per part)
+    report: { type: 'string' },
   },
 });
 const PARTS = new Set((args.only ?? 'latency,fanout,profile,connections,heap').split(','));
@@ -309,7 +313,22 @@ async function fanoutRun(name, batch, o = {}) {
     const gc0 = name.startsWith('gateway') ? gcSeconds(await metricsText(srv.port)) : null;
     const s0 = await lg.stats();
     const cpu = cpuWindow(srv.pids, () => [...workerPids(lg), ...(redis ? [redis.pid] : [])]);
+    const perfFile = path.join(TMP_DIR, `perf-${name}-${batch}.data`);
+    // bounded: perf stops with its `sleep`; pinned with the load, so it does not take the server's core
+    const perfDone = args.perf ? new Promise((resolve) => {
+      const child = spawn('taskset', ['-c', LOAD_CPU, 'perf', 'record', '-q', '-F', '499', '-g', '-o', perfFile, '-p', String(srv.pids[0]), '--', 'sleep', String(MEASURE_MS / 1000 - 1)], { stdio: 'ignore' });
+      child.on('exit', resolve);
+      child.on('error', resolve);
+    }) : null;
     await sleep(MEASURE_MS);
+    if (perfDone) {
+      await perfDone;
+      try {
+        row.perfTop = execFileSync('perf', ['report', '-i', perfFile, '--no-children', '--sort', 'dso,sym', '--stdio', '-g', 'none', '--percent-limit', '0.7'], { encoding: 'utf8', maxBuffer: 1 << 26 })
+          .split('\n').filter((l) => /^\s+[0-9.]+%/.test(l)).slice(0, 40).map((l) => l.trim());
+        log(`perf ${name} batch ${batch}:\n  ${row.perfTop.join('\n  ')}`);
+      } catch (e) { row.perfError = /** @type {Error} */ (e).message.slice(0, 200); }
+    }
     const s1 = await lg.stats();
     Object.assign(row, cpu());
     row.windowUs[1] = nowUs();
@@ -479,6 +498,102 @@ async function encodedSize(port) {
   } finally { ws.close(); }
 }
 
+
+// ------------------------------------------------------------------ report
+/** @param {Record<string, any>[]} runs @param {string} key */
+function median(runs, key) {
+  const ok = runs.filter((r) => typeof r[key] === 'number').sort((a, b) => a[key] - b[key]);
+  return ok.length ? ok[Math.floor((ok.length - 1) / 2)] : null;
+}
+/** @param {boolean | null} b */
+const met = (b) => (b === null ? 'not measured' : b ? '**MET**' : '**NOT MET**');
+
+/** @param {Record<string, any>} res */
+function buildReport(res) {
+  const out = [`# Issue 11 bench (bench/issue11.mjs): gateway vs bare uWS, server pinned`, ''];
+  out.push(`Runs: ${(res.runs ?? []).map((/** @type {any} */ r) => `${r.parts} at ${r.date} (git ${r.head}${r.dirty ? " + uncommitted src" : ""}, load average ${r.loadavg?.map((/** @type {number} */ x) => x.toFixed(2)).join(' ')})`).join('; ')}  `,
+    `Machine: ${res.cores} cores (${res.cpu}), Node ${res.node}. Server pinned to CPU ${res.pinning?.server} (taskset -a, every thread), load workers, producer and redis-server to CPU ${res.pinning?.load}. Event data ${res.dataBytes} B. Fan-out measured ${res.measureMs / 1000} s per run.`, '',
+    '`outside %` = machine CPU used by processes outside the bench (100% = one core; /proc/stat minus the server, load workers, runner and redis-server); `server core other %` = busy time of the server\'s core not used by the server (anything else the kernel put there).', '');
+  /** @type {{ target: string, measured: string, met: string, conditions: string }[]} */
+  const targets = [];
+
+  if (res.latency) {
+    const names = Object.keys(res.latency);
+    const rows = names.map((n) => ({ name: n, med: median(res.latency[n], 'p99'), runs: res.latency[n] }));
+    out.push('## Latency at 30,000 deliveries/s (2,000 clients in 20 rooms, single-event requests, send → receipt)', '',
+      `Each server ran ${res.repeats}× interleaved; the run with the median p99 is shown, all p99s listed. ELD = the server's event-loop delay over the measured window (monitorEventLoopDelay, 1 ms resolution: values include the 1 ms timer period).`, '',
+      '| server | p50 ms | p99 ms | p99.9 ms | max ms | all p99 ms | deliveries/s | server CPU % | ELD p50 / p99 / max ms | Redis reads per event | outside % | server core other % |', '|---|---|---|---|---|---|---|---|---|---|---|---|',
+      ...rows.map(({ name, med: m, runs }) => m ? `| ${name} | ${fmt(m.p50, 2)} | ${fmt(m.p99, 2)} | ${fmt(m.p999, 2)} | ${fmt(m.max, 1)} | ${runs.map((/** @type {any} */ r) => fmt(r.p99, 2)).join(' / ')} | ${fmt(m.deliveriesPerSec)} | ${fmt(m.serverCpuPct, 0)} | ${m.eventLoopDelayMs ? `${fmt(m.eventLoopDelayMs.p50, 2)} / ${fmt(m.eventLoopDelayMs.p99, 2)} / ${fmt(m.eventLoopDelayMs.max, 1)}` : 'n/a'} | ${m.readsPerEvent != null ? fmt(m.readsPerEvent, 2) + ' ' + JSON.stringify(m.redisCalls) : ''} | ${fmt(m.otherCpuPct, 0)} | ${fmt(m.serverCoreOtherPct, 0)} |` : `| ${name} | failed: ${runs.map((/** @type {any} */ r) => r.notes).join('; ')} |`), '');
+    const g = rows.find((r) => r.name === 'gateway')?.med, u = rows.find((r) => r.name === 'uws')?.med;
+    for (const rn of ['gateway-redis-xadd', 'gateway-redis']) {
+      const r = rows.find((x) => x.name === rn)?.med;
+      if (!g || !r) continue;
+      const d = r.p99 - g.p99;
+      targets.push({ target: `Redis path p99 ≤ in-process p99 + 2 ms (${rn === 'gateway-redis-xadd' ? 'producer XADDs directly' : 'HTTP producer'})`, measured: `${fmt(r.p99, 2)} − ${fmt(g.p99, 2)} = ${fmt(d, 2)} ms (median-p99 runs; per run: ${res.latency[rn].map((/** @type {any} */ x) => fmt(x.p99, 2)).join(' / ')} vs ${res.latency.gateway.map((/** @type {any} */ x) => fmt(x.p99, 2)).join(' / ')})`, met: met(d <= 2),
+        conditions: `pinned; noise floor (bare uWS, same setup) p99 ${fmt(u?.p99, 2)} ms; outside-bench CPU ${fmt(r.otherCpuPct, 0)}% / ${fmt(g.otherCpuPct, 0)}%` });
+    }
+  }
+  if (res.fanout) {
+    out.push('## Fan-out (10,000 clients in 100 rooms, 150 B data, closed-loop HTTP producer; `uws-loop` publishes from an in-process loop)', '',
+      '`batch` = events per HTTP request (one room per request) for the HTTP servers, events per room per loop iteration for `uws-loop`; `events/frame` is what the clients counted. Events per server CPU-second = delivered events ÷ server CPU time in the same window (the efficiency figure). One run per cell.', '');
+    for (const [b, byServer] of Object.entries(res.fanout)) {
+      const rows = Object.values(byServer);
+      const base = /** @type {Record<string, any>} */ (byServer);
+      out.push(`### ${b} event(s) per request / per tick`, '',
+        '| server | delivered events/s | events/frame | server CPU % | events per server CPU-s | ÷ uws-loop | ÷ uws | ÷ ws | ÷ socketio | GC % of server CPU | bench CPU % | outside % | notes |', '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+        ...rows.map((/** @type {any} */ r) => `| ${r.server} | ${fmt(r.eventsPerSec)} | ${fmt(r.eventsPerFrame, 1)} | ${fmt(r.serverCpuPct, 0)} | ${fmt(r.eventsPerCpuSec)} | ${fmt(ratio(r.eventsPerCpuSec, base['uws-loop']?.eventsPerCpuSec), 2)} | ${fmt(ratio(r.eventsPerCpuSec, base.uws?.eventsPerCpuSec), 2)} | ${fmt(ratio(r.eventsPerCpuSec, base.ws?.eventsPerCpuSec), 2)} | ${fmt(ratio(r.eventsPerCpuSec, base.socketio?.eventsPerCpuSec), 2)} | ${r.gcOfBusyPct != null ? fmt(r.gcOfBusyPct, 1) : ''} | ${fmt(r.benchCpuPct, 0)} | ${fmt(r.otherCpuPct, 0)} | ${r.notes ?? ''} |`), '');
+      const g = base.gateway, ul = base['uws-loop'];
+      if (g && ul && (b === '1000' || b === '10')) {
+        const rr = ratio(g.eventsPerCpuSec, ul.eventsPerCpuSec);
+        targets.push({ target: `fan-out events per server CPU-s ≥ 1.0× bare uWS loop at ${b} per tick`, measured: `${fmt(g.eventsPerCpuSec)} vs ${fmt(ul.eventsPerCpuSec)} = ${fmt(rr, 2)}×`, met: met(rr === null ? null : rr >= 1),
+          conditions: `pinned; ${fmt(g.eventsPerFrame, 1)} / ${fmt(ul.eventsPerFrame, 1)} events per frame; outside-bench ${fmt(g.otherCpuPct, 0)}% / ${fmt(ul.otherCpuPct, 0)}%` });
+      }
+      if (g) {
+        const sio = base.socketio, w = base.ws;
+        out.push(`Gateway at ${b} per request: delivered events/s ${fmt(ratio(g.eventsPerSec, sio?.eventsPerSec), 2)}× Socket.IO, ${fmt(ratio(g.eventsPerSec, w?.eventsPerSec), 2)}× ws, ${fmt(ratio(g.eventsPerSec, base.uws?.eventsPerSec), 2)}× bare uWS (HTTP-fed); per server CPU-s ${fmt(ratio(g.eventsPerCpuSec, sio?.eventsPerCpuSec), 2)}× / ${fmt(ratio(g.eventsPerCpuSec, w?.eventsPerCpuSec), 2)}× / ${fmt(ratio(g.eventsPerCpuSec, base.uws?.eventsPerCpuSec), 2)}×.`, '');
+      }
+    }
+  }
+  if (res.profile) {
+    out.push('## GC share at peak fan-out (gateway, --cpu-prof runs)', '',
+      'Two measures: main-thread GC pauses (perf_hooks `gc` entries, via the gateway\'s own `nodejs_gc_duration_seconds`) ÷ server CPU time over the measured window; and the V8 CPU profile\'s `(garbage collector)` samples ÷ non-idle samples. The profile cannot see uWS\'s native socket work done outside JavaScript (it is sampled as idle), so its share overstates GC.', '',
+      '| per request | events/s | server CPU % | GC pauses ÷ server CPU | profile: GC ÷ non-idle samples | top self time (% of non-idle) | profile |', '|---|---|---|---|---|---|---|',
+      ...res.profile.map((/** @type {any} */ p) => `| ${p.batch} | ${fmt(p.row?.eventsPerSec)} | ${fmt(p.row?.serverCpuPct, 0)} | ${fmt(p.row?.gcOfBusyPct, 1)}% | ${fmt(p.gcOfBusyPct, 1)}% | ${(p.summary?.items ?? []).slice(0, 5).map((/** @type {any} */ i) => `${i.name} ${fmt(i.pctBusy, 1)}`).join(', ')} | \`bench/${p.file}\` |`), '');
+    const worst = Math.max(...res.profile.map((/** @type {any} */ p) => p.row?.gcOfBusyPct ?? NaN));
+    targets.push({ target: 'GC < 15% of busy time at peak', measured: `GC pauses ÷ server CPU: ${res.profile.map((/** @type {any} */ p) => `${fmt(p.row?.gcOfBusyPct, 1)}% at ${p.batch}/request`).join(', ')}; profile GC ÷ non-idle samples: ${res.profile.map((/** @type {any} */ p) => `${fmt(p.gcOfBusyPct, 1)}%`).join(', ')}`, met: met(Number.isFinite(worst) ? worst < 15 && res.profile.every((/** @type {any} */ p) => p.gcOfBusyPct < 15) : null),
+      conditions: 'met only if both measures are under 15%' });
+  }
+  if (res.fanoutProfileNote) out.push(res.fanoutProfileNote, '');
+  if (res.connections) {
+    const names = Object.keys(res.connections);
+    const med = Object.fromEntries(names.map((n) => [n, median(res.connections[n], 'cpuUsPerConnectJoin')]));
+    const rssMed = Object.fromEntries(names.map((n) => [n, median(res.connections[n], 'rssPerConnKb')]));
+    out.push('## Idle connections: 19,000 on one process, each joined to one of 100 rooms', '',
+      `Each server ran ${res.repeats}× interleaved (medians shown, all runs listed). Server CPU per connect + join = server CPU time from the first connect to the last join acknowledged ÷ connections joined (paced at 4,000/s; every gateway connection has its own JWT). RSS per connection = (VmRSS 5 s after the last join − before) ÷ connections.`, '',
+      '| server | held | CPU µs per connect+join | all runs | RSS KB/conn | all runs | outside % during ramp |', '|---|---|---|---|---|---|---|',
+      ...names.map((n) => `| ${n} | ${med[n]?.held ?? 'n/a'} | ${fmt(med[n]?.cpuUsPerConnectJoin, 1)} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.cpuUsPerConnectJoin, 1)).join(' / ')} | ${fmt(rssMed[n]?.rssPerConnKb, 3)} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.rssPerConnKb, 3)).join(' / ')} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.connectOtherCpuPct, 0)).join(' / ')} |`), '');
+    const g = med.gateway, u = med.uws;
+    if (g && u) {
+      const rr = ratio(g.cpuUsPerConnectJoin, u.cpuUsPerConnectJoin);
+      targets.push({ target: 'server CPU per connect + join ≤ 1.3× bare uWS', measured: `${fmt(g.cpuUsPerConnectJoin, 1)} vs ${fmt(u.cpuUsPerConnectJoin, 1)} µs = ${fmt(rr, 2)}×`, met: met(rr === null ? null : rr <= 1.3), conditions: 'pinned; 19,000 distinct tokens (no principal-cache help)' });
+    }
+    const gr = rssMed.gateway;
+    if (gr) targets.push({ target: 'RSS per idle connection ≤ 1.25 KB at 19,000', measured: `${fmt(gr.rssPerConnKb, 3)} KB (bare uWS ${fmt(rssMed.uws?.rssPerConnKb, 3)} KB) with ${gr.held} held`, met: met(gr.rssPerConnKb <= 1.25), conditions: 'median of the runs; RSS includes V8 heap not yet collected' });
+  }
+  if (res.connectionsProfile?.summary) {
+    out.push('## Where the gateway\'s connect + join CPU goes (--cpu-prof over the ramp)', '', `Profile \`bench/${res.connectionsProfile.file}\`; top self time, % of non-idle samples (uWS native work outside JavaScript is not in these samples):`, '',
+      ...res.connectionsProfile.summary.items.slice(0, 12).map((/** @type {any} */ i) => `- ${i.name} (${i.where}): ${fmt(i.pctBusy, 1)}%`), '');
+  }
+  if (res.heap) {
+    const h = res.heap;
+    out.push('## Heap per retained event', '', `${h.accepted} events of ${h.dataBytes} B data published over HTTP (batches of 1,000, 100 rooms, nobody subscribed) into the in-process bus, retention limits lifted; heap measured after two forced full GCs before and after (bench/lib/heap-probe.mjs). Encoded size = the JSON frame a subscriber receives for one such event.`, '',
+      `Heap ${fmt(h.heapPerEvent, 1)} B/event, external (Buffers) ${fmt(h.externalPerEvent, 1)} B/event, RSS ${fmt(h.rssPerEvent, 1)} B/event; encoded ${h.encodedBytes} B.`, '');
+    targets.push({ target: 'heap per retained event ≤ encoded size + 200 B', measured: `${fmt(h.heapPerEvent + Math.max(0, h.externalPerEvent), 1)} B (heap + external) vs ${h.encodedBytes} + 200 = ${h.encodedBytes + 200} B`, met: met(h.heapPerEvent + Math.max(0, h.externalPerEvent) <= h.encodedBytes + 200), conditions: `in-process bus history, ${h.accepted} events` });
+  }
+  out.push('## Targets (issue 11)', '', '| target | measured | met? | conditions |', '|---|---|---|---|', ...targets.map((t) => `| ${t.target} | ${t.measured} | ${t.met} | ${t.conditions} |`), '');
+  return out.join('\n');
+}
+
 // ------------------------------------------------------------------ main
 /** @param {string[]} servers @param {(n: string) => Promise<Record<string, any>>} fn */
 async function interleaved(servers, fn) {
@@ -490,13 +605,26 @@ async function interleaved(servers, fn) {
 
 async function main() {
   fs.mkdirSync(TMP_DIR, { recursive: true });
+  if (args.report) {
+    /** @type {Record<string, any>} */
+    const merged = { runs: [] };
+    for (const f of args.report.split(',')) {
+      const r = JSON.parse(fs.readFileSync(path.resolve(RESULTS_DIR, f), 'utf8'));
+      merged.runs.push(...(r.runs ?? []));
+      for (const [k, v] of Object.entries(r)) if (k !== 'runs') merged[k] = v;
+    }
+    fs.writeFileSync(path.join(RESULTS_DIR, `${OUT}.md`), buildReport(merged) + '\n');
+    log(`wrote bench/results/${OUT}.md from ${args.report}`);
+    return;
+  }
   pin([process.pid], LOAD_CPU);
   /** @type {Record<string, any>} */
   const res = {
     date: new Date().toISOString(), node: process.version, cpu: os.cpus()[0]?.model, cores: os.cpus().length,
     pinning: { server: SERVER_CPU, load: LOAD_CPU }, dataBytes: DATA_BYTES, measureMs: MEASURE_MS, repeats: REPEATS,
-    loadavg: os.loadavg(), head: (() => { try { return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim(); } catch { return '?'; } })(),
   };
+  const head = (() => { try { return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim(); } catch { return '?'; } })();
+  res.runs = [{ parts: [...PARTS].join('+'), date: res.date, head, dirty: (() => { try { return execFileSync('git', ['status', '--porcelain', 'src'], { encoding: 'utf8' }).trim() !== ''; } catch { return null; } })(), loadavg: os.loadavg() }];
   const save = () => fs.writeFileSync(path.join(RESULTS_DIR, `${OUT}.json`), JSON.stringify(res, null, 2) + '\n');
   try {
     if (PARTS.has('latency')) { res.latency = await interleaved(args['latency-servers'].split(','), latencyRun); save(); }
@@ -517,7 +645,8 @@ async function main() {
   }
   res.endedAt = new Date().toISOString();
   save();
-  log(`wrote bench/results/${OUT}.json`);
+  fs.writeFileSync(path.join(RESULTS_DIR, `${OUT}.md`), buildReport(res) + '\n');
+  log(`wrote bench/results/${OUT}.json and .md`);
 }
 
 main().then(() => { hardCleanup(); process.exit(0); }, (e) => { console.error(e); hardCleanup(); process.exit(1); });
