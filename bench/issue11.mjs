@@ -49,6 +49,8 @@ const { values: args } = parseArgs({
     'measure-s': { type: 'string', default: '8' },
     'server-cpu': { type: 'string', default: '1' },
     'load-cpu': { type: 'string', default: '0' },
+    // where redis-server runs: with the load (default) or with the server; on 2 cores it shares one of them
+    'redis-cpu': { type: 'string' },
     smoke: { type: 'boolean', default: false },
     // fan-out: also sample the server with `perf record` (native and kernel time the V8 profile cannot see)
     perf: { type: 'boolean', default: false },
@@ -60,6 +62,7 @@ const PARTS = new Set((args.only ?? 'latency,fanout,profile,connections,heap').s
 const REPEATS = Number(args.repeats);
 const SERVER_CPU = args['server-cpu'];
 const LOAD_CPU = args['load-cpu'];
+const REDIS_CPU = args['redis-cpu'] ?? LOAD_CPU;
 const DATA_BYTES = 150;
 const MEASURE_MS = Number(args['measure-s']) * 1000;
 const RESULTS_DIR = path.join(BENCH_DIR, 'results');
@@ -154,7 +157,7 @@ async function start(name, o = {}) {
   const kind = /** @type {import('./lib/servers.mjs').ServerKind} */ (name.startsWith('gateway') ? 'gateway' : name.startsWith('uws') ? 'uws' : name);
   const needRedis = name.startsWith('gateway-redis') || name === 'socketio';
   if (needRedis) {
-    if (!redis) { redis = await startRedis(); pin([redis.pid], LOAD_CPU); }
+    if (!redis) { redis = await startRedis(); pin([redis.pid], REDIS_CPU); }
     await redis.flush();
   }
   const srv = await startServer(kind, { label: name, redisUrl: needRedis && redis ? redis.url : undefined, cpuProfDir: o.cpuProfDir, extraNodeArgs: o.extraNodeArgs, env: o.env });
@@ -313,22 +316,9 @@ async function fanoutRun(name, batch, o = {}) {
     const gc0 = name.startsWith('gateway') ? gcSeconds(await metricsText(srv.port)) : null;
     const s0 = await lg.stats();
     const cpu = cpuWindow(srv.pids, () => [...workerPids(lg), ...(redis ? [redis.pid] : [])]);
-    const perfFile = path.join(TMP_DIR, `perf-${name}-${batch}.data`);
-    // bounded: perf stops with its `sleep`; pinned with the load, so it does not take the server's core
-    const perfDone = args.perf ? new Promise((resolve) => {
-      const child = spawn('taskset', ['-c', LOAD_CPU, 'perf', 'record', '-q', '-F', '499', '-g', '-o', perfFile, '-p', String(srv.pids[0]), '--', 'sleep', String(MEASURE_MS / 1000 - 1)], { stdio: 'ignore' });
-      child.on('exit', resolve);
-      child.on('error', resolve);
-    }) : null;
+    const sampled = args.perf ? perfDuring(srv.pids[0], MEASURE_MS / 1000 - 1, `${name}-${batch}`) : null;
     await sleep(MEASURE_MS);
-    if (perfDone) {
-      await perfDone;
-      try {
-        row.perfTop = execFileSync('perf', ['report', '-i', perfFile, '--no-children', '--sort', 'dso,sym', '--stdio', '-g', 'none', '--percent-limit', '0.7'], { encoding: 'utf8', maxBuffer: 1 << 26 })
-          .split('\n').filter((l) => /^\s+[0-9.]+%/.test(l)).slice(0, 40).map((l) => l.trim());
-        log(`perf ${name} batch ${batch}:\n  ${row.perfTop.join('\n  ')}`);
-      } catch (e) { row.perfError = /** @type {Error} */ (e).message.slice(0, 200); }
-    }
+    if (sampled) Object.assign(row, await sampled);
     const s1 = await lg.stats();
     Object.assign(row, cpu());
     row.windowUs[1] = nowUs();
@@ -353,6 +343,36 @@ async function fanoutRun(name, batch, o = {}) {
     await stop(srv);
   }
   return row;
+}
+
+
+/**
+ * `perf record` (call graphs off: self time by DSO and symbol) and `perf stat` of socket syscalls on
+ * one server process for `seconds`, both pinned to the load core and bounded by their `sleep`.
+ * @param {number} pid @param {number} seconds @param {string} tag
+ */
+async function perfDuring(pid, seconds, tag) {
+  const dataFile = path.join(TMP_DIR, `perf-${tag}.data`);
+  const statFile = path.join(TMP_DIR, `perfstat-${tag}.txt`);
+  const events = ['sendto', 'sendmsg', 'write', 'writev', 'recvfrom', 'read', 'epoll_pwait', 'epoll_ctl', 'accept4', 'setsockopt', 'close'].map((x) => `syscalls:sys_enter_${x}`).join(',');
+  /** @param {string[]} a */
+  const run = (a) => new Promise((resolve) => { const c = spawn('taskset', ['-c', LOAD_CPU, 'perf', ...a, '-p', String(pid), '--', 'sleep', String(seconds)], { stdio: 'ignore' }); c.on('exit', resolve); c.on('error', resolve); });
+  await Promise.all([run(['record', '-q', '-F', '499', '-o', dataFile]), run(['stat', '-x', ',', '-o', statFile, '-e', events])]);
+  /** @type {Record<string, any>} */
+  const out = {};
+  try {
+    /** @param {string} sort */
+    const report = (sort) => execFileSync('perf', ['report', '-i', dataFile, '--no-children', '--sort', sort, '--stdio', '--percent-limit', '0.5'], { encoding: 'utf8', maxBuffer: 1 << 26 })
+      .split('\n').filter((l) => /^\s+[0-9.]+%/.test(l)).map((l) => l.trim().replace(/\s+/g, ' ').slice(0, 160));
+    out.perfDso = report('dso').slice(0, 8);
+    out.perfTop = report('dso,sym').slice(0, 30);
+    /** @type {Record<string, number>} */
+    const calls = {};
+    for (const l of fs.readFileSync(statFile, 'utf8').split('\n')) { const f = l.split(','); if (f[2]?.startsWith('syscalls:')) calls[f[2].replace('syscalls:sys_enter_', '')] = Math.round((Number(f[0]) || 0) / seconds); }
+    out.syscallsPerSec = calls;
+    log(`perf ${tag}: ${out.perfDso.join(' | ')}; syscalls/s ${JSON.stringify(calls)}\n  ${out.perfTop.slice(0, 15).join('\n  ')}`);
+  } catch (e) { out.perfError = /** @type {Error} */ (e).message.slice(0, 200); }
+  return out;
 }
 
 /** @param {number} batch */
@@ -389,8 +409,10 @@ async function connectionsRun(name, o = {}) {
     const before = procSampleAll(srv.pids);
     const cpu = cpuWindow(srv.pids, () => workerPids(lg));
     row.windowUs = [nowUs(), 0];
+    const sampled = args.perf ? perfDuring(srv.pids[0], Math.max(1, Math.floor(CONN.n / CONN.rate) - 1), `connect-${name}`) : null;
     const c = await lg.connect();
     const w = cpu();
+    if (sampled) Object.assign(row, await sampled);
     row.windowUs[1] = nowUs();
     await sleep(CONN.holdMs);
     const s = await lg.stats();
@@ -512,7 +534,7 @@ const met = (b) => (b === null ? 'not measured' : b ? '**MET**' : '**NOT MET**')
 function buildReport(res) {
   const out = [`# Issue 11 bench (bench/issue11.mjs): gateway vs bare uWS, server pinned`, ''];
   out.push(`Runs: ${(res.runs ?? []).map((/** @type {any} */ r) => `${r.parts} at ${r.date} (git ${r.head}${r.dirty ? " + uncommitted src" : ""}, load average ${r.loadavg?.map((/** @type {number} */ x) => x.toFixed(2)).join(' ')})`).join('; ')}  `,
-    `Machine: ${res.cores} cores (${res.cpu}), Node ${res.node}. Server pinned to CPU ${res.pinning?.server} (taskset -a, every thread), load workers, producer and redis-server to CPU ${res.pinning?.load}. Event data ${res.dataBytes} B. Fan-out measured ${res.measureMs / 1000} s per run.`, '',
+    `Machine: ${res.cores} cores (${res.cpu}), Node ${res.node}. Server pinned to CPU ${res.pinning?.server} (taskset -a, every thread), load workers and producer to CPU ${res.pinning?.load}, redis-server to CPU ${res.pinning?.redis ?? res.pinning?.load}. Event data ${res.dataBytes} B. Fan-out measured ${res.measureMs / 1000} s per run.`, '',
     '`outside %` = machine CPU used by processes outside the bench (100% = one core; /proc/stat minus the server, load workers, runner and redis-server); `server core other %` = busy time of the server\'s core not used by the server (anything else the kernel put there).', '');
   /** @type {{ target: string, measured: string, met: string, conditions: string }[]} */
   const targets = [];
@@ -621,7 +643,7 @@ async function main() {
   /** @type {Record<string, any>} */
   const res = {
     date: new Date().toISOString(), node: process.version, cpu: os.cpus()[0]?.model, cores: os.cpus().length,
-    pinning: { server: SERVER_CPU, load: LOAD_CPU }, dataBytes: DATA_BYTES, measureMs: MEASURE_MS, repeats: REPEATS,
+    pinning: { server: SERVER_CPU, load: LOAD_CPU, redis: REDIS_CPU }, dataBytes: DATA_BYTES, measureMs: MEASURE_MS, repeats: REPEATS,
   };
   const head = (() => { try { return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim(); } catch { return '?'; } })();
   res.runs = [{ parts: [...PARTS].join('+'), date: res.date, head, dirty: (() => { try { return execFileSync('git', ['status', '--porcelain', 'src'], { encoding: 'utf8' }).trim() !== ''; } catch { return null; } })(), loadavg: os.loadavg() }];
