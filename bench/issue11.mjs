@@ -47,6 +47,7 @@ const { values: args } = parseArgs({
     'latency-servers': { type: 'string', default: 'uws,gateway,gateway-redis-xadd,gateway-redis' },
     'conn-servers': { type: 'string', default: 'gateway,uws' },
     'measure-s': { type: 'string', default: '8' },
+    'fanout-repeats': { type: 'string', default: '1' },
     'server-cpu': { type: 'string', default: '1' },
     'load-cpu': { type: 'string', default: '0' },
     // where redis-server runs: with the load (default) or with the server; on 2 cores it shares one of them
@@ -160,7 +161,9 @@ async function start(name, o = {}) {
     if (!redis) { redis = await startRedis(); pin([redis.pid], REDIS_CPU); }
     await redis.flush();
   }
-  const srv = await startServer(kind, { label: name, redisUrl: needRedis && redis ? redis.url : undefined, cpuProfDir: o.cpuProfDir, extraNodeArgs: o.extraNodeArgs, env: o.env });
+  // `-poll`: the gateway's blocking-XREAD loop (REDIS_WAKEUP=poll) instead of keyspace notifications
+  const env = name.endsWith('-poll') ? { ...o.env, REDIS_WAKEUP: 'poll' } : o.env;
+  const srv = await startServer(kind, { label: name, redisUrl: needRedis && redis ? redis.url : undefined, cpuProfDir: o.cpuProfDir, extraNodeArgs: o.extraNodeArgs, env });
   live.add(srv);
   pin(srv.pids, SERVER_CPU);
   return srv;
@@ -241,7 +244,7 @@ async function latencyRun(name) {
   const rooms = roomList(LAT.rooms);
   const members = LAT.clients / LAT.rooms;
   const lg = await loadgen({ host: '127.0.0.1', port: srv.port, path: srv.wsPath, mode: srv.mode, jwtSecret: srv.jwtSecret, rooms, count: LAT.clients, rate: 5000, workers: 2, latency: true });
-  const producer = new Producer({ port: srv.port, rooms, concurrency: 32, dataBytes: DATA_BYTES, xaddRedisUrl: name === 'gateway-redis-xadd' && redis ? redis.url : undefined });
+  const producer = new Producer({ port: srv.port, rooms, concurrency: 32, dataBytes: DATA_BYTES, xaddRedisUrl: name.startsWith('gateway-redis-xadd') && redis ? redis.url : undefined });
   try {
     const c = await lg.connect();
     if (c.joined < LAT.clients) row.notes = `only ${c.joined}/${LAT.clients} joined`;
@@ -557,13 +560,13 @@ function buildReport(res) {
   }
   if (res.fanout) {
     out.push('## Fan-out (10,000 clients in 100 rooms, 150 B data, closed-loop HTTP producer; `uws-loop` publishes from an in-process loop)', '',
-      '`batch` = events per HTTP request (one room per request) for the HTTP servers, events per room per loop iteration for `uws-loop`; `events/frame` is what the clients counted. Events per server CPU-second = delivered events ÷ server CPU time in the same window (the efficiency figure). One run per cell.', '');
+      '`batch` = events per HTTP request (one room per request) for the HTTP servers, events per room per loop iteration for `uws-loop`; `events/frame` is what the clients counted. Events per server CPU-second = delivered events ÷ server CPU time in the same window (the efficiency figure). With --fanout-repeats N, each cell is the run with the median events per server CPU-second of N interleaved runs (all listed).', '');
     for (const [b, byServer] of Object.entries(res.fanout)) {
       const rows = Object.values(byServer);
       const base = /** @type {Record<string, any>} */ (byServer);
       out.push(`### ${b} event(s) per request / per tick`, '',
-        '| server | delivered events/s | events/frame | server CPU % | events per server CPU-s | ÷ uws-loop | ÷ uws | ÷ ws | ÷ socketio | GC % of server CPU | bench CPU % | outside % | notes |', '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
-        ...rows.map((/** @type {any} */ r) => `| ${r.server} | ${fmt(r.eventsPerSec)} | ${fmt(r.eventsPerFrame, 1)} | ${fmt(r.serverCpuPct, 0)} | ${fmt(r.eventsPerCpuSec)} | ${fmt(ratio(r.eventsPerCpuSec, base['uws-loop']?.eventsPerCpuSec), 2)} | ${fmt(ratio(r.eventsPerCpuSec, base.uws?.eventsPerCpuSec), 2)} | ${fmt(ratio(r.eventsPerCpuSec, base.ws?.eventsPerCpuSec), 2)} | ${fmt(ratio(r.eventsPerCpuSec, base.socketio?.eventsPerCpuSec), 2)} | ${r.gcOfBusyPct != null ? fmt(r.gcOfBusyPct, 1) : ''} | ${fmt(r.benchCpuPct, 0)} | ${fmt(r.otherCpuPct, 0)} | ${r.notes ?? ''} |`), '');
+        '| server | delivered events/s | events/frame | server CPU % | events per server CPU-s | all runs | ÷ uws-loop | ÷ uws | ÷ ws | ÷ socketio | GC % of server CPU | bench CPU % | outside % | notes |', '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+        ...rows.map((/** @type {any} */ r) => `| ${r.server} | ${fmt(r.eventsPerSec)} | ${fmt(r.eventsPerFrame, 1)} | ${fmt(r.serverCpuPct, 0)} | ${fmt(r.eventsPerCpuSec)} | ${(r.allEventsPerCpuSec ?? [r.eventsPerCpuSec]).map((/** @type {number} */ x) => fmt(x)).join(' / ')} | ${fmt(ratio(r.eventsPerCpuSec, base['uws-loop']?.eventsPerCpuSec), 2)} | ${fmt(ratio(r.eventsPerCpuSec, base.uws?.eventsPerCpuSec), 2)} | ${fmt(ratio(r.eventsPerCpuSec, base.ws?.eventsPerCpuSec), 2)} | ${fmt(ratio(r.eventsPerCpuSec, base.socketio?.eventsPerCpuSec), 2)} | ${r.gcOfBusyPct != null ? fmt(r.gcOfBusyPct, 1) : ''} | ${fmt(r.benchCpuPct, 0)} | ${fmt(r.otherCpuPct, 0)} | ${r.notes ?? ''} |`), '');
       const g = base.gateway, ul = base['uws-loop'];
       if (g && ul && (b === '1000' || b === '10')) {
         const rr = ratio(g.eventsPerCpuSec, ul.eventsPerCpuSec);
@@ -652,9 +655,15 @@ async function main() {
     if (PARTS.has('latency')) { res.latency = await interleaved(args['latency-servers'].split(','), latencyRun); save(); }
     if (PARTS.has('fanout')) {
       res.fanout = {};
+      // --fanout-repeats N: each batch size runs every server N times interleaved; the run with the
+      // median events per server CPU-second is kept and every run's figure is listed.
+      const reps = Number(args['fanout-repeats']);
       for (const b of args.batches.split(',').map(Number)) {
         res.fanout[b] = {};
-        for (const s of args['fanout-servers'].split(',')) res.fanout[b][s] = await fanoutRun(s, b);
+        /** @type {Record<string, Record<string, any>[]>} */
+        const runs = {};
+        for (let r = 0; r < reps; r++) for (const s of args['fanout-servers'].split(',')) (runs[s] ??= []).push(await fanoutRun(s, b));
+        for (const [s, list] of Object.entries(runs)) res.fanout[b][s] = { ...(median(list, 'eventsPerCpuSec') ?? list[list.length - 1]), allEventsPerCpuSec: list.map((x) => x.eventsPerCpuSec ?? null) };
         save();
       }
     }
