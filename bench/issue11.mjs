@@ -541,8 +541,8 @@ function median(runs, key) {
 /** @param {boolean | null} b */
 const met = (b) => (b === null ? 'not measured' : b ? '**MET**' : '**NOT MET**');
 
-/** @param {Record<string, any>} res */
-function buildReport(res) {
+/** @param {Record<string, any>} res @param {{ sectionsOnly?: boolean }} [o] */
+function buildReport(res, o = {}) {
   const out = [`# Issue 11 bench (bench/issue11.mjs): gateway vs bare uWS, server pinned`, ''];
   out.push(`Runs: ${(res.runs ?? []).map((/** @type {any} */ r) => `${r.parts} at ${r.date} (git ${r.head}${r.dirty ? " + uncommitted src" : ""}, load average ${r.loadavg?.map((/** @type {number} */ x) => x.toFixed(2)).join(' ')})`).join('; ')}  `,
     `Machine: ${res.cores} cores (${res.cpu}), Node ${res.node}. Server pinned to CPU ${res.pinning?.server} (taskset -a, every thread), load workers and producer to CPU ${res.pinning?.load}, redis-server to CPU ${res.pinning?.redis ?? res.pinning?.load}. Event data ${res.dataBytes} B. Fan-out measured ${res.measureMs / 1000} s per run.`, '',
@@ -555,8 +555,8 @@ function buildReport(res) {
     const rows = names.map((n) => ({ name: n, med: median(res.latency[n], 'p99'), runs: res.latency[n] }));
     out.push('## Latency at 30,000 deliveries/s (2,000 clients in 20 rooms, single-event requests, send → receipt)', '',
       `Each server ran ${res.repeats}× interleaved; the run with the median p99 is shown, all p99s listed. ELD = the server's event-loop delay over the measured window (monitorEventLoopDelay, 1 ms resolution: values include the 1 ms timer period).`, '',
-      '| server | p50 ms | p99 ms | p99.9 ms | max ms | all p99 ms | deliveries/s | server CPU % | ELD p50 / p99 / max ms | Redis reads per event | outside % | server core other % |', '|---|---|---|---|---|---|---|---|---|---|---|---|',
-      ...rows.map(({ name, med: m, runs }) => m ? `| ${name} | ${fmt(m.p50, 2)} | ${fmt(m.p99, 2)} | ${fmt(m.p999, 2)} | ${fmt(m.max, 1)} | ${runs.map((/** @type {any} */ r) => fmt(r.p99, 2)).join(' / ')} | ${fmt(m.deliveriesPerSec)} | ${fmt(m.serverCpuPct, 0)} | ${m.eventLoopDelayMs ? `${fmt(m.eventLoopDelayMs.p50, 2)} / ${fmt(m.eventLoopDelayMs.p99, 2)} / ${fmt(m.eventLoopDelayMs.max, 1)}` : 'n/a'} | ${m.readsPerEvent != null ? fmt(m.readsPerEvent, 2) + ' ' + JSON.stringify(m.redisCalls) : ''} | ${fmt(m.otherCpuPct, 0)} | ${fmt(m.serverCoreOtherPct, 0)} |` : `| ${name} | failed: ${runs.map((/** @type {any} */ r) => r.notes).join('; ')} |`), '');
+      '| server | p50 ms | p99 ms | p99.9 ms | max ms | all p99 ms | deliveries/s | server CPU % | ELD p50 / p99 / max ms | XREAD per event (window) | outside % | server core other % |', '|---|---|---|---|---|---|---|---|---|---|---|---|',
+      ...rows.map(({ name, med: m, runs }) => m ? `| ${name} | ${fmt(m.p50, 2)} | ${fmt(m.p99, 2)} | ${fmt(m.p999, 2)} | ${fmt(m.max, 1)} | ${runs.map((/** @type {any} */ r) => fmt(r.p99, 2)).join(' / ')} | ${fmt(m.deliveriesPerSec)} | ${fmt(m.serverCpuPct, 0)} | ${m.eventLoopDelayMs ? `${fmt(m.eventLoopDelayMs.p50, 2)} / ${fmt(m.eventLoopDelayMs.p99, 2)} / ${fmt(m.eventLoopDelayMs.max, 1)}` : 'n/a'} | ${m.redisCalls ? `${fmt((m.redisCalls.xread ?? 0) / (m.redisCalls.xadd || 1), 2)} (${m.redisCalls.xread ?? 0} XREAD / ${m.redisCalls.xadd ?? 0} XADD)` : ''} | ${fmt(m.otherCpuPct, 0)} | ${fmt(m.serverCoreOtherPct, 0)} |` : `| ${name} | failed: ${runs.map((/** @type {any} */ r) => r.notes).join('; ')} |`), '');
     const g = rows.find((r) => r.name === 'gateway')?.med, u = rows.find((r) => r.name === 'uws')?.med;
     for (const rn of ['gateway-redis-xadd', 'gateway-redis']) {
       const r = rows.find((x) => x.name === rn)?.med;
@@ -625,6 +625,7 @@ function buildReport(res) {
       `Heap ${fmt(h.heapPerEvent, 1)} B/event, external (Buffers) ${fmt(h.externalPerEvent, 1)} B/event, RSS ${fmt(h.rssPerEvent, 1)} B/event; encoded ${h.encodedBytes} B.`, '');
     targets.push({ target: 'heap per retained event ≤ encoded size + 200 B', measured: `${fmt(h.heapPerEvent + Math.max(0, h.externalPerEvent), 1)} B (heap + external) vs ${h.encodedBytes} + 200 = ${h.encodedBytes + 200} B`, met: met(h.heapPerEvent + Math.max(0, h.externalPerEvent) <= h.encodedBytes + 200), conditions: `in-process bus history, ${h.accepted} events` });
   }
+  if (o.sectionsOnly) return out.slice(6).join('\n').replace(/^### /gm, '#### ').replace(/^## /gm, '### ');
   out.push('## Targets (issue 11)', '', '| target | measured | met? | conditions |', '|---|---|---|---|', ...targets.map((t) => `| ${t.target} | ${t.measured} | ${t.met} | ${t.conditions} |`), '');
   return out.join('\n');
 }
@@ -643,12 +644,19 @@ async function main() {
   if (args.report) {
     /** @type {Record<string, any>} */
     const merged = { runs: [] };
+    // Every stored run is shown in full, in the order given; the targets table at the end is
+    // computed from the last file that has each part (list the files with the most repeats last).
+    const sections = [];
     for (const f of args.report.split(',')) {
       const r = JSON.parse(fs.readFileSync(path.resolve(RESULTS_DIR, f), 'utf8'));
       merged.runs.push(...(r.runs ?? []));
       for (const [k, v] of Object.entries(r)) if (k !== 'runs') merged[k] = v;
+      sections.push(`## From \`bench/results/${f}\` (${(r.runs ?? []).map((/** @type {any} */ x) => `${x.parts} at ${x.date}, git ${x.head}${x.dirty ? ' + uncommitted src' : ''}`).join('; ')}; server on CPU ${r.pinning?.server}, load on CPU ${r.pinning?.load}, redis-server on CPU ${r.pinning?.redis ?? r.pinning?.load}; fan-out ${r.measureMs / 1000} s per run, ${r.repeats} repeats where interleaved)`, '', buildReport(r, { sectionsOnly: true }), '');
     }
-    fs.writeFileSync(path.join(RESULTS_DIR, `${OUT}.md`), buildReport(merged) + '\n');
+    const full = buildReport(merged).split('\n');
+    const targetsAt = full.indexOf('## Targets (issue 11)');
+    const text = [...full.slice(0, 6), ...sections, ...full.slice(targetsAt)].join('\n');
+    fs.writeFileSync(path.join(RESULTS_DIR, `${OUT}.md`), text + '\n');
     log(`wrote bench/results/${OUT}.md from ${args.report}`);
     return;
   }
