@@ -55,7 +55,7 @@ function readBody(res, cb) {
 }
 
 // ---- in-process loop ----
-let loop = { on: false, batch: 10, until: 0, maxBuffered: 256 * 1024, iterations: 0, published: 0 };
+let loop = { on: false, batch: 10, until: 0, maxBuffered: 256 * 1024, iterations: 0, published: 0, pad: '' };
 /** @type {any} */
 const dummy = { type: 'project_message', data: null };
 
@@ -69,7 +69,7 @@ function loopStep() {
     if (congested) continue;
     const parts = new Array(loop.batch);
     for (let i = 0; i < loop.batch; i++) {
-      dummy.data = { t: nowUs(), n: i };
+      dummy.data = loop.pad ? { t: nowUs(), n: i, pad: loop.pad } : { t: nowUs(), n: i };
       parts[i] = JSON.stringify(envelope(room, dummy));
     }
     app.publish(room, loop.batch === 1 ? parts[0] : '[' + parts.join(',') + ']', false);
@@ -112,7 +112,9 @@ const app = uWS.App()
       let o = {};
       try { o = JSON.parse(body || '{}'); } catch { /* defaults */ }
       const cfg = /** @type {any} */ (o);
-      loop = { on: true, batch: cfg.batch ?? 10, until: Date.now() + Math.min(cfg.durationMs ?? 10_000, 120_000), maxBuffered: cfg.maxBuffered ?? 256 * 1024, iterations: 0, published: 0 };
+      loop = { on: true, batch: cfg.batch ?? 10, until: Date.now() + Math.min(cfg.durationMs ?? 10_000, 120_000), maxBuffered: cfg.maxBuffered ?? 256 * 1024, iterations: 0, published: 0,
+        // same event size as the HTTP producer's padded events (bench/lib/producer.mjs dataBytes)
+        pad: cfg.dataBytes > 42 ? 'x'.repeat(Math.min(cfg.dataBytes, 65536) - 42) : '' };
       setImmediate(loopStep);
       if (!(/** @type {any} */ (res).aborted)) res.cork(() => res.writeStatus('202 Accepted').end('{"ok":true}'));
     });

@@ -15,10 +15,13 @@ export function nowUs() { const t = process.hrtime(); return t[0] * 1e6 + Math.f
 
 export class Producer {
   /**
-   * @param {{ port: number, rooms: string[], concurrency?: number, xaddRedisUrl?: string, redisPrefix?: string }} o
+   * @param {{ port: number, rooms: string[], concurrency?: number, xaddRedisUrl?: string, redisPrefix?: string, dataBytes?: number }} o
    *   xaddRedisUrl: publish with XADD straight into the gateway's Redis streams instead of HTTP
+   *   dataBytes: pad each event's `data` JSON to about this many bytes (a `pad` string field); default: no pad (~30 B)
    */
   constructor(o) {
+    // `{"t":<16 digits>,"n":<~6 digits>,"pad":"…"}` is ~42 bytes without the pad itself
+    this.padField = o.dataBytes && o.dataBytes > 42 ? `,"pad":"${'x'.repeat(o.dataBytes - 42)}"` : '';
     /** @type {any} */
     this.redis = null;
     this.redisPrefix = o.redisPrefix ?? 'autocode';
@@ -47,11 +50,11 @@ export class Producer {
     if (this.xaddRedisUrl) return this.xadd(guid);
     let body;
     if (n === 1) {
-      body = `{"type":"project_message","data":{"t":${nowUs()},"n":${this.seq++}}}`;
+      body = `{"type":"project_message","data":{"t":${nowUs()},"n":${this.seq++}${this.padField}}}`;
     } else {
       const parts = new Array(n);
       const t = nowUs();
-      for (let i = 0; i < n; i++) parts[i] = `{"type":"project_message","data":{"t":${t},"n":${this.seq++}}}`;
+      for (let i = 0; i < n; i++) parts[i] = `{"type":"project_message","data":{"t":${t},"n":${this.seq++}${this.padField}}}`;
       body = `{"events":[${parts.join(',')}]}`;
     }
     this.requests++;
@@ -129,7 +132,7 @@ export class Producer {
     this.requests++;
     const t0 = nowUs();
     try {
-      await this.redis.xadd(`${this.redisPrefix}:{${guid}}:events`, 'MAXLEN', '~', '10000', '*', 'type', 'project_message', 'data', `{"t":${nowUs()},"n":${this.seq++}}`);
+      await this.redis.xadd(`${this.redisPrefix}:{${guid}}:events`, 'MAXLEN', '~', '10000', '*', 'type', 'project_message', 'data', `{"t":${nowUs()},"n":${this.seq++}${this.padField}}`);
       this.statuses.xadd = (this.statuses.xadd ?? 0) + 1;
       this.ackHist.recordValue(Math.max(1, nowUs() - t0));
       this.sentEvents++;

@@ -127,7 +127,8 @@ let logSeq = 0;
 /**
  * Start `instances` processes of a server on one port (SO_REUSEPORT for uWS-based ones).
  * @param {ServerKind} kind
- * @param {{ port?: number, redisUrl?: string, instances?: number, cpuProfDir?: string, label?: string, env?: Record<string, string | undefined> }} [o]
+ * @param {{ port?: number, redisUrl?: string, instances?: number, cpuProfDir?: string, label?: string, env?: Record<string, string | undefined>, extraNodeArgs?: string[] }} [o]
+ *   extraNodeArgs: node flags added after the usual ones (bench instrumentation such as --import of a probe)
  * @returns {Promise<RunningServer>}
  */
 export async function startServer(kind, o = {}) {
@@ -146,6 +147,7 @@ export async function startServer(kind, o = {}) {
     // compare V8 settings in the same scenario.
     const gatewayArgs = process.env.BENCH_GATEWAY_NODE_ARGS ?? '--max-semi-space-size=4';
     const execArgv = kind === 'gateway' ? gatewayArgs.split(' ').filter(Boolean) : [];
+    if (o.extraNodeArgs) execArgv.push(...o.extraNodeArgs);
     if (o.cpuProfDir) { fs.mkdirSync(o.cpuProfDir, { recursive: true }); execArgv.push('--cpu-prof', `--cpu-prof-dir=${o.cpuProfDir}`); }
     const logFile = path.join(TMP_DIR, `${kind}-${port}-${i}-${++logSeq}.log`);
     const fd = fs.openSync(logFile, 'w');

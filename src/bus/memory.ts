@@ -1,5 +1,5 @@
 import { compareIds, nextEventId, ZERO_ID } from '../protocol/event-id.js';
-import { envelopeJson, retainedSize, type ProjectEvent } from '../protocol/messages.js';
+import { envelopeJsonOf, retainedSize, type ProjectEvent } from '../protocol/messages.js';
 import type { Config } from '../config.js';
 import { GatewayError } from '../errors.js';
 import { fingerprintEvents } from './idempotency.js';
@@ -96,9 +96,12 @@ export function createMemoryBus(sink: EventSink, options: MemoryBusOptions): Eve
         log.lastId = nextEventId(log.lastId);
         // With its checked JSON, an event keeps only that string (see ProjectEvent); the producer's
         // object is not retained.
+        // `json` is in the literal (not added afterwards) so the object is one allocation with no property array.
+        const id = log.lastId;
         const event: ProjectEvent =
-          e.dataJson !== undefined ? { id: log.lastId, projectGuid: guid, type: e.type, timestamp } : { id: log.lastId, projectGuid: guid, type: e.type, data: e.data, timestamp };
-        if (e.dataJson !== undefined) event.json = envelopeJson(event, e.dataJson);
+          e.dataJson !== undefined
+            ? { id, projectGuid: guid, type: e.type, timestamp, json: envelopeJsonOf(e.type, guid, timestamp, id, e.dataJson) }
+            : { id, projectGuid: guid, type: e.type, data: e.data, timestamp };
         added.push(event);
       }
       log.events.push(...added);

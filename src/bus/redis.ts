@@ -6,7 +6,7 @@ import type { Config } from '../config.js';
 import { GatewayError } from '../errors.js';
 import { compareIds, ZERO_ID } from '../protocol/event-id.js';
 import { parseRawData, type DataLimits } from '../protocol/limits.js';
-import { envelopeJson, isEventType, type ProjectEvent } from '../protocol/messages.js';
+import { envelopeJsonOf, isEventType, type ProjectEvent } from '../protocol/messages.js';
 import { classifyHistory, type EventBus, type EventSink, type HistoryCheck } from './bus.js';
 import { eventsKey, FIELD_DATA, FIELD_ORIGIN, FIELD_TYPE } from './keys.js';
 import { createProducer, type ProducerEvent } from './producer.js';
@@ -173,9 +173,10 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
     const timestamp = new Date(Number(id.slice(0, id.indexOf('-')))).toISOString();
     // `raw` parsed as a JSON object within the limits, so it is spliced in as-is: no re-stringify,
     // and the event keeps only that one string (the parsed object was only for the check).
-    const event: ProjectEvent = origin !== undefined && origin.length <= 64 ? { id, projectGuid: guid, type, timestamp, origin } : { id, projectGuid: guid, type, timestamp };
-    event.json = envelopeJson(event, raw);
-    return event;
+    // `json` in the literal: one allocation, no property array added later (see envelopeJsonOf).
+    const json = envelopeJsonOf(type, guid, timestamp, id, raw);
+    // One object shape for every event read (origin may be undefined): the fan-out code stays monomorphic.
+    return { id, projectGuid: guid, type, timestamp, origin: origin !== undefined && origin.length <= 64 ? origin : undefined, json };
   }
 
   function toEvents(guid: string, entries: StreamEntry[]): ProjectEvent[] {

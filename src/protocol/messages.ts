@@ -91,7 +91,17 @@ export function eventJson(e: ProjectEvent): string {
 
 /** `dataJson` must be valid JSON (a producer's raw `data` field once it has parsed). */
 export function envelopeJson(e: Omit<ProjectEvent, 'data' | 'json' | 'msgpack'>, dataJson: string): string {
-  return `{"type":"${e.type}","projectGuid":"${e.projectGuid}","data":${dataJson},"timestamp":"${e.timestamp}","id":"${e.id}"}`;
+  return envelopeJsonOf(e.type, e.projectGuid, e.timestamp, e.id, dataJson);
+}
+
+/**
+ * The same, from the fields. Built with Array.join, not a template literal: a template literal leaves
+ * a tree of ~10 cons strings (32 B each on the heap) that a retained event keeps until something
+ * flattens it; join writes one flat string (bench/issue11.mjs, 100,000 retained events of 150 B data:
+ * 758 → 462 B of heap per event).
+ */
+export function envelopeJsonOf(type: EventType, projectGuid: string, timestamp: string, id: string, dataJson: string): string {
+  return ['{"type":"', type, '","projectGuid":"', projectGuid, '","data":', dataJson, ',"timestamp":"', timestamp, '","id":"', id, '"}'].join('');
 }
 
 export const GUID_PATTERN = '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';

@@ -268,7 +268,10 @@ export function createRooms(opts: RoomsOptions) {
    * Joins a socket to a project room, replaying everything after `since` first. Returns null if
    * the join was superseded (leave, re-join or close) while it waited.
    */
-  async function join(conn: Connection, guid: string, since: string | undefined): Promise<JoinResult | null> {
+  async function join(conn: Connection, joinedGuid: string, since: string | undefined): Promise<JoinResult | null> {
+    // The membership keeps the room's copy of the GUID, not the one parsed from this frame: an idle
+    // socket would otherwise hold its own 36-character string (~56 bytes) for as long as it stays.
+    const guid = rooms.get(joinedGuid)?.guid ?? joinedGuid;
     const membership: Membership = { guid, joined: false };
     const previous = putMembership(conn, membership);
     // A re-join replaces the old membership; its room reference is handed over, not taken twice.

@@ -1,0 +1,701 @@
+#!/usr/bin/env node
+// @ts-check
+/**
+ * Issue 11 bench: the gateway against bare uWS with the server PINNED to one core and the load
+ * generator (workers, producer, redis-server) to the other, so neither steals the other's core.
+ *
+ *   npm run build && node bench/issue11.mjs                    # every part (~20 min)
+ *   node bench/issue11.mjs --only latency,fanout,profile,connections,heap --name issue11
+ *
+ * Parts:
+ *  - latency: 30,000 deliveries/s (2,000 clients, 20 rooms, 150 B data), p50/p99/p99.9 send → receipt
+ *    for bare uWS (the noise floor of this pinned setup), the gateway on the in-process bus, on Redis
+ *    with the HTTP producer and on Redis with the producer XADDing directly; the gateway's event-loop
+ *    delay over the measured window (prom-client's monitorEventLoopDelay, reset by each /metrics scrape),
+ *    the gateway's Redis commands per delivered event (INFO commandstats), CPU per core and outside the bench.
+ *  - fanout: 10,000 clients in 100 rooms, 150 B data, at 1, 10 and 1,000 events per request (the
+ *    closed-loop producer's batch = events per room per tick when one request lands per tick) and the
+ *    in-process uWS loop at the same events per room per iteration; events per server CPU-second.
+ *  - profile: the gateway's fan-out at 1,000 and 10 per request under --cpu-prof: GC share of busy time.
+ *  - connections: 19,000 idle connections (each joined to one of 100 rooms): RSS per connection and
+ *    server CPU per connect + join, gateway vs bare uWS.
+ *  - heap: heap (and external memory) per retained event: 100,000 events of 150 B data published to the
+ *    in-process bus, measured after forced full GCs (bench/lib/heap-probe.mjs), against the encoded size.
+ * Every load loop is bounded (fixed durations, fixed counts); loads go to 127.0.0.1 only.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { execFileSync, spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import {
+  BENCH_DIR, TMP_DIR, startServer, startRedis, roomGuid, sleep, procSampleAll, httpPost,
+} from './lib/servers.mjs';
+import { LoadGen } from './lib/loadgen.mjs';
+import { Producer, nowUs } from './lib/producer.mjs';
+import { summarizeCpuProfile } from './lib/cpuprofile.mjs';
+import { fmt, ratio } from './lib/report.mjs';
+
+const { values: args } = parseArgs({
+  options: {
+    only: { type: 'string' },
+    name: { type: 'string', default: 'issue11' },
+    repeats: { type: 'string', default: '3' },
+    batches: { type: 'string', default: '1,10,1000' },
+    'fanout-servers': { type: 'string', default: 'gateway,uws-loop,uws,ws,socketio' },
+    'latency-servers': { type: 'string', default: 'uws,gateway,gateway-redis-xadd,gateway-redis' },
+    'conn-servers': { type: 'string', default: 'gateway,uws' },
+    'measure-s': { type: 'string', default: '8' },
+    'fanout-repeats': { type: 'string', default: '1' },
+    'server-cpu': { type: 'string', default: '1' },
+    'load-cpu': { type: 'string', default: '0' },
+    // where redis-server runs: with the load (default) or with the server; on 2 cores it shares one of them
+    'redis-cpu': { type: 'string' },
+    smoke: { type: 'boolean', default: false },
+    // fan-out: also sample the server with `perf record` (native and kernel time the V8 profile cannot see)
+    perf: { type: 'boolean', default: false },
+    // no run: write the markdown report from stored JSON results (comma-separated, later files win per part)
+    report: { type: 'string' },
+  },
+});
+const PARTS = new Set((args.only ?? 'latency,fanout,profile,connections,heap').split(','));
+const REPEATS = Number(args.repeats);
+const SERVER_CPU = args['server-cpu'];
+const LOAD_CPU = args['load-cpu'];
+const REDIS_CPU = args['redis-cpu'] ?? LOAD_CPU;
+const DATA_BYTES = 150;
+const MEASURE_MS = Number(args['measure-s']) * 1000;
+const RESULTS_DIR = path.join(BENCH_DIR, 'results');
+const OUT = args.name;
+const PROBE = fileURLToPath(new URL('./lib/heap-probe.mjs', import.meta.url));
+
+// ------------------------------------------------------------------ safety
+/** @type {Set<{ stop: () => Promise<void>, procs: import('node:child_process').ChildProcess[] }>} */
+const live = new Set();
+/** @type {Set<LoadGen>} */
+const liveLoad = new Set();
+/** @type {Awaited<ReturnType<typeof startRedis>> | null} */
+let redis = null;
+function hardCleanup() {
+  for (const s of live) for (const p of s.procs) { try { p.kill('SIGKILL'); } catch { /* gone */ } }
+  for (const l of liveLoad) for (const w of l.workers) { try { w.kill('SIGKILL'); } catch { /* gone */ } }
+  if (redis) { try { process.kill(redis.pid, 'SIGKILL'); } catch { /* gone */ } }
+}
+process.on('exit', hardCleanup);
+process.on('SIGINT', () => { hardCleanup(); process.exit(130); });
+process.on('SIGTERM', () => { hardCleanup(); process.exit(143); });
+setTimeout(() => { console.error('[issue11] 40 min guard hit: aborting'); hardCleanup(); process.exit(2); }, 40 * 60_000).unref();
+
+/** @param {string} s */
+function log(s) { console.log(`[issue11 ${new Date().toISOString().slice(11, 19)}] ${s}`); }
+
+// ------------------------------------------------------------------ pinning and CPU accounting
+/**
+ * Pins every thread of each process (taskset -a) to `cpu`. Threads created later inherit the
+ * affinity of their creator, so V8's GC helpers and libuv's pool stay on the same core.
+ * @param {number[]} pids @param {string} cpu
+ */
+function pin(pids, cpu) {
+  for (const pid of pids) execFileSync('taskset', ['-a', '-p', '-c', cpu, String(pid)], { stdio: 'ignore' });
+}
+
+/** Per-core and total jiffies from /proc/stat. */
+function cpuTimes() {
+  /** @type {Record<string, {idle: number, total: number}>} */
+  const out = {};
+  for (const line of fs.readFileSync('/proc/stat', 'utf8').split('\n')) {
+    if (!line.startsWith('cpu')) continue;
+    const f = line.trim().split(/\s+/);
+    const v = f.slice(1).map(Number);
+    out[f[0]] = { idle: v[3] + (v[4] ?? 0), total: v.reduce((a, b) => a + b, 0) };
+  }
+  return out;
+}
+/** Busy % (100 = one core) per key between two cpuTimes() reads. @param {ReturnType<typeof cpuTimes>} a @param {ReturnType<typeof cpuTimes>} b */
+function busy(a, b) {
+  /** @type {Record<string, number>} */
+  const out = {};
+  for (const k of Object.keys(b)) {
+    const dt = b[k].total - (a[k]?.total ?? 0);
+    const pct = dt > 0 ? 100 * (1 - (b[k].idle - a[k].idle) / dt) : 0;
+    out[k] = k === 'cpu' ? pct * os.cpus().length : pct;
+  }
+  return out;
+}
+
+/**
+ * Everything measured over one window: server CPU, bench CPU (load workers, runner, redis) and what the
+ * machine spent outside the bench (the noise), per core too.
+ * @param {number[]} serverPids @param {() => number[]} benchPids
+ */
+function cpuWindow(serverPids, benchPids) {
+  const s0 = procSampleAll(serverPids), b0 = procSampleAll(benchPids()), r0 = process.cpuUsage(), m0 = cpuTimes();
+  return () => {
+    const s1 = procSampleAll(serverPids), b1 = procSampleAll(benchPids()), r1 = process.cpuUsage(r0), m1 = cpuTimes();
+    const dt = (s1.t - s0.t) / 1000;
+    const server = (100 * (s1.cpuSec - s0.cpuSec)) / dt;
+    const bench = (100 * (b1.cpuSec - b0.cpuSec)) / dt + (r1.user + r1.system) / 1e4 / dt;
+    const m = busy(m0, m1);
+    return {
+      dt, serverCpuSec: s1.cpuSec - s0.cpuSec, serverCpuPct: server, benchCpuPct: bench,
+      otherCpuPct: Math.max(0, m.cpu - server - bench),
+      [`cpu${SERVER_CPU}BusyPct`]: m[`cpu${SERVER_CPU}`], [`cpu${LOAD_CPU}BusyPct`]: m[`cpu${LOAD_CPU}`],
+      // what ran on the server's core besides the server (everything of the bench is pinned elsewhere)
+      serverCoreOtherPct: Math.max(0, (m[`cpu${SERVER_CPU}`] ?? 0) - server),
+    };
+  };
+}
+
+/** @param {number} n */
+const roomList = (n) => Array.from({ length: n }, (_, i) => roomGuid(i));
+
+/**
+ * @param {string} name gateway | gateway-redis* | uws | uws-loop | ws | socketio
+ * @param {{ cpuProfDir?: string, extraNodeArgs?: string[], env?: Record<string, string> }} [o]
+ */
+async function start(name, o = {}) {
+  const kind = /** @type {import('./lib/servers.mjs').ServerKind} */ (name.startsWith('gateway') ? 'gateway' : name.startsWith('uws') ? 'uws' : name);
+  const needRedis = name.startsWith('gateway-redis') || name === 'socketio';
+  if (needRedis) {
+    if (!redis) { redis = await startRedis(); pin([redis.pid], REDIS_CPU); }
+    await redis.flush();
+  }
+  // `-poll`: the gateway's blocking-XREAD loop (REDIS_WAKEUP=poll) instead of keyspace notifications
+  const env = name.endsWith('-poll') ? { ...o.env, REDIS_WAKEUP: 'poll' } : o.env;
+  const srv = await startServer(kind, { label: name, redisUrl: needRedis && redis ? redis.url : undefined, cpuProfDir: o.cpuProfDir, extraNodeArgs: o.extraNodeArgs, env });
+  live.add(srv);
+  pin(srv.pids, SERVER_CPU);
+  return srv;
+}
+/** @param {Awaited<ReturnType<typeof start>>} srv */
+async function stop(srv) { await srv.stop(); live.delete(srv); }
+/** @param {ConstructorParameters<typeof LoadGen>[0]} o */
+async function loadgen(o) {
+  const lg = new LoadGen(o);
+  liveLoad.add(lg);
+  await lg.start();
+  pin(lg.workers.map((w) => /** @type {number} */ (w.pid)), LOAD_CPU);
+  return lg;
+}
+/** @param {LoadGen} lg */
+async function closeLoad(lg) { await lg.close(); liveLoad.delete(lg); }
+/** @param {LoadGen} lg */
+const workerPids = (lg) => lg.workers.map((w) => /** @type {number} */ (w.pid));
+
+/** Full /metrics text (body limit of httpGet is 4 KB: read directly). @param {number} port */
+async function metricsText(port) {
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+  return res.text();
+}
+/** Sum of prom-client's nodejs_gc_duration_seconds_sum (main-thread GC pauses, every kind), seconds. @param {string} text */
+function gcSeconds(text) {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const x = /^nodejs_gc_duration_seconds_sum(?:\{[^}]*\})? ([0-9.e+-]+)/.exec(line);
+    if (x) sum += Number(x[1]);
+  }
+  return sum;
+}
+
+/**
+ * Event-loop delay over a window, from the probe preloaded into the server (bench/lib/heap-probe.mjs with
+ * ELD_PROBE_OUT: perf_hooks.monitorEventLoopDelay, 1 ms resolution): each SIGUSR2 appends the histogram
+ * since the previous one and resets it.
+ * @param {number} pid @param {string} file
+ */
+async function probeSignal(pid, file) {
+  const before = fs.existsSync(file) ? fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).length : 0;
+  process.kill(pid, 'SIGUSR2');
+  for (let i = 0; i < 100; i++) {
+    await sleep(50);
+    const lines = fs.existsSync(file) ? fs.readFileSync(file, 'utf8').split('\n').filter(Boolean) : [];
+    if (lines.length > before) return JSON.parse(lines[lines.length - 1]);
+  }
+  throw new Error('probe did not answer');
+}
+
+/** INFO commandstats calls per command. */
+async function redisCommandCalls() {
+  if (!redis) return {};
+  const { Redis } = await import('ioredis');
+  const c = new Redis(redis.url, { maxRetriesPerRequest: 1 });
+  try {
+    const info = /** @type {string} */ (await c.info('commandstats'));
+    /** @type {Record<string, number>} */
+    const out = {};
+    for (const line of info.split('\n')) {
+      const x = /^cmdstat_([^:]+):calls=(\d+)/.exec(line.trim());
+      if (x) out[x[1]] = Number(x[2]);
+    }
+    return out;
+  } finally { c.disconnect(); }
+}
+
+// ------------------------------------------------------------------ latency
+const LAT = args.smoke ? { clients: 400, rooms: 4, deliveries: 10_000, warmMs: 1000, measureMs: 2000 } : { clients: 2000, rooms: 20, deliveries: 30_000, warmMs: 3000, measureMs: 10_000 };
+
+/** @param {string} name */
+async function latencyRun(name) {
+  /** @type {Record<string, any>} */
+  const row = { server: name };
+  const eldFile = path.join(TMP_DIR, `eld-${name}-${Date.now()}.jsonl`);
+  const srv = await start(name, { extraNodeArgs: ['--import', PROBE], env: { ELD_PROBE_OUT: eldFile } });
+  const rooms = roomList(LAT.rooms);
+  const members = LAT.clients / LAT.rooms;
+  const lg = await loadgen({ host: '127.0.0.1', port: srv.port, path: srv.wsPath, mode: srv.mode, jwtSecret: srv.jwtSecret, rooms, count: LAT.clients, rate: 5000, workers: 2, latency: true });
+  const producer = new Producer({ port: srv.port, rooms, concurrency: 32, dataBytes: DATA_BYTES, xaddRedisUrl: name.startsWith('gateway-redis-xadd') && redis ? redis.url : undefined });
+  try {
+    const c = await lg.connect();
+    if (c.joined < LAT.clients) row.notes = `only ${c.joined}/${LAT.clients} joined`;
+    const run = producer.runRate({ eventsPerSec: LAT.deliveries / members, durationMs: LAT.warmMs + LAT.measureMs });
+    await sleep(LAT.warmMs);
+    await lg.reset();
+    await probeSignal(srv.pids[0], eldFile); // resets the event-loop-delay histogram: the next one covers the window
+    const cmd0 = await redisCommandCalls();
+    const s0 = await lg.stats();
+    const cpu = cpuWindow(srv.pids, () => [...workerPids(lg), ...(redis ? [redis.pid] : [])]);
+    await run;
+    Object.assign(row, cpu());
+    row.eventLoopDelayMs = await probeSignal(srv.pids[0], eldFile);
+    const cmd1 = await redisCommandCalls();
+    await sleep(500);
+    const s1 = await lg.stats();
+    const h = await lg.histogram();
+    row.deliveriesPerSec = (s1.events - s0.events) / row.dt;
+    row.p50 = h.getValueAtPercentile(50) / 1000;
+    row.p99 = h.getValueAtPercentile(99) / 1000;
+    row.p999 = h.getValueAtPercentile(99.9) / 1000;
+    row.max = h.maxValue / 1000;
+    if (redis && name.startsWith('gateway-redis')) {
+      /** @type {Record<string, number>} */
+      const d = {};
+      for (const [k, v] of Object.entries(cmd1)) if (v - (cmd0[k] ?? 0) > 0) d[k] = v - (cmd0[k] ?? 0);
+      row.redisCalls = d;
+      const events = producer.sentEvents;
+      row.readsPerEvent = events ? ((d.xread ?? 0) + (d.xreadgroup ?? 0) + (d.xrange ?? 0)) / events : null;
+    }
+    if (producer.behind) row.notes = `${row.notes ?? ''} producer behind by ${producer.behind}`.trim();
+    log(`latency ${name}: p50 ${fmt(row.p50)} p99 ${fmt(row.p99)} p99.9 ${fmt(row.p999)} ms at ${fmt(row.deliveriesPerSec)} deliveries/s; server ${fmt(row.serverCpuPct)}%, outside-bench ${fmt(row.otherCpuPct)}%, server core other ${fmt(row.serverCoreOtherPct)}%${row.eventLoopDelayMs ? `, ELD p50 ${fmt(row.eventLoopDelayMs.p50)} p99 ${fmt(row.eventLoopDelayMs.p99)} max ${fmt(row.eventLoopDelayMs.max)} ms` : ''}${row.redisCalls ? ' redis ' + JSON.stringify(row.redisCalls) : ''}`);
+  } catch (e) {
+    row.notes = `FAILED: ${/** @type {Error} */ (e).message}`;
+    log(`latency ${name}: ${row.notes}`);
+  } finally {
+    producer.close();
+    await closeLoad(lg);
+    await stop(srv);
+  }
+  return row;
+}
+
+// ------------------------------------------------------------------ fan-out
+const FAN = args.smoke ? { clients: 1000, rooms: 10, windowPerClient: 150, concurrency: 8, warmMs: 1000 } : { clients: 10_000, rooms: 100, windowPerClient: 150, concurrency: 8, warmMs: 3000 };
+
+/** @param {string} name @param {number} batch @param {{ cpuProfDir?: string }} [o] */
+async function fanoutRun(name, batch, o = {}) {
+  /** @type {Record<string, any>} */
+  const row = { server: name + (o.cpuProfDir ? ' (--cpu-prof)' : ''), batch };
+  const srv = await start(name, { cpuProfDir: o.cpuProfDir });
+  const rooms = roomList(FAN.rooms);
+  const members = FAN.clients / FAN.rooms;
+  const lg = await loadgen({ host: '127.0.0.1', port: srv.port, path: srv.wsPath, mode: srv.mode, jwtSecret: srv.jwtSecret, rooms, count: FAN.clients, rate: 5000, workers: 2 });
+  const producer = new Producer({ port: srv.port, rooms, concurrency: FAN.concurrency, dataBytes: DATA_BYTES });
+  try {
+    const c = await lg.connect();
+    if (c.joined < FAN.clients) row.notes = `only ${c.joined}/${FAN.clients} joined`;
+    lg.stream(20);
+    const totalMs = FAN.warmMs + MEASURE_MS + 500;
+    /** @type {Promise<any>} */
+    let run;
+    if (name === 'uws-loop') {
+      const r = await httpPost(srv.port, '/bench/loop', JSON.stringify({ batch, durationMs: totalMs, maxBuffered: 1024 * 1024, dataBytes: DATA_BYTES }));
+      if (r.status !== 202) throw new Error(`/bench/loop ${r.status}`);
+      run = sleep(totalMs);
+    } else {
+      run = producer.runWindow({ loadgen: lg, members, batch, window: FAN.windowPerClient * FAN.clients, durationMs: totalMs });
+    }
+    await sleep(FAN.warmMs);
+    row.windowUs = [nowUs(), 0];
+    const gc0 = name.startsWith('gateway') ? gcSeconds(await metricsText(srv.port)) : null;
+    const s0 = await lg.stats();
+    const cpu = cpuWindow(srv.pids, () => [...workerPids(lg), ...(redis ? [redis.pid] : [])]);
+    const sampled = args.perf ? perfDuring(srv.pids[0], MEASURE_MS / 1000 - 1, `${name}-${batch}`) : null;
+    await sleep(MEASURE_MS);
+    if (sampled) Object.assign(row, await sampled);
+    const s1 = await lg.stats();
+    Object.assign(row, cpu());
+    row.windowUs[1] = nowUs();
+    // main-thread GC pauses (perf_hooks 'gc' entries via prom-client) ÷ server CPU time: GC share of busy time
+    if (gc0 !== null) row.gcOfBusyPct = (100 * (gcSeconds(await metricsText(srv.port)) - gc0)) / row.serverCpuSec;
+    producer.stop();
+    if (name === 'uws-loop') await httpPost(srv.port, '/bench/loop/stop', '{}');
+    await run;
+    row.eventsPerSec = (s1.events - s0.events) / row.dt;
+    row.framesPerSec = (s1.frames - s0.frames) / row.dt;
+    row.eventsPerFrame = row.framesPerSec > 0 ? row.eventsPerSec / row.framesPerSec : null;
+    row.eventsPerCpuSec = row.serverCpuSec > 0 ? (s1.events - s0.events) / row.serverCpuSec : null;
+    if (producer.stalls) row.notes = `${row.notes ?? ''} producer stalls ×${producer.stalls}`.trim();
+    if (s1.joined < c.joined) row.notes = `${row.notes ?? ''} ${c.joined - s1.joined} clients dropped`.trim();
+    log(`fanout ${row.server} batch ${batch}: ${fmt(row.eventsPerSec)} events/s, ${fmt(row.eventsPerFrame, 1)} events/frame, server ${fmt(row.serverCpuPct)}%, ${fmt(row.eventsPerCpuSec)} events/CPU-s${row.gcOfBusyPct != null ? `, GC ${fmt(row.gcOfBusyPct, 1)}% of server CPU` : ''}, bench ${fmt(row.benchCpuPct)}%, outside ${fmt(row.otherCpuPct)}% ${row.notes ?? ''}`);
+  } catch (e) {
+    row.notes = `FAILED: ${/** @type {Error} */ (e).message}`;
+    log(`fanout ${name} batch ${batch}: ${row.notes}`);
+  } finally {
+    producer.close();
+    await closeLoad(lg);
+    await stop(srv);
+  }
+  return row;
+}
+
+
+/**
+ * `perf record` (call graphs off: self time by DSO and symbol) and `perf stat` of socket syscalls on
+ * one server process for `seconds`, both pinned to the load core and bounded by their `sleep`.
+ * @param {number} pid @param {number} seconds @param {string} tag
+ */
+async function perfDuring(pid, seconds, tag) {
+  const dataFile = path.join(TMP_DIR, `perf-${tag}.data`);
+  const statFile = path.join(TMP_DIR, `perfstat-${tag}.txt`);
+  const events = ['sendto', 'sendmsg', 'write', 'writev', 'recvfrom', 'read', 'epoll_pwait', 'epoll_ctl', 'accept4', 'setsockopt', 'close'].map((x) => `syscalls:sys_enter_${x}`).join(',');
+  /** @param {string[]} a */
+  const run = (a) => new Promise((resolve) => { const c = spawn('taskset', ['-c', LOAD_CPU, 'perf', ...a, '-p', String(pid), '--', 'sleep', String(seconds)], { stdio: 'ignore' }); c.on('exit', resolve); c.on('error', resolve); });
+  await Promise.all([run(['record', '-q', '-F', '499', '-o', dataFile]), run(['stat', '-x', ',', '-o', statFile, '-e', events])]);
+  /** @type {Record<string, any>} */
+  const out = {};
+  try {
+    /** @param {string} sort */
+    const report = (sort) => execFileSync('perf', ['report', '-i', dataFile, '--no-children', '--sort', sort, '--stdio', '--percent-limit', '0.5'], { encoding: 'utf8', maxBuffer: 1 << 26 })
+      .split('\n').filter((l) => /^\s+[0-9.]+%/.test(l)).map((l) => l.trim().replace(/\s+/g, ' ').slice(0, 160));
+    out.perfDso = report('dso').slice(0, 8);
+    out.perfTop = report('dso,sym').slice(0, 30);
+    /** @type {Record<string, number>} */
+    const calls = {};
+    for (const l of fs.readFileSync(statFile, 'utf8').split('\n')) { const f = l.split(','); if (f[2]?.startsWith('syscalls:')) calls[f[2].replace('syscalls:sys_enter_', '')] = Math.round((Number(f[0]) || 0) / seconds); }
+    out.syscallsPerSec = calls;
+    log(`perf ${tag}: ${out.perfDso.join(' | ')}; syscalls/s ${JSON.stringify(calls)}\n  ${out.perfTop.slice(0, 15).join('\n  ')}`);
+  } catch (e) { out.perfError = /** @type {Error} */ (e).message.slice(0, 200); }
+  return out;
+}
+
+/** @param {number} batch */
+async function profileRun(batch) {
+  const dir = path.join(TMP_DIR, `cpuprof-issue11-${Date.now()}`);
+  const row = await fanoutRun('gateway', batch, { cpuProfDir: dir });
+  /** @type {string[]} */
+  let files = [];
+  for (const deadline = Date.now() + 10_000; Date.now() < deadline; await sleep(200)) {
+    files = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.cpuprofile')) : [];
+    if (files.length) break;
+  }
+  if (!files.length) return { batch, row, error: 'no .cpuprofile written' };
+  const keep = path.join(RESULTS_DIR, `${OUT}-gateway-fanout-batch${batch}.cpuprofile`);
+  fs.copyFileSync(path.join(dir, files[0]), keep);
+  const summary = summarizeCpuProfile(keep, 15, row.windowUs?.[1] ? row.windowUs : undefined);
+  const busyPct = 100 - summary.idlePct;
+  const gcOfBusyPct = busyPct > 0 ? (100 * summary.gcPct) / busyPct : null;
+  log(`profile batch ${batch}: busy ${fmt(busyPct, 1)}%, GC ${fmt(summary.gcPct, 1)}% of samples = ${fmt(gcOfBusyPct, 1)}% of busy; top ${summary.items.slice(0, 4).map((i) => `${i.name} ${fmt(i.pctBusy, 1)}%`).join(', ')}`);
+  return { batch, row, file: path.relative(BENCH_DIR, keep), summary, gcOfBusyPct };
+}
+
+// ------------------------------------------------------------------ connections
+const CONN = args.smoke ? { n: 3000, rooms: 10, rate: 4000, holdMs: 1000 } : { n: 19_000, rooms: 100, rate: 4000, holdMs: 5000 };
+
+/** @param {string} name @param {{ cpuProfDir?: string }} [o] */
+async function connectionsRun(name, o = {}) {
+  /** @type {Record<string, any>} */
+  const row = { server: name + (o.cpuProfDir ? ' (--cpu-prof)' : ''), n: CONN.n };
+  // the probe (SIGUSR2: two full GCs, then memory figures) also gives RSS and JS heap per connection
+  // without the garbage a GC has not collected yet, which makes the raw RSS delta noisy
+  const probeFile = path.join(TMP_DIR, `conn-probe-${name}-${Date.now()}.jsonl`);
+  const srv = await start(name, { cpuProfDir: o.cpuProfDir, extraNodeArgs: ['--import', PROBE], env: { HEAP_PROBE_OUT: probeFile } });
+  const lg = await loadgen({ host: '127.0.0.1', port: srv.port, path: srv.wsPath, mode: srv.mode, jwtSecret: srv.jwtSecret, rooms: roomList(CONN.rooms), count: CONN.n, rate: CONN.rate, workers: 2, maxPending: 200 });
+  try {
+    await sleep(500);
+    const gcBefore = await probeSignal(srv.pids[0], probeFile);
+    await sleep(200);
+    const before = procSampleAll(srv.pids);
+    const cpu = cpuWindow(srv.pids, () => workerPids(lg));
+    row.windowUs = [nowUs(), 0];
+    const sampled = args.perf ? perfDuring(srv.pids[0], Math.max(1, Math.floor(CONN.n / CONN.rate) - 1), `connect-${name}`) : null;
+    const c = await lg.connect();
+    const w = cpu();
+    if (sampled) Object.assign(row, await sampled);
+    row.windowUs[1] = nowUs();
+    await sleep(CONN.holdMs);
+    const s = await lg.stats();
+    const after = procSampleAll(srv.pids);
+    row.held = s.joined;
+    row.connectRate = c.rate;
+    // server CPU from the first connect until every join is acknowledged, per joined connection
+    row.cpuUsPerConnectJoin = c.joined > 0 ? (1e6 * w.serverCpuSec) / c.joined : null;
+    row.connectServerCpuPct = w.serverCpuPct;
+    row.connectOtherCpuPct = w.otherCpuPct;
+    row.connectServerCoreOtherPct = w.serverCoreOtherPct;
+    row.rssBeforeMb = before.rssKb / 1024;
+    row.rssAfterMb = after.rssKb / 1024;
+    row.rssPerConnKb = s.joined > 0 ? (after.rssKb - before.rssKb) / s.joined : null;
+    const gcAfter = await probeSignal(srv.pids[0], probeFile);
+    row.rssAfterGcPerConnKb = s.joined > 0 ? (gcAfter.rss - gcBefore.rss) / 1024 / s.joined : null;
+    row.heapPerConnB = s.joined > 0 ? (gcAfter.heapUsed - gcBefore.heapUsed) / s.joined : null;
+    if (Object.keys(c.errors).length) row.notes = `errors ${JSON.stringify(c.errors)}`;
+    log(`connections ${name}: held ${row.held}/${CONN.n}, ${fmt(row.connectRate)}/s, ${fmt(row.cpuUsPerConnectJoin, 1)} µs server CPU per connect+join, RSS ${fmt(row.rssPerConnKb, 3)} KB/conn (after full GCs ${fmt(row.rssAfterGcPerConnKb, 3)} KB, JS heap ${fmt(row.heapPerConnB, 0)} B), outside-bench ${fmt(w.otherCpuPct)}% ${row.notes ?? ''}`);
+  } catch (e) {
+    row.notes = `FAILED: ${/** @type {Error} */ (e).message}`;
+    log(`connections ${name}: ${row.notes}`);
+  } finally {
+    await closeLoad(lg);
+    await stop(srv);
+  }
+  return row;
+}
+
+/** The gateway's connect + join ramp under --cpu-prof: where the per-connection CPU goes. */
+async function connectionsProfileRun() {
+  const dir = path.join(TMP_DIR, `cpuprof-issue11-conn-${Date.now()}`);
+  const row = await connectionsRun('gateway', { cpuProfDir: dir });
+  /** @type {string[]} */
+  let files = [];
+  for (const deadline = Date.now() + 10_000; Date.now() < deadline; await sleep(200)) {
+    files = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.cpuprofile')) : [];
+    if (files.length) break;
+  }
+  if (!files.length) return { row, error: 'no .cpuprofile written' };
+  const keep = path.join(RESULTS_DIR, `${OUT}-gateway-connect-join.cpuprofile`);
+  fs.copyFileSync(path.join(dir, files[0]), keep);
+  const summary = summarizeCpuProfile(keep, 25, row.windowUs?.[1] ? row.windowUs : undefined);
+  log(`connect+join profile: ${summary.items.slice(0, 12).map((i) => `${i.name} (${i.where}) ${fmt(i.pctBusy, 1)}%`).join('; ')}`);
+  return { row, file: path.relative(BENCH_DIR, keep), summary };
+}
+
+// ------------------------------------------------------------------ heap per retained event
+const HEAP = args.smoke ? { events: 5000, rooms: 10, batch: 1000 } : { events: 100_000, rooms: 100, batch: 1000 };
+
+async function heapRun() {
+  const out = path.join(TMP_DIR, `heap-probe-${Date.now()}.jsonl`);
+  // Retention limits lifted above the test's size so every event stays in the in-process bus's history.
+  const srv = await start('gateway', { extraNodeArgs: ['--import', PROBE], env: { HEAP_PROBE_OUT: out, MEMORY_BUS_MAX_EVENTS: '1000000', MEMORY_BUS_MAX_BYTES: String(2 ** 31) } });
+  /** @type {Record<string, any>} */
+  const row = { events: HEAP.events, dataBytes: DATA_BYTES };
+  const sample = () => probeSignal(srv.pids[0], out);
+  try {
+    const rooms = roomList(HEAP.rooms);
+    const producer = new Producer({ port: srv.port, rooms, concurrency: 1, dataBytes: DATA_BYTES });
+    // warm-up: the code paths, then the baseline
+    for (const g of rooms.slice(0, 2)) await producer.post(g, 10);
+    await sleep(300);
+    const m0 = await sample();
+    for (let i = 0; i < HEAP.events / HEAP.batch; i++) await producer.post(rooms[i % rooms.length], HEAP.batch);
+    const accepted = producer.sentEvents - 20;
+    await sleep(300);
+    const m1 = await sample();
+    producer.close();
+    row.accepted = accepted;
+    row.heapPerEvent = (m1.heapUsed - m0.heapUsed) / accepted;
+    row.externalPerEvent = (m1.external - m0.external) / accepted;
+    row.rssPerEvent = (m1.rss - m0.rss) / accepted;
+    row.m0 = m0; row.m1 = m1;
+    // the frame a subscriber gets for one event: the envelope the gateway builds (same shape, measured from a live delivery)
+    row.encodedBytes = await encodedSize(srv.port);
+    log(`heap: ${accepted} events retained: heap ${fmt(row.heapPerEvent, 1)} B/event, external ${fmt(row.externalPerEvent, 1)} B/event, RSS ${fmt(row.rssPerEvent, 1)} B/event; encoded envelope ${row.encodedBytes} B`);
+  } catch (e) {
+    row.notes = `FAILED: ${/** @type {Error} */ (e).message}`;
+    log(`heap: ${row.notes}`);
+  } finally {
+    await stop(srv);
+  }
+  return row;
+}
+
+/** Joins one client and returns the byte length of the single-event frame it receives. @param {number} port */
+async function encodedSize(port) {
+  const { WebSocket } = await import('ws');
+  const { createSigner } = await import('fast-jwt');
+  const { JWT_SECRET } = await import('./lib/servers.mjs');
+  const token = createSigner({ key: JWT_SECRET, algorithm: 'HS256', expiresIn: 60_000 })({ sub: 'size-probe', projects: ['*'] });
+  const guid = roomGuid(9999);
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/ws?token=${token}`, 'autocode.v1.json');
+  try {
+    return await new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('encodedSize timeout')), 5000);
+      ws.on('error', reject);
+      ws.on('open', () => ws.send(JSON.stringify({ type: 'join_project', projectGuid: guid, data: {}, id: 'j' })));
+      ws.on('message', (d) => {
+        const s = d.toString();
+        if (s.includes('"type":"join_project"')) {
+          const p = new Producer({ port, rooms: [guid], concurrency: 1, dataBytes: DATA_BYTES });
+          p.post(guid, 1).then(() => p.close());
+        } else if (s.includes('"type":"project_message"')) { clearTimeout(t); resolve(Buffer.byteLength(s)); }
+      });
+    });
+  } finally { ws.close(); }
+}
+
+
+// ------------------------------------------------------------------ report
+/** @param {Record<string, any>[]} runs @param {string} key */
+function median(runs, key) {
+  const ok = runs.filter((r) => typeof r[key] === 'number').sort((a, b) => a[key] - b[key]);
+  return ok.length ? ok[Math.floor((ok.length - 1) / 2)] : null;
+}
+/** @param {boolean | null} b */
+const met = (b) => (b === null ? 'not measured' : b ? '**MET**' : '**NOT MET**');
+
+/** @param {Record<string, any>} res @param {{ sectionsOnly?: boolean }} [o] */
+function buildReport(res, o = {}) {
+  const out = [`# Issue 11 bench (bench/issue11.mjs): gateway vs bare uWS, server pinned`, ''];
+  out.push(`Runs: ${(res.runs ?? []).map((/** @type {any} */ r) => `${r.parts} at ${r.date} (git ${r.head}${r.dirty ? " + uncommitted src" : ""}, load average ${r.loadavg?.map((/** @type {number} */ x) => x.toFixed(2)).join(' ')})`).join('; ')}  `,
+    `Machine: ${res.cores} cores (${res.cpu}), Node ${res.node}. Server pinned to CPU ${res.pinning?.server} (taskset -a, every thread), load workers and producer to CPU ${res.pinning?.load}, redis-server to CPU ${res.pinning?.redis ?? res.pinning?.load}. Event data ${res.dataBytes} B. Fan-out measured ${res.measureMs / 1000} s per run.`, '',
+    '`outside %` = machine CPU used by processes outside the bench (100% = one core; /proc/stat minus the server, load workers, runner and redis-server); `server core other %` = busy time of the server\'s core not used by the server (anything else the kernel put there).', '');
+  /** @type {{ target: string, measured: string, met: string, conditions: string }[]} */
+  const targets = [];
+
+  if (res.latency) {
+    const names = Object.keys(res.latency);
+    const rows = names.map((n) => ({ name: n, med: median(res.latency[n], 'p99'), runs: res.latency[n] }));
+    out.push('## Latency at 30,000 deliveries/s (2,000 clients in 20 rooms, single-event requests, send → receipt)', '',
+      `Each server ran ${res.repeats}× interleaved; the run with the median p99 is shown, all p99s listed. ELD = the server's event-loop delay over the measured window (monitorEventLoopDelay, 1 ms resolution: values include the 1 ms timer period).`, '',
+      '| server | p50 ms | p99 ms | p99.9 ms | max ms | all p99 ms | deliveries/s | server CPU % | ELD p50 / p99 / max ms | XREAD per event (window) | outside % | server core other % |', '|---|---|---|---|---|---|---|---|---|---|---|---|',
+      ...rows.map(({ name, med: m, runs }) => m ? `| ${name} | ${fmt(m.p50, 2)} | ${fmt(m.p99, 2)} | ${fmt(m.p999, 2)} | ${fmt(m.max, 1)} | ${runs.map((/** @type {any} */ r) => fmt(r.p99, 2)).join(' / ')} | ${fmt(m.deliveriesPerSec)} | ${fmt(m.serverCpuPct, 0)} | ${m.eventLoopDelayMs ? `${fmt(m.eventLoopDelayMs.p50, 2)} / ${fmt(m.eventLoopDelayMs.p99, 2)} / ${fmt(m.eventLoopDelayMs.max, 1)}` : 'n/a'} | ${m.redisCalls ? `${fmt((m.redisCalls.xread ?? 0) / (m.redisCalls.xadd || 1), 2)} (${m.redisCalls.xread ?? 0} XREAD / ${m.redisCalls.xadd ?? 0} XADD)` : ''} | ${fmt(m.otherCpuPct, 0)} | ${fmt(m.serverCoreOtherPct, 0)} |` : `| ${name} | failed: ${runs.map((/** @type {any} */ r) => r.notes).join('; ')} |`), '');
+    const g = rows.find((r) => r.name === 'gateway')?.med, u = rows.find((r) => r.name === 'uws')?.med;
+    for (const rn of ['gateway-redis-xadd', 'gateway-redis']) {
+      const r = rows.find((x) => x.name === rn)?.med;
+      if (!g || !r) continue;
+      const d = r.p99 - g.p99;
+      targets.push({ target: `Redis path p99 ≤ in-process p99 + 2 ms (${rn === 'gateway-redis-xadd' ? 'producer XADDs directly' : 'HTTP producer'})`, measured: `${fmt(r.p99, 2)} − ${fmt(g.p99, 2)} = ${fmt(d, 2)} ms (median-p99 runs; per run: ${res.latency[rn].map((/** @type {any} */ x) => fmt(x.p99, 2)).join(' / ')} vs ${res.latency.gateway.map((/** @type {any} */ x) => fmt(x.p99, 2)).join(' / ')})`, met: met(d <= 2),
+        conditions: `pinned; noise floor (bare uWS, same setup) p99 ${fmt(u?.p99, 2)} ms; outside-bench CPU ${fmt(r.otherCpuPct, 0)}% / ${fmt(g.otherCpuPct, 0)}%` });
+    }
+  }
+  if (res.fanout) {
+    out.push('## Fan-out (10,000 clients in 100 rooms, 150 B data, closed-loop HTTP producer; `uws-loop` publishes from an in-process loop)', '',
+      '`batch` = events per HTTP request (one room per request) for the HTTP servers, events per room per loop iteration for `uws-loop`; `events/frame` is what the clients counted. Events per server CPU-second = delivered events ÷ server CPU time in the same window (the efficiency figure). With --fanout-repeats N, each cell is the run with the median events per server CPU-second of N interleaved runs (all listed).', '');
+    for (const [b, byServer] of Object.entries(res.fanout)) {
+      const rows = Object.values(byServer);
+      const base = /** @type {Record<string, any>} */ (byServer);
+      out.push(`### ${b} event(s) per request / per tick`, '',
+        '| server | delivered events/s | events/frame | server CPU % | events per server CPU-s | all runs | ÷ uws-loop | ÷ uws | ÷ ws | ÷ socketio | GC % of server CPU | bench CPU % | outside % | notes |', '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+        ...rows.map((/** @type {any} */ r) => `| ${r.server} | ${fmt(r.eventsPerSec)} | ${fmt(r.eventsPerFrame, 1)} | ${fmt(r.serverCpuPct, 0)} | ${fmt(r.eventsPerCpuSec)} | ${(r.allEventsPerCpuSec ?? [r.eventsPerCpuSec]).map((/** @type {number} */ x) => fmt(x)).join(' / ')} | ${fmt(ratio(r.eventsPerCpuSec, base['uws-loop']?.eventsPerCpuSec), 2)} | ${fmt(ratio(r.eventsPerCpuSec, base.uws?.eventsPerCpuSec), 2)} | ${fmt(ratio(r.eventsPerCpuSec, base.ws?.eventsPerCpuSec), 2)} | ${fmt(ratio(r.eventsPerCpuSec, base.socketio?.eventsPerCpuSec), 2)} | ${r.gcOfBusyPct != null ? fmt(r.gcOfBusyPct, 1) : ''} | ${fmt(r.benchCpuPct, 0)} | ${fmt(r.otherCpuPct, 0)} | ${r.notes ?? ''} |`), '');
+      const g = base.gateway, ul = base['uws-loop'];
+      if (g && ul && (b === '1000' || b === '10')) {
+        const rr = ratio(g.eventsPerCpuSec, ul.eventsPerCpuSec);
+        targets.push({ target: `fan-out events per server CPU-s ≥ 1.0× bare uWS loop at ${b} per tick`, measured: `${fmt(g.eventsPerCpuSec)} vs ${fmt(ul.eventsPerCpuSec)} = ${fmt(rr, 2)}×`, met: met(rr === null ? null : rr >= 1),
+          conditions: `pinned; ${fmt(g.eventsPerFrame, 1)} / ${fmt(ul.eventsPerFrame, 1)} events per frame; outside-bench ${fmt(g.otherCpuPct, 0)}% / ${fmt(ul.otherCpuPct, 0)}%` });
+      }
+      if (g) {
+        const sio = base.socketio, w = base.ws;
+        out.push(`Gateway at ${b} per request: delivered events/s ${fmt(ratio(g.eventsPerSec, sio?.eventsPerSec), 2)}× Socket.IO, ${fmt(ratio(g.eventsPerSec, w?.eventsPerSec), 2)}× ws, ${fmt(ratio(g.eventsPerSec, base.uws?.eventsPerSec), 2)}× bare uWS (HTTP-fed); per server CPU-s ${fmt(ratio(g.eventsPerCpuSec, sio?.eventsPerCpuSec), 2)}× / ${fmt(ratio(g.eventsPerCpuSec, w?.eventsPerCpuSec), 2)}× / ${fmt(ratio(g.eventsPerCpuSec, base.uws?.eventsPerCpuSec), 2)}×.`, '');
+      }
+    }
+  }
+  if (res.profile) {
+    out.push('## GC share at peak fan-out (gateway, --cpu-prof runs)', '',
+      'Two measures: main-thread GC pauses (perf_hooks `gc` entries, via the gateway\'s own `nodejs_gc_duration_seconds`) ÷ server CPU time over the measured window; and the V8 CPU profile\'s `(garbage collector)` samples ÷ non-idle samples. The profile cannot see uWS\'s native socket work done outside JavaScript (it is sampled as idle), so its share overstates GC.', '',
+      '| per request | events/s | server CPU % | GC pauses ÷ server CPU | profile: GC ÷ non-idle samples | top self time (% of non-idle) | profile |', '|---|---|---|---|---|---|---|',
+      ...res.profile.map((/** @type {any} */ p) => `| ${p.batch} | ${fmt(p.row?.eventsPerSec)} | ${fmt(p.row?.serverCpuPct, 0)} | ${fmt(p.row?.gcOfBusyPct, 1)}% | ${fmt(p.gcOfBusyPct, 1)}% | ${(p.summary?.items ?? []).slice(0, 5).map((/** @type {any} */ i) => `${i.name} ${fmt(i.pctBusy, 1)}`).join(', ')} | \`bench/${p.file}\` |`), '');
+    const worst = Math.max(...res.profile.map((/** @type {any} */ p) => p.row?.gcOfBusyPct ?? NaN));
+    targets.push({ target: 'GC < 15% of busy time at peak', measured: `GC pauses ÷ server CPU: ${res.profile.map((/** @type {any} */ p) => `${fmt(p.row?.gcOfBusyPct, 1)}% at ${p.batch}/request`).join(', ')}; profile GC ÷ non-idle samples: ${res.profile.map((/** @type {any} */ p) => `${fmt(p.gcOfBusyPct, 1)}%`).join(', ')}`, met: met(Number.isFinite(worst) ? worst < 15 && res.profile.every((/** @type {any} */ p) => p.gcOfBusyPct < 15) : null),
+      conditions: 'met only if both measures are under 15%' });
+  }
+  if (res.fanoutProfileNote) out.push(res.fanoutProfileNote, '');
+  if (res.connections) {
+    const names = Object.keys(res.connections);
+    const med = Object.fromEntries(names.map((n) => [n, median(res.connections[n], 'cpuUsPerConnectJoin')]));
+    const rssMed = Object.fromEntries(names.map((n) => [n, median(res.connections[n], 'rssPerConnKb')]));
+    out.push('## Idle connections: 19,000 on one process, each joined to one of 100 rooms', '',
+      `Each server ran ${res.repeats}× interleaved (medians shown, all runs listed). Server CPU per connect + join = server CPU time from the first connect to the last join acknowledged ÷ connections joined (paced at 4,000/s; every gateway connection has its own JWT). RSS per connection = (VmRSS 5 s after the last join − before) ÷ connections.`, '',
+      '| server | held | CPU µs per connect+join | all runs | RSS KB/conn | all runs | RSS KB/conn after full GCs (all runs) | JS heap B/conn after full GCs (all runs) | outside % during ramp |', '|---|---|---|---|---|---|---|---|---|',
+      ...names.map((n) => `| ${n} | ${med[n]?.held ?? 'n/a'} | ${fmt(med[n]?.cpuUsPerConnectJoin, 1)} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.cpuUsPerConnectJoin, 1)).join(' / ')} | ${fmt(rssMed[n]?.rssPerConnKb, 3)} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.rssPerConnKb, 3)).join(' / ')} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.rssAfterGcPerConnKb, 3)).join(' / ')} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.heapPerConnB, 0)).join(' / ')} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.connectOtherCpuPct, 0)).join(' / ')} |`), '',
+      'RSS after full GCs: the same delta with two full garbage collections forced in the server (bench/lib/heap-probe.mjs, SIGUSR2) right before each reading.', '');
+    const g = med.gateway, u = med.uws;
+    if (g && u) {
+      const rr = ratio(g.cpuUsPerConnectJoin, u.cpuUsPerConnectJoin);
+      targets.push({ target: 'server CPU per connect + join ≤ 1.3× bare uWS', measured: `${fmt(g.cpuUsPerConnectJoin, 1)} vs ${fmt(u.cpuUsPerConnectJoin, 1)} µs = ${fmt(rr, 2)}×`, met: met(rr === null ? null : rr <= 1.3), conditions: 'pinned; 19,000 distinct tokens (no principal-cache help)' });
+    }
+    const gr = rssMed.gateway;
+    const gcMed = median(res.connections.gateway ?? [], 'rssAfterGcPerConnKb');
+    if (gr) targets.push({ target: 'RSS per idle connection ≤ 1.25 KB at 19,000', measured: `${fmt(gr.rssPerConnKb, 3)} KB raw (bare uWS ${fmt(rssMed.uws?.rssPerConnKb, 3)} KB)${gcMed ? `; ${fmt(gcMed.rssAfterGcPerConnKb, 3)} KB after full GCs (bare uWS ${fmt(median(res.connections.uws ?? [], 'rssAfterGcPerConnKb')?.rssAfterGcPerConnKb, 3)} KB)` : ''}; ${gr.held} held`, met: met(gr.rssPerConnKb <= 1.25 && (!gcMed || gcMed.rssAfterGcPerConnKb <= 1.25)), conditions: 'medians of the runs; met only if the raw and the after-GC figures both are' });
+  }
+  if (res.connectionsProfile?.summary) {
+    out.push('## Where the gateway\'s connect + join CPU goes (--cpu-prof over the ramp)', '', `Profile \`bench/${res.connectionsProfile.file}\`; top self time, % of non-idle samples (uWS native work outside JavaScript is not in these samples):`, '',
+      ...res.connectionsProfile.summary.items.slice(0, 12).map((/** @type {any} */ i) => `- ${i.name} (${i.where}): ${fmt(i.pctBusy, 1)}%`), '');
+  }
+  if (res.heap) {
+    const h = res.heap;
+    out.push('## Heap per retained event', '', `${h.accepted} events of ${h.dataBytes} B data published over HTTP (batches of 1,000, 100 rooms, nobody subscribed) into the in-process bus, retention limits lifted; heap measured after two forced full GCs before and after (bench/lib/heap-probe.mjs). Encoded size = the JSON frame a subscriber receives for one such event.`, '',
+      `Heap ${fmt(h.heapPerEvent, 1)} B/event, external (Buffers) ${fmt(h.externalPerEvent, 1)} B/event, RSS ${fmt(h.rssPerEvent, 1)} B/event; encoded ${h.encodedBytes} B.`, '');
+    targets.push({ target: 'heap per retained event ≤ encoded size + 200 B', measured: `${fmt(h.heapPerEvent + Math.max(0, h.externalPerEvent), 1)} B (heap + external) vs ${h.encodedBytes} + 200 = ${h.encodedBytes + 200} B`, met: met(h.heapPerEvent + Math.max(0, h.externalPerEvent) <= h.encodedBytes + 200), conditions: `in-process bus history, ${h.accepted} events` });
+  }
+  if (o.sectionsOnly) return out.slice(6).join('\n').replace(/^### /gm, '#### ').replace(/^## /gm, '### ');
+  out.push('## Targets (issue 11)', '', '| target | measured | met? | conditions |', '|---|---|---|---|', ...targets.map((t) => `| ${t.target} | ${t.measured} | ${t.met} | ${t.conditions} |`), '');
+  return out.join('\n');
+}
+
+// ------------------------------------------------------------------ main
+/** @param {string[]} servers @param {(n: string) => Promise<Record<string, any>>} fn */
+async function interleaved(servers, fn) {
+  /** @type {Record<string, Record<string, any>[]>} */
+  const runs = {};
+  for (let r = 0; r < REPEATS; r++) for (const s of servers) (runs[s] ??= []).push(await fn(s));
+  return runs;
+}
+
+async function main() {
+  fs.mkdirSync(TMP_DIR, { recursive: true });
+  if (args.report) {
+    /** @type {Record<string, any>} */
+    const merged = { runs: [] };
+    // Every stored run is shown in full, in the order given; the targets table at the end is
+    // computed from the last file that has each part (list the files with the most repeats last).
+    const sections = [];
+    for (const f of args.report.split(',')) {
+      const r = JSON.parse(fs.readFileSync(path.resolve(RESULTS_DIR, f), 'utf8'));
+      merged.runs.push(...(r.runs ?? []));
+      for (const [k, v] of Object.entries(r)) if (k !== 'runs') merged[k] = v;
+      sections.push(`## From \`bench/results/${f}\` (${(r.runs ?? []).map((/** @type {any} */ x) => `${x.parts} at ${x.date}, git ${x.head}${x.dirty ? ' + uncommitted src' : ''}`).join('; ')}; server on CPU ${r.pinning?.server}, load on CPU ${r.pinning?.load}, redis-server on CPU ${r.pinning?.redis ?? r.pinning?.load}; fan-out ${r.measureMs / 1000} s per run, ${r.repeats} repeats where interleaved)`, '', buildReport(r, { sectionsOnly: true }), '');
+    }
+    const full = buildReport(merged).split('\n');
+    const targetsAt = full.indexOf('## Targets (issue 11)');
+    const text = [...full.slice(0, 6), ...sections, ...full.slice(targetsAt)].join('\n');
+    fs.writeFileSync(path.join(RESULTS_DIR, `${OUT}.md`), text + '\n');
+    log(`wrote bench/results/${OUT}.md from ${args.report}`);
+    return;
+  }
+  pin([process.pid], LOAD_CPU);
+  /** @type {Record<string, any>} */
+  const res = {
+    date: new Date().toISOString(), node: process.version, cpu: os.cpus()[0]?.model, cores: os.cpus().length,
+    pinning: { server: SERVER_CPU, load: LOAD_CPU, redis: REDIS_CPU }, dataBytes: DATA_BYTES, measureMs: MEASURE_MS, repeats: REPEATS,
+  };
+  const head = (() => { try { return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim(); } catch { return '?'; } })();
+  res.runs = [{ parts: [...PARTS].join('+'), date: res.date, head, dirty: (() => { try { return execFileSync('git', ['status', '--porcelain', 'src'], { encoding: 'utf8' }).trim() !== ''; } catch { return null; } })(), loadavg: os.loadavg() }];
+  const save = () => fs.writeFileSync(path.join(RESULTS_DIR, `${OUT}.json`), JSON.stringify(res, null, 2) + '\n');
+  try {
+    if (PARTS.has('latency')) { res.latency = await interleaved(args['latency-servers'].split(','), latencyRun); save(); }
+    if (PARTS.has('fanout')) {
+      res.fanout = {};
+      // --fanout-repeats N: each batch size runs every server N times interleaved; the run with the
+      // median events per server CPU-second is kept and every run's figure is listed.
+      const reps = Number(args['fanout-repeats']);
+      for (const b of args.batches.split(',').map(Number)) {
+        res.fanout[b] = {};
+        /** @type {Record<string, Record<string, any>[]>} */
+        const runs = {};
+        for (let r = 0; r < reps; r++) for (const s of args['fanout-servers'].split(',')) (runs[s] ??= []).push(await fanoutRun(s, b));
+        for (const [s, list] of Object.entries(runs)) res.fanout[b][s] = { ...(median(list, 'eventsPerCpuSec') ?? list[list.length - 1]), allEventsPerCpuSec: list.map((x) => x.eventsPerCpuSec ?? null) };
+        save();
+      }
+    }
+    if (PARTS.has('profile')) { res.profile = [await profileRun(1000), await profileRun(10)]; save(); }
+    if (PARTS.has('connections')) { res.connections = await interleaved(args['conn-servers'].split(','), connectionsRun); save(); }
+    if (PARTS.has('connprofile')) { res.connectionsProfile = await connectionsProfileRun(); save(); }
+    if (PARTS.has('heap')) { res.heap = await heapRun(); save(); }
+  } finally {
+    if (redis) { await redis.stop(); redis = null; }
+  }
+  res.endedAt = new Date().toISOString();
+  save();
+  fs.writeFileSync(path.join(RESULTS_DIR, `${OUT}.md`), buildReport(res) + '\n');
+  log(`wrote bench/results/${OUT}.json and .md`);
+}
+
+main().then(() => { hardCleanup(); process.exit(0); }, (e) => { console.error(e); hardCleanup(); process.exit(1); });
