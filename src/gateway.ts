@@ -184,24 +184,41 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
         while (inflight.count > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
         rooms.flushNow();
         sockets.closeAll(CloseCodes.GOING_AWAY, 'server shutting down, reconnect');
-        await agents?.close();
-        await bus.close();
-        await tickets.close();
+        // Each part gets a bounded time: a Redis that is gone or half-open must not hold the
+        // shutdown (ioredis keeps a QUIT queued while it reconnects, with no timeout of its own).
+        const stepMs = 3000;
+        await closeWithin(stepMs, 'agents relay', log, () => agents?.close());
+        await closeWithin(stepMs, 'event bus', log, () => bus.close());
+        await closeWithin(stepMs, 'ticket store', log, () => tickets.close());
         log.info({ inflightAbandoned: inflight.count }, 'gateway closed');
       })());
     },
   };
 }
 
+/** Runs one shutdown step, giving up (with a log line) after `ms`; a failed step does not stop the others. */
+async function closeWithin(ms: number, what: string, log: Logger, step: () => Promise<unknown> | undefined): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), ms)));
+  try {
+    const outcome = await Promise.race([Promise.resolve(step()).then(() => 'done' as const), timedOut]);
+    if (outcome === 'timeout') log.warn({ part: what, ms }, 'shutdown step did not finish in time; going on');
+  } catch (err) {
+    log.warn({ part: what, err: (err as Error).message }, 'shutdown step failed; going on');
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Tickets must be redeemable on any instance: in Redis when there is one, else in this process. */
 async function ticketStore(config: Config): Promise<{ store: TicketStore; close: () => Promise<void> }> {
   if (!config.redis) return { store: createMemoryTicketStore(config.edge.ticketTtlS), close: async () => {} };
-  const { createRedisClient } = await import('./redis-client.js');
+  const { createRedisClient, closeRedisClient } = await import('./redis-client.js');
   const client = createRedisClient(config.redis, config.nodeId, 'tickets', { commandTimeoutMs: 2000 });
   client.on('error', () => {}); // the bus logs Redis trouble; a failed redeem answers 503 on its own
   return {
     store: createRedisTicketStore(client, config.redis.prefix, config.edge.ticketTtlS),
-    close: async () => void (await client.quit().catch(() => client.disconnect())),
+    close: () => closeRedisClient(client),
   };
 }
 

@@ -27,3 +27,15 @@ export function createRedisClient(redis: NonNullable<Config['redis']>, nodeId: s
   if (redis.clusterNodes) return new Cluster([...redis.clusterNodes], { clusterRetryStrategy: redisRetryStrategy, redisOptions: connection });
   return new Redis(redis.url!, connection);
 }
+
+/**
+ * Closes a connection politely if Redis answers within `ms` (QUIT), and for certain either way:
+ * ioredis keeps a QUIT queued while it reconnects, with no timeout of its own, so a Redis that is
+ * gone would hold the shutdown; disconnect() also stops any further reconnect.
+ */
+export async function closeRedisClient(client: Redis | Cluster, ms = 1000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([client.quit().catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+  client.disconnect();
+}

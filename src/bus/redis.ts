@@ -1,5 +1,5 @@
 import { Cluster, Redis, ReplyError } from 'ioredis';
-import { createRedisClient, redisRetryStrategy } from '../redis-client.js';
+import { closeRedisClient, createRedisClient, redisRetryStrategy } from '../redis-client.js';
 import { createRequire } from 'node:module';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
@@ -581,7 +581,7 @@ return changed`;
       watches.clear();
       watchesByKey.clear();
       reader.disconnect();
-      await cmd.quit().catch(() => cmd.disconnect());
+      await closeRedisClient(cmd);
     },
   };
 }
