@@ -24,13 +24,13 @@ import os from 'node:os';
 import path from 'node:path';
 import http from 'node:http';
 import { parseArgs } from 'node:util';
-import { execFileSync } from 'node:child_process';
 import { createSigner } from 'fast-jwt';
 import WebSocket from 'ws';
 import {
   BENCH_DIR, JWT_SECRET, PRODUCER_TOKEN, startServer, roomGuid, sleep, procSample, procSampleAll, gatewayBuilt,
 } from './lib/servers.mjs';
 import { LoadGen } from './lib/loadgen.mjs';
+import { gatewayVersion, installRunGuard } from './lib/run-guard.mjs';
 import { Producer, nowUs } from './lib/producer.mjs';
 import { fmt } from './lib/report.mjs';
 import hdr from 'hdr-histogram-js';
@@ -100,15 +100,8 @@ for (const v of variantNames) if (!VARIANTS[v]) throw new Error(`unknown variant
 const liveServers = new Set();
 /** @type {Set<LoadGen>} */
 const liveLoads = new Set();
-function hardCleanup() {
-  for (const s of liveServers) for (const p of s.procs) { try { p.kill('SIGKILL'); } catch { /* gone */ } }
-  for (const l of liveLoads) for (const w of l.workers) { try { w.kill('SIGKILL'); } catch { /* gone */ } }
-}
-process.on('exit', hardCleanup);
-process.on('SIGINT', () => { hardCleanup(); process.exit(130); });
-process.on('SIGTERM', () => { hardCleanup(); process.exit(143); });
 const guardMs = variantNames.length * (DEV ? 4 : 9) * 60_000;
-setTimeout(() => { console.error(`[flood] global time guard (${guardMs / 60000} min) hit: aborting`); hardCleanup(); process.exit(2); }, guardMs).unref();
+const hardCleanup = installRunGuard({ label: 'flood', guardMs, servers: liveServers, loads: liveLoads });
 
 /** @param {string} s */
 function log(s) { console.log(`[flood ${new Date().toISOString().slice(11, 19)}] ${s}`); }
@@ -653,13 +646,6 @@ function buildReport(res) {
   return L.join('\n');
 }
 
-function gatewayVersion() {
-  let head = 'unknown';
-  try { head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: path.resolve(BENCH_DIR, '..'), encoding: 'utf8' }).trim(); } catch { /* no git */ }
-  let built = 'not built';
-  try { built = fs.statSync(path.resolve(BENCH_DIR, '..', 'dist', 'main.js')).mtime.toISOString(); } catch { /* missing */ }
-  return `git HEAD ${head}, dist/main.js built ${built}`;
-}
 
 /**
  * Rebuilds one report from stored results (no run): the variants of every listed JSON file of

@@ -33,6 +33,7 @@ import {
   BENCH_DIR, TMP_DIR, startServer, startRedis, roomGuid, sleep, procSampleAll, httpPost,
 } from './lib/servers.mjs';
 import { LoadGen } from './lib/loadgen.mjs';
+import { installRunGuard } from './lib/run-guard.mjs';
 import { Producer, nowUs } from './lib/producer.mjs';
 import { summarizeCpuProfile } from './lib/cpuprofile.mjs';
 import { fmt, ratio } from './lib/report.mjs';
@@ -77,15 +78,7 @@ const live = new Set();
 const liveLoad = new Set();
 /** @type {Awaited<ReturnType<typeof startRedis>> | null} */
 let redis = null;
-function hardCleanup() {
-  for (const s of live) for (const p of s.procs) { try { p.kill('SIGKILL'); } catch { /* gone */ } }
-  for (const l of liveLoad) for (const w of l.workers) { try { w.kill('SIGKILL'); } catch { /* gone */ } }
-  if (redis) { try { process.kill(redis.pid, 'SIGKILL'); } catch { /* gone */ } }
-}
-process.on('exit', hardCleanup);
-process.on('SIGINT', () => { hardCleanup(); process.exit(130); });
-process.on('SIGTERM', () => { hardCleanup(); process.exit(143); });
-setTimeout(() => { console.error('[issue11] 40 min guard hit: aborting'); hardCleanup(); process.exit(2); }, 40 * 60_000).unref();
+const hardCleanup = installRunGuard({ label: 'issue11', guardMs: 40 * 60_000, servers: live, loads: liveLoad, redis: () => redis });
 
 /** @param {string} s */
 function log(s) { console.log(`[issue11 ${new Date().toISOString().slice(11, 19)}] ${s}`); }

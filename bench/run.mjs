@@ -13,7 +13,6 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { execFileSync } from 'node:child_process';
 // @ts-ignore -- autocannon ships no type declarations
 import autocannon from 'autocannon';
 import {
@@ -21,6 +20,7 @@ import {
   gatewayBuilt, httpPost, stopProc, tail,
 } from './lib/servers.mjs';
 import { LoadGen } from './lib/loadgen.mjs';
+import { gatewayVersion, installRunGuard } from './lib/run-guard.mjs';
 import { Producer, nowUs } from './lib/producer.mjs';
 import { summarizeCpuProfile } from './lib/cpuprofile.mjs';
 import { table, barChart, fmt, ratio } from './lib/report.mjs';
@@ -65,16 +65,7 @@ const live = new Set();
 const liveLoad = new Set();
 /** @type {Awaited<ReturnType<typeof startRedis>> | null} */
 let redis = null;
-function hardCleanup() {
-  for (const s of live) for (const p of s.procs) { try { p.kill('SIGKILL'); } catch { /* gone */ } }
-  for (const l of liveLoad) for (const w of l.workers) { try { w.kill('SIGKILL'); } catch { /* gone */ } }
-  if (redis) { try { process.kill(redis.pid, 'SIGKILL'); } catch { /* gone */ } }
-}
-process.on('exit', hardCleanup);
-process.on('SIGINT', () => { hardCleanup(); process.exit(130); });
-process.on('SIGTERM', () => { hardCleanup(); process.exit(143); });
-const guard = setTimeout(() => { console.error(`[bench] global time guard (${P.guardMs / 60000} min) hit: aborting`); hardCleanup(); process.exit(2); }, P.guardMs);
-guard.unref();
+const hardCleanup = installRunGuard({ label: 'bench', guardMs: P.guardMs, servers: live, loads: liveLoad, redis: () => redis });
 
 /** @type {string[]} */
 const notes = [];
@@ -147,14 +138,6 @@ function serversWanted(/** @type {string[]} */ list) {
   return list.filter((s) => (gw || !s.startsWith('gateway')) && (!pick || pick.has(s)));
 }
 
-/** Which gateway build is measured: git HEAD (read only) and the dist/main.js build time. */
-function gatewayVersion() {
-  let head = 'unknown';
-  try { head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: path.resolve(BENCH_DIR, '..'), encoding: 'utf8' }).trim(); } catch { /* no git */ }
-  let built = 'not built';
-  try { built = fs.statSync(path.resolve(BENCH_DIR, '..', 'dist', 'main.js')).mtime.toISOString(); } catch { /* missing */ }
-  return `git HEAD ${head}, dist/main.js built ${built}`;
-}
 
 /** @param {Record<string, number>} o */
 function kv(o) { return Object.entries(o).map(([k, v]) => `${k}=${v}`).join(', '); }
