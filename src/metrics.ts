@@ -21,10 +21,15 @@ export function createMetrics(nodeId: string) {
     eventsDelivered: new Counter({ name: 'events_fanned_out_total', help: 'Events handed to uWS topics (each once per room, whatever the subscriber count)', registers: [registry] }),
     deliveries: new Counter({ name: 'ws_deliveries_total', help: 'Event deliveries to sockets (events × subscribers)', registers: [registry] }),
     framesPublished: new Counter({ name: 'ws_frames_published_total', help: 'Frames published to rooms (one per room per tick per encoding)', registers: [registry] }),
+    fanOutDeferred: new Counter({
+      name: 'ws_fanout_deferred_total',
+      help: 'Room flushes that reached FANOUT_SLICE_BYTES and left the rest of their fan-out for a later event-loop turn',
+      registers: [registry],
+    }),
     replayedEvents: new Counter({ name: 'events_replayed_total', help: 'Events replayed to resuming clients', registers: [registry] }),
     deliveryLag: new Histogram({
       name: 'event_delivery_lag_seconds',
-      help: 'From an event entering this instance (bus read or local publish) to its room publish',
+      help: 'From an event entering this instance (bus read or local publish) to its publish to the last shard of its room',
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
       registers: [registry],
     }),

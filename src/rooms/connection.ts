@@ -7,6 +7,8 @@ import { LARGE_SEND_GUARD_TOPIC, UWS_LARGE_SEND_BYTES } from './topics.js';
 export interface Membership {
   readonly guid: string;
   joined: boolean;
+  /** The room shard (its own uWS topics) this socket is placed in. */
+  shard: number;
 }
 
 /** Per-socket state (the uWS user data). Everything is copied out of the upgrade request. */

@@ -9,12 +9,38 @@ import { retainedSize, type ProjectEvent } from '../protocol/messages.js';
 import { membershipOf, putMembership, removeMembership, replayWindowBytes, sendTo, whenDrained, type Connection, type Membership } from './connection.js';
 import { roomTopic } from './topics.js';
 
+/**
+ * A slice of a room's subscribers with topics of their own. A room's fan-out is published shard by
+ * shard, so one room with thousands of subscribers (a flood into a crowd of slow readers) is spread
+ * over several event-loop turns instead of blocking every other room for the whole of it.
+ */
+interface Shard {
+  readonly topics: Record<CodecName, string>;
+  /** Memberships placed here (joined or joining). */
+  members: number;
+  /** Newest event published to this shard's topics: a socket subscribed now receives exactly the events after it. */
+  flushedId: string;
+  /** Sequence number (room.outboxBase-relative numbering) of the next outbox chunk to publish here. */
+  next: number;
+  waiters: { id: string; resolve: (reached: boolean) => void }[];
+}
+
+/** Events queued for fan-out, at most one frame's worth; encoded once per wire encoding, when first needed. */
+interface Chunk {
+  readonly events: ProjectEvent[];
+  readonly lastId: string;
+  readonly bytes: number;
+  readonly queuedAt: number;
+  frames: Partial<Record<CodecName, (string | Uint8Array)[]>>;
+}
+
 /** One project watched by this instance. */
 interface Room {
   readonly guid: string;
-  readonly topics: Record<CodecName, string>;
   /** Local sockets joined or joining; the room (and the bus watch) lives while this is > 0. */
   members: number;
+  /** Never empty; shard 0 uses the plain room topics, so a room of up to SHARD_SIZE sockets publishes once per frame. */
+  readonly shards: Shard[];
   /** Resolves once the bus watch has told us the project's head id. */
   readonly ready: Promise<void>;
   /** Recent events, oldest first: every event with id > floorId is here (bounded). */
@@ -24,13 +50,18 @@ interface Room {
   floorId: string;
   /** Newest event received from the bus. */
   headId: string;
-  /** Newest event handed to the uWS topics: a socket subscribed now receives exactly the events after it. */
-  flushedId: string;
+  /** Newest event moved into the outbox (every shard will publish everything up to it). */
+  queuedId: string;
   pending: ProjectEvent[];
   pendingSince: number;
+  /** Chunks not yet published to every shard; outbox[0] has sequence number outboxBase. */
+  outbox: Chunk[];
+  outboxBase: number;
+  outboxBytes: number;
+  /** Set when the last flush left work for a later turn: such rooms go after the others. */
+  backlogged: boolean;
   /** Events that arrived before the watch resolved, ordered; filtered against the head on ready. */
   early: ProjectEvent[] | null;
-  flushWaiters: { id: string; resolve: (reached: boolean) => void }[];
 }
 
 export interface JoinResult {
@@ -57,6 +88,21 @@ export interface RoomsOptions {
 
 /** Frames above this are split, so one burst cannot produce a multi-megabyte frame. */
 const MAX_FRAME_BYTES = 256 * 1024;
+/** Sockets per shard: rooms up to this size publish each frame once, as a plain uWS topic would. */
+export const SHARD_SIZE = 128;
+/**
+ * Fan-out work (frame bytes × subscribers) one room may do per event-loop turn before the rest waits
+ * for the next turn; every other room, and uWS's I/O, runs in between. At least one shard's publish
+ * of one chunk always goes out, so the delay a room adds to the others is at most this plus one
+ * chunk to one shard (≤ MAX_FRAME_BYTES × SHARD_SIZE, in practice a few milliseconds).
+ */
+export const FANOUT_SLICE_BYTES = 1024 * 1024;
+/**
+ * A room may defer at most this many bytes of events. Beyond it (fan-out slower than the events
+ * arrive, sustained) the room publishes its whole backlog in one turn, as without slicing: the event
+ * loop slows for everyone, which slows the producers, instead of the backlog growing without bound.
+ */
+export const FANOUT_BACKLOG_BYTES = 16 * 1024 * 1024;
 
 /**
  * Project rooms on uWS native topics, with per-tick batching: every event that reaches a room during
@@ -81,25 +127,30 @@ export function createRooms(opts: RoomsOptions) {
     ready.catch(() => {});
     const created: Room = {
       guid,
-      topics: { json: roomTopic(guid, 'json'), msgpack: roomTopic(guid, 'msgpack') },
       members: 1,
+      shards: [newShard(guid, 0, '0-0', 0)],
       ready,
       recent: [],
       recentBytes: 0,
       floorId: '0-0',
       headId: '0-0',
-      flushedId: '0-0',
+      queuedId: '0-0',
       pending: [],
       pendingSince: 0,
+      outbox: [],
+      outboxBase: 0,
+      outboxBytes: 0,
+      backlogged: false,
       early: [],
-      flushWaiters: [],
     };
     room = created;
     rooms.set(guid, room);
     metrics.rooms.set(rooms.size);
     bus.watch(guid).then(
       (head) => {
-        created.floorId = created.headId = created.flushedId = head;
+        created.floorId = created.headId = created.queuedId = head;
+        // Shards opened by joins that arrived before the watch resolved start at the head too.
+        for (const shard of created.shards) shard.flushedId = head;
         const early = created.early ?? [];
         created.early = null;
         if (early.length) accept(created, early);
@@ -115,13 +166,30 @@ export function createRooms(opts: RoomsOptions) {
     return room;
   }
 
-  function release(room: Room): void {
+  function newShard(guid: string, index: number, flushedId: string, next: number): Shard {
+    return { topics: { json: roomTopic(guid, 'json', index), msgpack: roomTopic(guid, 'msgpack', index) }, members: 0, flushedId, next, waiters: [] };
+  }
+
+  /** The first shard with room for one more socket; a new one (starting after everything queued) when all are full. */
+  function takeShard(room: Room): number {
+    let index = room.shards.findIndex((s) => s.members < SHARD_SIZE);
+    if (index < 0) {
+      index = room.shards.length;
+      room.shards.push(newShard(room.guid, index, room.queuedId, room.outboxBase + room.outbox.length));
+    }
+    room.shards[index]!.members++;
+    return index;
+  }
+
+  function release(room: Room, shard: number): void {
+    const s = room.shards[shard];
+    if (s) s.members--;
     if (--room.members > 0) return;
     if (rooms.get(room.guid) !== room) return;
     rooms.delete(room.guid);
     dirty.delete(room);
     bus.unwatch(room.guid);
-    for (const w of room.flushWaiters) w.resolve(false);
+    for (const sh of room.shards) for (const w of sh.waiters) w.resolve(false);
     metrics.rooms.set(rooms.size);
   }
 
@@ -157,42 +225,127 @@ export function createRooms(opts: RoomsOptions) {
     }
     if (room.pending.length === added) room.pendingSince = performance.now();
     dirty.add(room);
-    if (!flushScheduled) {
-      flushScheduled = true;
-      setImmediate(flush);
-    }
+    schedule();
   }
 
-  function flush(): void {
+  function schedule(): void {
+    if (flushScheduled) return;
+    flushScheduled = true;
+    setImmediate(flush);
+  }
+
+  /**
+   * One turn of fan-out. Rooms that became dirty since the last turn go first, rooms with a backlog
+   * from earlier turns after them; each room publishes at most FANOUT_SLICE_BYTES (plus one chunk to
+   * one shard) unless `all`. What is left goes out in the next turns, after uWS has run its I/O.
+   */
+  function flush(all = false): void {
     flushScheduled = false;
-    const now = performance.now();
     let fannedOut = 0;
+    let backlogged: Room[] | null = null;
     for (const room of dirty) {
-      const events = room.pending;
-      if (events.length === 0) continue;
-      room.pending = [];
-      // A backstop: nothing in one room's flush may stop the others (or escape into uWS/the bus).
-      try {
-        for (const name of CODEC_NAMES) {
-          const subscribers = app.numSubscribers(room.topics[name]);
-          if (subscribers === 0) continue;
-          for (const frame of frames(name, events)) {
-            app.publish(room.topics[name], frame, CODECS[name].binary, false);
-            metrics.framesPublished.inc();
-            fannedOut += frame.length * subscribers;
-          }
-          metrics.deliveries.inc(subscribers * events.length);
-        }
-      } catch (err) {
-        log.error({ err, projectGuid: room.guid, firstId: events[0]!.id, lastId: events[events.length - 1]!.id }, 'room flush failed; continuing with the next events');
-      }
-      metrics.eventsDelivered.inc(events.length);
-      metrics.deliveryLag.observe((now - room.pendingSince) / 1000);
-      room.flushedId = events[events.length - 1]!.id;
-      if (room.flushWaiters.length) settleWaiters(room);
+      if (room.backlogged && !all) (backlogged ??= []).push(room);
+      else fannedOut += flushRoom(room, all);
     }
-    dirty.clear();
+    if (backlogged) for (const room of backlogged) fannedOut += flushRoom(room, false);
+    if (dirty.size) schedule();
     if (fannedOut > 0) opts.onFanOut?.(fannedOut);
+  }
+
+  function flushRoom(room: Room, all: boolean): number {
+    if (room.pending.length) queueChunks(room);
+    let spent = 0;
+    // A backstop: nothing in one room's flush may stop the others (or escape into uWS/the bus).
+    try {
+      const unlimited = all || room.outboxBytes > FANOUT_BACKLOG_BYTES;
+      // Chunk by chunk, every shard that is at this chunk publishes it: shards stay in step, the
+      // ones behind catch up first, and a chunk is released once the last shard has it.
+      chunks: for (let i = 0; i < room.outbox.length; i++) {
+        const seq = room.outboxBase + i;
+        const chunk = room.outbox[i]!;
+        for (const shard of room.shards) {
+          if (shard.next !== seq) continue;
+          spent += publishChunk(chunk, shard);
+          shard.next = seq + 1;
+          shard.flushedId = chunk.lastId;
+          if (shard.waiters.length) settleWaiters(shard);
+          if (spent >= FANOUT_SLICE_BYTES && !unlimited) break chunks;
+        }
+      }
+    } catch (err) {
+      const first = room.outbox[0]?.events[0]?.id;
+      log.error({ err, projectGuid: room.guid, firstId: first }, 'room flush failed; continuing with the next events');
+      // Skip what failed rather than retrying it forever: every shard moves past the whole outbox.
+      for (const shard of room.shards) {
+        shard.next = room.outboxBase + room.outbox.length;
+        shard.flushedId = room.queuedId;
+        if (shard.waiters.length) settleWaiters(shard);
+      }
+    }
+    releaseChunks(room);
+    room.backlogged = room.outbox.length > 0;
+    if (room.backlogged) metrics.fanOutDeferred.inc();
+    if (!room.backlogged) dirty.delete(room);
+    return spent;
+  }
+
+  /** Moves pending events into the outbox as chunks of at most MAX_FRAME_BYTES (of JSON). */
+  function queueChunks(room: Room): void {
+    const now = room.pendingSince;
+    let events: ProjectEvent[] = [];
+    let bytes = 0;
+    const push = () => {
+      room.outbox.push({ events, lastId: events[events.length - 1]!.id, bytes, queuedAt: now, frames: {} });
+      room.outboxBytes += bytes;
+    };
+    for (const e of room.pending) {
+      const size = retainedSize(e);
+      if (events.length && bytes + size > MAX_FRAME_BYTES) {
+        push();
+        events = [];
+        bytes = 0;
+      }
+      events.push(e);
+      bytes += size;
+    }
+    if (events.length) push();
+    room.queuedId = room.pending[room.pending.length - 1]!.id;
+    room.pending = [];
+  }
+
+  /** Publishes one chunk to one shard in every encoding somebody there uses; returns frame bytes × subscribers. */
+  function publishChunk(chunk: Chunk, shard: Shard): number {
+    let spent = 0;
+    for (const name of CODEC_NAMES) {
+      const topic = shard.topics[name];
+      const subscribers = app.numSubscribers(topic);
+      if (subscribers === 0) continue;
+      const frames = (chunk.frames[name] ??= encodeFrames(name, chunk.events));
+      for (const frame of frames) {
+        app.publish(topic, frame, CODECS[name].binary, false);
+        metrics.framesPublished.inc();
+        spent += frame.length * subscribers;
+      }
+      metrics.deliveries.inc(subscribers * chunk.events.length);
+    }
+    return spent;
+  }
+
+  /** Drops the chunks every shard has published. */
+  function releaseChunks(room: Room): void {
+    let min = Infinity;
+    for (const shard of room.shards) if (shard.next < min) min = shard.next;
+    const done = min - room.outboxBase;
+    if (done <= 0) return;
+    const now = performance.now();
+    for (let i = 0; i < done; i++) {
+      const chunk = room.outbox[i]!;
+      room.outboxBytes -= chunk.bytes;
+      metrics.eventsDelivered.inc(chunk.events.length);
+      metrics.deliveryLag.observe((now - chunk.queuedAt) / 1000);
+    }
+    room.outbox.splice(0, done);
+    room.outboxBase = min;
   }
 
   /**
@@ -200,7 +353,7 @@ export function createRooms(opts: RoomsOptions) {
    * single event is larger. An event the encoder cannot carry is logged, counted and left out:
    * every entry point checks data against the limits, so this only catches what slipped past them.
    */
-  function frames(name: CodecName, events: readonly ProjectEvent[]): (string | Uint8Array)[] {
+  function encodeFrames(name: CodecName, events: readonly ProjectEvent[]): (string | Uint8Array)[] {
     const codec = CODECS[name];
     const out: (string | Uint8Array)[] = [];
     let batch: (string | Uint8Array)[] = [];
@@ -224,29 +377,29 @@ export function createRooms(opts: RoomsOptions) {
     return out;
   }
 
-  function settleWaiters(room: Room): void {
-    room.flushWaiters = room.flushWaiters.filter((w) => {
-      if (compareIds(room.flushedId, w.id) < 0) return true;
+  function settleWaiters(shard: Shard): void {
+    shard.waiters = shard.waiters.filter((w) => {
+      if (compareIds(shard.flushedId, w.id) < 0) return true;
       w.resolve(true);
       return false;
     });
   }
 
-  function flushedReaches(room: Room, id: string, timeoutMs: number): Promise<boolean> {
-    if (compareIds(room.flushedId, id) >= 0) return Promise.resolve(true);
+  function flushedReaches(shard: Shard, id: string, timeoutMs: number): Promise<boolean> {
+    if (compareIds(shard.flushedId, id) >= 0) return Promise.resolve(true);
     return new Promise((resolve) => {
       const waiter = { id, resolve: (ok: boolean) => (clearTimeout(timer), resolve(ok)) };
       const timer = setTimeout(() => {
-        room.flushWaiters = room.flushWaiters.filter((w) => w !== waiter);
+        shard.waiters = shard.waiters.filter((w) => w !== waiter);
         resolve(false);
       }, timeoutMs);
-      room.flushWaiters.push(waiter);
+      shard.waiters.push(waiter);
     });
   }
 
   /** Sends already-flushed events to one socket, paced by its send buffer. */
   async function replay(conn: Connection, events: readonly ProjectEvent[]): Promise<boolean> {
-    for (const frame of frames(conn.codec.name, events)) {
+    for (const frame of encodeFrames(conn.codec.name, events)) {
       await whenDrained(conn, replayWindowBytes(opts.maxBackpressureBytes));
       if (!sendTo(conn, frame)) return false;
     }
@@ -254,11 +407,11 @@ export function createRooms(opts: RoomsOptions) {
     return true;
   }
 
-  function eventsAfter(room: Room, afterId: string): ProjectEvent[] {
+  function eventsAfter(room: Room, afterId: string, upTo: string): ProjectEvent[] {
     const out: ProjectEvent[] = [];
     for (const e of room.recent) {
       if (compareIds(e.id, afterId) <= 0) continue;
-      if (compareIds(e.id, room.flushedId) > 0) break;
+      if (compareIds(e.id, upTo) > 0) break;
       out.push(e);
     }
     return out;
@@ -272,60 +425,63 @@ export function createRooms(opts: RoomsOptions) {
     // The membership keeps the room's copy of the GUID, not the one parsed from this frame: an idle
     // socket would otherwise hold its own 36-character string (~56 bytes) for as long as it stays.
     const guid = rooms.get(joinedGuid)?.guid ?? joinedGuid;
-    const membership: Membership = { guid, joined: false };
+    const membership: Membership = { guid, joined: false, shard: 0 };
     const previous = putMembership(conn, membership);
-    // A re-join replaces the old membership; its room reference is handed over, not taken twice.
-    const room = (previous && rooms.get(guid)) || acquire(guid);
+    // A re-join replaces the old membership; its room and shard references are handed over, not taken twice.
+    const handedOver = previous ? rooms.get(guid) : undefined;
+    const room = handedOver ?? acquire(guid);
+    membership.shard = handedOver ? previous!.shard : takeShard(room);
+    const shard = room.shards[membership.shard]!;
     const current = () => !conn.closed && membershipOf(conn, guid) === membership;
     let done = false;
     try {
-      if (previous?.joined) conn.ws?.unsubscribe(room.topics[conn.codec.name]);
+      if (previous?.joined) conn.ws?.unsubscribe(shard.topics[conn.codec.name]);
       await room.ready;
       if (!current()) return null;
       const subscribe = (result: JoinResult): JoinResult => {
-        conn.ws!.subscribe(room.topics[conn.codec.name]);
+        conn.ws!.subscribe(shard.topics[conn.codec.name]);
         membership.joined = true;
         done = true;
         return result;
       };
-      if (since === undefined) return subscribe({ latestId: room.flushedId });
+      if (since === undefined) return subscribe({ latestId: shard.flushedId });
 
       let cursor = since;
       let replayed = 0;
-      const inMemory = () => compareIds(cursor, room.floorId) >= 0 && compareIds(cursor, room.flushedId) <= 0;
+      const inMemory = () => compareIds(cursor, room.floorId) >= 0 && compareIds(cursor, shard.flushedId) <= 0;
       if (!inMemory()) {
         const history = await bus.checkHistory(guid, cursor);
         if (!current()) return null;
         if (history !== 'complete') {
           log.debug({ guid, since, history }, 'resume impossible, client must reload');
-          return subscribe({ latestId: room.flushedId, recovered: false, replayed: 0 });
+          return subscribe({ latestId: shard.flushedId, recovered: false, replayed: 0 });
         }
       }
       for (let stalls = 0; ; ) {
-        if (compareIds(cursor, room.flushedId) > 0) {
+        if (compareIds(cursor, shard.flushedId) > 0) {
           // The client saw events (on another instance) that this one has not delivered yet.
-          const reached = await flushedReaches(room, cursor, opts.catchUpTimeoutMs ?? 5000);
+          const reached = await flushedReaches(shard, cursor, opts.catchUpTimeoutMs ?? 5000);
           if (!current()) return null;
           if (!reached) throw new GatewayError('UNAVAILABLE', 'this instance is behind the event stream; retry');
           continue;
         }
         if (compareIds(cursor, room.floorId) >= 0) {
-          const missed = eventsAfter(room, cursor);
+          const missed = eventsAfter(room, cursor, shard.flushedId);
           if (missed.length && !(await replay(conn, missed))) return null;
           if (!current()) return null;
           // Sending may have waited for the socket to drain: new events may have been flushed since.
           if (missed.length) {
             cursor = missed[missed.length - 1]!.id;
             replayed += missed.length;
-            if (compareIds(cursor, room.flushedId) < 0) continue;
+            if (compareIds(cursor, shard.flushedId) < 0) continue;
           }
-          return subscribe({ latestId: room.flushedId, recovered: true, replayed });
+          return subscribe({ latestId: shard.flushedId, recovered: true, replayed });
         }
         const page = await bus.range(guid, cursor, opts.historyPageSize);
         if (!current()) return null;
         // The page holds every entry from the cursor to page.lastId; what this room has not flushed
         // yet comes live after the subscribe, so the replay stops at `limit`.
-        const limit = room.flushedId;
+        const limit = shard.flushedId;
         const flushed = page.events.filter((e) => compareIds(e.id, limit) <= 0);
         if (flushed.length && !(await replay(conn, flushed))) return null;
         if (!current()) return null;
@@ -347,7 +503,7 @@ export function createRooms(opts: RoomsOptions) {
         // replaced by a re-join handed its reference over.
         const now = membershipOf(conn, guid);
         if (now === membership) removeMembership(conn, membership);
-        if (now === undefined || now === membership) release(room);
+        if (now === undefined || now === membership) release(room, membership.shard);
       }
     }
   }
@@ -358,8 +514,9 @@ export function createRooms(opts: RoomsOptions) {
     removeMembership(conn, membership);
     const room = rooms.get(guid);
     if (membership.joined && room) {
-      conn.ws?.unsubscribe(room.topics[conn.codec.name]);
-      release(room);
+      const shard = room.shards[membership.shard];
+      if (shard) conn.ws?.unsubscribe(shard.topics[conn.codec.name]);
+      release(room, membership.shard);
     }
     // A join still in flight notices it was superseded and releases the room itself.
     return true;
@@ -370,7 +527,7 @@ export function createRooms(opts: RoomsOptions) {
     for (const membership of conn.rooms) {
       if (!membership.joined) continue;
       const room = rooms.get(membership.guid);
-      if (room) release(room);
+      if (room) release(room, membership.shard);
     }
     conn.rooms = [];
   }
@@ -380,7 +537,8 @@ export function createRooms(opts: RoomsOptions) {
     join,
     leave,
     leaveAll,
-    flushNow: flush,
+    /** Publishes everything queued, ignoring the per-turn slice (shutdown). */
+    flushNow: () => flush(true),
   };
 }
 

@@ -49,6 +49,9 @@ export interface SocketDeps {
 
 const refused = (a: Admission) => (a.ok ? null : a);
 
+/** What one unsent byte may cost in memory: uWS's per-socket buffer is a std::string grown by doubling. */
+export const BUFFER_FOOTPRINT_FACTOR = 2;
+
 /** The WebSocket side: upgrade (auth, edge policy), frame routing, heartbeat, close bookkeeping. */
 export function createSocketLayer(deps: SocketDeps) {
   const { config, verifyToken, rooms, log, metrics } = deps;
@@ -347,35 +350,39 @@ export function createSocketLayer(deps: SocketDeps) {
   }
 
   /**
-   * The process-wide outbound budget: every socket's unsent bytes together. Per-socket
-   * MAX_BACKPRESSURE_BYTES bounds one reader; this bounds a crowd of them (2,000 never-reading
-   * clients × 4 MiB would be 8 GB). Over the budget, the sockets holding the most are dropped first
-   * until the total is back under 90% of it. They are cut, not sent a close frame: a close frame
-   * would queue behind the very bytes they do not read. They reconnect and resume with `since`.
+   * The process-wide outbound budget: the memory every socket's unsent bytes take together.
+   * Per-socket MAX_BACKPRESSURE_BYTES bounds one reader; this bounds a crowd of them (2,000
+   * never-reading clients × 4 MiB would be 8 GB). uWS keeps a socket's unsent bytes in a growing
+   * std::string, whose capacity doubles: it can hold up to twice what it reports, so each socket
+   * counts BUFFER_FOOTPRINT_FACTOR × its unsent bytes (measured without it: 268-294 MiB unsent under a
+   * 256 MiB budget, RSS +358-465 MiB). Over the budget, the sockets holding the most are dropped
+   * first until the total is back under 90% of it. They are cut, not sent a close frame: a close
+   * frame would queue behind the very bytes they do not read. They reconnect and resume with `since`.
    */
   function enforceBufferBudget(): void {
     fannedOutSinceCheck = 0;
-    let total = 0;
+    let unsent = 0;
     const holding: { conn: Connection; bytes: number }[] = [];
     for (const conn of connections) {
       const bytes = conn.ws?.getBufferedAmount() ?? 0;
       if (bytes === 0) continue;
-      total += bytes;
+      unsent += bytes;
       holding.push({ conn, bytes });
     }
-    metrics.bufferedBytes.set(total);
-    if (total <= config.maxBufferedBytes) return;
+    metrics.bufferedBytes.set(unsent);
+    let footprint = unsent * BUFFER_FOOTPRINT_FACTOR;
+    if (footprint <= config.maxBufferedBytes) return;
     holding.sort((a, b) => b.bytes - a.bytes);
     const target = config.maxBufferedBytes * 0.9;
     let dropped = 0;
     for (const { conn, bytes } of holding) {
-      if (total <= target) break;
-      total -= bytes;
+      if (footprint <= target) break;
+      footprint -= bytes * BUFFER_FOOTPRINT_FACTOR;
       dropped++;
       conn.ws?.close();
     }
     metrics.slowConsumersDropped.inc({ reason: 'process_budget' }, dropped);
-    log.warn({ dropped, bufferedBytes: total, budget: config.maxBufferedBytes }, 'outbound buffer budget exceeded; dropped the slowest consumers');
+    log.warn({ dropped, unsentBytes: unsent, footprintAfter: footprint, budget: config.maxBufferedBytes }, 'outbound buffer budget exceeded; dropped the slowest consumers');
   }
 
   /**
