@@ -7,7 +7,7 @@
  *   node bench/flood.mjs --profile dev         # small numbers, short windows (development only)
  *   node bench/flood.mjs --variants npm-start,glibc-defaults   # glibc malloc settings compared (see VARIANTS)
  *
- * Per variant (one gateway process each, in-process bus, MAX_BUFFERED_BYTES = --budget):
+ * Per variant (one gateway process each, in-process bus unless the variant is redis-bus, MAX_BUFFERED_BYTES = --budget):
  *  1. baseline: readers joined, the latency producer at a fixed rate; readers' p50/p99 and gateway RSS.
  *  2. flood: the never-reading clients join the flooded room (each stops reading after its join ack),
  *     then large events are published into that room at a fixed rate while the readers' latency keeps
@@ -27,7 +27,7 @@ import { parseArgs } from 'node:util';
 import { createSigner } from 'fast-jwt';
 import WebSocket from 'ws';
 import {
-  BENCH_DIR, JWT_SECRET, PRODUCER_TOKEN, startServer, roomGuid, sleep, procSample, procSampleAll, gatewayBuilt,
+  BENCH_DIR, JWT_SECRET, PRODUCER_TOKEN, startServer, startRedis, roomGuid, sleep, procSample, procSampleAll, gatewayBuilt,
 } from './lib/servers.mjs';
 import { LoadGen } from './lib/loadgen.mjs';
 import { gatewayVersion, installRunGuard } from './lib/run-guard.mjs';
@@ -91,7 +91,11 @@ const VARIANTS = {
   'mmap-threshold-128k': { MALLOC_MMAP_THRESHOLD_: '131072' },
   // below the size of a batched frame (5 × 8 KB events) and of uWS's first buffer growth steps
   'mmap-threshold-32k': { MALLOC_MMAP_THRESHOLD_: '32768' },
+  // as npm start, with the Redis Streams bus (a private redis-server): history lives in Redis, as in production
+  'redis-bus': {},
 };
+/** Variants that run the gateway on a private redis-server instead of the in-process bus. */
+const REDIS_VARIANTS = new Set(['redis-bus']);
 const variantNames = /** @type {string} */ (args.variants).split(',').map((s) => s.trim()).filter(Boolean);
 for (const v of variantNames) if (!VARIANTS[v]) throw new Error(`unknown variant ${v}; known: ${Object.keys(VARIANTS).join(', ')}`);
 
@@ -418,7 +422,9 @@ async function runVariant(variant) {
   const readerRooms = Array.from({ length: Math.ceil(P.readers / P.readersPerRoom) }, (_, i) => roomGuid(1 + i));
   const floodGuid = roomGuid(0);
   const members = P.readers / readerRooms.length;
-  const srv = await startServer('gateway', { label: `gateway (${variant})`, env });
+  const redis = REDIS_VARIANTS.has(variant) ? await startRedis() : null;
+  r.bus = redis ? 'redis' : 'memory';
+  const srv = await startServer('gateway', { label: `gateway (${variant})`, env, ...(redis ? { redisUrl: redis.url } : {}) });
   liveServers.add(srv);
   const pid = srv.pids[0];
   const readers = new LoadGen({ host: '127.0.0.1', port: srv.port, path: srv.wsPath, mode: 'plain', jwtSecret: srv.jwtSecret, rooms: readerRooms, count: P.readers, rate: 3000, workers: 2, latency: true });
@@ -547,6 +553,7 @@ async function runVariant(variant) {
     producer.close();
     for (const lg of [readers, slow]) { await lg.close(); liveLoads.delete(lg); }
     await srv.stop(); liveServers.delete(srv);
+    await redis?.stop();
   }
   return r;
 }
@@ -598,7 +605,7 @@ function buildReport(res) {
   L.push(`${res.mergedFrom ? `Merged from ${res.mergedFrom.join(', ')} (each variant's run date below)` : `Run ${res.date}`} (${fmt(res.durationSec, 0)} s of runs), ${res.gatewayVersion}. Machine: ${res.machine.cores} cores (${res.machine.cpu}), ${res.machine.memGiB} GiB, ${res.machine.node}, ${res.machine.platform}.`);
   L.push(`The gateway, the load generator (4 forked workers) and the producers share these cores; other engineers' processes run too (\`other CPU\` below: machine CPU not used by the bench's processes, 200% = both cores).`, '');
   L.push('## Scenario', '');
-  L.push(`- Gateway: \`node --max-semi-space-size=4 dist/main.js\` (as \`npm start\`), in-process bus, \`MAX_BUFFERED_BYTES=${P.budgetBytes}\` (${fmt(P.budgetBytes / 2 ** 20)} MiB${P.budgetBytes === 268435456 ? ', the default' : ''}), \`MAX_BACKPRESSURE_BYTES\` default (4 MiB); connection/rate caps lifted as in every bench run.`);
+  L.push(`- Gateway: \`node --max-semi-space-size=4 dist/main.js\` (as \`npm start\`), in-process bus (the \`redis-bus\` variant: Redis Streams on a private redis-server sharing the cores), \`MAX_BUFFERED_BYTES=${P.budgetBytes}\` (${fmt(P.budgetBytes / 2 ** 20)} MiB${P.budgetBytes === 268435456 ? ', the default' : ''}), \`MAX_BACKPRESSURE_BYTES\` default (4 MiB); connection/rate caps lifted as in every bench run.`);
   L.push(`- Readers: ${P.readers} in ${Math.ceil(P.readers / P.readersPerRoom)} rooms (${P.readersPerRoom} each), latency producer at ${P.readerDeliveries} deliveries/s (${fmt(P.readerDeliveries / P.readersPerRoom)} single-event HTTP requests/s), latency = producer send → client receipt (CLOCK_MONOTONIC, HdrHistogram), as bench/run.mjs's latency scenario.`);
   L.push(`- Never-reading clients: ${P.slow} in one flooded room; each stops reading (\`socket.pause()\`) after its join ack.`);
   L.push(`- Flood: ${P.floodEventsPerSec} events/s of ~${P.eventBytes} B (HTTP batches of ${P.floodBatch}) for ${P.floodMs / 1000} s into the flooded room; RSS (VmRSS) sampled every 0.5 s, /metrics every 1 s.`);

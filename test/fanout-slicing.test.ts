@@ -46,7 +46,7 @@ describe('sharded, sliced fan-out', () => {
     await g.close();
   });
 
-  it('a room of three shards with a backlog: every socket, live, late or resuming, gets every event after its join once, in order', async () => {
+  it('a room of several shards with a backlog: every socket, live, late or resuming, gets every event after its join once, in order', async () => {
     const guid = randomGuid();
     const early: { c: TestClient; latestId: string }[] = [];
     for (let i = 0; i < SHARD_SIZE + 12; i++) {

@@ -39,7 +39,7 @@ interface Room {
   readonly guid: string;
   /** Local sockets joined or joining; the room (and the bus watch) lives while this is > 0. */
   members: number;
-  /** Never empty; shard 0 uses the plain room topics, so a room of up to SHARD_SIZE sockets publishes once per frame. */
+  /** Never empty; shard 0 uses the plain room topics. */
   readonly shards: Shard[];
   /** Resolves once the bus watch has told us the project's head id. */
   readonly ready: Promise<void>;
@@ -88,13 +88,18 @@ export interface RoomsOptions {
 
 /** Frames above this are split, so one burst cannot produce a multi-megabyte frame. */
 const MAX_FRAME_BYTES = 256 * 1024;
-/** Sockets per shard: rooms up to this size publish each frame once, as a plain uWS topic would. */
-export const SHARD_SIZE = 128;
+/**
+ * Sockets per shard. Small, so that one frame to one shard (the unit a turn cannot split: up to
+ * MAX_FRAME_BYTES × SHARD_SIZE = 4 MiB of sends) stays around a millisecond or two; measured with
+ * 128: units of up to 32 MiB blocked the loop for 20-60 ms. A room publishes each frame once per
+ * shard, which costs ~1 µs per extra uWS publish call against ~1 µs per subscriber it reaches.
+ */
+export const SHARD_SIZE = 16;
 /**
  * Fan-out work (frame bytes × subscribers) one room may do per event-loop turn before the rest waits
  * for the next turn; every other room, and uWS's I/O, runs in between. At least one shard's publish
  * of one chunk always goes out, so the delay a room adds to the others is at most this plus one
- * chunk to one shard (≤ MAX_FRAME_BYTES × SHARD_SIZE, in practice a few milliseconds).
+ * chunk to one shard (≤ MAX_FRAME_BYTES × SHARD_SIZE).
  */
 export const FANOUT_SLICE_BYTES = 1024 * 1024;
 /**
@@ -258,6 +263,7 @@ export function createRooms(opts: RoomsOptions) {
     // A backstop: nothing in one room's flush may stop the others (or escape into uWS/the bus).
     try {
       const unlimited = all || room.outboxBytes > FANOUT_BACKLOG_BYTES;
+      if (unlimited && !all) log.warn({ projectGuid: room.guid, backlogBytes: room.outboxBytes, limit: FANOUT_BACKLOG_BYTES }, 'room fan-out backlog over its limit; publishing it in one turn');
       // Chunk by chunk, every shard that is at this chunk publishes it: shards stay in step, the
       // ones behind catch up first, and a chunk is released once the last shard has it.
       chunks: for (let i = 0; i < room.outbox.length; i++) {
