@@ -33,7 +33,7 @@ FROM ${NODE_IMAGE} AS runtime
 # with these, their memory goes back to the system once those clients are gone (bench/results/
 # flood-report.md: RSS a minute after a flood 1.21x baseline, against 6.2x with glibc's defaults).
 ENV MALLOC_ARENA_MAX=2 \
-    MALLOC_MMAP_THRESHOLD_=131072 \
+    MALLOC_MMAP_THRESHOLD_=32768 \
     MALLOC_TRIM_THRESHOLD_=131072
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \

@@ -25,6 +25,7 @@ interface Env {
   IDLE_TIMEOUT_S: number;
   MAX_PAYLOAD_BYTES: number;
   MAX_BACKPRESSURE_BYTES: number;
+  WRITE_TIMEOUT_S: number;
   MAX_EVENT_DATA_BYTES: number;
   MAX_DATA_DEPTH: number;
   MAX_ROOMS_PER_CONNECTION: number;
@@ -90,6 +91,7 @@ const envSchema: JSONSchemaType<Env> = {
     IDLE_TIMEOUT_S: { type: 'integer', minimum: 2, maximum: 7200, default: 60 },
     MAX_PAYLOAD_BYTES: { type: 'integer', minimum: 256, maximum: 16777216, default: 65536 },
     MAX_BACKPRESSURE_BYTES: { type: 'integer', minimum: 65536, maximum: 1073741824, default: 4194304 },
+    WRITE_TIMEOUT_S: { type: 'integer', minimum: 1, maximum: 3600, default: 5 },
     MAX_EVENT_DATA_BYTES: { type: 'integer', minimum: 256, maximum: 16777216, default: 65536 },
     MAX_DATA_DEPTH: { type: 'integer', minimum: 2, maximum: 256, default: 32 },
     MAX_ROOMS_PER_CONNECTION: { type: 'integer', minimum: 1, maximum: 10000, default: 100 },
@@ -157,6 +159,8 @@ export interface Config {
   readonly idleTimeoutMs: number;
   readonly maxPayloadBytes: number;
   readonly maxBackpressureBytes: number;
+  /** A socket whose unsent bytes make no progress for this long is cut (a write that cannot complete). */
+  readonly writeTimeoutMs: number;
   /** Event data and feedback meta: every entry point rejects (or skips) what is over these. */
   readonly dataLimits: DataLimits;
   readonly maxRoomsPerConnection: number;
@@ -288,6 +292,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     idleTimeoutMs: e.IDLE_TIMEOUT_S * 1000,
     maxPayloadBytes: e.MAX_PAYLOAD_BYTES,
     maxBackpressureBytes: e.MAX_BACKPRESSURE_BYTES,
+    writeTimeoutMs: e.WRITE_TIMEOUT_S * 1000,
     dataLimits: { maxBytes: e.MAX_EVENT_DATA_BYTES, maxDepth: e.MAX_DATA_DEPTH },
     maxRoomsPerConnection: e.MAX_ROOMS_PER_CONNECTION,
     rateLimit: { perSecond: e.RATE_LIMIT_PER_S, burst: e.RATE_LIMIT_BURST, penaltyS: e.RATE_LIMIT_PENALTY_S },

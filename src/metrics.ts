@@ -36,7 +36,7 @@ export function createMetrics(nodeId: string) {
     eventsUnencodable: new Counter({ name: 'events_unencodable_total', help: 'Events skipped in fan-out or replay because an encoder could not carry them, by codec', labelNames: ['codec'], registers: [registry] }),
     busEntriesSkipped: new Counter({ name: 'bus_entries_skipped_total', help: 'Stream entries read from the bus and skipped as malformed or over the data limits', registers: [registry] }),
     bufferedBytes: new Gauge({ name: 'ws_buffered_bytes', help: 'Unsent bytes over all sockets (checked twice a second)', registers: [registry] }),
-    slowConsumersDropped: new Counter({ name: 'ws_slow_consumers_dropped_total', help: 'Sockets cut for not reading, by reason (process_budget)', labelNames: ['reason'], registers: [registry] }),
+    slowConsumersDropped: new Counter({ name: 'ws_slow_consumers_dropped_total', help: 'Sockets cut for not reading, by reason (process_budget, write_timeout)', labelNames: ['reason'], registers: [registry] }),
     busReady: new Gauge({ name: 'bus_ready', help: '1 while the event bus is connected', registers: [registry] }),
     // Agents-server relay (src/agents/).
     agentsLinkUp: new Gauge({ name: 'agents_link_up', help: '1 while the WebSocket to the agents-server is open', registers: [registry] }),

@@ -331,6 +331,43 @@ describe('frame size and memory budget', () => {
     }
   });
 
+  it('cuts a socket whose unsent bytes make no progress for WRITE_TIMEOUT_S, well under every byte limit; a reader of the same room stays; the cut one resumes losslessly', async () => {
+    const g = await startGateway({ WRITE_TIMEOUT_S: '1', MAX_BUFFERED_BYTES: '1073741824', MAX_BACKPRESSURE_BYTES: '268435456', MAX_EVENT_DATA_BYTES: '65536' });
+    try {
+      const room = randomGuid();
+      const deaf = await connect(g.wsUrl, userToken());
+      const reader = await connect(g.wsUrl, userToken());
+      await Promise.all([deaf.join(room), reader.join(room)]);
+      const first = await g.gw.publish(room, { type: 'project_message', data: { n: -1 } });
+      await deaf.waitForEvents(room, 1);
+      (deaf.ws as unknown as { _socket: net.Socket })._socket.pause();
+      const chunk = 'x'.repeat(60_000);
+      const ids = [first];
+      // ~12 MB: more than the loopback kernel buffers take, so uWS holds the rest (far under the byte limits).
+      for (let i = 0; i < 40; i++) {
+        ids.push(...(await g.gw.publishMany(room, Array.from({ length: 5 }, (_, k) => ({ type: 'project_message' as const, data: { n: i * 5 + k, chunk } })))));
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      const metricsText = async () => (await fetch(`${g.httpUrl}/metrics`)).text();
+      await until(async () => /ws_slow_consumers_dropped_total\{[^}]*reason="write_timeout"[^}]*\} 1\b/.test(await metricsText()), 6000, 'the write timeout to cut the deaf socket');
+      expect(await metricsText()).not.toMatch(/reason="process_budget"[^}]*\} [1-9]/);
+      expect((await reader.waitForEvents(room, ids.length)).map((e) => e.id)).toEqual(ids);
+      expect(reader.ws.readyState).toBe(WebSocket.OPEN);
+
+      (deaf.ws as unknown as { _socket: net.Socket })._socket.resume();
+      expect((await deaf.closed).code).toBe(1006);
+      const got = deaf.events(room).map((e) => e.id!);
+      expect(got).toEqual(ids.slice(0, got.length));
+      const again = await connect(g.wsUrl, userToken());
+      expect((await again.join(room, got.at(-1)!)).data).toMatchObject({ recovered: true });
+      const rest = await again.waitForEvents(room, ids.length - got.length);
+      expect([...got, ...rest.map((e) => e.id!)]).toEqual(ids);
+      await Promise.all([again.close(), reader.close()]);
+    } finally {
+      await close(g);
+    }
+  });
+
   it('bounds retained history in bytes as well as in events', async () => {
     const g = await startGateway({ MEMORY_BUS_MAX_BYTES: '1048576', RECENT_BYTES_PER_ROOM: '65536' });
     try {

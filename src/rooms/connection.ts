@@ -33,6 +33,11 @@ export interface Connection {
   limitedDrops: number;
   /** Allocated only while a replay waits for the socket to drain. */
   drainWaiters: (() => void)[] | null;
+  /**
+   * Since when the socket has had unsent bytes without the kernel taking any (0: nothing unsent, or
+   * progress seen). Unsent bytes in uWS mean the kernel's send buffer is already full.
+   */
+  stalledSince: number;
 }
 
 export function membershipOf(conn: Connection, guid: string): Membership | undefined {

@@ -117,6 +117,7 @@ export function createSocketLayer(deps: SocketDeps) {
         tokensAt: now,
         limitedDrops: 0,
         drainWaiters: null,
+        stalledSince: 0,
       };
       res.upgrade(conn, secKey, negotiated.protocol, extensions, context);
     };
@@ -308,6 +309,8 @@ export function createSocketLayer(deps: SocketDeps) {
     },
     drain(ws) {
       const conn = ws.getUserData();
+      // The kernel took bytes: the write timeout starts over.
+      conn.stalledSince = Date.now();
       if (conn.drainWaiters && ws.getBufferedAmount() < replayWindowBytes(config.maxBackpressureBytes)) releaseDrainWaiters(conn);
     },
     close(ws, code, message) {
@@ -361,13 +364,32 @@ export function createSocketLayer(deps: SocketDeps) {
    */
   function enforceBufferBudget(): void {
     fannedOutSinceCheck = 0;
+    const now = Date.now();
     let unsent = 0;
+    let timedOut = 0;
     const holding: { conn: Connection; bytes: number }[] = [];
     for (const conn of connections) {
-      const bytes = conn.ws?.getBufferedAmount() ?? 0;
-      if (bytes === 0) continue;
+      const ws = conn.ws;
+      if (!ws) continue;
+      const bytes = ws.getBufferedAmount();
+      if (bytes === 0) {
+        conn.stalledSince = 0;
+        continue;
+      }
+      // A write that cannot complete (as Centrifugo's websocket_write_timeout): the reader is gone or
+      // stopped reading, and every second it stays it holds memory here and in the kernel.
+      if (conn.stalledSince === 0) conn.stalledSince = now;
+      else if (now - conn.stalledSince > config.writeTimeoutMs) {
+        timedOut++;
+        ws.close();
+        continue;
+      }
       unsent += bytes;
       holding.push({ conn, bytes });
+    }
+    if (timedOut) {
+      metrics.slowConsumersDropped.inc({ reason: 'write_timeout' }, timedOut);
+      log.warn({ dropped: timedOut, writeTimeoutMs: config.writeTimeoutMs }, 'cut sockets whose unsent bytes made no progress (write timeout)');
     }
     metrics.bufferedBytes.set(unsent);
     let footprint = unsent * BUFFER_FOOTPRINT_FACTOR;
