@@ -38,6 +38,8 @@ export interface Connection {
    * progress seen). Unsent bytes in uWS mean the kernel's send buffer is already full.
    */
   stalledSince: number;
+  /** Chosen to be cut (write timeout or process budget); the cut happens on a later turn. */
+  cutPending: boolean;
 }
 
 export function membershipOf(conn: Connection, guid: string): Membership | undefined {

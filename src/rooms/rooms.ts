@@ -89,19 +89,19 @@ export interface RoomsOptions {
 /** Frames above this are split, so one burst cannot produce a multi-megabyte frame. */
 const MAX_FRAME_BYTES = 256 * 1024;
 /**
- * Sockets per shard. Small, so that one frame to one shard (the unit a turn cannot split: up to
- * MAX_FRAME_BYTES × SHARD_SIZE = 4 MiB of sends) stays around a millisecond or two; measured with
- * 128: units of up to 32 MiB blocked the loop for 20-60 ms. A room publishes each frame once per
- * shard, which costs ~1 µs per extra uWS publish call against ~1 µs per subscriber it reaches.
+ * Sockets per shard. Small, so that one frame to one shard (the unit a turn cannot split) stays
+ * short: a 40 KB send into a socket whose kernel buffer is still filling took ~165 µs alone on this
+ * machine (loopback) and 2-6× that under load, and with 128 per shard the units blocked the loop for
+ * 20-60 ms. A room publishes each frame once per shard: ~1 µs per extra uWS publish call.
  */
-export const SHARD_SIZE = 16;
+export const SHARD_SIZE = 8;
 /**
  * Fan-out work (frame bytes × subscribers) one room may do per event-loop turn before the rest waits
  * for the next turn; every other room, and uWS's I/O, runs in between. At least one shard's publish
  * of one chunk always goes out, so the delay a room adds to the others is at most this plus one
  * chunk to one shard (≤ MAX_FRAME_BYTES × SHARD_SIZE).
  */
-export const FANOUT_SLICE_BYTES = 1024 * 1024;
+export const FANOUT_SLICE_BYTES = 256 * 1024;
 /**
  * A room may defer at most this many bytes of events. Beyond it (fan-out slower than the events
  * arrive, sustained) the room publishes its whole backlog in one turn, as without slicing: the event
@@ -528,6 +528,17 @@ export function createRooms(opts: RoomsOptions) {
     return true;
   }
 
+  /**
+   * Stops every live delivery to a socket that is about to be cut, without leaving its rooms (close
+   * gives the references back): until then it would only add to what it does not read.
+   */
+  function muteAll(conn: Connection): void {
+    for (const m of conn.rooms) {
+      const shard = m.joined ? rooms.get(m.guid)?.shards[m.shard] : undefined;
+      if (shard) conn.ws?.unsubscribe(shard.topics[conn.codec.name]);
+    }
+  }
+
   /** On close: uWS already dropped the topic subscriptions; give back the room references. */
   function leaveAll(conn: Connection): void {
     for (const membership of conn.rooms) {
@@ -543,6 +554,7 @@ export function createRooms(opts: RoomsOptions) {
     join,
     leave,
     leaveAll,
+    muteAll,
     /** Publishes everything queued, ignoring the per-turn slice (shutdown). */
     flushNow: () => flush(true),
   };
