@@ -240,20 +240,36 @@ export function createRooms(opts: RoomsOptions) {
   }
 
   /**
-   * One turn of fan-out. Rooms that became dirty since the last turn go first, rooms with a backlog
-   * from earlier turns after them; each room publishes at most FANOUT_SLICE_BYTES (plus one chunk to
-   * one shard) unless `all`. What is left goes out in the next turns, after uWS has run its I/O.
+   * One turn of fan-out for the rooms with new events: each publishes at most FANOUT_SLICE_BYTES
+   * (plus one chunk to one shard) unless `all`. Rooms with a backlog from earlier turns continue in
+   * flushBacklog, on the next turn: uWS sends the small frames published here before it polls, so
+   * they do not wait behind a crowded room's slice.
    */
   function flush(all = false): void {
     flushScheduled = false;
     let fannedOut = 0;
-    let backlogged: Room[] | null = null;
+    for (const room of dirty) if (all || !room.backlogged) fannedOut += flushRoom(room, all);
+    if (dirty.size) scheduleBacklog();
+    if (fannedOut > 0) opts.onFanOut?.(fannedOut);
+  }
+
+  let backlogScheduled = false;
+  function scheduleBacklog(): void {
+    if (backlogScheduled) return;
+    backlogScheduled = true;
+    setImmediate(flushBacklog);
+  }
+
+  /** One slice for every room with a backlog. */
+  function flushBacklog(): void {
+    backlogScheduled = false;
+    let fannedOut = 0;
+    let more = false;
     for (const room of dirty) {
-      if (room.backlogged && !all) (backlogged ??= []).push(room);
-      else fannedOut += flushRoom(room, all);
+      if (room.backlogged) fannedOut += flushRoom(room, false);
+      if (room.backlogged) more = true;
     }
-    if (backlogged) for (const room of backlogged) fannedOut += flushRoom(room, false);
-    if (dirty.size) schedule();
+    if (more) scheduleBacklog();
     if (fannedOut > 0) opts.onFanOut?.(fannedOut);
   }
 
