@@ -88,9 +88,6 @@ export interface RoomsOptions {
 
 /** Frames above this are split, so one burst cannot produce a multi-megabyte frame. */
 const MAX_FRAME_BYTES = 256 * 1024;
-/** See chunkBytes(). */
-const CHUNK_FANOUT_BYTES = 32 * 1024 * 1024;
-const MIN_CHUNK_BYTES = 32 * 1024;
 /**
  * Sockets per shard. Small, so that one frame to one shard (the unit a turn cannot split) stays
  * short: a 40 KB send into a socket whose kernel buffer is still filling took ~165 µs alone on this
@@ -314,13 +311,9 @@ export function createRooms(opts: RoomsOptions) {
     return spent;
   }
 
-  /**
-   * Moves pending events into the outbox as chunks of at most chunkBytes(room) of JSON (a single
-   * larger event is a chunk of its own).
-   */
+  /** Moves pending events into the outbox as chunks of at most MAX_FRAME_BYTES (of JSON). */
   function queueChunks(room: Room): void {
     const now = room.pendingSince;
-    const limit = chunkBytes(room.members);
     let events: ProjectEvent[] = [];
     let bytes = 0;
     const push = () => {
@@ -329,7 +322,7 @@ export function createRooms(opts: RoomsOptions) {
     };
     for (const e of room.pending) {
       const size = retainedSize(e);
-      if (events.length && bytes + size > limit) {
+      if (events.length && bytes + size > MAX_FRAME_BYTES) {
         push();
         events = [];
         bytes = 0;
@@ -340,15 +333,6 @@ export function createRooms(opts: RoomsOptions) {
     if (events.length) push();
     room.queuedId = room.pending[room.pending.length - 1]!.id;
     room.pending = [];
-  }
-
-  /**
-   * A crowded room's chunks are smaller: the fan-out of one chunk (bytes × sockets) is kept near
-   * CHUNK_FANOUT_BYTES, so a backlog of 256 KiB chunks cannot make each unit (a chunk to a shard) a
-   * multi-megabyte send. Rooms up to 128 sockets keep MAX_FRAME_BYTES frames (throughput first).
-   */
-  function chunkBytes(sockets: number): number {
-    return Math.max(MIN_CHUNK_BYTES, Math.min(MAX_FRAME_BYTES, Math.floor(CHUNK_FANOUT_BYTES / Math.max(1, sockets))));
   }
 
   /** Publishes one chunk to one shard in every encoding somebody there uses; returns frame bytes × subscribers. */
