@@ -431,8 +431,21 @@ async function connectionsRun(name, o = {}) {
     const gcAfter = await probeSignal(srv.pids[0], probeFile);
     row.rssAfterGcPerConnKb = s.joined > 0 ? (gcAfter.rss - gcBefore.rss) / 1024 / s.joined : null;
     row.heapPerConnB = s.joined > 0 ? (gcAfter.heapUsed - gcBefore.heapUsed) / s.joined : null;
+    // Where the raw figure's extra over the after-GC one sits: per V8 space, resident bytes (KB per
+    // connection) at the raw reading (before the forced GCs) and after them, both against the start.
+    if (s.joined > 0 && gcAfter.pre?.spaces && gcBefore.spaces) {
+      /** @type {Record<string, { rawKb: number, afterGcKb: number }>} */
+      const bySpace = {};
+      for (const [k, v] of Object.entries(gcAfter.pre.spaces)) {
+        const base = gcBefore.spaces[k]?.physical ?? 0;
+        bySpace[k] = { rawKb: (/** @type {any} */ (v).physical - base) / 1024 / s.joined, afterGcKb: ((gcAfter.spaces[k]?.physical ?? 0) - base) / 1024 / s.joined };
+      }
+      row.heapSpacesPerConnKb = bySpace;
+      row.rssPreGcPerConnKb = (gcAfter.pre.rss - gcBefore.rss) / 1024 / s.joined;
+    }
     if (Object.keys(c.errors).length) row.notes = `errors ${JSON.stringify(c.errors)}`;
     log(`connections ${name}: held ${row.held}/${CONN.n}, ${fmt(row.connectRate)}/s, ${fmt(row.cpuUsPerConnectJoin, 1)} µs server CPU per connect+join, RSS ${fmt(row.rssPerConnKb, 3)} KB/conn (after full GCs ${fmt(row.rssAfterGcPerConnKb, 3)} KB, JS heap ${fmt(row.heapPerConnB, 0)} B), outside-bench ${fmt(w.otherCpuPct)}% ${row.notes ?? ''}`);
+    if (row.heapSpacesPerConnKb) log(`connections ${name}: V8 spaces resident KB/conn raw → after GCs: ${Object.entries(row.heapSpacesPerConnKb).filter(([, v]) => Math.abs(v.rawKb) >= 0.005 || Math.abs(v.afterGcKb) >= 0.005).map(([k, v]) => `${k} ${fmt(v.rawKb, 3)} → ${fmt(v.afterGcKb, 3)}`).join(', ')}`);
   } catch (e) {
     row.notes = `FAILED: ${/** @type {Error} */ (e).message}`;
     log(`connections ${name}: ${row.notes}`);

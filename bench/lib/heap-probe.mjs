@@ -3,7 +3,8 @@
  * Bench instrumentation preloaded into a server with `node --import <this file>` (never in
  * production). On SIGUSR2 it appends one JSON line to a file:
  *  - HEAP_PROBE_OUT set: two full garbage collections, then the process's memory figures, so the
- *    bench measures retained heap without garbage not yet collected. gc() is exposed here (instead of
+ *    bench measures retained heap without garbage not yet collected; the V8 heap spaces are recorded
+ *    before and after those GCs (`pre` and `spaces`). gc() is exposed here (instead of
  *    --expose-gc on the command line) so the server's own flags stay exactly as `npm start` sets them.
  *  - ELD_PROBE_OUT set: the event-loop delay histogram (perf_hooks.monitorEventLoopDelay, 1 ms
  *    resolution) since the previous signal, in ms, then resets it. Node records each timer interval,
@@ -20,11 +21,15 @@ const eldOut = process.env.ELD_PROBE_OUT;
 if (heapOut) {
   v8.setFlagsFromString('--expose-gc');
   const gc = /** @type {() => void} */ (vm.runInNewContext('gc'));
+  // Per V8 heap space: bytes committed (size), resident (physical) and used, read before and after the
+  // forced GCs, so what the GCs gave back can be told apart (young-generation growth, old-space garbage).
+  const spaces = () => Object.fromEntries(v8.getHeapSpaceStatistics().map((s) => [s.space_name, { size: s.space_size, physical: s.physical_space_size, used: s.space_used_size }]));
   process.on('SIGUSR2', () => {
+    const pre = { rss: process.memoryUsage.rss(), spaces: spaces() };
     gc();
     gc();
     const m = process.memoryUsage();
-    fs.appendFileSync(heapOut, JSON.stringify({ t: Date.now(), heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, rss: m.rss }) + '\n');
+    fs.appendFileSync(heapOut, JSON.stringify({ t: Date.now(), heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, rss: m.rss, spaces: spaces(), pre }) + '\n');
   });
 }
 
