@@ -43,30 +43,36 @@ export interface ConnectionCaps {
 /** Live connection counts; `admit` checks the caps, `opened`/`closed` keep the counts. */
 export function createConnectionCounter(caps: ConnectionCaps) {
   const byUser = new Map<string, number>();
-  const byIp = new Map<string, number>();
+  // Per address: its count and the first socket's copy of the address string, which later sockets
+  // from that address share (sharedAddress). One entry per address, none per connection.
+  const byIp = new Map<string, { readonly ip: string; n: number }>();
   let total = 0;
-  const bump = (map: Map<string, number>, key: string, by: number) => {
-    const n = (map.get(key) ?? 0) + by;
-    if (n > 0) map.set(key, n);
-    else map.delete(key);
-  };
   return {
     admit(userId: string, ip: string): Admission {
       // Retry-After: a connection slot frees when someone leaves; a few seconds is an honest guess.
       if (total >= caps.total) return { ok: false, retryAfterS: 5, reason: `this instance holds its maximum of ${caps.total} connections` };
       if ((byUser.get(userId) ?? 0) >= caps.perUser) return { ok: false, retryAfterS: 5, reason: `at most ${caps.perUser} connections per user` };
-      if ((byIp.get(ip) ?? 0) >= caps.perIp) return { ok: false, retryAfterS: 5, reason: `at most ${caps.perIp} connections per address` };
+      if ((byIp.get(ip)?.n ?? 0) >= caps.perIp) return { ok: false, retryAfterS: 5, reason: `at most ${caps.perIp} connections per address` };
       return ADMIT;
+    },
+    /** The address string already held for `ip` (equal to it), so sockets of one address share one. */
+    sharedAddress(ip: string): string {
+      return byIp.get(ip)?.ip ?? ip;
     },
     opened(userId: string, ip: string): void {
       total++;
-      bump(byUser, userId, 1);
-      bump(byIp, ip, 1);
+      byUser.set(userId, (byUser.get(userId) ?? 0) + 1);
+      const a = byIp.get(ip);
+      if (a) a.n++;
+      else byIp.set(ip, { ip, n: 1 });
     },
     closed(userId: string, ip: string): void {
       total--;
-      bump(byUser, userId, -1);
-      bump(byIp, ip, -1);
+      const n = (byUser.get(userId) ?? 0) - 1;
+      if (n > 0) byUser.set(userId, n);
+      else byUser.delete(userId);
+      const a = byIp.get(ip);
+      if (a && --a.n <= 0) byIp.delete(ip);
     },
     get total() {
       return total;
@@ -78,6 +84,10 @@ export function createConnectionCounter(caps: ConnectionCaps) {
 export function createPenaltyBox(maxKeys = 100_000) {
   const until = new Map<string, number>();
   return {
+    /** Keys held (some may have expired and not been checked since): 0 means nobody is penalized. */
+    get size() {
+      return until.size;
+    },
     penalize(key: string, seconds: number, now = Date.now()): void {
       if (until.size >= maxKeys) until.delete(until.keys().next().value!);
       until.set(key, now + seconds * 1000);
