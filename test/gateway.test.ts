@@ -43,6 +43,9 @@ describe('upgrade authentication', () => {
       expect(await upgradeStatus(rs.wsUrl, good({ sub: 'u', projects: '*' }))).toBe(101);
       const wrongIssuer = createSigner({ key: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), algorithm: 'RS256', iss: 'evil' });
       expect(await upgradeStatus(rs.wsUrl, wrongIssuer({ sub: 'u', projects: '*' }))).toBe(401);
+      // fast-jwt alone skips the issuer check when the claim is absent.
+      const noIssuer = createSigner({ key: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), algorithm: 'RS256' });
+      expect(await upgradeStatus(rs.wsUrl, noIssuer({ sub: 'u', projects: '*' }))).toBe(401);
       const confused = createSigner({ key: pem, algorithm: 'HS256', iss: 'autocode-auth' });
       expect(await upgradeStatus(rs.wsUrl, confused({ sub: 'u', projects: '*' }))).toBe(401);
     } finally {

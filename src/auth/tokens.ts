@@ -33,7 +33,9 @@ export function createTokenVerifier(jwt: Config['jwt']): TokenVerifier {
     ...(jwt.issuer ? { allowedIss: jwt.issuer } : {}),
     ...(jwt.audience ? { allowedAud: jwt.audience } : {}),
     clockTolerance: jwt.clockToleranceMs,
-    requiredClaims: ['sub'],
+    // fast-jwt checks iss and aud only when the token has them: a configured issuer or audience
+    // must also be present, or a token without the claim would pass.
+    requiredClaims: ['sub', ...(jwt.issuer ? ['iss'] : []), ...(jwt.audience ? ['aud'] : [])],
   });
   // Reconnect storms present the same tokens again and again, and every tab of one user holds the
   // same token: verified principals are cached by token and shared by their sockets (one object,
