@@ -11,7 +11,18 @@ export interface Membership {
   shard: number;
 }
 
-/** Per-socket state (the uWS user data). Everything is copied out of the upgrade request. */
+/**
+ * What res.upgrade() is given. uWS copies every own property of it onto its WebSocket object when the
+ * socket opens (getUserData() returns that object), one C++ Get and Set per property: the 14
+ * properties of a Connection cost ~8 µs per connection there (perf, the helper session's
+ * connect+join ramp), and with 16 the JS heap per idle socket went from 587 to 1,239-1,245 B
+ * (bench/results/issue11-after-slicing.md). One property pointing at the Connection costs one.
+ */
+export interface SocketData {
+  readonly conn: Connection;
+}
+
+/** Per-socket state (reached through the uWS user data). Everything is copied out of the upgrade request. */
 export interface Connection {
   readonly id: number;
   /** Replaced by a successful auth_refresh (same user). */
@@ -19,7 +30,7 @@ export interface Connection {
   readonly codec: Codec;
   readonly remoteAddress: string;
   readonly connectedAt: number;
-  ws: WebSocket<Connection> | null;
+  ws: WebSocket<SocketData> | null;
   closed: boolean;
   lastSeenAt: number;
   lastPingAt: number;

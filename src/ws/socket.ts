@@ -13,7 +13,7 @@ import { CODECS, negotiateSubprotocol, type CodecName } from '../protocol/codec.
 import { dataProblem } from '../protocol/limits.js';
 import { isGuid, type ClientFrame, type Envelope, type FeedbackData } from '../protocol/messages.js';
 import { requestIdOf, validateClientFrame } from '../protocol/schemas.js';
-import type { Connection } from '../rooms/connection.js';
+import type { Connection, SocketData } from '../rooms/connection.js';
 import { membershipOf, releaseDrainWaiters, replayWindowBytes, sendTo } from '../rooms/connection.js';
 import type { Rooms } from '../rooms/rooms.js';
 import { errorReply, reply } from './frames.js';
@@ -54,6 +54,9 @@ const CUTS_PER_TURN = 64;
 
 /** What one unsent byte may cost in memory: uWS's per-socket buffer is a std::string grown by doubling. */
 export const BUFFER_FOOTPRINT_FACTOR = 2;
+
+/** A uWS socket of ours: its user data is { conn } (see SocketData). */
+type Socket = WebSocket<SocketData>;
 
 /**
  * The clock of a connection's own timestamps (connectedAt, lastSeenAt, lastPingAt, tokensAt):
@@ -152,8 +155,6 @@ export function createSocketLayer(deps: SocketDeps) {
       return rejectUpgrade(res, 429, 'TOO_MANY_CONNECTIONS', capped.reason, capped.retryAfterS);
     }
     const now = monotonicMs();
-    // uWS copies these properties onto its WebSocket object (getUserData() returns that object, not
-    // this literal): each property is a copy at upgrade and 8 bytes per idle socket.
     const conn: Connection = {
       id: nextConnectionId++,
       principal,
@@ -173,10 +174,11 @@ export function createSocketLayer(deps: SocketDeps) {
       stalledSince: 0,
       cutPending: false,
     };
-    res.upgrade(conn, secKey, negotiated.protocol, extensions, context);
+    const data: SocketData = { conn };
+    res.upgrade(data, secKey, negotiated.protocol, extensions, context);
   }
 
-  function send(ws: WebSocket<Connection>, conn: Connection, envelope: Envelope): void {
+  function send(ws: Socket, conn: Connection, envelope: Envelope): void {
     // Inside uWS callbacks the socket is already corked.
     ws.send(conn.codec.encode(envelope), conn.codec.binary, false);
   }
@@ -198,7 +200,7 @@ export function createSocketLayer(deps: SocketDeps) {
     child.inc();
   };
 
-  function route(ws: WebSocket<Connection>, conn: Connection, frame: ClientFrame): void {
+  function route(ws: Socket, conn: Connection, frame: ClientFrame): void {
     countFrame(frame.type);
     const { projectGuid, id } = frame;
     switch (frame.type) {
@@ -256,7 +258,7 @@ export function createSocketLayer(deps: SocketDeps) {
    * each with a `leave_project` frame saying so; expiry then follows the new token. A token that
    * fails (invalid, expired, another user) closes the connection with 4401.
    */
-  function refreshToken(ws: WebSocket<Connection>, conn: Connection, token: string, id: string | null): void {
+  function refreshToken(ws: Socket, conn: Connection, token: string, id: string | null): void {
     let next: Principal;
     try {
       next = verifyToken(token);
@@ -276,7 +278,7 @@ export function createSocketLayer(deps: SocketDeps) {
     send(ws, conn, reply('auth_refresh', null, id, { userId: next.userId, expiresAt: next.expiresAt }));
   }
 
-  const behavior: WebSocketBehavior<Connection> = {
+  const behavior: WebSocketBehavior<SocketData> = {
     // Twice the limit, so a frame just over it is answered with 1009 (message()) instead of uWS's abrupt cut.
     maxPayloadLength: config.maxPayloadBytes * 2,
     maxBackpressure: config.maxBackpressureBytes,
@@ -289,7 +291,7 @@ export function createSocketLayer(deps: SocketDeps) {
     sendPingsAutomatically: false,
     upgrade,
     open(ws) {
-      const conn = ws.getUserData();
+      const conn = ws.getUserData().conn;
       conn.ws = ws;
       connections.add(conn);
       counts.opened(conn.principal.userId, conn.remoteAddress);
@@ -299,7 +301,7 @@ export function createSocketLayer(deps: SocketDeps) {
       deps.hooks?.opened(conn);
     },
     message(ws, message, isBinary) {
-      const conn = ws.getUserData();
+      const conn = ws.getUserData().conn;
       const now = monotonicMs();
       conn.lastSeenAt = now;
       // uWS itself cuts frames over twice the limit (without a close frame); between the two we say why.
@@ -339,16 +341,16 @@ export function createSocketLayer(deps: SocketDeps) {
       }
     },
     pong(ws) {
-      ws.getUserData().lastSeenAt = monotonicMs();
+      ws.getUserData().conn.lastSeenAt = monotonicMs();
     },
     drain(ws) {
-      const conn = ws.getUserData();
+      const conn = ws.getUserData().conn;
       // The kernel took bytes: the write timeout starts over.
       conn.stalledSince = monotonicMs();
       if (conn.drainWaiters && ws.getBufferedAmount() < replayWindowBytes(config.maxBackpressureBytes)) releaseDrainWaiters(conn);
     },
     close(ws, code, message) {
-      const conn = ws.getUserData();
+      const conn = ws.getUserData().conn;
       conn.closed = true;
       conn.ws = null;
       connections.delete(conn);
