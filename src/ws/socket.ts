@@ -50,7 +50,7 @@ export interface SocketDeps {
 const refused = (a: Admission) => (a.ok ? null : a);
 
 /** Sockets cut per event-loop turn (see cut()). */
-const CUTS_PER_TURN = 64;
+const CUTS_PER_TURN = 16;
 
 /** What one unsent byte may cost in memory: uWS's per-socket buffer is a std::string grown by doubling. */
 export const BUFFER_FOOTPRINT_FACTOR = 2;
@@ -447,7 +447,7 @@ export function createSocketLayer(deps: SocketDeps) {
 
   /**
    * Cuts are carried out CUTS_PER_TURN at a time, one batch per event-loop turn: closing a socket
-   * with megabytes unsent costs the loop ~0.1-0.2 ms (measured: 862 at once blocked it 134-174 ms),
+   * with megabytes unsent costs the loop ~0.1-0.4 ms (measured: 862 at once blocked it 134-174 ms; batches of 64 took 5-26 ms),
    * and every other room waits while it does. A socket waiting for its cut sends nothing more.
    */
   const cutQueue: Connection[] = [];
