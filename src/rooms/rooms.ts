@@ -58,8 +58,6 @@ interface Room {
   outbox: Chunk[];
   outboxBase: number;
   outboxBytes: number;
-  /** Set when the last flush left work for a later turn: such rooms go after the others. */
-  backlogged: boolean;
   /** Events that arrived before the watch resolved, ordered; filtered against the head on ready. */
   early: ProjectEvent[] | null;
 }
@@ -145,7 +143,6 @@ export function createRooms(opts: RoomsOptions) {
       outbox: [],
       outboxBase: 0,
       outboxBytes: 0,
-      backlogged: false,
       early: [],
     };
     room = created;
@@ -248,10 +245,13 @@ export function createRooms(opts: RoomsOptions) {
   function flush(all = false): void {
     flushScheduled = false;
     let fannedOut = 0;
-    for (const room of dirty) if (all || !room.backlogged) fannedOut += flushRoom(room, all);
+    for (const room of dirty) if (all || !hasBacklog(room)) fannedOut += flushRoom(room, all);
     if (dirty.size) scheduleBacklog();
     if (fannedOut > 0) opts.onFanOut?.(fannedOut);
   }
+
+  /** Work left by an earlier turn: the outbox changes only inside flushRoom, which empties it unless a slice ran out. */
+  const hasBacklog = (room: Room) => room.outbox.length > 0;
 
   let backlogScheduled = false;
   function scheduleBacklog(): void {
@@ -266,8 +266,8 @@ export function createRooms(opts: RoomsOptions) {
     let fannedOut = 0;
     let more = false;
     for (const room of dirty) {
-      if (room.backlogged) fannedOut += flushRoom(room, false);
-      if (room.backlogged) more = true;
+      if (hasBacklog(room)) fannedOut += flushRoom(room, false);
+      if (hasBacklog(room)) more = true;
     }
     if (more) scheduleBacklog();
     if (fannedOut > 0) opts.onFanOut?.(fannedOut);
@@ -305,9 +305,8 @@ export function createRooms(opts: RoomsOptions) {
       }
     }
     releaseChunks(room);
-    room.backlogged = room.outbox.length > 0;
-    if (room.backlogged) metrics.fanOutDeferred.inc();
-    if (!room.backlogged) dirty.delete(room);
+    if (hasBacklog(room)) metrics.fanOutDeferred.inc();
+    else dirty.delete(room);
     return spent;
   }
 
@@ -536,8 +535,7 @@ export function createRooms(opts: RoomsOptions) {
     removeMembership(conn, membership);
     const room = rooms.get(guid);
     if (membership.joined && room) {
-      const shard = room.shards[membership.shard];
-      if (shard) conn.ws?.unsubscribe(shard.topics[conn.codec.name]);
+      unsubscribe(conn, room, membership);
       release(room, membership.shard);
     }
     // A join still in flight notices it was superseded and releases the room itself.
@@ -550,9 +548,15 @@ export function createRooms(opts: RoomsOptions) {
    */
   function muteAll(conn: Connection): void {
     for (const m of conn.rooms) {
-      const shard = m.joined ? rooms.get(m.guid)?.shards[m.shard] : undefined;
-      if (shard) conn.ws?.unsubscribe(shard.topics[conn.codec.name]);
+      const room = m.joined ? rooms.get(m.guid) : undefined;
+      if (room) unsubscribe(conn, room, m);
     }
+  }
+
+  /** Takes a joined socket off its shard's topic (live deliveries stop; the membership stays). */
+  function unsubscribe(conn: Connection, room: Room, m: Membership): void {
+    const shard = room.shards[m.shard];
+    if (shard) conn.ws?.unsubscribe(shard.topics[conn.codec.name]);
   }
 
   /** On close: uWS already dropped the topic subscriptions; give back the room references. */
