@@ -93,7 +93,17 @@ const VARIANTS = {
   'mmap-threshold-32k': { MALLOC_MMAP_THRESHOLD_: '32768' },
   // as npm start, with the Redis Streams bus (a private redis-server): history lives in Redis, as in production
   'redis-bus': {},
+  // Not the gateway: the bare uWS baseline (bench/baselines/uws.mjs) with uWS's own slow-consumer
+  // policy at the gateway's per-socket limit (close a socket whose backpressure passes 4 MiB), no
+  // process budget, no history, no resume. It shows what this machine's kernel and cores cost the
+  // readers when 2,000 sockets stop reading, whatever the server does.
+  'bare-uws': { BENCH_UWS_MAX_BACKPRESSURE: String(4 * 1024 * 1024), BENCH_UWS_CLOSE_ON_LIMIT: '1' },
+  // the same with a 64 KiB limit: a socket is closed as soon as its kernel buffers are full and
+  // ~one batch waits in uWS, so what remains is the cost of filling those kernel buffers
+  'bare-uws-64k': { BENCH_UWS_MAX_BACKPRESSURE: String(64 * 1024), BENCH_UWS_CLOSE_ON_LIMIT: '1' },
 };
+/** Variants that run the bare uWS baseline instead of the gateway (no resume phase). */
+const BARE_VARIANTS = new Set(['bare-uws', 'bare-uws-64k']);
 /** Variants that run the gateway on a private redis-server instead of the in-process bus. */
 const REDIS_VARIANTS = new Set(['redis-bus']);
 const variantNames = /** @type {string} */ (args.variants).split(',').map((s) => s.trim()).filter(Boolean);
@@ -424,7 +434,9 @@ async function runVariant(variant) {
   const members = P.readers / readerRooms.length;
   const redis = REDIS_VARIANTS.has(variant) ? await startRedis() : null;
   r.bus = redis ? 'redis' : 'memory';
-  const srv = await startServer('gateway', { label: `gateway (${variant})`, env, ...(redis ? { redisUrl: redis.url } : {}) });
+  const bare = BARE_VARIANTS.has(variant);
+  r.server = bare ? 'uws' : 'gateway';
+  const srv = await startServer(bare ? 'uws' : 'gateway', { label: `${r.server} (${variant})`, env, ...(redis ? { redisUrl: redis.url } : {}) });
   liveServers.add(srv);
   const pid = srv.pids[0];
   const readers = new LoadGen({ host: '127.0.0.1', port: srv.port, path: srv.wsPath, mode: 'plain', jwtSecret: srv.jwtSecret, rooms: readerRooms, count: P.readers, rate: 3000, workers: 2, latency: true });
@@ -528,19 +540,24 @@ async function runVariant(variant) {
 
     // ---- 4. resume: the sample reads what reached it, then reconnects with since
     phase = 'resume';
-    const tracked = await slow.drainTracked({ idleMs: 3000, maxWaitMs: 30_000 });
-    /** @type {any[]} */
-    const checks = [];
-    for (let i = 0; i < tracked.length; i += 5) {
-      checks.push(...await Promise.all(tracked.slice(i, i + 5).map((t) => checkResume(t, flood.ids, srv.port, floodGuid))));
+    if (bare) {
+      // a baseline without history cannot resume: the target is reported as not applicable
+      r.resume = { notApplicable: true, sample: 0, cut: 0, complete: 0, missingTotal: 0, duplicatesTotal: 0, receivedBeforeCut: null, replayed: null, failures: [], checks: [] };
+    } else {
+      const tracked = await slow.drainTracked({ idleMs: 3000, maxWaitMs: 30_000 });
+      /** @type {any[]} */
+      const checks = [];
+      for (let i = 0; i < tracked.length; i += 5) {
+        checks.push(...await Promise.all(tracked.slice(i, i + 5).map((t) => checkResume(t, flood.ids, srv.port, floodGuid))));
+      }
+      r.resume = {
+        sample: checks.length, cut: checks.filter((c) => c.cut).length, complete: checks.filter((c) => c.complete).length,
+        missingTotal: checks.reduce((a, c) => a + c.missing, 0), duplicatesTotal: checks.reduce((a, c) => a + c.duplicates, 0),
+        receivedBeforeCut: summarize(checks.map((c) => c.receivedBeforeCut)), replayed: summarize(checks.map((c) => c.replayed)),
+        failures: checks.filter((c) => !c.complete).slice(0, 5), checks,
+      };
+      log(`${variant}: resume ${r.resume.complete}/${r.resume.sample} complete (cut seen by ${r.resume.cut}), missing ${r.resume.missingTotal}, duplicates ${r.resume.duplicatesTotal}`);
     }
-    r.resume = {
-      sample: checks.length, cut: checks.filter((c) => c.cut).length, complete: checks.filter((c) => c.complete).length,
-      missingTotal: checks.reduce((a, c) => a + c.missing, 0), duplicatesTotal: checks.reduce((a, c) => a + c.duplicates, 0),
-      receivedBeforeCut: summarize(checks.map((c) => c.receivedBeforeCut)), replayed: summarize(checks.map((c) => c.replayed)),
-      failures: checks.filter((c) => !c.complete).slice(0, 5), checks,
-    };
-    log(`${variant}: resume ${r.resume.complete}/${r.resume.sample} complete (cut seen by ${r.resume.cut}), missing ${r.resume.missingTotal}, duplicates ${r.resume.duplicatesTotal}`);
     const rs = await readers.stats();
     r.readersAtEnd = { joined: rs.joined, closeCodes: rs.closeCodes, errors: rs.errors };
     r.producerStatuses = producer.statuses;
@@ -592,7 +609,7 @@ function targetsOf(r) {
       measured: `${fmt(mib(after))} MiB at +${fmt(r.phases.after.secondsAfterFlood, 0)} s = ${fmt(100 * (after / base - 1), 1)}% over baseline ${fmt(mib(base))} MiB (limit ${fmt(mib(base * 1.2))} MiB)`, met: after <= base * 1.2 },
     { target: "readers' p99 during the flood < 2× their p99 without it",
       measured: `${fmt(r.phases.flood.latency.p99Ms)} ms vs ${fmt(r.phases.baseline.latency.p99Ms)} ms = ${fmt(ratio, 2)}×`, met: ratio < 2 },
-    { target: 'the slow clients resume with every event',
+    r.resume.notApplicable ? { target: 'the slow clients resume with every event', measured: 'not applicable (bare uWS keeps no history)', met: null } : { target: 'the slow clients resume with every event',
       measured: `${r.resume.complete}/${r.resume.sample} sampled clients complete (missing ${r.resume.missingTotal}, duplicates ${r.resume.duplicatesTotal})`, met: r.resume.sample > 0 && r.resume.complete === r.resume.sample },
   ];
 }
@@ -638,7 +655,7 @@ function buildReport(res) {
     L.push(`- Resume: ${r.resume.complete}/${r.resume.sample} complete; the cut had reached ${r.resume.cut} of them; events read before the cut ${JSON.stringify(r.resume.receivedBeforeCut)}, replayed on resume ${JSON.stringify(r.resume.replayed)}, missing ${r.resume.missingTotal}, duplicates ${r.resume.duplicatesTotal}.${r.resume.failures.length ? ` Failures: ${JSON.stringify(r.resume.failures)}` : ''}`);
     L.push(`- Gateway log messages: ${JSON.stringify(r.gatewayLog)}`, '');
     L.push('| target | measured | result |', '|---|---|---|');
-    for (const t of r.targets) L.push(`| ${t.target} | ${t.measured} | ${t.met ? 'MET' : 'NOT MET'} |`);
+    for (const t of r.targets) L.push(`| ${t.target} | ${t.measured} | ${t.met === null ? 'n/a' : t.met ? 'MET' : 'NOT MET'} |`);
     L.push('');
   }
   if (res.variants.length > 1) {

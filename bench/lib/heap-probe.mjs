@@ -6,6 +6,8 @@
  *    bench measures retained heap without garbage not yet collected; the V8 heap spaces are recorded
  *    before and after those GCs (`pre` and `spaces`). gc() is exposed here (instead of
  *    --expose-gc on the command line) so the server's own flags stay exactly as `npm start` sets them.
+ *  - HEAP_PROBE_SNAPSHOT_DIR set: two full garbage collections, then a heap snapshot written there
+ *    (bench/conn-heap.mjs compares two of them), renamed into place once complete.
  *  - ELD_PROBE_OUT set: the event-loop delay histogram (perf_hooks.monitorEventLoopDelay, 1 ms
  *    resolution) since the previous signal, in ms, then resets it. Node records each timer interval,
  *    so values include the 1 ms resolution itself (an idle loop reads ~1.0–1.1 ms).
@@ -17,6 +19,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 
 const heapOut = process.env.HEAP_PROBE_OUT;
 const eldOut = process.env.ELD_PROBE_OUT;
+const snapshotDir = process.env.HEAP_PROBE_SNAPSHOT_DIR;
 
 if (heapOut) {
   v8.setFlagsFromString('--expose-gc');
@@ -30,6 +33,19 @@ if (heapOut) {
     gc();
     const m = process.memoryUsage();
     fs.appendFileSync(heapOut, JSON.stringify({ t: Date.now(), heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, rss: m.rss, spaces: spaces(), pre }) + '\n');
+  });
+}
+
+if (snapshotDir) {
+  v8.setFlagsFromString('--expose-gc');
+  const gc = /** @type {() => void} */ (vm.runInNewContext('gc'));
+  let seq = 0;
+  process.on('SIGUSR2', () => {
+    gc();
+    gc();
+    const name = `${String(++seq).padStart(3, '0')}.heapsnapshot`;
+    const tmp = v8.writeHeapSnapshot(`${snapshotDir}/${name}.partial`);
+    fs.renameSync(tmp, `${snapshotDir}/${name}`);
   });
 }
 
