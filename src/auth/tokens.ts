@@ -9,8 +9,12 @@ export interface Principal {
   /** Lower-cased project GUIDs, or 'all' for the `"*"` claim. */
   readonly projects: ReadonlySet<string> | 'all';
   readonly scopes: ReadonlySet<string>;
-  /** Epoch ms after which the token is no longer valid, or null if it never expires. */
-  readonly expiresAt: number | null;
+  /**
+   * Epoch SECONDS (the token's `exp`, floored) after which it is no longer valid, or null if it never
+   * expires. Seconds fit a small integer stored inside the object; epoch milliseconds would be a
+   * 16-byte heap number for every distinct principal (bench/results/conn-heap-gateway.md).
+   */
+  readonly expiresAtS: number | null;
 }
 
 export type TokenVerifier = (token: string) => Principal;
@@ -43,7 +47,7 @@ export function createTokenVerifier(jwt: Config['jwt']): TokenVerifier {
   const cache = new Map<string, Principal>();
   return (token) => {
     const cached = cache.get(token);
-    if (cached && (cached.expiresAt === null || Date.now() - jwt.clockToleranceMs <= cached.expiresAt)) return cached;
+    if (cached && !hasExpired(cached, Date.now() - jwt.clockToleranceMs)) return cached;
     let claims: Record<string, unknown>;
     try {
       claims = verify(token) as Record<string, unknown>;
@@ -64,7 +68,7 @@ function principalFromClaims(claims: Record<string, unknown>): Principal {
     userId: sub,
     projects: parseProjects(claims.projects),
     scopes: scopesOf(claims.scope),
-    expiresAt: typeof claims.exp === 'number' ? claims.exp * 1000 : null,
+    expiresAtS: typeof claims.exp === 'number' ? Math.floor(claims.exp) : null,
   };
 }
 
@@ -79,6 +83,16 @@ function scopesOf(claim: unknown): ReadonlySet<string> {
   const scopes = typeof claim === 'string' ? claim.split(' ').filter(Boolean) : Array.isArray(claim) ? claim.filter((s): s is string => typeof s === 'string') : [];
   // Browser tokens carry no scope: they share one empty set instead of one each.
   return scopes.length ? new Set(scopes) : NO_SCOPES;
+}
+
+/** Whether the principal's token had expired at epoch ms `at` (pass the clock tolerance in). */
+export function hasExpired(principal: Principal, at: number): boolean {
+  return principal.expiresAtS !== null && at > principal.expiresAtS * 1000;
+}
+
+/** Epoch ms of the principal's expiry, as the protocol states it (auth_refresh), or null. */
+export function expiryMs(principal: Principal): number | null {
+  return principal.expiresAtS === null ? null : principal.expiresAtS * 1000;
 }
 
 export function canAccessProject(principal: Principal, projectGuid: string): boolean {
@@ -108,12 +122,12 @@ export function upgradeCredential(queryToken: string, authorization: string, que
   return token ? { kind: 'token', token } : { kind: 'none' };
 }
 
-/** A principal in a form that can be stored (tickets) and restored. */
+/** A principal in a form that can be stored (tickets) and restored; `e` is epoch ms. */
 export function serializePrincipal(p: Principal): string {
-  return JSON.stringify({ u: p.userId, p: p.projects === 'all' ? '*' : [...p.projects], s: [...p.scopes], e: p.expiresAt });
+  return JSON.stringify({ u: p.userId, p: p.projects === 'all' ? '*' : [...p.projects], s: [...p.scopes], e: expiryMs(p) });
 }
 
 export function deserializePrincipal(text: string): Principal {
   const o = JSON.parse(text) as { u: string; p: '*' | string[]; s: string[]; e: number | null };
-  return { userId: o.u, projects: parseProjects(o.p), scopes: scopesOf(o.s), expiresAt: o.e };
+  return { userId: o.u, projects: parseProjects(o.p), scopes: scopesOf(o.s), expiresAtS: o.e === null ? null : Math.floor(o.e / 1000) };
 }

@@ -34,9 +34,12 @@ export interface Connection {
   closed: boolean;
   lastSeenAt: number;
   lastPingAt: number;
-  /** Joined or joining projects. An array, not a Map: sockets join a handful of rooms, and an empty
-   *  Map costs ~240 bytes per socket, which is a third of the gateway's own per-connection memory. */
-  rooms: Membership[];
+  /**
+   * Joined or joining projects; read and changed only through the functions below. Most sockets join
+   * one project, held here as its Membership itself; two or more are an array. An array for one costs
+   * 58 bytes per socket, a Map ~240 (bench/results/conn-heap-gateway.md).
+   */
+  rooms: Membership | Membership[] | null;
   /** Token bucket for client frames. */
   tokens: number;
   tokensAt: number;
@@ -54,28 +57,57 @@ export interface Connection {
 }
 
 export function membershipOf(conn: Connection, guid: string): Membership | undefined {
-  for (const m of conn.rooms) if (m.guid === guid) return m;
+  const r = conn.rooms;
+  if (r === null) return undefined;
+  if (!Array.isArray(r)) return r.guid === guid ? r : undefined;
+  for (const m of r) if (m.guid === guid) return m;
   return undefined;
+}
+
+/** A snapshot of the socket's memberships (safe to leave rooms while iterating it). */
+export function membershipsOf(conn: Connection): readonly Membership[] {
+  const r = conn.rooms;
+  return r === null ? [] : Array.isArray(r) ? r.slice() : [r];
+}
+
+export function roomCount(conn: Connection): number {
+  const r = conn.rooms;
+  return r === null ? 0 : Array.isArray(r) ? r.length : 1;
 }
 
 /** Adds `m`, replacing any membership of the same project; returns the replaced one. */
 export function putMembership(conn: Connection, m: Membership): Membership | undefined {
-  const i = conn.rooms.findIndex((x) => x.guid === m.guid);
-  if (i < 0) {
-    // Most sockets join one project: an exact one-slot array, because push() on an empty array
-    // reserves 17 slots (~150 bytes held by every idle socket).
-    if (conn.rooms.length === 0) conn.rooms = [m];
-    else conn.rooms.push(m);
+  const r = conn.rooms;
+  if (r === null) {
+    conn.rooms = m;
     return undefined;
   }
-  const previous = conn.rooms[i];
-  conn.rooms[i] = m;
+  if (!Array.isArray(r)) {
+    if (r.guid === m.guid) {
+      conn.rooms = m;
+      return r;
+    }
+    conn.rooms = [r, m];
+    return undefined;
+  }
+  const i = r.findIndex((x) => x.guid === m.guid);
+  if (i < 0) {
+    r.push(m);
+    return undefined;
+  }
+  const previous = r[i];
+  r[i] = m;
   return previous;
 }
 
 export function removeMembership(conn: Connection, m: Membership): void {
-  const i = conn.rooms.indexOf(m);
-  if (i >= 0) conn.rooms.splice(i, 1);
+  const r = conn.rooms;
+  if (r === m) conn.rooms = null;
+  else if (Array.isArray(r)) {
+    const i = r.indexOf(m);
+    if (i >= 0) r.splice(i, 1);
+    if (r.length === 1) conn.rooms = r[0]!;
+  }
 }
 
 /** Wakes replays waiting for this socket to drain (also on close, so they notice and stop). */

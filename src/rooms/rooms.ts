@@ -6,7 +6,7 @@ import type { Metrics } from '../metrics.js';
 import { CODEC_NAMES, CODECS, type CodecName } from '../protocol/codec.js';
 import { compareIds } from '../protocol/event-id.js';
 import { retainedSize, type ProjectEvent } from '../protocol/messages.js';
-import { membershipOf, putMembership, removeMembership, replayWindowBytes, sendTo, whenDrained, type Connection, type Membership } from './connection.js';
+import { membershipOf, membershipsOf, putMembership, removeMembership, replayWindowBytes, sendTo, whenDrained, type Connection, type Membership } from './connection.js';
 import { roomTopic } from './topics.js';
 
 /**
@@ -547,7 +547,7 @@ export function createRooms(opts: RoomsOptions) {
    * gives the references back): until then it would only add to what it does not read.
    */
   function muteAll(conn: Connection): void {
-    for (const m of conn.rooms) {
+    for (const m of membershipsOf(conn)) {
       const room = m.joined ? rooms.get(m.guid) : undefined;
       if (room) unsubscribe(conn, room, m);
     }
@@ -561,12 +561,12 @@ export function createRooms(opts: RoomsOptions) {
 
   /** On close: uWS already dropped the topic subscriptions; give back the room references. */
   function leaveAll(conn: Connection): void {
-    for (const membership of conn.rooms) {
+    for (const membership of membershipsOf(conn)) {
       if (!membership.joined) continue;
       const room = rooms.get(membership.guid);
       if (room) release(room, membership.shard);
     }
-    conn.rooms = [];
+    conn.rooms = null;
   }
 
   return {

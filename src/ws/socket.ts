@@ -2,7 +2,7 @@ import type { HttpRequest, HttpResponse, WebSocket, WebSocketBehavior, us_socket
 import type { Logger } from 'pino';
 import type { TicketStore } from '../auth/tickets.js';
 import { TICKET_PATTERN } from '../auth/tickets.js';
-import { canAccessProject, upgradeCredential, type Principal, type TokenVerifier } from '../auth/tokens.js';
+import { canAccessProject, expiryMs, hasExpired, upgradeCredential, type Principal, type TokenVerifier } from '../auth/tokens.js';
 import { createConnectionCounter, createKeyedRateLimiter, createPenaltyBox, type Admission } from '../edge/admission.js';
 import { createClientAddressResolver, normalizePeer } from '../edge/client-address.js';
 import type { Config } from '../config.js';
@@ -14,7 +14,7 @@ import { dataProblem } from '../protocol/limits.js';
 import { isGuid, type ClientFrame, type Envelope, type FeedbackData } from '../protocol/messages.js';
 import { requestIdOf, validateClientFrame } from '../protocol/schemas.js';
 import type { Connection, SocketData } from '../rooms/connection.js';
-import { membershipOf, releaseDrainWaiters, replayWindowBytes, sendTo } from '../rooms/connection.js';
+import { membershipOf, membershipsOf, releaseDrainWaiters, roomCount, replayWindowBytes, sendTo } from '../rooms/connection.js';
 import type { Rooms } from '../rooms/rooms.js';
 import { errorReply, reply } from './frames.js';
 import { takeToken } from './rate-limit.js';
@@ -129,7 +129,7 @@ export function createSocketLayer(deps: SocketDeps) {
       (principal) => {
         if (aborted) return;
         if (!principal) return rejectUpgrade(res, 401, 'UNAUTHORIZED', 'ticket unknown, used or expired');
-        if (principal.expiresAt !== null && Date.now() - config.jwt.clockToleranceMs > principal.expiresAt) return rejectUpgrade(res, 401, 'UNAUTHORIZED', 'the token behind this ticket has expired');
+        if (hasExpired(principal, Date.now() - config.jwt.clockToleranceMs)) return rejectUpgrade(res, 401, 'UNAUTHORIZED', 'the token behind this ticket has expired');
         res.cork(() => admitAndUpgrade(res, context, principal, remoteAddress, negotiated, secKey, extensions));
       },
       (err: unknown) => {
@@ -166,7 +166,7 @@ export function createSocketLayer(deps: SocketDeps) {
       closed: false,
       lastSeenAt: now,
       lastPingAt: now,
-      rooms: [],
+      rooms: null,
       tokens: config.rateLimit.burst,
       tokensAt: now,
       limitedDrops: 0,
@@ -208,7 +208,7 @@ export function createSocketLayer(deps: SocketDeps) {
         return send(ws, conn, reply('pong', projectGuid, id, { serverTime: Date.now() }));
       case 'join_project': {
         if (!canAccessProject(conn.principal, frame.projectGuid)) return send(ws, conn, fail(conn, 'FORBIDDEN', undefined, projectGuid, id));
-        if (!membershipOf(conn, frame.projectGuid) && conn.rooms.length >= config.maxRoomsPerConnection) {
+        if (!membershipOf(conn, frame.projectGuid) && roomCount(conn) >= config.maxRoomsPerConnection) {
           return send(ws, conn, fail(conn, 'TOO_MANY_ROOMS', `at most ${config.maxRoomsPerConnection} projects per connection`, projectGuid, id));
         }
         rooms.join(conn, frame.projectGuid, frame.data?.since).then(
@@ -270,12 +270,12 @@ export function createSocketLayer(deps: SocketDeps) {
       return;
     }
     conn.principal = next;
-    for (const { guid } of [...conn.rooms]) {
+    for (const { guid } of membershipsOf(conn)) {
       if (canAccessProject(next, guid)) continue;
       rooms.leave(conn, guid);
       send(ws, conn, reply('leave_project', guid, null, { reason: 'access_revoked' }));
     }
-    send(ws, conn, reply('auth_refresh', null, id, { userId: next.userId, expiresAt: next.expiresAt }));
+    send(ws, conn, reply('auth_refresh', null, id, { userId: next.userId, expiresAt: expiryMs(next) }));
   }
 
   const behavior: WebSocketBehavior<SocketData> = {
@@ -382,7 +382,7 @@ export function createSocketLayer(deps: SocketDeps) {
       const ws = conn.ws;
       if (!ws) continue;
       if (now - conn.lastSeenAt > config.idleTimeoutMs) ws.end(CloseCodes.HEARTBEAT_TIMEOUT, 'heartbeat timeout');
-      else if (conn.principal.expiresAt !== null && expiredBefore > conn.principal.expiresAt) ws.end(CloseCodes.TOKEN_EXPIRED, 'token expired');
+      else if (hasExpired(conn.principal, expiredBefore)) ws.end(CloseCodes.TOKEN_EXPIRED, 'token expired');
       else if (now - conn.lastPingAt >= config.heartbeatIntervalMs) {
         conn.lastPingAt = now;
         ws.cork(() => ws.ping());
