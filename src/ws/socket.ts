@@ -49,8 +49,9 @@ export interface SocketDeps {
 
 const refused = (a: Admission) => (a.ok ? null : a);
 
-/** Sockets cut per event-loop turn (see cut()). */
+/** Sockets cut per event-loop turn at most, and the time one turn's cuts may take (see cut()). */
 const CUTS_PER_TURN = 16;
+const CUT_BATCH_MS = 1;
 
 /** What one unsent byte may cost in memory: uWS's per-socket buffer is a std::string grown by doubling. */
 export const BUFFER_FOOTPRINT_FACTOR = 2;
@@ -446,7 +447,7 @@ export function createSocketLayer(deps: SocketDeps) {
   }
 
   /**
-   * Cuts are carried out CUTS_PER_TURN at a time, one batch per event-loop turn: closing a socket
+   * Cuts are carried out CUTS_PER_TURN (or CUT_BATCH_MS) at a time, one batch per event-loop turn: closing a socket
    * with megabytes unsent costs the loop ~0.1-0.4 ms (measured: 862 at once blocked it 134-174 ms; batches of 64 took 5-26 ms),
    * and every other room waits while it does. A socket waiting for its cut sends nothing more.
    */
@@ -458,9 +459,16 @@ export function createSocketLayer(deps: SocketDeps) {
     if (cutQueue.length === 1) setImmediate(cutBatch);
   }
   function cutBatch(): void {
-    for (const conn of cutQueue.splice(0, CUTS_PER_TURN)) {
+    // What a cut costs depends on the machine (its kernel, its allocator's munmap): the batch also
+    // stops after CUT_BATCH_MS, so the delay it adds to other rooms is bounded in time, not only in count.
+    const started = performance.now();
+    let n = 0;
+    while (n < cutQueue.length && n < CUTS_PER_TURN) {
+      const conn = cutQueue[n++]!;
       if (conn.ws && !conn.closed) conn.ws.close();
+      if (performance.now() - started >= CUT_BATCH_MS) break;
     }
+    cutQueue.splice(0, n);
     if (cutQueue.length) setImmediate(cutBatch);
   }
 
