@@ -156,7 +156,10 @@ async function start(name, o = {}) {
   }
   // `-poll`: the gateway's blocking-XREAD loop (REDIS_WAKEUP=poll) instead of keyspace notifications
   const env = name.endsWith('-poll') ? { ...o.env, REDIS_WAKEUP: 'poll' } : o.env;
-  const srv = await startServer(kind, { label: name, redisUrl: needRedis && redis ? redis.url : undefined, cpuProfDir: o.cpuProfDir, extraNodeArgs: o.extraNodeArgs, env });
+  // `-alt`: the same server from another build (BENCH_GATEWAY_ALT=path/to/main.js), for an A/B in one run
+  const script = name.endsWith('-alt') ? process.env.BENCH_GATEWAY_ALT : undefined;
+  if (name.endsWith('-alt') && !script) throw new Error(`${name}: set BENCH_GATEWAY_ALT to the other build's main.js`);
+  const srv = await startServer(kind, { label: name, redisUrl: needRedis && redis ? redis.url : undefined, cpuProfDir: o.cpuProfDir, extraNodeArgs: o.extraNodeArgs, env, script });
   live.add(srv);
   pin(srv.pids, SERVER_CPU);
   return srv;

@@ -127,15 +127,16 @@ let logSeq = 0;
 /**
  * Start `instances` processes of a server on one port (SO_REUSEPORT for uWS-based ones).
  * @param {ServerKind} kind
- * @param {{ port?: number, redisUrl?: string, instances?: number, cpuProfDir?: string, label?: string, env?: Record<string, string | undefined>, extraNodeArgs?: string[] }} [o]
+ * @param {{ port?: number, redisUrl?: string, instances?: number, cpuProfDir?: string, label?: string, env?: Record<string, string | undefined>, extraNodeArgs?: string[], script?: string }} [o]
  *   extraNodeArgs: node flags added after the usual ones (bench instrumentation such as --import of a probe)
+ *   script: another build of the same server (an A/B of two builds in one interleaved run)
  * @returns {Promise<RunningServer>}
  */
 export async function startServer(kind, o = {}) {
   fs.mkdirSync(TMP_DIR, { recursive: true });
   const port = o.port ?? await freePort();
   const instances = o.instances ?? 1;
-  const script = SCRIPTS[kind];
+  const script = o.script ?? SCRIPTS[kind];
   if (!fs.existsSync(script)) throw new Error(`${script} does not exist (build the gateway first)`);
   /** @type {import('node:child_process').ChildProcess[]} */
   const procs = [];
