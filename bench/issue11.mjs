@@ -155,7 +155,9 @@ async function start(name, o = {}) {
     await redis.flush();
   }
   // `-poll`: the gateway's blocking-XREAD loop (REDIS_WAKEUP=poll) instead of keyspace notifications
-  const env = name.endsWith('-poll') ? { ...o.env, REDIS_WAKEUP: 'poll' } : o.env;
+  let env = name.endsWith('-poll') ? { ...o.env, REDIS_WAKEUP: 'poll' } : o.env;
+  // `-glibc`: the gateway without `npm start`'s malloc settings (glibc's defaults), to see what they cost
+  if (name.includes('-glibc')) env = { ...env, MALLOC_ARENA_MAX: undefined, MALLOC_MMAP_THRESHOLD_: undefined, MALLOC_TRIM_THRESHOLD_: undefined };
   // `-alt`: the same server from another build (BENCH_GATEWAY_ALT=path/to/main.js), for an A/B in one run
   const script = name.endsWith('-alt') ? process.env.BENCH_GATEWAY_ALT : undefined;
   if (name.endsWith('-alt') && !script) throw new Error(`${name}: set BENCH_GATEWAY_ALT to the other build's main.js`);
