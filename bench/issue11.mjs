@@ -145,7 +145,7 @@ const roomList = (n) => Array.from({ length: n }, (_, i) => roomGuid(i));
 
 /**
  * @param {string} name gateway | gateway-redis* | uws | uws-loop | ws | socketio
- * @param {{ cpuProfDir?: string, extraNodeArgs?: string[], env?: Record<string, string> }} [o]
+ * @param {{ cpuProfDir?: string, extraNodeArgs?: string[], env?: Record<string, string | undefined> }} [o]
  */
 async function start(name, o = {}) {
   const kind = /** @type {import('./lib/servers.mjs').ServerKind} */ (name.startsWith('gateway') ? 'gateway' : name.startsWith('uws') ? 'uws' : name);
