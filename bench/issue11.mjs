@@ -48,6 +48,8 @@ const { values: args } = parseArgs({
     'latency-servers': { type: 'string', default: 'uws,gateway,gateway-redis-xadd,gateway-redis' },
     'conn-servers': { type: 'string', default: 'gateway,uws' },
     'measure-s': { type: 'string', default: '8' },
+    // connections: how long the idle connections are held before RSS is read (default 5 s)
+    'hold-s': { type: 'string' },
     'fanout-repeats': { type: 'string', default: '1' },
     'server-cpu': { type: 'string', default: '1' },
     'load-cpu': { type: 'string', default: '0' },
@@ -398,6 +400,7 @@ async function profileRun(batch) {
 
 // ------------------------------------------------------------------ connections
 const CONN = args.smoke ? { n: 3000, rooms: 10, rate: 4000, holdMs: 1000 } : { n: 19_000, rooms: 100, rate: 4000, holdMs: 5000 };
+if (args['hold-s'] !== undefined) CONN.holdMs = Number(args['hold-s']) * 1000;
 
 /** @param {string} name @param {{ cpuProfDir?: string }} [o] */
 async function connectionsRun(name, o = {}) {
@@ -613,7 +616,7 @@ function buildReport(res, o = {}) {
     const med = Object.fromEntries(names.map((n) => [n, median(res.connections[n], 'cpuUsPerConnectJoin')]));
     const rssMed = Object.fromEntries(names.map((n) => [n, median(res.connections[n], 'rssPerConnKb')]));
     out.push('## Idle connections: 19,000 on one process, each joined to one of 100 rooms', '',
-      `Each server ran ${res.repeats}× interleaved (medians shown, all runs listed). Server CPU per connect + join = server CPU time from the first connect to the last join acknowledged ÷ connections joined (paced at 4,000/s; every gateway connection has its own JWT). RSS per connection = (VmRSS 5 s after the last join − before) ÷ connections.`, '',
+      `Each server ran ${res.repeats}× interleaved (medians shown, all runs listed). Server CPU per connect + join = server CPU time from the first connect to the last join acknowledged ÷ connections joined (paced at 4,000/s; every gateway connection has its own JWT). RSS per connection = (VmRSS ${fmt(CONN.holdMs / 1000, 0)} s after the last join − before) ÷ connections.`, '',
       '| server | held | CPU µs per connect+join | all runs | RSS KB/conn | all runs | RSS KB/conn after full GCs (all runs) | JS heap B/conn after full GCs (all runs) | outside % during ramp |', '|---|---|---|---|---|---|---|---|---|',
       ...names.map((n) => `| ${n} | ${med[n]?.held ?? 'n/a'} | ${fmt(med[n]?.cpuUsPerConnectJoin, 1)} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.cpuUsPerConnectJoin, 1)).join(' / ')} | ${fmt(rssMed[n]?.rssPerConnKb, 3)} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.rssPerConnKb, 3)).join(' / ')} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.rssAfterGcPerConnKb, 3)).join(' / ')} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.heapPerConnB, 0)).join(' / ')} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.connectOtherCpuPct, 0)).join(' / ')} |`), '',
       'RSS after full GCs: the same delta with two full garbage collections forced in the server (bench/lib/heap-probe.mjs, SIGUSR2) right before each reading.', '');
