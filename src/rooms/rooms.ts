@@ -312,11 +312,11 @@ export function createRooms(opts: RoomsOptions) {
 
   /** Moves pending events into the outbox as chunks of at most MAX_FRAME_BYTES (of JSON). */
   function queueChunks(room: Room): void {
-    const now = room.pendingSince;
+    const queuedAt = room.pendingSince;
     let events: ProjectEvent[] = [];
     let bytes = 0;
     const push = () => {
-      room.outbox.push({ events, lastId: events[events.length - 1]!.id, bytes, queuedAt: now, frames: {} });
+      room.outbox.push({ events, lastId: events[events.length - 1]!.id, bytes, queuedAt, frames: {} });
       room.outboxBytes += bytes;
     };
     for (const e of room.pending) {
@@ -456,7 +456,7 @@ export function createRooms(opts: RoomsOptions) {
     const current = () => !conn.closed && membershipOf(conn, guid) === membership;
     let done = false;
     try {
-      if (previous?.joined) conn.ws?.unsubscribe(shard.topics[conn.codec.name]);
+      if (previous?.joined) unsubscribe(conn, room, previous);
       await room.ready;
       if (!current()) return null;
       const subscribe = (result: JoinResult): JoinResult => {
