@@ -31,6 +31,12 @@ export interface GatewayDeps {
   uws?: UwsModule;
   /** Renders GET /metrics; default: this gateway's registry (a worker thread answers for the whole process). */
   renderMetrics?: () => Promise<string>;
+  /**
+   * This gateway's identity where instances meet (Redis consumer names, presence, the agents link,
+   * the origin of events it appends). Default NODE_ID; a worker thread is `<NODE_ID>.w<n>`, so two
+   * threads of one process never pose as one consumer.
+   */
+  instanceId?: string;
 }
 
 export interface Gateway {
@@ -59,13 +65,14 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   const log = deps.logger ?? createLogger(config.logLevel, config.nodeId);
   const metrics = createMetrics(config.nodeId);
   const verifyToken = createTokenVerifier(config.jwt);
+  const instanceId = deps.instanceId ?? config.nodeId;
   let shuttingDown = false;
   const isShuttingDown = () => shuttingDown;
 
   // The bus and the rooms need each other: the bus delivers into rooms, rooms watch through the bus.
   let deliver: EventSink = () => {};
   const sink: EventSink = (guid, events) => deliver(guid, events);
-  const busFactory = deps.busFactory ?? (await defaultBusFactory(config, log, metrics));
+  const busFactory = deps.busFactory ?? (await defaultBusFactory(config, instanceId, log, metrics));
   const rawBus = busFactory(sink);
   // Rooms and the agents relay both watch projects: the wrapper counts watches so neither's unwatch ends the other's.
   const { bus, observe } = shareWatches(rawBus);
@@ -87,7 +94,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     onFanOut: (bytes) => sockets.noteFanOut(bytes),
   });
   const agents = config.agents
-    ? createAgentsRelay({ config, bus, log: log.child({ component: 'agents' }), metrics, publish: (guid, event) => appendEvents(guid, [event]) })
+    ? createAgentsRelay({ config, instanceId, bus, log: log.child({ component: 'agents' }), metrics, publish: (guid, event) => appendEvents(guid, [event]) })
     : null;
   deliver = agents
     ? (guid, events) => {
@@ -222,7 +229,7 @@ async function ticketStore(config: Config): Promise<{ store: TicketStore; close:
   };
 }
 
-async function defaultBusFactory(config: Config, log: Logger, metrics: Metrics): Promise<EventBusFactory> {
+async function defaultBusFactory(config: Config, instanceId: string, log: Logger, metrics: Metrics): Promise<EventBusFactory> {
   if (!config.redis) {
     return (sink) => createMemoryBus(sink, memoryBusOptions(config));
   }
@@ -231,7 +238,7 @@ async function defaultBusFactory(config: Config, log: Logger, metrics: Metrics):
     createRedisBus(sink, {
       redis: config.redis!,
       stream: config.stream,
-      nodeId: config.nodeId,
+      nodeId: instanceId,
       log,
       dataLimits: config.dataLimits,
       idempotencyWindowS: config.idempotencyWindowS,

@@ -51,6 +51,12 @@ export interface AgentsRelay {
  */
 export function createAgentsRelay(options: {
   config: Config;
+  /**
+   * Who this relay is in Redis and to the agents-server: its feedback consumer name, its presence
+   * entry, its link's `hello`. NODE_ID for a single-thread gateway; each worker thread is an instance
+   * of its own (`<NODE_ID>.w<n>`), as a separate process would be.
+   */
+  instanceId: string;
   /** The shared-watch bus (see shared-watches.ts). */
   bus: EventBus;
   log: Logger;
@@ -58,12 +64,12 @@ export function createAgentsRelay(options: {
   /** Publishes an agent_message to a project's room through the gateway's checked append path. */
   publish: (projectGuid: string, event: NewEvent) => Promise<unknown>;
 }): AgentsRelay {
-  const { config, log, metrics } = options;
+  const { config, log, metrics, instanceId } = options;
   const agents = config.agents!;
   const redisConfig = config.redis;
   const clients: RedisClient[] = [];
   const client = (role: string) => {
-    const c = createRelayRedisClient(redisConfig!, config.nodeId, role, log);
+    const c = createRelayRedisClient(redisConfig!, instanceId, role, log);
     clients.push(c);
     return c;
   };
@@ -71,12 +77,12 @@ export function createAgentsRelay(options: {
   const subscriber = redisConfig ? client('subscriber') : null;
   const prefix = redisConfig?.prefix ?? '';
 
-  const common = { nodeId: config.nodeId, log, metrics, claimIdleMs: config.feedback.claimIdleMs, maxInflight: config.feedback.maxInflight };
+  const common = { nodeId: instanceId, log, metrics, claimIdleMs: config.feedback.claimIdleMs, maxInflight: config.feedback.maxInflight };
   const outbox: Outbox = cmd
     ? createRedisOutbox({ ...common, cmd, reader: client('feedback-reader'), clustered: !!redisConfig!.clusterNodes, prefix, shards: config.feedback.streamShards, streamMax: config.feedback.streamMax })
     : createMemoryOutbox({ ...common, maxQueued: config.feedback.memoryQueue });
-  const replies = createReplies({ ...(cmd && subscriber ? { redis: { cmd, subscriber, prefix } } : {}), nodeId: config.nodeId, log, metrics, offlineWindowS: config.agentReplyOfflineS });
-  const presence = createPresence({ ...(cmd ? { redis: { cmd, prefix } } : {}), nodeId: config.nodeId, log, expiryMs: config.presenceExpiryMs });
+  const replies = createReplies({ ...(cmd && subscriber ? { redis: { cmd, subscriber, prefix } } : {}), nodeId: instanceId, log, metrics, offlineWindowS: config.agentReplyOfflineS });
+  const presence = createPresence({ ...(cmd ? { redis: { cmd, prefix } } : {}), nodeId: instanceId, log, expiryMs: config.presenceExpiryMs });
 
   const memoryCursors = new Map<string, string>();
   const cursors: CursorStore = cmd
@@ -109,7 +115,7 @@ export function createAgentsRelay(options: {
   const link = createAgentsLink({
     url: agents.url,
     ...(agents.token ? { token: agents.token } : {}),
-    nodeId: config.nodeId,
+    nodeId: instanceId,
     log,
     metrics,
     heartbeatMs: agents.heartbeatMs,

@@ -38,6 +38,7 @@ async function runWorker(): Promise<void> {
   let nextMetricsRequest = 1;
   const deps: GatewayDeps = {
     logger: log,
+    instanceId: `${config.nodeId}.w${workerId}`,
     uws: workerUws.uws,
     // GET /metrics on any worker answers for the whole process (the main thread sums every worker).
     renderMetrics: () =>
