@@ -41,6 +41,7 @@ interface Env {
   HTTP_RATE_LIMIT_BURST: number;
   ALLOWED_ORIGINS: string;
   TRUSTED_PROXIES?: string;
+  IPV6_CLIENT_PREFIX: number;
   TICKET_TTL_S: number;
   MAX_BUFFERED_BYTES: number;
   RECENT_BYTES_PER_ROOM: number;
@@ -107,6 +108,7 @@ const envSchema: JSONSchemaType<Env> = {
     HTTP_RATE_LIMIT_BURST: { type: 'integer', minimum: 1, maximum: 10000000, default: 1000 },
     ALLOWED_ORIGINS: { type: 'string', pattern: '^(\\*|[a-z][a-z0-9+.-]*://[^,\\s/]+(,[a-z][a-z0-9+.-]*://[^,\\s/]+)*)$', default: '*' },
     TRUSTED_PROXIES: { type: 'string', pattern: '^[0-9a-fA-F:./]+(,[0-9a-fA-F:./]+)*$', nullable: true },
+    IPV6_CLIENT_PREFIX: { type: 'integer', minimum: 1, maximum: 128, default: 64 },
     TICKET_TTL_S: { type: 'integer', minimum: 1, maximum: 300, default: 30 },
     MAX_BUFFERED_BYTES: { type: 'integer', minimum: 1048576, maximum: 68719476736, default: 268435456 },
     RECENT_BYTES_PER_ROOM: { type: 'integer', minimum: 65536, maximum: 1073741824, default: 1048576 },
@@ -175,6 +177,8 @@ export interface Config {
     /** Exact origins allowed to open browser WebSockets, or 'any'. */
     readonly allowedOrigins: readonly string[] | 'any';
     readonly trustedProxies: readonly string[];
+    /** IPv6 clients are counted by this network prefix (one subscriber line gets a whole /64). */
+    readonly ipv6ClientPrefix: number;
     readonly ticketTtlS: number;
   };
   /** All sockets' unsent bytes together; above it the slowest consumers are closed first. */
@@ -304,6 +308,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
       httpPerToken: { perSecond: e.HTTP_RATE_LIMIT_PER_S, burst: e.HTTP_RATE_LIMIT_BURST },
       allowedOrigins: e.ALLOWED_ORIGINS === '*' ? 'any' : e.ALLOWED_ORIGINS.split(',').map((o) => o.toLowerCase()),
       trustedProxies,
+      ipv6ClientPrefix: e.IPV6_CLIENT_PREFIX,
       ticketTtlS: e.TICKET_TTL_S,
     },
     maxBufferedBytes: e.MAX_BUFFERED_BYTES,

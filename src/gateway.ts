@@ -4,6 +4,7 @@ import { createAgentsRelay } from './agents/relay.js';
 import { shareWatches } from './agents/shared-watches.js';
 import { createMemoryTicketStore, createRedisTicketStore, type TicketStore } from './auth/tickets.js';
 import { createTokenVerifier } from './auth/tokens.js';
+import { createEdgeStateMemory, edgeCaps, openEdgeState, type EdgeStateMemory } from './edge/admission.js';
 import type { EventBus, EventBusFactory, EventSink, NewEvent } from './bus/bus.js';
 import { createMemoryBus, memoryBusOptions } from './bus/memory.js';
 import type { Config } from './config.js';
@@ -37,6 +38,10 @@ export interface GatewayDeps {
    * threads of one process never pose as one consumer.
    */
   instanceId?: string;
+  /** The process's edge state (worker threads share the main thread's); default: this gateway's own. */
+  edgeState?: EdgeStateMemory;
+  /** Where connection tickets live; default: Redis when configured, else this gateway's memory. */
+  tickets?: TicketStore;
 }
 
 export interface Gateway {
@@ -52,7 +57,17 @@ export interface Gateway {
   publish(projectGuid: string, event: NewEvent, options?: PublishOptions): Promise<string>;
   publishMany(projectGuid: string, events: readonly NewEvent[], options?: PublishOptions): Promise<string[]>;
   isReady(): boolean;
-  /** Graceful: stop accepting, let in-flight requests finish (up to SHUTDOWN_GRACE_MS), close sockets with 1001. */
+  /**
+   * The first half of a graceful stop: stop listening, refuse new upgrades and publishes (503), and
+   * resolve once the requests in flight are answered (at most SHUTDOWN_GRACE_MS). Sockets stay open
+   * and keep receiving. A worker pool drains every worker before any closes its sockets, so an event
+   * acknowledged by one worker still reaches the clients of all.
+   */
+  drain(): Promise<void>;
+  /**
+   * Graceful: drain, deliver every event the bus holds for the rooms here, close sockets with 1001
+   * (clients reconnect anywhere and resume), then the bus and the rest.
+   */
   close(): Promise<void>;
 }
 
@@ -66,6 +81,8 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   const metrics = createMetrics(config.nodeId);
   const verifyToken = createTokenVerifier(config.jwt);
   const instanceId = deps.instanceId ?? config.nodeId;
+  const caps = edgeCaps(config.edge);
+  const edgeState = openEdgeState(deps.edgeState ?? createEdgeStateMemory(caps), caps);
   let shuttingDown = false;
   const isShuttingDown = () => shuttingDown;
 
@@ -108,9 +125,10 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
       };
   const forwardFeedback: FeedbackForwarder = (feedback) => agents?.acceptFeedback(feedback) ?? null;
 
-  const tickets = await ticketStore(config);
+  const tickets = deps.tickets ? { store: deps.tickets, close: async () => {} } : await ticketStore(config);
   const sockets = createSocketLayer({
     tickets: tickets.store,
+    edgeState,
     config,
     verifyToken,
     rooms,
@@ -153,7 +171,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     isShuttingDown,
     inflight,
     tickets: tickets.store,
-    httpPerToken: config.edge.httpPerToken,
+    edgeState,
     renderMetrics: deps.renderMetrics,
   });
   if (config.edge.allowedOrigins === 'any') log.info('ALLOWED_ORIGINS is not set: browser upgrades from any origin are accepted (clients authenticate with tokens, not cookies)');
@@ -161,7 +179,21 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   let listenSocket: us_listen_socket | null = null;
   let sweepTimer: NodeJS.Timeout | null = null;
   let budgetTimer: NodeJS.Timeout | null = null;
+  let draining: Promise<void> | null = null;
   let closing: Promise<void> | null = null;
+  // Each part gets a bounded time: a Redis that is gone or half-open must not hold the
+  // shutdown (ioredis keeps a QUIT queued while it reconnects, with no timeout of its own).
+  const stepMs = 3000;
+
+  function drain(): Promise<void> {
+    return (draining ??= (async () => {
+      shuttingDown = true;
+      if (listenSocket) uws.us_listen_socket_close(listenSocket);
+      listenSocket = null;
+      const deadline = Date.now() + config.shutdownGraceMs;
+      while (inflight.count > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    })());
+  }
 
   return {
     config,
@@ -180,20 +212,16 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     publish: async (guid, event, options) => (await publishMany(guid, [event], options))[0]!,
     publishMany,
     isReady: () => bus.isReady() && !shuttingDown,
+    drain,
     close() {
       return (closing ??= (async () => {
-        shuttingDown = true;
-        if (listenSocket) uws.us_listen_socket_close(listenSocket);
-        listenSocket = null;
+        await drain();
         if (sweepTimer) clearInterval(sweepTimer);
         if (budgetTimer) clearInterval(budgetTimer);
-        const deadline = Date.now() + config.shutdownGraceMs;
-        while (inflight.count > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+        // Everything appended before now (by this gateway or any other) goes out before the 1001s.
+        await closeWithin(stepMs, 'event bus catch-up', log, () => bus.catchUp(stepMs));
         rooms.flushNow();
         sockets.closeAll(CloseCodes.GOING_AWAY, 'server shutting down, reconnect');
-        // Each part gets a bounded time: a Redis that is gone or half-open must not hold the
-        // shutdown (ioredis keeps a QUIT queued while it reconnects, with no timeout of its own).
-        const stepMs = 3000;
         await closeWithin(stepMs, 'agents relay', log, () => agents?.close());
         await closeWithin(stepMs, 'event bus', log, () => bus.close());
         await closeWithin(stepMs, 'ticket store', log, () => tickets.close());

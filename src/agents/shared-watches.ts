@@ -17,6 +17,7 @@ export function shareWatches(bus: EventBus): { bus: EventBus; observe(projectGui
   const shared: EventBus = Object.create(bus) as EventBus;
   Object.assign(shared, {
     kind: bus.kind,
+    appendsInline: bus.appendsInline,
     watch(guid: string): Promise<string> {
       const existing = watches.get(guid);
       if (existing) {
@@ -39,7 +40,7 @@ export function shareWatches(bus: EventBus): { bus: EventBus; observe(projectGui
       bus.unwatch(guid);
     },
   });
-  for (const method of ['publish', 'range', 'checkHistory', 'isReady', 'waitUntilReady', 'close'] as const) {
+  for (const method of ['publish', 'range', 'checkHistory', 'catchUp', 'isReady', 'waitUntilReady', 'close'] as const) {
     (shared as unknown as Record<string, unknown>)[method] = (bus[method] as (...args: unknown[]) => unknown).bind(bus);
   }
 

@@ -30,6 +30,12 @@ export type HistoryCheck = 'complete' | 'trimmed' | 'unknown';
 export interface EventBus {
   readonly kind: 'memory' | 'redis';
   /**
+   * True when publish() settles within the microtasks of its caller (the in-process bus of a
+   * single-thread gateway): the HTTP API then answers inside the read that carried the request,
+   * which is what uWS needs to serve pipelined requests (see http/respond.ts holdReads).
+   */
+  readonly appendsInline: boolean;
+  /**
    * Appends events to a project's log, in order; resolves with their ids. With an idempotency key,
    * a repeat within the window appends nothing and resolves with the first call's ids (see idempotency.ts).
    */
@@ -50,6 +56,11 @@ export interface EventBus {
    * by retention; 'unknown' if the id is not one this log ever issued (e.g. the log was wiped).
    */
   checkHistory(projectGuid: string, afterId: string): Promise<HistoryCheck>;
+  /**
+   * Delivers to the sink, before resolving, every event of a watched project that the log held when
+   * this was called (a shutdown calls it before closing sockets). Gives up after `timeoutMs`.
+   */
+  catchUp(timeoutMs: number): Promise<void>;
   /** False while the bus cannot deliver (e.g. Redis unreachable). */
   isReady(): boolean;
   /** Resolves true once connected, or false after `timeoutMs` (the bus keeps trying either way). */

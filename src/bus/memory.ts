@@ -77,6 +77,7 @@ export function createMemoryBus(sink: EventSink, options: MemoryBusOptions): Eve
 
   return {
     kind: 'memory',
+    appendsInline: true,
     async publish(guid, input: readonly NewEvent[], idempotencyKey) {
       let recordKey: string | null = null;
       let fingerprint = '';
@@ -139,6 +140,8 @@ export function createMemoryBus(sink: EventSink, options: MemoryBusOptions): Eve
       if (!log) return afterId === ZERO_ID ? 'complete' : 'unknown';
       return classifyHistory(afterId, { lastGenerated: log.lastId, maxDeleted: log.maxDeletedId, firstId: log.events[0]?.id ?? null });
     },
+    // Appends reach the sink inside publish(): there is never anything to catch up with.
+    catchUp: async () => {},
     isReady: () => true,
     waitUntilReady: async () => true,
     async close() {

@@ -192,15 +192,26 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
     return events;
   }
 
-  function deliverReply(reply: XReadReply, byKey: Map<string, Watch>): void {
-    if (!reply) return;
-    for (const [key, entries] of reply) {
+  /**
+   * Hands a read's entries to the sink, each once: two reads of one stream can overlap (the reader's
+   * and a shutdown's catch-up), so entries at or before the watch's last delivered id are dropped.
+   */
+  function deliverReply(reply: XReadReply, byKey: Map<string, Watch>): number {
+    if (!reply) return 0;
+    let delivered = 0;
+    for (const [key, all] of reply) {
       const w = byKey.get(key);
-      if (!w || watches.get(w.guid) !== w || entries.length === 0) continue;
+      if (!w || watches.get(w.guid) !== w || all.length === 0) continue;
+      let first = 0;
+      while (first < all.length && compareIds(all[first]![0], w.lastId) <= 0) first++;
+      if (first === all.length) continue;
+      const entries = first === 0 ? all : all.slice(first);
       w.lastId = entries[entries.length - 1]![0];
+      delivered += entries.length;
       const events = toEvents(w.guid, entries);
       if (events.length) sink(w.guid, events);
     }
+    return delivered;
   }
 
   const sleep = (ms: number) =>
@@ -348,7 +359,7 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
    * per command standalone, one command per slot in a Cluster. A stream that returned a full
    * page is marked again, so a burst is read in pages without starving the others.
    */
-  async function readDirty(batch: Watch[]): Promise<void> {
+  async function readDirty(batch: Watch[], client: Redis | Cluster = reader): Promise<number> {
     const groups: Watch[][] = [];
     if (clustered) {
       const bySlot = new Map<number, Watch[]>();
@@ -362,13 +373,15 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
     } else {
       for (let i = 0; i < batch.length; i += 1000) groups.push(batch.slice(i, i + 1000));
     }
+    let read = 0;
     await Promise.all(
       groups.map(async (group) => {
-        const reply = (await reader.xread('COUNT', readCount, 'STREAMS', ...group.map((w) => w.key), ...group.map((w) => w.lastId))) as XReadReply;
-        deliverReply(reply, new Map(group.map((w) => [w.key, w])));
+        const reply = (await client.xread('COUNT', readCount, 'STREAMS', ...group.map((w) => w.key), ...group.map((w) => w.lastId))) as XReadReply;
+        read += deliverReply(reply, new Map(group.map((w) => [w.key, w])));
         if (reply) for (const [key, entries] of reply) if (entries.length >= readCount) markDirty(watchesByKey.get(key));
       }),
     );
+    return read;
   }
 
   async function readChanged(): Promise<void> {
@@ -495,6 +508,7 @@ return changed`;
 
   return {
     kind: 'redis',
+    appendsInline: false,
     async publish(guid, events, idempotencyKey) {
       ensureReady();
       try {
@@ -561,6 +575,15 @@ return changed`;
         return !firstEntry || compareIds(afterId, firstEntry[0]) >= 0 ? 'complete' : 'trimmed';
       }
       return classifyHistory(afterId, { lastGenerated, maxDeleted: String(field('max-deleted-entry-id')), firstId: firstEntry?.[0] ?? null });
+    },
+    async catchUp(timeoutMs) {
+      // Reads every watched stream to its end now, on the command connection (the reader may be
+      // blocked in a 2 s XREAD): what was appended before a shutdown began reaches the sockets before
+      // they are closed, on every instance and worker thread, not only on the one that appended it.
+      const deadline = Date.now() + timeoutMs;
+      while (running && watches.size > 0 && cmd.status === 'ready' && Date.now() < deadline) {
+        if ((await readDirty([...watches.values()], cmd)) === 0) return;
+      }
     },
     async waitUntilReady(timeoutMs) {
       const deadline = Date.now() + timeoutMs;

@@ -1,105 +1,269 @@
+import { createSharedTableMemory, openSharedTable, type SharedTableMemory } from './shared-table.js';
+
 /**
- * Who may connect and how often: per-key token buckets (upgrades per IP, HTTP requests per token),
- * connection counts per user, per IP and per instance, and a penalty box for clients closed for
- * flooding, so a flooder cannot reconnect at once and carry on. Every decision is O(1) and
- * synchronous: the uWS upgrade handler must decide before it returns.
+ * Who may connect and how often, once per process whatever WORKERS is: connection counts per user,
+ * per client address and per instance, upgrade-rate buckets per address, HTTP request buckets per
+ * key, and a penalty box for clients closed for flooding. The state lives in shared memory
+ * (shared-table.ts) that every worker thread opens, so a cap of 20 connections per user admits 20
+ * in the whole process, not 20 per thread, and a user penalized on one thread is refused on all.
+ * Every decision is synchronous and O(1): the uWS upgrade handler must decide before it returns.
  */
 
 export type Admission = { ok: true } | { ok: false; retryAfterS: number; reason: string };
 
 const ADMIT: Admission = { ok: true };
 
-/**
- * Token buckets by key, bounded in number: the least recently used key is forgotten first (a
- * forgotten key starts with a full bucket, so the bound only ever errs towards allowing).
- */
-export function createKeyedRateLimiter(options: { perSecond: number; burst: number; maxKeys: number }) {
-  const buckets = new Map<string, { tokens: number; at: number }>();
-  return (key: string, now = Date.now()): Admission => {
-    let b = buckets.get(key);
-    if (b) {
-      buckets.delete(key);
-      b.tokens = Math.min(options.burst, b.tokens + ((now - b.at) / 1000) * options.perSecond);
-      b.at = now;
-    } else {
-      b = { tokens: options.burst, at: now };
-      if (buckets.size >= options.maxKeys) buckets.delete(buckets.keys().next().value!);
-    }
-    buckets.set(key, b);
-    if (b.tokens >= 1) {
-      b.tokens -= 1;
-      return ADMIT;
-    }
-    return { ok: false, retryAfterS: Math.max(1, Math.ceil((1 - b.tokens) / options.perSecond)), reason: 'rate' };
-  };
-}
-
-export interface ConnectionCaps {
+export interface EdgeCaps {
+  /** Connections per instance (this process, all its worker threads). */
   readonly total: number;
   readonly perUser: number;
-  readonly perIp: number;
+  /** Per client address (an IPv6 client's /prefix counts as one address; see client-address.ts). */
+  readonly perAddress: number;
+  readonly upgrades: { readonly perSecond: number; readonly burst: number };
+  readonly http: { readonly perSecond: number; readonly burst: number };
 }
 
-/** Live connection counts; `admit` checks the caps, `opened`/`closed` keep the counts. */
-export function createConnectionCounter(caps: ConnectionCaps) {
-  const byUser = new Map<string, number>();
-  // Per address: its count and the first socket's copy of the address string, which later sockets
-  // from that address share (sharedAddress). One entry per address, none per connection.
-  const byIp = new Map<string, { readonly ip: string; n: number }>();
-  let total = 0;
+/** What a worker thread needs to share the main thread's edge state (structured-cloneable). */
+export interface EdgeStateMemory {
+  /** Connection counts: one value (the count) per user or address key. */
+  readonly connections: SharedTableMemory;
+  /** Rate buckets and penalties: tokens, last refill (epoch ms), penalized until (epoch ms). */
+  readonly limits: SharedTableMemory;
+}
+
+/** Rate and penalty records kept at most (then idle ones are forgotten: a forgotten bucket is a full one). */
+const MAX_LIMIT_RECORDS = 1 << 19;
+
+export function createEdgeStateMemory(caps: Pick<EdgeCaps, 'total'>): EdgeStateMemory {
   return {
-    admit(userId: string, ip: string): Admission {
-      // Retry-After: a connection slot frees when someone leaves; a few seconds is an honest guess.
-      if (total >= caps.total) return { ok: false, retryAfterS: 5, reason: `this instance holds its maximum of ${caps.total} connections` };
-      if ((byUser.get(userId) ?? 0) >= caps.perUser) return { ok: false, retryAfterS: 5, reason: `at most ${caps.perUser} connections per user` };
-      if ((byIp.get(ip)?.n ?? 0) >= caps.perIp) return { ok: false, retryAfterS: 5, reason: `at most ${caps.perIp} connections per address` };
+    // One record per user and per address with a live connection, plus the instance total: at most
+    // 2 × total + 1 live keys, kept under half the capacity. Grown on demand from 1,024 records.
+    connections: createSharedTableMemory({ valueSlots: 1, maxCapacity: Math.min(1 << 24, 4 * caps.total + 64) }),
+    limits: createSharedTableMemory({ valueSlots: 3, maxCapacity: MAX_LIMIT_RECORDS }),
+  };
+}
+
+export interface EdgeState {
+  /**
+   * An upgrade from `address` (null: a trusted proxy's own address, never limited): refused while
+   * the address is penalized or its upgrade bucket is empty; takes a token otherwise.
+   */
+  checkUpgrade(address: string | null, now?: number): Admission;
+  /**
+   * A connection for `userId` from `address`: refused while the user is penalized or a cap is
+   * reached; otherwise counted at once (released by `release`), so threads admitting at the same
+   * moment never pass a cap together.
+   */
+  admit(userId: string, address: string | null, now?: number): Admission;
+  release(userId: string, address: string | null): void;
+  /** Refuses the user's and the address's upgrades for `seconds`. */
+  penalize(userId: string, address: string | null, seconds: number, now?: number): void;
+  /** One HTTP request for `key`'s bucket. */
+  takeHttp(key: string, now?: number): Admission;
+  /** Connections counted in this process (all threads). */
+  connections(): number;
+}
+
+// Key spaces in the tables: a user id and an address can never be mistaken for each other.
+const USER = 'u\u0000';
+const ADDRESS = 'a\u0000';
+const HTTP = 'h\u0000';
+const TOTAL = 't\u0000';
+
+// Value slots of the limits table.
+const TOKENS = 0;
+const REFILLED_AT = 1;
+const PENALTY_UNTIL = 2;
+
+export function openEdgeState(memory: EdgeStateMemory, caps: EdgeCaps): EdgeState {
+  const counts = openSharedTable(memory.connections);
+  const limits = openSharedTable(memory.limits);
+  const cv = counts.values;
+  const lv = limits.values;
+  // A bucket untouched this long is full again, the same as no record at all: such records (with no
+  // penalty running) may be forgotten when the table is full.
+  const refillMs = 1000 * Math.max(caps.upgrades.burst / caps.upgrades.perSecond, caps.http.burst / caps.http.perSecond);
+  let evictNow = 0;
+  const idle = (r: number) => lv[limits.valueIndex(r, PENALTY_UNTIL)]! <= evictNow && evictNow - lv[limits.valueIndex(r, REFILLED_AT)]! >= refillMs;
+  const never = () => false;
+
+  /** Under limits.lock(), for the key last hashed: its penalty, if one is running. */
+  function penaltyOf(now: number): Admission {
+    const r = limits.find();
+    if (r < 0) return ADMIT;
+    const until = lv[limits.valueIndex(r, PENALTY_UNTIL)]!;
+    return until > now ? { ok: false, retryAfterS: Math.ceil((until - now) / 1000), reason: 'closed for flooding; wait before reconnecting' } : ADMIT;
+  }
+
+  /** Under limits.lock(), for the key last hashed: takes one token from its bucket. */
+  function takeToken(rate: { perSecond: number; burst: number }, now: number): Admission {
+    evictNow = now;
+    const r = limits.findOrInsert(idle);
+    if (r < 0) return ADMIT; // table full of live records: err towards allowing
+    const t = limits.valueIndex(r, TOKENS);
+    const at = limits.valueIndex(r, REFILLED_AT);
+    const tokens = limits.created ? rate.burst : Math.min(rate.burst, lv[t]! + ((now - lv[at]!) / 1000) * rate.perSecond);
+    lv[at] = now;
+    if (tokens >= 1) {
+      lv[t] = tokens - 1;
       return ADMIT;
+    }
+    lv[t] = tokens;
+    return { ok: false, retryAfterS: Math.max(1, Math.ceil((1 - tokens) / rate.perSecond)), reason: 'rate' };
+  }
+
+  /** Under counts.lock(): the count of the key last hashed (0 if none). */
+  function countOf(): number {
+    const r = counts.find();
+    return r < 0 ? 0 : cv[counts.valueIndex(r, 0)]!;
+  }
+
+  /** Under counts.lock(): adds `delta` to the count of the key last hashed; a count of 0 is removed. */
+  function add(delta: number): boolean {
+    const r = counts.findOrInsert(never);
+    if (r < 0) return false;
+    const i = counts.valueIndex(r, 0);
+    const n = cv[i]! + delta;
+    if (n <= 0) counts.remove(r);
+    else cv[i] = n;
+    return true;
+  }
+
+  // Keys are built once per call and hashed outside the locks.
+  const userKey = (userId: string) => USER + userId;
+  const addressKey = (address: string) => ADDRESS + address;
+
+  return {
+    checkUpgrade(address, now = Date.now()) {
+      if (address === null) return ADMIT;
+      limits.hash(addressKey(address));
+      limits.lock();
+      try {
+        const penalty = penaltyOf(now);
+        return penalty.ok ? takeToken(caps.upgrades, now) : penalty;
+      } finally {
+        limits.unlock();
+      }
     },
-    /** The address string already held for `ip` (equal to it), so sockets of one address share one. */
-    sharedAddress(ip: string): string {
-      return byIp.get(ip)?.ip ?? ip;
+
+    admit(userId, address, now = Date.now()) {
+      const user = userKey(userId);
+      limits.hash(user);
+      limits.lock();
+      let penalty: Admission;
+      try {
+        penalty = penaltyOf(now);
+      } finally {
+        limits.unlock();
+      }
+      if (!penalty.ok) return penalty;
+      const addr = address === null ? null : addressKey(address);
+      counts.lock();
+      try {
+        // Retry-After: a slot frees when someone leaves; a few seconds is an honest guess.
+        counts.hash(TOTAL);
+        if (countOf() >= caps.total) return { ok: false, retryAfterS: 5, reason: `this instance holds its maximum of ${caps.total} connections` };
+        counts.hash(user);
+        if (countOf() >= caps.perUser) return { ok: false, retryAfterS: 5, reason: `at most ${caps.perUser} connections per user` };
+        if (addr !== null) {
+          counts.hash(addr);
+          if (countOf() >= caps.perAddress) return { ok: false, retryAfterS: 5, reason: `at most ${caps.perAddress} connections per address` };
+        }
+        // Counted now, under the same lock as the checks. The table is sized for every live key; if
+        // it is ever full, refuse rather than admit a connection that could not be counted.
+        counts.hash(TOTAL);
+        if (!add(1)) return { ok: false, retryAfterS: 5, reason: 'connection table full' };
+        counts.hash(user);
+        if (!add(1)) {
+          counts.hash(TOTAL);
+          add(-1);
+          return { ok: false, retryAfterS: 5, reason: 'connection table full' };
+        }
+        if (addr !== null) {
+          counts.hash(addr);
+          if (!add(1)) {
+            counts.hash(user);
+            add(-1);
+            counts.hash(TOTAL);
+            add(-1);
+            return { ok: false, retryAfterS: 5, reason: 'connection table full' };
+          }
+        }
+        return ADMIT;
+      } finally {
+        counts.unlock();
+      }
     },
-    opened(userId: string, ip: string): void {
-      total++;
-      byUser.set(userId, (byUser.get(userId) ?? 0) + 1);
-      const a = byIp.get(ip);
-      if (a) a.n++;
-      else byIp.set(ip, { ip, n: 1 });
+
+    release(userId, address) {
+      const user = userKey(userId);
+      const addr = address === null ? null : addressKey(address);
+      counts.lock();
+      try {
+        counts.hash(TOTAL);
+        add(-1);
+        counts.hash(user);
+        add(-1);
+        if (addr !== null) {
+          counts.hash(addr);
+          add(-1);
+        }
+      } finally {
+        counts.unlock();
+      }
     },
-    closed(userId: string, ip: string): void {
-      total--;
-      const n = (byUser.get(userId) ?? 0) - 1;
-      if (n > 0) byUser.set(userId, n);
-      else byUser.delete(userId);
-      const a = byIp.get(ip);
-      if (a && --a.n <= 0) byIp.delete(ip);
+
+    penalize(userId, address, seconds, now = Date.now()) {
+      const until = now + seconds * 1000;
+      for (const key of address === null ? [userKey(userId)] : [userKey(userId), addressKey(address)]) {
+        limits.hash(key);
+        limits.lock();
+        try {
+          evictNow = now;
+          const r = limits.findOrInsert(idle);
+          if (r < 0) continue;
+          if (limits.created) {
+            // A record made for the penalty alone: its bucket counts as full.
+            lv[limits.valueIndex(r, TOKENS)] = Infinity;
+            lv[limits.valueIndex(r, REFILLED_AT)] = now;
+          }
+          const p = limits.valueIndex(r, PENALTY_UNTIL);
+          lv[p] = Math.max(lv[p]!, until);
+        } finally {
+          limits.unlock();
+        }
+      }
     },
-    get total() {
-      return total;
+
+    takeHttp(key, now = Date.now()) {
+      limits.hash(HTTP + key);
+      limits.lock();
+      try {
+        return takeToken(caps.http, now);
+      } finally {
+        limits.unlock();
+      }
+    },
+
+    connections() {
+      counts.hash(TOTAL);
+      counts.lock();
+      try {
+        return countOf();
+      } finally {
+        counts.unlock();
+      }
     },
   };
 }
 
-/** Keys (a user, an address) refused until a deadline: set when a socket is closed for flooding. */
-export function createPenaltyBox(maxKeys = 100_000) {
-  const until = new Map<string, number>();
-  return {
-    /** Keys held (some may have expired and not been checked since): 0 means nobody is penalized. */
-    get size() {
-      return until.size;
-    },
-    penalize(key: string, seconds: number, now = Date.now()): void {
-      if (until.size >= maxKeys) until.delete(until.keys().next().value!);
-      until.set(key, now + seconds * 1000);
-    },
-    check(key: string, now = Date.now()): Admission {
-      const t = until.get(key);
-      if (t === undefined) return ADMIT;
-      if (t <= now) {
-        until.delete(key);
-        return ADMIT;
-      }
-      return { ok: false, retryAfterS: Math.ceil((t - now) / 1000), reason: 'closed for flooding; wait before reconnecting' };
-    },
-  };
+/** The caps from the configuration's edge section. */
+export function edgeCaps(edge: {
+  readonly maxConnections: number;
+  readonly maxConnectionsPerUser: number;
+  readonly maxConnectionsPerIp: number;
+  readonly upgradesPerIp: { readonly perSecond: number; readonly burst: number };
+  readonly httpPerToken: { readonly perSecond: number; readonly burst: number };
+}): EdgeCaps {
+  return { total: edge.maxConnections, perUser: edge.maxConnectionsPerUser, perAddress: edge.maxConnectionsPerIp, upgrades: edge.upgradesPerIp, http: edge.httpPerToken };
 }

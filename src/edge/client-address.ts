@@ -1,37 +1,67 @@
-import { BlockList, isIP } from 'node:net';
+import ipaddr from 'ipaddr.js';
+import { isIP } from 'node:net';
 
 /**
- * The address a request really came from. `X-Forwarded-For` is believed only when the peer is a
- * configured proxy (TRUSTED_PROXIES), and then only as far back as the chain stays inside trusted
- * proxies: the right-most address not ours is the client. Anyone else can write that header, so
- * from anyone else it is ignored.
+ * The client a request comes from, as the edge limits count it.
+ *
+ * - `X-Forwarded-For` is believed only when the peer is a configured proxy (TRUSTED_PROXIES), and
+ *   then only as far back as the chain stays inside trusted proxies: the right-most hop not ours is
+ *   the client. Every header line counts (HAProxy's `option forwardfor` appends a line of its own
+ *   instead of merging): the lines are one list, in order, as RFC 9110 says of repeated fields.
+ * - Addresses are compared in one canonical form (ipaddr.js): `::ffff:a.b.c.d` and the other IPv6
+ *   spellings of an IPv4 address are that IPv4 address; IPv6 is compressed and lower-cased, its zone
+ *   dropped. An IPv6 client is its /`ipv6Prefix` network (default /64): one subscriber line gets a
+ *   whole /64, so counting single addresses would let one client be 2^64 of them.
+ * - A trusted proxy's own address is never a client: requests it makes itself (no header, or a chain
+ *   of proxies only) are not capped, rate limited or penalized by address.
+ * - A hop that is not an address (garbage written by a client behind a proxy that passes headers on
+ *   unchecked) makes the client "unparsable": all such clients share one key, so garbage buys nothing.
  */
-export function createClientAddressResolver(trustedProxies: readonly string[]): (peer: string, forwardedFor: string) => string {
-  if (trustedProxies.length === 0) return (peer) => peer;
-  const trusted = new BlockList();
-  for (const cidr of trustedProxies) {
-    const [address, bits] = cidr.split('/') as [string, string | undefined];
-    const type = isIP(address) === 6 ? 'ipv6' : 'ipv4';
-    if (bits === undefined) trusted.addAddress(address, type);
-    else trusted.addSubnet(address, Number(bits), type);
-  }
-  const isTrusted = (address: string) => {
-    const type = isIP(address);
-    return type !== 0 && trusted.check(address, type === 6 ? 'ipv6' : 'ipv4');
-  };
-  return (peer, forwardedFor) => {
-    if (!isTrusted(peer) || !forwardedFor) return peer;
-    const hops = forwardedFor.split(',');
-    for (let i = hops.length - 1; i >= 0; i--) {
-      const hop = hops[i]!.trim();
-      if (isIP(hop) === 0) return peer; // garbage in the chain: trust none of it
-      if (!isTrusted(hop)) return hop;
-    }
-    return hops[0]!.trim();
-  };
+export interface ClientAddress {
+  /** The key the per-address limits count; null for a trusted proxy's own requests. */
+  readonly key: string | null;
+  /** The client's address for logs (canonical), or the proxy's when key is null. */
+  readonly address: string;
 }
 
-/** TRUSTED_PROXIES entries: an IPv4/IPv6 address, optionally with a /prefix. */
+export interface ClientAddressOptions {
+  readonly trustedProxies: readonly string[];
+  /** IPv6 clients are grouped by this prefix length (1-128; 128 = every address its own client). */
+  readonly ipv6Prefix: number;
+  /**
+   * Called once per peer address seen sending X-Forwarded-For while not trusted and itself a private,
+   * loopback or link-local address: most likely a proxy someone forgot to list in TRUSTED_PROXIES,
+   * which makes every client behind it one client.
+   */
+  readonly onUntrustedForwarder?: (peer: string) => void;
+}
+
+/** The key shared by every client whose forwarded address could not be read. */
+export const UNPARSABLE_CLIENT = 'unparsable-forwarded-for';
+
+type Parsed = ipaddr.IPv4 | ipaddr.IPv6;
+
+/** Parses one address as a proxy or uWS writes it (`a.b.c.d`, IPv6, `[v6]`, `a.b.c.d:port`, `[v6]:port`), canonical; null if it is none. */
+export function parseAddress(text: string): Parsed | null {
+  let s = text.trim();
+  if (s.startsWith('[')) {
+    const end = s.indexOf(']');
+    if (end < 0) return null;
+    s = s.slice(1, end);
+  } else if (s.indexOf(':') > 0 && s.indexOf(':') === s.lastIndexOf(':') && s.includes('.')) {
+    s = s.slice(0, s.indexOf(':')); // a.b.c.d:port
+  }
+  if (!ipaddr.isValid(s)) return null;
+  try {
+    const parsed = ipaddr.process(s);
+    if (parsed.kind() === 'ipv6') (parsed as ipaddr.IPv6).zoneId = undefined;
+    return parsed;
+  } catch {
+    return null;
+  }
+}
+
+/** TRUSTED_PROXIES entries: an IPv4/IPv6 address in its ordinary form, optionally with a /prefix. */
 export function isCidr(value: string): boolean {
   const [address, bits, extra] = value.split('/');
   if (extra !== undefined || !address) return false;
@@ -42,7 +72,67 @@ export function isCidr(value: string): boolean {
   return /^\d{1,3}$/.test(bits) && n <= (family === 6 ? 128 : 32);
 }
 
-/** uWS gives the peer address as text; IPv4 peers of a dual-stack socket come as ::ffff:a.b.c.d. */
-export function normalizePeer(text: string): string {
-  return text.startsWith('::ffff:') && isIP(text.slice(7)) === 4 ? text.slice(7) : text;
+/** A CIDR as [network, bits] in the form addresses are compared in (an IPv4-mapped IPv6 range becomes IPv4). */
+function parseCidr(cidr: string): [Parsed, number] {
+  const [address, bits] = cidr.split('/') as [string, string | undefined];
+  const raw = ipaddr.parse(address);
+  const width = raw.kind() === 'ipv6' ? 128 : 32;
+  const n = bits === undefined ? width : Number(bits);
+  if (raw.kind() === 'ipv6' && (raw as ipaddr.IPv6).isIPv4MappedAddress() && n >= 96) return [(raw as ipaddr.IPv6).toIPv4Address(), n - 96];
+  return [raw, n];
+}
+
+const PRIVATE_RANGES = new Set(['private', 'loopback', 'linkLocal', 'uniqueLocal', 'carrierGradeNat']);
+
+export function createClientAddressResolver(options: ClientAddressOptions): (peer: string, forwardedFor: string) => ClientAddress {
+  const trusted = options.trustedProxies.map(parseCidr);
+  const isTrusted = (a: Parsed) => trusted.some(([net, bits]) => net.kind() === a.kind() && a.match(net, bits));
+  const warned = new Set<string>();
+
+  /** The key of a client address: the address itself, or its IPv6 network. */
+  function keyOf(a: Parsed): string {
+    if (a.kind() === 'ipv4' || options.ipv6Prefix >= 128) return a.toString();
+    const bytes = a.toByteArray();
+    for (let bit = options.ipv6Prefix; bit < 128; bit++) bytes[bit >> 3]! &= ~(0x80 >> (bit & 7));
+    return `${ipaddr.fromByteArray(bytes).toString()}/${options.ipv6Prefix}`;
+  }
+
+  // The peer is parsed on every upgrade; clients mostly come back from the same few addresses.
+  const peers = new Map<string, Parsed | null>();
+  function parsePeer(text: string): Parsed | null {
+    let parsed = peers.get(text);
+    if (parsed === undefined) {
+      if (peers.size >= 10_000) peers.clear();
+      parsed = parseAddress(text);
+      peers.set(text, parsed);
+    }
+    return parsed;
+  }
+
+  return (peerText, forwardedFor) => {
+    const peer = parsePeer(peerText);
+    // uWS always gives an address; a peer we cannot read still counts, under its own text.
+    if (!peer) return { key: peerText, address: peerText };
+    const peerTrusted = trusted.length > 0 && isTrusted(peer);
+    if (!peerTrusted) {
+      if (forwardedFor && options.onUntrustedForwarder && PRIVATE_RANGES.has(peer.range()) && !warned.has(peer.toString()) && warned.size < 100) {
+        warned.add(peer.toString());
+        options.onUntrustedForwarder(peer.toString());
+      }
+      return { key: keyOf(peer), address: peer.toString() };
+    }
+    if (!forwardedFor) return { key: null, address: peer.toString() };
+    const hops = forwardedFor.split(',');
+    let nearest = peer;
+    for (let i = hops.length - 1; i >= 0; i--) {
+      const text = hops[i]!.trim();
+      if (text === '') continue;
+      const hop = parseAddress(text);
+      if (!hop) return { key: UNPARSABLE_CLIENT, address: UNPARSABLE_CLIENT };
+      if (!isTrusted(hop)) return { key: keyOf(hop), address: hop.toString() };
+      nearest = hop;
+    }
+    // Only proxies of ours in the chain: a request one of them made itself.
+    return { key: null, address: nearest.toString() };
+  };
 }

@@ -15,10 +15,12 @@ export function statusLine(status: number): string {
 export interface PendingResponse {
   readonly res: HttpResponse;
   aborted: boolean;
+  /** Reading from the connection is paused until this response is written (see holdReads). */
+  paused: boolean;
 }
 
 export function pending(res: HttpResponse): PendingResponse {
-  const p: PendingResponse = { res, aborted: false };
+  const p: PendingResponse = { res, aborted: false, paused: false };
   res.onAborted(() => {
     p.aborted = true;
   });
@@ -28,6 +30,8 @@ export function pending(res: HttpResponse): PendingResponse {
 export function sendJson(p: PendingResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   if (p.aborted) return;
   p.res.cork(() => {
+    // Before end(): after it the response must not be touched.
+    if (p.paused) p.res.resume();
     p.res.writeStatus(statusLine(status)).writeHeader('content-type', 'application/json');
     for (const [k, v] of Object.entries(headers)) p.res.writeHeader(k, v);
     p.res.end(JSON.stringify(body));
@@ -36,6 +40,30 @@ export function sendJson(p: PendingResponse, status: number, body: unknown, head
 
 export function sendError(p: PendingResponse, code: ErrorCode, message: string = ErrorCodes[code].message, headers: Record<string, string> = {}): void {
   sendJson(p, ErrorCodes[code].http, { error: { code, message } }, headers);
+}
+
+/**
+ * For a request answered asynchronously: stops reading from its connection until the answer is
+ * written. uWS answers pipelined requests only synchronously; a request that arrives while an
+ * earlier one on the same connection is still unanswered makes uWS close the connection with no
+ * answer to either (uWebSockets' HttpContext: "denying async pipelining"). Paused, a request sent
+ * behind this one waits in the kernel and is read after our answer. (One that arrived in the same
+ * read as this one is parsed at once all the same: see settledRead.)
+ */
+export function holdReads(p: PendingResponse): void {
+  if (p.aborted || p.paused) return;
+  p.paused = true;
+  p.res.pause();
+}
+
+/**
+ * Resolves once uWS has parsed the rest of the read that carried this request, with false if that
+ * closed the connection (a pipelined request behind this one). Call it before any side effect of a
+ * request answered asynchronously: a request that will get no answer must not have changed anything,
+ * or a client retrying it (a POST with no answer) would append twice.
+ */
+export function settledRead(p: PendingResponse): Promise<boolean> {
+  return new Promise((resolve) => setImmediate(() => resolve(!p.aborted)));
 }
 
 /** Collects a request body up to `limit` bytes; resolves null if the client aborted. */
@@ -51,7 +79,11 @@ export function readBody(p: PendingResponse, limit: number): Promise<Buffer | 't
         if (size > limit) over = true;
         else chunks.push(Buffer.from(chunk.slice(0)));
       }
-      if (isLast) resolve(over ? 'too_large' : Buffer.concat(chunks));
+      if (isLast) {
+        // The answer will come after an await: no further request is read until it is written.
+        holdReads(p);
+        resolve(over ? 'too_large' : Buffer.concat(chunks));
+      }
     });
     p.res.onAborted(() => {
       p.aborted = true;

@@ -3,14 +3,14 @@ import type { Logger } from 'pino';
 import type { HttpRequest } from 'uWebSockets.js';
 import type { TicketStore } from '../auth/tickets.js';
 import { PUBLISH_SCOPE, bearerToken, canAccessProject, type Principal, type TokenVerifier } from '../auth/tokens.js';
-import { createKeyedRateLimiter } from '../edge/admission.js';
+import type { EdgeState } from '../edge/admission.js';
 import type { EventBus, NewEvent } from '../bus/bus.js';
 import type { AppendResult } from '../bus/idempotency.js';
 import { toGatewayError, type ErrorCode } from '../errors.js';
 import { isGuid } from '../protocol/messages.js';
 import { validateProducerEvents } from '../protocol/schemas.js';
 import type { Metrics } from '../metrics.js';
-import { framingProblem, pending, readBody, sendError, sendJson, type PendingResponse } from './respond.js';
+import { framingProblem, holdReads, pending, readBody, sendError, sendJson, settledRead, type PendingResponse } from './respond.js';
 
 export interface HttpDeps {
   readonly verifyToken: TokenVerifier;
@@ -24,7 +24,8 @@ export interface HttpDeps {
   /** Counts requests still being answered, so shutdown can wait for them. */
   readonly inflight: { count: number };
   readonly tickets: TicketStore;
-  readonly httpPerToken: { readonly perSecond: number; readonly burst: number };
+  /** HTTP request buckets (per token), shared by the process's worker threads. */
+  readonly edgeState: EdgeState;
   /** Renders GET /metrics instead of this gateway's own registry (worker threads: the whole process). */
   readonly renderMetrics?: (() => Promise<string>) | undefined;
 }
@@ -42,11 +43,15 @@ export function registerHttpRoutes(app: TemplatedApp, deps: HttpDeps): void {
 
   app.get('/metrics', (res) => {
     const p = pending(res);
+    holdReads(p);
     metrics.busReady.set(deps.bus.isReady() ? 1 : 0);
     (deps.renderMetrics ?? (() => metrics.registry.metrics()))().then(
       (text) => {
         if (p.aborted) return;
-        res.cork(() => res.writeStatus('200 OK').writeHeader('content-type', metrics.registry.contentType).end(text));
+        res.cork(() => {
+          res.resume();
+          res.writeStatus('200 OK').writeHeader('content-type', metrics.registry.contentType).end(text);
+        });
       },
       (err: unknown) => {
         log.error({ err }, 'metrics failed');
@@ -55,7 +60,6 @@ export function registerHttpRoutes(app: TemplatedApp, deps: HttpDeps): void {
     );
   });
 
-  const perToken = createKeyedRateLimiter({ ...deps.httpPerToken, maxKeys: 100_000 });
 
   /**
    * Everything a request must pass before its body is read: framing a proxy could disagree on,
@@ -73,7 +77,7 @@ export function registerHttpRoutes(app: TemplatedApp, deps: HttpDeps): void {
     } catch (err) {
       return fail(p, 'UNAUTHORIZED', (err as Error).message), null;
     }
-    const rate = perToken(token);
+    const rate = deps.edgeState.takeHttp(token);
     if (!rate.ok) return fail(p, 'RATE_LIMITED', 'too many requests for this token', { 'retry-after': String(rate.retryAfterS) }), null;
     return principal;
   }
@@ -112,6 +116,9 @@ export function registerHttpRoutes(app: TemplatedApp, deps: HttpDeps): void {
     }
     try {
       const events = validateProducerEvents(parsed);
+      // Nothing is appended for a request that can no longer be answered (see settledRead). An
+      // inline append is answered before uWS reads on, so it needs no wait (and pipelining works).
+      if (!deps.bus.appendsInline && !(await settledRead(p))) return;
       const { ids, replayed } = await deps.publish(guid, events, idempotencyKey);
       // A replayed key answers exactly as the first time, and says so (as Stripe's Idempotent-Replayed).
       sendJson(p, 202, ids.length === 1 && !('events' in (parsed as object)) ? { id: ids[0] } : { ids }, replayed ? { 'idempotent-replayed': 'true' } : {});
@@ -128,6 +135,7 @@ export function registerHttpRoutes(app: TemplatedApp, deps: HttpDeps): void {
     if (deps.isShuttingDown()) return sendError(p, 'UNAVAILABLE', 'server is shutting down');
     const principal = admit(p, req, false);
     if (!principal) return;
+    holdReads(p);
     deps.tickets.issue(principal).then(
       (ticket) => sendJson(p, 201, { ticket, expiresInS: deps.tickets.ttlS }, { 'cache-control': 'no-store' }),
       (err: unknown) => {

@@ -28,7 +28,10 @@ export interface Connection {
   /** Replaced by a successful auth_refresh (same user). */
   principal: Principal;
   readonly codec: Codec;
+  /** The client's address (canonical), for logs. */
   readonly remoteAddress: string;
+  /** What the per-address limits count this socket under (an IPv6 client's network); null for a trusted proxy's own requests. */
+  readonly addressKey: string | null;
   readonly connectedAt: number;
   ws: WebSocket<SocketData> | null;
   closed: boolean;

@@ -1,12 +1,12 @@
 import { createMemoryBus, type MemoryBusOptions } from '../bus/memory.js';
-import { GatewayError } from '../errors.js';
-import type { BusRequest, BusResult, ToWorker } from './messages.js';
+import type { BusRequest, MainResult, ToWorker } from './messages.js';
 
 export interface BusHost {
   attach(workerId: number, send: (message: ToWorker) => void): void;
   /** Forgets a worker that exited: its watches end. */
   detach(workerId: number): void;
-  handle(workerId: number, requestId: number, request: BusRequest): void;
+  /** Runs a worker's bus call; the pool sends the answer back. */
+  run(workerId: number, request: BusRequest): Promise<MainResult>;
   unwatch(workerId: number, guid: string): void;
   close(): Promise<void>;
 }
@@ -34,7 +34,7 @@ export function createBusHost(options: MemoryBusOptions): BusHost {
     bus.unwatch(guid);
   }
 
-  async function run(workerId: number, request: BusRequest): Promise<BusResult> {
+  async function run(workerId: number, request: BusRequest): Promise<MainResult> {
     switch (request.op) {
       case 'publish':
         return bus.publish(request.guid, request.events, request.idempotencyKey);
@@ -60,13 +60,7 @@ export function createBusHost(options: MemoryBusOptions): BusHost {
       workers.delete(workerId);
       for (const guid of [...watchers.keys()]) unwatch(workerId, guid);
     },
-    handle(workerId, requestId, request) {
-      run(workerId, request).then(
-        (value) => workers.get(workerId)?.({ kind: 'bus-reply', requestId, ok: true, value }),
-        (err: unknown) =>
-          workers.get(workerId)?.({ kind: 'bus-reply', requestId, ok: false, message: (err as Error).message, code: err instanceof GatewayError ? err.code : undefined }),
-      );
-    },
+    run,
     unwatch,
     close: () => bus.close(),
   };

@@ -3,8 +3,12 @@ import net from 'node:net';
 import { Worker } from 'node:worker_threads';
 import type { Config } from '../config.js';
 import { memoryBusOptions } from '../bus/memory.js';
+import { createEdgeStateMemory, edgeCaps } from '../edge/admission.js';
 import { createBusHost, type BusHost } from './bus-host.js';
-import type { FromWorker, MetricJson, ToWorker, WorkerStart } from './messages.js';
+import { serveSyncCalls } from './sync-calls.js';
+import type { FromWorker, MainRequest, MainResult, MetricJson, ToWorker, WorkerStart } from './messages.js';
+import { createMemoryTicketStore } from '../auth/tickets.js';
+import { GatewayError } from '../errors.js';
 import { aggregateWorkerMetrics } from './metrics.js';
 
 function freePort(host: string): Promise<number> {
@@ -35,6 +39,8 @@ interface Running {
   readonly thread: Worker;
   readonly send: (message: ToWorker) => void;
   readonly exited: Promise<number>;
+  /** Resolves when the worker answered `drain` (or ended). */
+  readonly drained: Promise<void>;
   closed: boolean;
 }
 
@@ -49,10 +55,32 @@ interface Running {
  */
 export async function startWorkerPool(config: Config, log: Logger, onWorkerLost: (workerId: number) => void): Promise<WorkerPool> {
   const host: BusHost | null = config.redis ? null : createBusHost(memoryBusOptions(config));
+  // Caps, rate buckets and penalties are per process, not per thread: every worker opens this memory.
+  const edgeState = createEdgeStateMemory(edgeCaps(config.edge));
   const running = new Map<number, Running>();
   let closing: Promise<void> | null = null;
   /** Until every worker listens, a lost worker fails the start instead. */
   let started = false;
+
+  // Without Redis the process has one ticket store, here, so a ticket issued on one worker is redeemed on any.
+  const tickets = config.redis ? null : createMemoryTicketStore(config.edge.ticketTtlS);
+
+  /** Runs a worker's call on the main thread's bus or ticket store and answers it on the worker's port. */
+  function answer(send: (message: ToWorker) => void, requestId: number, request: MainRequest, workerId: number): void {
+    let result: Promise<MainResult>;
+    switch (request.op) {
+      case 'issueTicket':
+      case 'redeemTicket':
+        result = !tickets ? Promise.reject(new Error('no ticket store in the main thread (Redis holds tickets)')) : request.op === 'issueTicket' ? tickets.issue(request.principal) : tickets.redeem(request.ticket);
+        break;
+      default:
+        result = host ? host.run(workerId, request) : Promise.reject(new Error('no in-process bus in the main thread (Redis is the bus)'));
+    }
+    result.then(
+      (value) => send({ kind: 'reply', requestId, ok: true, value }),
+      (err: unknown) => send({ kind: 'reply', requestId, ok: false, message: (err as Error).message, code: err instanceof GatewayError ? err.code : undefined }),
+    );
+  }
 
   // /metrics: one collect round per request, answered with whatever arrived in time.
   const collects = new Map<number, { snapshots: MetricJson[][]; expected: number; done: () => void }>();
@@ -72,8 +100,9 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
   }
 
   function spawn(workerId: number, workerConfig: Config): { worker: Running; listening: Promise<number> } {
-    const start: WorkerStart = { workerId, config: workerConfig, sharedMemoryBus: host !== null };
-    const thread = new Worker(new URL('./worker.js', import.meta.url), { workerData: start });
+    const appends = host ? serveSyncCalls((request) => host.run(workerId, request)) : null;
+    const start: WorkerStart = { workerId, config: workerConfig, sharedMemoryBus: host !== null, edgeState, appendChannel: appends?.channel ?? null };
+    const thread = new Worker(new URL('./worker.js', import.meta.url), { workerData: start, transferList: appends ? [appends.transfer] : [] });
     const send = (message: ToWorker) => thread.postMessage(message);
     let resolveListening!: (port: number) => void;
     let rejectListening!: (err: Error) => void;
@@ -82,7 +111,10 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
       rejectListening = reject;
     });
     const exited = new Promise<number>((resolve) => thread.once('exit', resolve));
-    const worker: Running = { workerId, thread, send, exited, closed: false };
+    let markDrained!: () => void;
+    const drained = new Promise<void>((resolve) => (markDrained = resolve));
+    void exited.then(() => markDrained());
+    const worker: Running = { workerId, thread, send, exited, drained, closed: false };
     running.set(workerId, worker);
     host?.attach(workerId, send);
 
@@ -92,8 +124,8 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
           return resolveListening(message.port);
         case 'start-failed':
           return rejectListening(new Error(`worker ${workerId}: ${message.message}`));
-        case 'bus-request':
-          return host?.handle(workerId, message.requestId, message.request);
+        case 'call':
+          return answer(send, message.requestId, message.request, workerId);
         case 'bus-unwatch':
           return host?.unwatch(workerId, message.guid);
         case 'metrics-request':
@@ -112,6 +144,8 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
           if (collect.snapshots.length >= collect.expected) collect.done();
           return;
         }
+        case 'drained':
+          return markDrained();
         case 'closed':
           worker.closed = true;
           return;
@@ -119,6 +153,7 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
     });
     thread.on('error', (err) => log.error({ err, worker: workerId }, 'worker thread failed'));
     void exited.then((code) => {
+      appends?.close();
       running.delete(workerId);
       host?.detach(workerId);
       rejectListening(new Error(`worker ${workerId} exited with code ${code} before listening`));
@@ -132,6 +167,13 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
 
   async function close(): Promise<void> {
     const workers = [...running.values()];
+    // Two phases. First every worker stops accepting and answers its requests in flight, so every
+    // publish that got its 202 is in the bus. Only then does any worker close its sockets: an event
+    // one worker acknowledged reaches the clients of all of them (the in-process bus posts it to
+    // each worker's port before the `shutdown` that follows; with Redis each catches up first).
+    for (const w of workers) w.send({ kind: 'drain' });
+    const drainWait = new Promise<void>((resolve) => setTimeout(resolve, config.shutdownGraceMs + 1000).unref());
+    await Promise.race([Promise.all(workers.map((w) => w.drained)), drainWait]);
     for (const w of workers) w.send({ kind: 'shutdown' });
     await Promise.all(
       workers.map(async (w) => {
@@ -168,7 +210,9 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
       close: () => (closing ??= close()),
     };
   } catch (err) {
-    closing ??= close();
+    // Nothing was served: no drain. End every thread now, so a start-up failure exits at once
+    // (a worker that opened Redis connections would otherwise linger until they time out).
+    closing ??= Promise.all([...running.values()].map((w) => w.thread.terminate())).then(() => host?.close());
     await closing;
     throw err;
   }

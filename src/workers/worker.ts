@@ -6,7 +6,9 @@ import { createGateway, type Gateway, type GatewayDeps } from '../gateway.js';
 import { createLogger } from '../logger.js';
 import { loadUws } from '../uws.js';
 import type { FromWorker, ToWorker, WorkerStart } from './messages.js';
+import { createMainCaller, createPortTicketStore } from './main-calls.js';
 import { createPortBus, type PortBus } from './port-bus.js';
+import { createSyncCaller } from './sync-calls.js';
 import { createWorkerUws, type WorkerUws } from './worker-uws.js';
 
 /** After 1001 went out, how long clients get to answer the close before their sockets are cut. */
@@ -15,7 +17,7 @@ const CLOSE_HANDSHAKE_WAIT_MS = 500;
 async function runWorker(): Promise<void> {
   const port = parentPort;
   if (!port) throw new Error('src/workers/worker.ts runs only as a worker thread');
-  const { workerId, config, sharedMemoryBus } = workerData as WorkerStart;
+  const { workerId, config, sharedMemoryBus, edgeState, appendChannel } = workerData as WorkerStart;
   const send = (message: FromWorker) => port.postMessage(message);
   const log = createLogger(config.logLevel, config.nodeId).child({ worker: workerId });
 
@@ -34,11 +36,13 @@ async function runWorker(): Promise<void> {
   }
   const workerUws = loaded;
   let portBus: PortBus | null = null;
+  const caller = createMainCaller(send);
   const metricsWaiters = new Map<number, { resolve: (text: string) => void; reject: (err: Error) => void }>();
   let nextMetricsRequest = 1;
   const deps: GatewayDeps = {
     logger: log,
     instanceId: `${config.nodeId}.w${workerId}`,
+    edgeState,
     uws: workerUws.uws,
     // GET /metrics on any worker answers for the whole process (the main thread sums every worker).
     renderMetrics: () =>
@@ -48,13 +52,20 @@ async function runWorker(): Promise<void> {
         send({ kind: 'metrics-request', requestId });
       }),
   };
-  if (sharedMemoryBus) deps.busFactory = (sink) => (portBus = createPortBus(send, sink)).bus;
+  if (sharedMemoryBus) {
+    const append = createSyncCaller(appendChannel!);
+    deps.busFactory = (sink) => (portBus = createPortBus(caller, append, send, sink)).bus;
+    // No Redis: tickets live in the main thread, one store for every worker.
+    deps.tickets = createPortTicketStore(caller, config.edge.ticketTtlS);
+  }
 
   // Handle messages from the start: the bus answers createGateway's first calls through them.
   let gateway: Gateway | null = null;
   port.on('message', (message: ToWorker) => {
     switch (message.kind) {
-      case 'bus-reply':
+      case 'reply':
+        caller.receive(message);
+        return;
       case 'bus-events':
         portBus?.receive(message);
         return;
@@ -73,6 +84,9 @@ async function runWorker(): Promise<void> {
         else waiter?.resolve(message.text);
         return;
       }
+      case 'drain':
+        void (gateway ? gateway.drain() : Promise.resolve()).finally(() => send({ kind: 'drained' }));
+        return;
       case 'shutdown': {
         void shutdown().then(
           () => {
@@ -100,6 +114,7 @@ async function runWorker(): Promise<void> {
   async function shutdown(): Promise<void> {
     if (!gateway) return workerUws.closeApps();
     await gateway.close();
+    caller.close();
     const connections = async () => (await gateway!.metrics.connections.get()).values[0]?.value ?? 0;
     const deadline = Date.now() + CLOSE_HANDSHAKE_WAIT_MS;
     while ((await connections()) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
@@ -108,9 +123,15 @@ async function runWorker(): Promise<void> {
 
   try {
     gateway = await createGateway(config, deps);
+  } catch (err) {
+    return startFailed(err, workerUws);
+  }
+  try {
     send({ kind: 'listening', port: await gateway.listen() });
   } catch (err) {
+    // Tell the pool at once (it exits the process); then let go of what the gateway opened (Redis).
     startFailed(err, workerUws);
+    await gateway.close().catch(() => {});
   }
 }
 

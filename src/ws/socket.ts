@@ -3,8 +3,8 @@ import type { Logger } from 'pino';
 import type { TicketStore } from '../auth/tickets.js';
 import { TICKET_PATTERN } from '../auth/tickets.js';
 import { canAccessProject, expiryMs, hasExpired, upgradeCredential, type Principal, type TokenVerifier } from '../auth/tokens.js';
-import { createConnectionCounter, createKeyedRateLimiter, createPenaltyBox, type Admission } from '../edge/admission.js';
-import { createClientAddressResolver, normalizePeer } from '../edge/client-address.js';
+import type { Admission, EdgeState } from '../edge/admission.js';
+import { createClientAddressResolver, type ClientAddress } from '../edge/client-address.js';
 import type { Config } from '../config.js';
 import { CloseCodes, GatewayError, toGatewayError, type ErrorCode } from '../errors.js';
 import type { Metrics } from '../metrics.js';
@@ -45,6 +45,8 @@ export interface SocketDeps {
   readonly metrics: Metrics;
   readonly isShuttingDown: () => boolean;
   readonly tickets: TicketStore;
+  /** Connection caps, upgrade buckets and penalties: one per process (shared by its worker threads). */
+  readonly edgeState: EdgeState;
 }
 
 const refused = (a: Admission) => (a.ok ? null : a);
@@ -75,10 +77,22 @@ export function createSocketLayer(deps: SocketDeps) {
   const { edge } = config;
   const connections = new Set<Connection>();
   let nextConnectionId = 1;
-  const clientAddress = createClientAddressResolver(edge.trustedProxies);
-  const upgradesPerIp = createKeyedRateLimiter({ ...edge.upgradesPerIp, maxKeys: 100_000 });
-  const counts = createConnectionCounter({ total: edge.maxConnections, perUser: edge.maxConnectionsPerUser, perIp: edge.maxConnectionsPerIp });
-  const penalties = createPenaltyBox();
+  const { edgeState } = deps;
+  const resolveClient = createClientAddressResolver({
+    trustedProxies: edge.trustedProxies,
+    ipv6Prefix: edge.ipv6ClientPrefix,
+    onUntrustedForwarder: (peer) =>
+      log.warn(
+        { peer },
+        'X-Forwarded-For from a private address that is not in TRUSTED_PROXIES: if it is your proxy, every client behind it counts as this one address (caps, rates, penalties); add it to TRUSTED_PROXIES',
+      ),
+  });
+  const readsForwardedFor = edge.trustedProxies.length > 0;
+  const addresses = createAddressInterner();
+  const dropAddresses = (conn: Connection) => {
+    addresses.drop(conn.remoteAddress);
+    if (conn.addressKey !== null) addresses.drop(conn.addressKey);
+  };
 
   function rejectUpgrade(res: HttpResponse, status: number, code: ErrorCode, message: string, retryAfterS?: number): void {
     metrics.upgradesRejected.inc({ status: String(status) });
@@ -101,11 +115,14 @@ export function createSocketLayer(deps: SocketDeps) {
     const offered = req.getHeader('sec-websocket-protocol');
     const extensions = req.getHeader('sec-websocket-extensions');
     const origin = req.getHeader('origin');
-    const remoteAddress = clientAddress(normalizePeer(Buffer.from(res.getRemoteAddressAsText()).toString()), req.getHeader('x-forwarded-for'));
+    const firstForwardedFor = req.getHeader('x-forwarded-for');
+    // getHeader gives the first line only; a proxy may add a line of its own (read them all when they count).
+    const forwardedFor = firstForwardedFor && readsForwardedFor ? headerLines(req, 'x-forwarded-for') : firstForwardedFor;
+    const client = resolveClient(Buffer.from(res.getRemoteAddressAsText()).toString(), forwardedFor);
 
     if (deps.isShuttingDown()) return rejectUpgrade(res, 503, 'UNAVAILABLE', 'server is shutting down');
     if (!originAllowed(origin)) return rejectUpgrade(res, 403, 'FORBIDDEN', `origin ${origin.slice(0, 200)} is not allowed (ALLOWED_ORIGINS)`);
-    const limited = refused(penalties.check(remoteAddress)) ?? refused(upgradesPerIp(remoteAddress));
+    const limited = refused(edgeState.checkUpgrade(client.key));
     if (limited) return rejectUpgrade(res, 429, 'RATE_LIMITED', limited.reason, limited.retryAfterS);
     if (credential.kind === 'none') return rejectUpgrade(res, 401, 'UNAUTHORIZED', 'missing token (?token=, Authorization: Bearer, or ?ticket=)');
     if (credential.kind === 'ambiguous') return rejectUpgrade(res, 401, 'UNAUTHORIZED', 'send one credential: ?token=, Authorization: Bearer, or ?ticket=, not several');
@@ -117,10 +134,10 @@ export function createSocketLayer(deps: SocketDeps) {
       try {
         principal = verifyToken(credential.token);
       } catch (err) {
-        log.info({ remoteAddress, reason: (err as Error).message }, 'upgrade rejected');
+        log.info({ remoteAddress: client.address, reason: (err as Error).message }, 'upgrade rejected');
         return rejectUpgrade(res, 401, 'UNAUTHORIZED', (err as Error).message);
       }
-      return admitAndUpgrade(res, context, principal, remoteAddress, negotiated, secKey, extensions);
+      return admitAndUpgrade(res, context, principal, client, negotiated, secKey, extensions);
     }
 
     let aborted = false;
@@ -131,7 +148,7 @@ export function createSocketLayer(deps: SocketDeps) {
         if (aborted) return;
         if (!principal) return rejectUpgrade(res, 401, 'UNAUTHORIZED', 'ticket unknown, used or expired');
         if (hasExpired(principal, Date.now() - config.jwt.clockToleranceMs)) return rejectUpgrade(res, 401, 'UNAUTHORIZED', 'the token behind this ticket has expired');
-        res.cork(() => admitAndUpgrade(res, context, principal, remoteAddress, negotiated, secKey, extensions));
+        res.cork(() => admitAndUpgrade(res, context, principal, client, negotiated, secKey, extensions));
       },
       (err: unknown) => {
         log.warn({ err: (err as Error).message }, 'ticket lookup failed');
@@ -145,12 +162,13 @@ export function createSocketLayer(deps: SocketDeps) {
     res: HttpResponse,
     context: us_socket_context_t,
     principal: Principal,
-    remoteAddress: string,
+    client: ClientAddress,
     negotiated: { codec: CodecName; protocol: string },
     secKey: string,
     extensions: string,
   ): void {
-    const capped = (penalties.size > 0 ? refused(penalties.check(`user:${principal.userId}`)) : null) ?? refused(counts.admit(principal.userId, remoteAddress));
+    // Counted from here (every thread of the process sees it); given back on close, or below if uWS never opens the socket.
+    const capped = refused(edgeState.admit(principal.userId, client.key));
     if (capped) {
       metrics.errors.inc({ code: 'TOO_MANY_CONNECTIONS' });
       return rejectUpgrade(res, 429, 'TOO_MANY_CONNECTIONS', capped.reason, capped.retryAfterS);
@@ -161,7 +179,8 @@ export function createSocketLayer(deps: SocketDeps) {
       principal,
       codec: CODECS[negotiated.codec],
       // One string per client address, shared by its sockets, instead of one per socket.
-      remoteAddress: counts.sharedAddress(remoteAddress),
+      remoteAddress: addresses.take(client.address),
+      addressKey: client.key === null ? null : addresses.take(client.key),
       connectedAt: now,
       ws: null,
       closed: false,
@@ -177,6 +196,11 @@ export function createSocketLayer(deps: SocketDeps) {
     };
     const data: SocketData = { conn };
     res.upgrade(data, secKey, negotiated.protocol, extensions, context);
+    // uWS calls open() inside upgrade(); a socket that never opened holds no slot.
+    if (conn.ws === null && !conn.closed) {
+      edgeState.release(principal.userId, conn.addressKey);
+      dropAddresses(conn);
+    }
   }
 
   function send(ws: Socket, conn: Connection, envelope: Envelope): void {
@@ -295,7 +319,6 @@ export function createSocketLayer(deps: SocketDeps) {
       const conn = ws.getUserData().conn;
       conn.ws = ws;
       connections.add(conn);
-      counts.opened(conn.principal.userId, conn.remoteAddress);
       metrics.connections.inc();
       metrics.connectionsOpened.inc();
       if (log.isLevelEnabled('info')) log.info({ conn: conn.id, userId: conn.principal.userId, remoteAddress: conn.remoteAddress, codec: conn.codec.name }, 'connection opened');
@@ -312,10 +335,7 @@ export function createSocketLayer(deps: SocketDeps) {
         if (decision === 'limit') send(ws, conn, fail(conn, 'RATE_LIMITED', undefined, null, null));
         else if (decision === 'close') {
           // A flooder closed here must not be back at once: its user and address wait RATE_LIMIT_PENALTY_S.
-          if (config.rateLimit.penaltyS > 0) {
-            penalties.penalize(`user:${conn.principal.userId}`, config.rateLimit.penaltyS);
-            penalties.penalize(conn.remoteAddress, config.rateLimit.penaltyS);
-          }
+          if (config.rateLimit.penaltyS > 0) edgeState.penalize(conn.principal.userId, conn.addressKey, config.rateLimit.penaltyS);
           ws.end(CloseCodes.RATE_LIMITED, 'rate limit exceeded');
         }
         return;
@@ -355,7 +375,8 @@ export function createSocketLayer(deps: SocketDeps) {
       conn.closed = true;
       conn.ws = null;
       connections.delete(conn);
-      counts.closed(conn.principal.userId, conn.remoteAddress);
+      edgeState.release(conn.principal.userId, conn.addressKey);
+      dropAddresses(conn);
       deps.hooks?.closed(conn);
       rooms.leaveAll(conn);
       releaseDrainWaiters(conn);
@@ -489,4 +510,36 @@ export function createSocketLayer(deps: SocketDeps) {
   }
 
   return { behavior, sweep, closeAll, enforceBufferBudget, noteFanOut };
+}
+
+/** Every line of a request header, joined as one list (RFC 9110: repeated field lines are one comma-separated value). */
+function headerLines(req: HttpRequest, name: string): string {
+  let joined = '';
+  req.forEach((key, value) => {
+    if (key === name) joined = joined ? `${joined},${value}` : value;
+  });
+  return joined;
+}
+
+/**
+ * One string per client address held by this thread's sockets (reference-counted), so a thousand
+ * sockets from one address share one string instead of holding a thousand copies.
+ */
+function createAddressInterner() {
+  const held = new Map<string, { readonly text: string; n: number }>();
+  return {
+    take(text: string): string {
+      const entry = held.get(text);
+      if (entry) {
+        entry.n++;
+        return entry.text;
+      }
+      held.set(text, { text, n: 1 });
+      return text;
+    },
+    drop(text: string): void {
+      const entry = held.get(text);
+      if (entry && --entry.n <= 0) held.delete(text);
+    },
+  };
 }
