@@ -42,6 +42,8 @@ export interface GatewayDeps {
   edgeState?: EdgeStateMemory;
   /** Where connection tickets live; default: Redis when configured, else this gateway's memory. */
   tickets?: TicketStore;
+  /** The worker thread this gateway runs in (0 without workers): its slot in process-wide tallies. */
+  workerId?: number;
 }
 
 export interface Gateway {
@@ -129,6 +131,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   const sockets = createSocketLayer({
     tickets: tickets.store,
     edgeState,
+    threadSlot: deps.workerId ?? 0,
     config,
     verifyToken,
     rooms,

@@ -29,7 +29,12 @@ export interface EdgeStateMemory {
   readonly connections: SharedTableMemory;
   /** Rate buckets and penalties: tokens, last refill (epoch ms), penalized until (epoch ms). */
   readonly limits: SharedTableMemory;
+  /** Unsent bytes of each thread's sockets, in KiB, one Int32 per thread: the outbound budget is per process. */
+  readonly buffered: SharedArrayBuffer;
 }
+
+/** Threads a process may run (WORKERS' maximum). */
+const MAX_THREADS = 256;
 
 /** Rate and penalty records kept at most (then idle ones are forgotten: a forgotten bucket is a full one). */
 const MAX_LIMIT_RECORDS = 1 << 19;
@@ -40,6 +45,7 @@ export function createEdgeStateMemory(caps: Pick<EdgeCaps, 'total'>): EdgeStateM
     // 2 × total + 1 live keys, kept under half the capacity. Grown on demand from 1,024 records.
     connections: createSharedTableMemory({ valueSlots: 1, maxCapacity: Math.min(1 << 24, 4 * caps.total + 64) }),
     limits: createSharedTableMemory({ valueSlots: 3, maxCapacity: MAX_LIMIT_RECORDS }),
+    buffered: new SharedArrayBuffer(MAX_THREADS * 4),
   };
 }
 
@@ -62,6 +68,11 @@ export interface EdgeState {
   takeHttp(key: string, now?: number): Admission;
   /** Connections counted in this process (all threads). */
   connections(): number;
+  /**
+   * Records that thread `slot`'s sockets hold `bytes` unsent and returns what all threads of the
+   * process hold (each thread's last report): MAX_BUFFERED_BYTES bounds the process, not a thread.
+   */
+  reportBuffered(slot: number, bytes: number): number;
 }
 
 // Key spaces in the tables: a user id and an address can never be mistaken for each other.
@@ -79,6 +90,7 @@ export function openEdgeState(memory: EdgeStateMemory, caps: EdgeCaps): EdgeStat
   const counts = openSharedTable(memory.connections);
   const limits = openSharedTable(memory.limits);
   const cv = counts.values;
+  const buffered = new Int32Array(memory.buffered);
   const lv = limits.values;
   // A bucket untouched this long is full again, the same as no record at all: such records (with no
   // penalty running) may be forgotten when the table is full.
@@ -243,6 +255,13 @@ export function openEdgeState(memory: EdgeStateMemory, caps: EdgeCaps): EdgeStat
       } finally {
         limits.unlock();
       }
+    },
+
+    reportBuffered(slot, bytes) {
+      Atomics.store(buffered, slot, Math.min(0x7fffffff, Math.ceil(bytes / 1024)));
+      let kib = 0;
+      for (let i = 0; i < buffered.length; i++) kib += Atomics.load(buffered, i);
+      return kib * 1024;
     },
 
     connections() {

@@ -96,7 +96,7 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
       if (targets.length === 0) resolve();
     });
     collects.delete(collectId);
-    return aggregateWorkerMetrics(snapshots.filter((s) => s.length > 0), config.nodeId);
+    return aggregateWorkerMetrics(snapshots.filter((s) => s.length > 0), config.nodeId, { sharedFeedbackStore: !!config.redis });
   }
 
   function spawn(workerId: number, workerConfig: Config): { worker: Running; listening: Promise<number> } {

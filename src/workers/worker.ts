@@ -42,6 +42,7 @@ async function runWorker(): Promise<void> {
   const deps: GatewayDeps = {
     logger: log,
     instanceId: `${config.nodeId}.w${workerId}`,
+    workerId,
     edgeState,
     uws: workerUws.uws,
     // GET /metrics on any worker answers for the whole process (the main thread sums every worker).

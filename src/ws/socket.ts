@@ -47,6 +47,8 @@ export interface SocketDeps {
   readonly tickets: TicketStore;
   /** Connection caps, upgrade buckets and penalties: one per process (shared by its worker threads). */
   readonly edgeState: EdgeState;
+  /** This thread's slot in the process's outbound-bytes tally (its worker id; 0 without workers). */
+  readonly threadSlot: number;
 }
 
 const refused = (a: Admission) => (a.ok ? null : a);
@@ -452,10 +454,15 @@ export function createSocketLayer(deps: SocketDeps) {
       log.warn({ dropped: timedOut, writeTimeoutMs: config.writeTimeoutMs }, 'cut sockets whose unsent bytes made no progress (write timeout)');
     }
     metrics.bufferedBytes.set(unsent);
+    // The budget is the process's: every worker thread reports its sockets' bytes, and each cuts its
+    // own share of the excess (in proportion to what it holds), so together they get back under it.
+    const processUnsent = edgeState.reportBuffered(deps.threadSlot, unsent);
+    const processFootprint = processUnsent * BUFFER_FOOTPRINT_FACTOR;
+    if (processFootprint <= config.maxBufferedBytes || unsent === 0) return;
+    const share = unsent / Math.max(unsent, processUnsent);
     let footprint = unsent * BUFFER_FOOTPRINT_FACTOR;
-    if (footprint <= config.maxBufferedBytes) return;
+    const target = footprint - (processFootprint - config.maxBufferedBytes * 0.9) * share;
     holding.sort((a, b) => b.bytes - a.bytes);
-    const target = config.maxBufferedBytes * 0.9;
     let dropped = 0;
     for (const { conn, bytes } of holding) {
       if (footprint <= target) break;
@@ -464,7 +471,7 @@ export function createSocketLayer(deps: SocketDeps) {
       cut(conn);
     }
     metrics.slowConsumersDropped.inc({ reason: 'process_budget' }, dropped);
-    log.warn({ dropped, unsentBytes: unsent, footprintAfter: footprint, budget: config.maxBufferedBytes }, 'outbound buffer budget exceeded; dropped the slowest consumers');
+    log.warn({ dropped, unsentBytes: unsent, processUnsentBytes: processUnsent, footprintAfter: footprint, budget: config.maxBufferedBytes }, 'outbound buffer budget exceeded; dropped the slowest consumers');
   }
 
   /**
