@@ -1,23 +1,24 @@
 // Connection ramp: VUs ramp up, each opens one WebSocket, joins a project and holds the
 // connection (app-level pings keep it alive), then reconnects when its hold time is over.
 //
-//   k6 run -e WS_URL=wss://gw.example.com/ws -e TOKEN=<jwt> k6/connection-ramp.ts
+//   k6 run -e WS_URL=wss://gw.example.com/ws -e JWT_SECRET=<the gateway's secret> k6/connection-ramp.ts
 //
-// Env: WS_URL, TOKEN (required); TARGET_VUS (1000), RAMP_UP (2m), HOLD (3m), RAMP_DOWN (30s),
+// Env: WS_URL and one of JWT_SECRET / TOKENS_FILE / TOKEN (required; lib/auth.ts, a user per VU);
+// CONNECT_WITH (ticket); TARGET_VUS (1000), RAMP_UP (2m), HOLD (3m), RAMP_DOWN (30s),
 // HOLD_S (seconds one connection stays open, 60), PING_S (25), PROJECTS (rooms spread over, 100),
 // P95_CONNECT_MS (500), JOIN_TIMEOUT_MS (5000).
-import { check } from 'k6';
+import { check, sleep } from 'k6';
 import { Counter, Rate, Trend } from 'k6/metrics';
 import type { Options } from 'k6/options';
 import { clearInterval, clearTimeout, setInterval, setTimeout } from 'k6/timers';
 import { WebSocket } from 'k6/websockets';
-import { envNumber, envString, frame, parseFrame, projectGuid, requireEnv, wsUrlWithToken, protocolErrors,
+import { connectUrl } from './lib/credentials.ts';
+import { envNumber, envString, frame, parseFrame, projectGuid, requireEnv, protocolErrors,
   unexpectedCloses,
   wsErrors,
 } from './lib/protocol.ts';
 
 const WS_URL = requireEnv('WS_URL');
-const TOKEN = requireEnv('TOKEN');
 const HOLD_S = envNumber('HOLD_S', 60);
 const PING_S = envNumber('PING_S', 25);
 const PROJECTS = envNumber('PROJECTS', 100);
@@ -46,13 +47,19 @@ export const options: Options = {
     join_ok: ['rate>0.99'],
     join_ack_ms: ['p(95)<500'],
     ws_errors: ['count<1'],
+    ticket_errors: ['count<1'],
   },
 };
 
 export default function (): void {
   const guid = projectGuid(__VU % PROJECTS);
   const requestId = `join-${__VU}-${__ITER}`;
-  const ws = new WebSocket(wsUrlWithToken(WS_URL, TOKEN));
+  const url = connectUrl(WS_URL);
+  if (url === null) {
+    sleep(1); // the ticket was refused (reported): this VU tries again next iteration, without hammering
+    return;
+  }
+  const ws = new WebSocket(url);
   let sentAt = 0;
   let opened = false;
   let joinSettled = false; // ack, error or timeout recorded in join_ok

@@ -2,9 +2,11 @@
 // producer scenario POSTs events to the HTTP producer API. Measures delivery latency from the
 // envelope `timestamp` (set when the event was published) to its arrival at the client.
 //
-//   k6 run -e WS_URL=wss://gw.example.com/ws -e TOKEN=<jwt> -e PRODUCER_TOKEN=<jwt> k6/fanout.ts
+//   k6 run -e WS_URL=wss://gw.example.com/ws -e JWT_SECRET=<the gateway's secret> k6/fanout.ts
 //
-// Env: WS_URL, TOKEN, PRODUCER_TOKEN (required); HTTP_URL (default derived from WS_URL);
+// Env: WS_URL and one of JWT_SECRET / TOKENS_FILE / TOKEN (required; lib/auth.ts, a user per VU);
+// PRODUCER_TOKEN (required unless JWT_SECRET mints one per producer VU); CONNECT_WITH (ticket);
+// HTTP_URL (producer API and tickets, default derived from WS_URL);
 // SUBSCRIBERS (200), ROOMS (10), ROOMS_PER_CLIENT (1), DURATION_S (120), WARMUP_S (10),
 // PUBLISH_RATE (events/s over all rooms, 50), EVENT_TYPE (project_message), PAYLOAD_BYTES (256),
 // PING_S (25), P95_MS (250), P99_MS (1000).
@@ -27,15 +29,15 @@ import {
   parseFrame,
   projectGuid,
   requireEnv,
-  wsUrlWithToken,
   protocolErrors,
   unexpectedCloses,
   wsErrors,
 } from './lib/protocol.ts';
+import { connectUrl, producerAuth, tokens } from './lib/credentials.ts';
 
 const WS_URL = requireEnv('WS_URL');
-const TOKEN = requireEnv('TOKEN');
-const PRODUCER_TOKEN = requireEnv('PRODUCER_TOKEN');
+// Fail at the start, not on every publish, when the producer has no token (PRODUCER_TOKEN, or JWT_SECRET to mint one).
+tokens.producerFor(1);
 const HTTP_URL = httpBaseUrl(WS_URL);
 const SUBSCRIBERS = envNumber('SUBSCRIBERS', 200);
 const ROOMS = envNumber('ROOMS', 10);
@@ -85,6 +87,7 @@ export const options: Options = {
     out_of_order_events: ['count<1'],
     unexpected_closes: ['count<1'],
     publish_errors: ['count<1'],
+    ticket_errors: ['count<1'],
     join_ok: ['rate>0.99'],
     checks: ['rate>0.99'],
     'http_req_failed{scenario:producer}': ['rate<0.01'],
@@ -103,7 +106,12 @@ export function subscriber(): void {
   const lastId = new Map<string, string>();
   const pendingJoins = new Set<string>();
   const endAt = exec.scenario.startTime + DURATION_S * 1000;
-  const ws = new WebSocket(wsUrlWithToken(WS_URL, TOKEN));
+  const url = connectUrl(WS_URL);
+  if (url === null) {
+    joinOk.add(false); // this subscriber never joins: the ticket was refused (reported)
+    return;
+  }
+  const ws = new WebSocket(url);
   let opened = false;
   let closingOnPurpose = false;
   let pingTimer: number | undefined;
@@ -180,7 +188,7 @@ export function producer(): void {
     data: { seq: exec.scenario.iterationInTest, sentAt: Date.now(), payload: PAYLOAD },
   });
   const res = http.post(`${HTTP_URL}/v1/projects/${guid}/events`, body, {
-    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${PRODUCER_TOKEN}` },
+    headers: { 'Content-Type': 'application/json', Authorization: producerAuth() },
     tags: { name: 'POST /v1/projects/:projectGuid/events' },
   });
   const ok = check(res, {

@@ -3,9 +3,10 @@
 // answer comes once the feedback is stored (durable with Redis; see docs/agents.md). The agents'
 // own answer, a second `user_feedback_response` with the same id, is not timed here.
 //
-//   k6 run -e WS_URL=wss://gw.example.com/ws -e TOKEN=<jwt> k6/feedback-roundtrip.ts
+//   k6 run -e WS_URL=wss://gw.example.com/ws -e JWT_SECRET=<the gateway's secret> k6/feedback-roundtrip.ts
 //
-// Env: WS_URL, TOKEN (required); VUS (50), DURATION_S (60), INTERVAL_MS (pause between requests
+// Env: WS_URL and one of JWT_SECRET / TOKENS_FILE / TOKEN (required; lib/auth.ts, a user per VU);
+// CONNECT_WITH (ticket); VUS (50), DURATION_S (60), INTERVAL_MS (pause between requests
 // of one VU, 1000), TIMEOUT_MS (5000), PROJECTS (10), CONTENT_BYTES (200), P99_MS (500).
 import { check } from 'k6';
 import exec from 'k6/execution';
@@ -13,13 +14,13 @@ import { Counter, Rate, Trend } from 'k6/metrics';
 import type { Options } from 'k6/options';
 import { clearTimeout, setTimeout } from 'k6/timers';
 import { WebSocket } from 'k6/websockets';
-import { envNumber, frame, parseFrame, projectGuid, requireEnv, wsUrlWithToken, protocolErrors,
+import { connectUrl } from './lib/credentials.ts';
+import { envNumber, frame, parseFrame, projectGuid, requireEnv, protocolErrors,
   unexpectedCloses,
   wsErrors,
 } from './lib/protocol.ts';
 
 const WS_URL = requireEnv('WS_URL');
-const TOKEN = requireEnv('TOKEN');
 const VUS = envNumber('VUS', 50);
 const DURATION_S = envNumber('DURATION_S', 60);
 const INTERVAL_MS = envNumber('INTERVAL_MS', 1000);
@@ -50,6 +51,7 @@ export const options: Options = {
     ws_errors: ['count<1'],
     protocol_errors: ['count<1'],
     unexpected_closes: ['count<1'],
+    ticket_errors: ['count<1'],
     checks: ['rate>0.99'],
   },
 };
@@ -58,7 +60,9 @@ export default function (): void {
   const guid = projectGuid(__VU % PROJECTS);
   const joinId = `join-${__VU}`;
   const endAt = exec.scenario.startTime + DURATION_S * 1000;
-  const ws = new WebSocket(wsUrlWithToken(WS_URL, TOKEN));
+  const url = connectUrl(WS_URL);
+  if (url === null) return; // the ticket was refused (reported in ticket_errors)
+  const ws = new WebSocket(url);
   let opened = false;
   let closingOnPurpose = false;
   let seq = 0;

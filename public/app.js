@@ -56,6 +56,8 @@ async function connect() {
     url: wsUrl.toString(),
     // A real app asks its backend for a fresh token here. The page can only do that in dev mode
     // with a minted token; a pasted token is used as it is until it expires (then 4401, shown below).
+    // The library trades it for a one-time ticket (POST /v1/tickets, token in a header) before each
+    // connect, so the token never appears in a URL or a proxy's access log.
     getToken: () => (mintedToken ? mintToken() : $('token').value.trim()),
     protocol: msgpack ? 'msgpack' : 'json',
     msgpack,

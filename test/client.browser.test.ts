@@ -1,7 +1,9 @@
 // End-to-end test of the browser client library (src/client) in a real headless Chromium (the npm
 // one, see helpers/browser.ts) against a real in-process gateway. The page loads the compiled
 // library as plain ES modules from a tiny static server, which also hands out tokens (so the test
-// can hold a reconnect at getToken()).
+// can hold a reconnect at getToken()) and forwards POST /v1/tickets to the gateway: the page is on
+// another origin than the gateway, which answers no CORS preflight, so the harness points the
+// client's `ticketsUrl` at its own origin, as docs/client.md tells such apps to.
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -50,6 +52,7 @@ h.make = (name, wsUrl, options = {}) => {
     getToken: async () => { rec.tokens++; return (await fetch('/token')).text(); },
     WebSocketImpl: TrackedWS,
     reconnect: { minDelayMs: 20, maxDelayMs: 200 },
+    ticketsUrl: '/v1/tickets',
     ...options,
   });
   client.on('event', (e) => rec.events.push({ type: e.type, projectGuid: e.projectGuid, id: e.id, data: e.data }));
@@ -83,6 +86,9 @@ let tokenGate: Promise<void> | null = null;
 /** Lifetimes (ms) of the next tokens handed out; afterwards tokens last 10 minutes. */
 const tokenTtls: number[] = [];
 const pageErrors: string[] = [];
+/** Every token /token handed out, and every ticket request the page made (as the forwarder saw it). */
+const handedTokens: string[] = [];
+const ticketCalls: Array<{ url: string; method: string; authorization: string | undefined; status?: number }> = [];
 
 /** Evaluates an expression in the page (where `h` is the harness). */
 const ev = <T>(expr: string): Promise<T> => page.evaluate(expr) as Promise<T>;
@@ -118,7 +124,17 @@ describe('browser client (Chromium + real gateway)', () => {
       } else if (path === '/token') {
         const ttl = tokenTtls.shift() ?? 600_000;
         void (tokenGate ?? Promise.resolve()).then(() => {
-          res.writeHead(200, { 'content-type': 'text/plain' }).end(sign(ttl));
+          const token = sign(ttl);
+          handedTokens.push(token);
+          res.writeHead(200, { 'content-type': 'text/plain' }).end(token);
+        });
+      } else if (path === '/v1/tickets') {
+        const call: (typeof ticketCalls)[number] = { url: req.url ?? '', method: req.method ?? '', authorization: req.headers.authorization };
+        ticketCalls.push(call);
+        void fetch(`http://127.0.0.1:${gwPort}/v1/tickets`, { method: 'POST', headers: { authorization: req.headers.authorization ?? '' } }).then(async (r) => {
+          call.status = r.status;
+          const retryAfter = r.headers.get('retry-after');
+          res.writeHead(r.status, { 'content-type': 'application/json', ...(retryAfter ? { 'retry-after': retryAfter } : {}) }).end(await r.text());
         });
       } else if (path.endsWith('.js')) {
         // The browser build keeps src/'s layout: /client/index.js imports /protocol/*.js and /errors.js.
@@ -164,6 +180,38 @@ describe('browser client (Chromium + real gateway)', () => {
     expect(got).toEqual(sent.map((e, i) => ({ ...e, projectGuid: guid, id: ids[i] })));
     expect(await ev<string | null>(`h.c.live.client.lastEventId(${JSON.stringify(guid)})`)).toBe(ids[2]);
     await ev('h.c.live.client.close()');
+  });
+
+  it('connects with a one-time ticket: the token only in the ticket request header, ?ticket= (never ?token=) on the socket', async () => {
+    const callsBefore = ticketCalls.length;
+    await openClient('tk');
+    await ev('h.c.tk.rec.sockets[0].close()'); // a reconnect takes a new ticket
+    await waitFor(`h.c.tk.rec.sockets.length === 2 && h.c.tk.client.state === 'open'`);
+    // One getToken() per connect, each token POSTed in the header for the ticket of that connect.
+    expect(ticketCalls.slice(callsBefore)).toEqual(
+      handedTokens.slice(-2).map((t) => ({ url: '/v1/tickets', method: 'POST', authorization: `Bearer ${t}`, status: 201 })),
+    );
+    const urls = await ev<string[]>('h.c.tk.rec.sockets.map((s) => s.url)');
+    expect(urls).toHaveLength(2);
+    for (const u of urls) {
+      const url = new URL(u);
+      expect(url.searchParams.get('ticket')).toMatch(/^[A-Za-z0-9_-]{43}$/);
+      expect(url.searchParams.has('token')).toBe(false);
+      for (const t of handedTokens) expect(u).not.toContain(t);
+    }
+    expect(new URL(urls[0]!).searchParams.get('ticket')).not.toBe(new URL(urls[1]!).searchParams.get('ticket'));
+    expect(await ev<number>('h.c.tk.client.ping()')).toBeLessThan(1000);
+    await ev('h.c.tk.client.close()');
+  });
+
+  it("connectWith: 'query-token' (the opt-out) connects with ?token= and asks for no ticket", async () => {
+    const callsBefore = ticketCalls.length;
+    await openClient('qt', { connectWith: 'query-token' });
+    expect(ticketCalls.length).toBe(callsBefore);
+    const url = new URL(await ev<string>('h.c.qt.rec.sockets[0].url'));
+    expect(url.searchParams.get('token')).toBe(handedTokens.at(-1));
+    expect(url.searchParams.has('ticket')).toBe(false);
+    await ev('h.c.qt.client.close()');
   });
 
   it('accepts batched (array) frames: 50 events published in one tick arrive once, in order', async () => {
@@ -336,8 +384,9 @@ describe('browser client (Chromium + real gateway)', () => {
       const G = 'aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee';
       const ev = (id) => ({ type: 'project_message', projectGuid: G, data: {}, id, timestamp: '' });
       const delivered = [], resyncs = [], states = [];
+      // connectWith 'query-token': the scripted socket plays the gateway, there is no ticket endpoint.
       const c = h.lib.createGatewayClient({ url: 'ws://fake/ws', getToken: () => 't', WebSocketImpl: FakeWS,
-        reconnect: { minDelayMs: 1, maxDelayMs: 5 } });
+        connectWith: 'query-token', reconnect: { minDelayMs: 1, maxDelayMs: 5 } });
       c.on('event', (e) => delivered.push(e.id));
       c.on('resync', (r) => resyncs.push(r));
       c.on('state', (s) => states.push(s));

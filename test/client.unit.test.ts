@@ -1,7 +1,8 @@
 // The browser client's state machine in Node, driven through a scripted WebSocket and fake timers:
 // backoff and jitter, close-code handling, de-duplication, the request queue and its timeouts,
-// token renewal and MessagePack. (The same library runs against a real gateway in Chromium in
-// client.browser.test.ts; here each decision is isolated so a wrong one fails by name.)
+// token renewal, MessagePack and the ticket request before each connect (against a scripted ticket
+// endpoint). (The same library runs against a real gateway in Chromium in client.browser.test.ts
+// and in Node in client.tickets.test.ts; here each decision is isolated so a wrong one fails by name.)
 import { createSigner } from 'fast-jwt';
 import { Packr } from 'msgpackr';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -13,6 +14,7 @@ import {
   renewalDelayMs,
   tokenExpiryMs,
   type GatewayClient,
+  type FetchLike,
   type GatewayClientOptions,
   type WebSocketLike,
 } from '../src/client/index.js';
@@ -62,10 +64,36 @@ class ScriptedSocket implements WebSocketLike {
     const join = this.sent.filter((f) => f.type === 'join_project')[n]!;
     this.push({ type: 'join_project', projectGuid: join.projectGuid, id: join.id, data, timestamp: '' });
   }
+  /** The token this socket authenticated with: `?token=`, or the token its `?ticket=` was issued for. */
   token(): string | null {
-    return new URL(this.url).searchParams.get('token');
+    const params = new URL(this.url).searchParams;
+    const ticket = params.get('ticket');
+    return ticket === null ? params.get('token') : (ticketTokens.get(ticket) ?? null);
   }
 }
+
+/** What the scripted ticket endpoint was asked. */
+type TicketRequest = { url: string; method: string; authorization: string | undefined };
+/** A scripted answer of the ticket endpoint; with none queued it answers 201 with a fresh ticket. */
+type TicketReply = { status: number; code: string; retryAfter?: string } | 'hang';
+
+function jsonResponse(status: number, body: unknown, headers: Record<string, string> = {}) {
+  return { status, headers: { get: (name: string) => headers[name.toLowerCase()] ?? null }, json: async () => body };
+}
+
+/** POST /v1/tickets as the gateway answers it (routes.ts), scripted by `ticketReplies`. */
+const fakeFetch: FetchLike = async (url, init) => {
+  const authorization = init.headers['authorization'];
+  ticketRequests.push({ url, method: init.method, authorization });
+  const reply = ticketReplies.shift();
+  if (reply === 'hang') {
+    return new Promise((_resolve, reject) => init.signal.addEventListener('abort', () => reject(new Error('aborted'))));
+  }
+  if (reply) return jsonResponse(reply.status, { error: { code: reply.code, message: 'scripted' } }, reply.retryAfter ? { 'retry-after': reply.retryAfter } : {});
+  const ticket = `ticket-${ticketRequests.length}`;
+  ticketTokens.set(ticket, (authorization ?? '').replace(/^Bearer /, ''));
+  return jsonResponse(201, { ticket, expiresInS: 30 });
+};
 
 function toArrayBuffer(bytes: Uint8Array): ArrayBuffer {
   return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
@@ -73,6 +101,9 @@ function toArrayBuffer(bytes: Uint8Array): ArrayBuffer {
 
 let sockets: ScriptedSocket[];
 let clients: GatewayClient[];
+let ticketRequests: TicketRequest[];
+let ticketReplies: TicketReply[];
+let ticketTokens: Map<string, string>;
 const event = (id: string, projectGuid = GUID) => ({ type: 'project_message', projectGuid, data: { id }, timestamp: '', id });
 
 function makeClient(options: Partial<GatewayClientOptions> = {}) {
@@ -84,6 +115,7 @@ function makeClient(options: Partial<GatewayClientOptions> = {}) {
     url: 'ws://gateway.test/ws',
     getToken: () => `token-${++tokens.count}`,
     WebSocketImpl: ScriptedSocket,
+    fetchImpl: fakeFetch,
     heartbeatIntervalMs: 60_000,
     heartbeatTimeoutMs: 30_000,
     ...options,
@@ -95,7 +127,7 @@ function makeClient(options: Partial<GatewayClientOptions> = {}) {
   return { client, delivered, errors, states, tokens };
 }
 
-/** Lets getToken()'s promise and the socket creation run. */
+/** Lets getToken()'s promise, the ticket request and the socket creation run. */
 const settle = () => vi.advanceTimersByTimeAsync(0);
 const last = () => sockets.at(-1)!;
 
@@ -103,6 +135,9 @@ beforeEach(() => {
   vi.useFakeTimers();
   sockets = [];
   clients = [];
+  ticketRequests = [];
+  ticketReplies = [];
+  ticketTokens = new Map();
 });
 afterEach(() => {
   for (const c of clients) c.close();
@@ -216,6 +251,96 @@ describe('close codes (README table)', () => {
     await vi.advanceTimersByTimeAsync(60_000);
     expect(sockets).toHaveLength(1);
     expect(states).toEqual(['open', 'closed']);
+  });
+});
+
+describe('tickets: the token goes in a header, never in a URL', () => {
+  it('by default POSTs the token as Authorization: Bearer to /v1/tickets on the ws host, then connects with ?ticket= only', async () => {
+    const { client, tokens } = makeClient({ reconnect: { minDelayMs: 10, maxDelayMs: 10 } });
+    await settle();
+    last().accept();
+    last().drop(1006);
+    await vi.advanceTimersByTimeAsync(10);
+    expect(tokens.count).toBe(2);
+    expect(ticketRequests).toEqual([
+      { url: 'http://gateway.test/v1/tickets', method: 'POST', authorization: 'Bearer token-1' },
+      { url: 'http://gateway.test/v1/tickets', method: 'POST', authorization: 'Bearer token-2' }, // a fresh ticket per connect
+    ]);
+    expect(sockets.map((s) => s.url)).toEqual(['ws://gateway.test/ws?ticket=ticket-1', 'ws://gateway.test/ws?ticket=ticket-2']);
+    for (const s of sockets) expect(new URL(s.url).searchParams.has('token')).toBe(false);
+    client.close();
+  });
+
+  it('derives https for wss (same host and port, path /v1/tickets), or uses ticketsUrl when given', async () => {
+    makeClient({ url: 'wss://gw.example:8443/base/ws?x=1' });
+    makeClient({ url: 'ws://gw.example/ws', ticketsUrl: 'https://api.example/proxy/tickets' });
+    await settle();
+    expect(ticketRequests.map((r) => r.url)).toEqual(['https://gw.example:8443/v1/tickets', 'https://api.example/proxy/tickets']);
+    expect(sockets[0]!.url).toBe('wss://gw.example:8443/base/ws?x=1&ticket=ticket-1');
+  });
+
+  it("connectWith: 'query-token' (the opt-out) asks for no ticket and sends ?token=", async () => {
+    makeClient({ connectWith: 'query-token' });
+    await settle();
+    expect(ticketRequests).toEqual([]);
+    expect(last().url).toBe('ws://gateway.test/ws?token=token-1');
+  });
+
+  it('503 from the ticket endpoint: reported, retried with the exponential backoff, no socket until a ticket comes', async () => {
+    vi.spyOn(Math, 'random').mockReturnValue(0); // jitter off: delays are the bases
+    ticketReplies.push({ status: 503, code: 'UNAVAILABLE' }, { status: 503, code: 'UNAVAILABLE' }, { status: 503, code: 'UNAVAILABLE' });
+    const { errors, states } = makeClient({ reconnect: { minDelayMs: 100, maxDelayMs: 10_000 } });
+    await settle();
+    expect(ticketRequests).toHaveLength(1);
+    for (const [n, delay] of [[2, 100], [3, 200], [4, 400]] as const) {
+      await vi.advanceTimersByTimeAsync(delay - 1);
+      expect(ticketRequests).toHaveLength(n - 1); // not a millisecond early
+      await vi.advanceTimersByTimeAsync(1);
+      expect(ticketRequests).toHaveLength(n);
+    }
+    expect(errors).toEqual(['UNAVAILABLE', 'UNAVAILABLE', 'UNAVAILABLE']);
+    expect(states).toEqual(['reconnecting']);
+    expect(sockets).toHaveLength(1); // only after the fourth request, the first that got a ticket
+    expect(last().token()).toBe('token-4');
+  });
+
+  it('429 with Retry-After: the next request waits Retry-After plus the backoff, never less', async () => {
+    vi.spyOn(Math, 'random').mockReturnValue(0);
+    ticketReplies.push({ status: 429, code: 'RATE_LIMITED', retryAfter: '3' });
+    const { errors } = makeClient({ reconnect: { minDelayMs: 100, maxDelayMs: 10_000 } });
+    await settle();
+    await vi.advanceTimersByTimeAsync(3_099);
+    expect(ticketRequests).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(ticketRequests).toHaveLength(2);
+    expect(errors).toEqual(['RATE_LIMITED']);
+    expect(sockets).toHaveLength(1);
+  });
+
+  it('401: reported as UNAUTHORIZED, and the retry asks getToken() for a new token', async () => {
+    vi.spyOn(Math, 'random').mockReturnValue(0);
+    ticketReplies.push({ status: 401, code: 'UNAUTHORIZED' });
+    const { errors, tokens } = makeClient({ reconnect: { minDelayMs: 100, maxDelayMs: 10_000 } });
+    await settle();
+    await vi.advanceTimersByTimeAsync(100);
+    expect(errors).toEqual(['UNAUTHORIZED']);
+    expect(tokens.count).toBe(2);
+    expect(ticketRequests.map((r) => r.authorization)).toEqual(['Bearer token-1', 'Bearer token-2']);
+    expect(last().token()).toBe('token-2');
+  });
+
+  it('a ticket request that hangs is aborted after heartbeatTimeoutMs, reported, and retried', async () => {
+    vi.spyOn(Math, 'random').mockReturnValue(0);
+    ticketReplies.push('hang');
+    const { errors } = makeClient({ heartbeatTimeoutMs: 2_000, reconnect: { minDelayMs: 100, maxDelayMs: 10_000 } });
+    await settle();
+    await vi.advanceTimersByTimeAsync(1_999);
+    expect(errors).toEqual([]);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(errors).toEqual(['CONNECT_ERROR']);
+    await vi.advanceTimersByTimeAsync(100);
+    expect(ticketRequests).toHaveLength(2);
+    expect(sockets).toHaveLength(1);
   });
 });
 
@@ -382,6 +507,7 @@ describe('token renewal', () => {
     const refresh = last().sent.find((f) => f.type === 'auth_refresh')!;
     last().push({ type: 'error', projectGuid: null, id: refresh.id, data: { code: 'UNKNOWN_TYPE', message: 'unknown message type' }, timestamp: '' });
     expect(sockets[0]!.closedWith).toBe(4000);
+    await settle(); // the ticket request for the fresh token
     expect(sockets).toHaveLength(2);
     expect(last().token()).toBe(refresh.data!.token);
     last().accept();

@@ -101,6 +101,9 @@ let gatewayPort: number;
 let gw: GatewayProcess;
 let browser: Browser;
 const pageErrors: string[] = [];
+/** Every URL the pages requested or opened a WebSocket to, and every ticket request they made. */
+const pageUrls: string[] = [];
+const ticketPosts: Array<{ method: string; authorization: string | undefined }> = [];
 
 const startGatewayProcess = () =>
   spawnGateway({
@@ -116,6 +119,11 @@ const xadd = (guid: string, type: string, data: Record<string, unknown>) =>
 async function openPage(baseUrl: string, guid: string, encoding: 'json' | 'msgpack' = 'json'): Promise<Page> {
   const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
   page.on('pageerror', (err) => pageErrors.push(String(err)));
+  page.on('websocket', (ws) => pageUrls.push(ws.url()));
+  page.on('request', (req) => {
+    pageUrls.push(req.url());
+    if (new URL(req.url()).pathname === '/v1/tickets') ticketPosts.push({ method: req.method(), authorization: req.headers()['authorization'] });
+  });
   await page.goto(baseUrl + '/');
   await page.waitForSelector('body[data-ready="true"]');
   await page.click('#mint');
@@ -145,6 +153,9 @@ afterAll(async () => {
   await agents?.stop();
   await redis?.stop();
   expect(pageErrors).toEqual([]); // an exception in app.js or the client library
+  // Across every test (restarts, drops, resync): no token in any URL, tickets only on sockets.
+  expect(pageUrls.filter((u) => new URL(u).searchParams.has('token'))).toEqual([]);
+  expect(pageUrls.filter((u) => u.startsWith('ws') && !new URL(u).searchParams.has('ticket'))).toEqual([]);
 });
 
 describe('live project page (Chromium, gateway process, Redis)', () => {
@@ -154,6 +165,13 @@ describe('live project page (Chromium, gateway process, Redis)', () => {
     expect(await page.isVisible('#dev-badge')).toBe(true);
     expect(await page.getAttribute('#state', 'data-state')).toBe('open');
     expect(await text(page, '#protocol')).toBe('autocode.v1.json');
+    // The page connected through a ticket: the token went only into the ticket request's header.
+    const token = await page.inputValue('#token');
+    expect(ticketPosts).toContainEqual({ method: 'POST', authorization: `Bearer ${token}` });
+    const sockets = pageUrls.filter((u) => u.startsWith('ws'));
+    expect(sockets.length).toBeGreaterThan(0);
+    for (const u of sockets) expect(new URL(u).searchParams.get('ticket')).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    for (const u of pageUrls) expect(u).not.toContain(token);
 
     // The producer contract, literally: redis-cli XADD on the project's stream.
     const stageId = await redis.cli('XADD', streamKey(guid), 'MAXLEN', '~', '10000', '*', 'type', 'project_stage_update', 'data', '{"stage":"build"}');

@@ -17,7 +17,10 @@ export const TMP_DIR = path.join(BENCH_DIR, 'results', 'tmp');
 export const JWT_SECRET = 'bench-secret-0123456789abcdef0123456789abcdef';
 /** The environment `npm start` sets for the gateway (package.json "start"); scenarios may override it. */
 export const NPM_START_ENV = { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '32768', MALLOC_TRIM_THRESHOLD_: '131072' };
-/** The load generator opens thousands of sockets for one user from one address: lift the edge caps (README, Limits). */
+/**
+ * The load generator opens thousands of sockets for one user from one address: lift the edge caps
+ * (README, Limits). k6/README.md names the same variables for a k6 run; keep the two lists alike.
+ */
 const GENEROUS_EDGE_LIMITS = {
   MAX_CONNECTIONS: '1000000', MAX_CONNECTIONS_PER_USER: '1000000', MAX_CONNECTIONS_PER_IP: '1000000',
   UPGRADES_PER_IP_PER_S: '1000000', UPGRADES_PER_IP_BURST: '1000000', HTTP_RATE_LIMIT_PER_S: '10000000', HTTP_RATE_LIMIT_BURST: '10000000',

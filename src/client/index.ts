@@ -78,6 +78,19 @@ export interface WebSocketLike {
 }
 export type WebSocketCtor = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
+/** The part of `fetch` the ticket request uses; the browser's and Node's global `fetch` both fit. */
+export type FetchLike = (
+  url: string,
+  init: { method: 'POST'; headers: Record<string, string>; signal: AbortSignal },
+) => Promise<{ status: number; headers: { get(name: string): string | null }; json(): Promise<unknown> }>;
+
+/**
+ * How a socket authenticates. `'ticket'`: POST the token in an Authorization header for a one-time
+ * ticket, then connect with `?ticket=`; `'query-token'`: the token itself as `?token=`, which puts a
+ * long-lived credential in the URL (and so in proxy access logs).
+ */
+export type ConnectWith = 'ticket' | 'query-token';
+
 /**
  * MessagePack is opt-in and brought by the app, so this library stays dependency-free: in the
  * browser, msgpackr's ES modules as the gateway serves them (/vendor/msgpackr/pack.js), in Node the
@@ -92,6 +105,16 @@ export interface GatewayClientOptions {
   url: string;
   /** Called on every (re)connect and before each token renewal. */
   getToken: () => string | Promise<string>;
+  /**
+   * 'ticket' (default): before each (re)connect, trade the token for a one-time ticket at
+   * `ticketsUrl`, so the token never appears in a URL. 'query-token': send the token as `?token=`,
+   * for deployments where the client cannot reach the gateway's HTTP API.
+   */
+  connectWith?: ConnectWith;
+  /** Where tickets are requested; default `/v1/tickets` on the ws URL's host (http for ws, https for wss). */
+  ticketsUrl?: string;
+  /** `fetch` for the ticket request (default: the global one). */
+  fetchImpl?: FetchLike;
   /** Wire format: 'json' (default) or 'msgpack' (needs `msgpack`). */
   protocol?: 'json' | 'msgpack';
   msgpack?: MessagePackCodec;
@@ -168,6 +191,13 @@ const TRANSIENT_CODES: ReadonlySet<string> = new Set<ErrorCode>(['UNAVAILABLE', 
 /** A failed getToken() during renewal is retried this often until the token expires. */
 const RENEW_RETRY_MS = 5_000;
 
+/** `/v1/tickets` on the gateway's host: http for ws, https for wss. */
+export function defaultTicketsUrl(wsUrl: string): string {
+  const url = new URL('/v1/tickets', wsUrl);
+  url.protocol = url.protocol === 'wss:' || url.protocol === 'https:' ? 'https:' : 'http:';
+  return url.toString();
+}
+
 export function createGatewayClient(options: GatewayClientOptions): GatewayClient {
   const Impl = options.WebSocketImpl ?? (globalThis as { WebSocket?: WebSocketCtor }).WebSocket;
   if (!Impl) throw new Error('no WebSocket implementation: pass options.WebSocketImpl');
@@ -178,6 +208,11 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
   // Resolved once, so a bad URL throws here, to the caller, instead of inside a reconnect loop.
   const here = (globalThis as { location?: { href: string } }).location?.href;
   const baseUrl = new URL(options.url, here).toString();
+  const connectWith: ConnectWith = options.connectWith ?? 'ticket';
+  const ticketsUrl = new URL(options.ticketsUrl ?? defaultTicketsUrl(baseUrl), here).toString();
+  const fetchImpl = options.fetchImpl ?? (globalThis as { fetch?: FetchLike }).fetch;
+  if (connectWith === 'ticket' && !fetchImpl) throw new Error("no fetch implementation for tickets: pass options.fetchImpl (or connectWith: 'query-token')");
+  const fetchTicket: FetchLike = (url, init) => fetchImpl!(url, init); // called unbound: `window.fetch` must not see `this` = options
   const hbInterval = options.heartbeatIntervalMs ?? 25_000;
   const hbTimeout = options.heartbeatTimeoutMs ?? 10_000;
   const reqTimeout = options.requestTimeoutMs ?? 10_000;
@@ -239,7 +274,19 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     }
     if (gen !== generation || closedByUser) return;
     const url = new URL(baseUrl);
-    url.searchParams.set('token', token); // browsers cannot set an Authorization header on WebSockets
+    if (connectWith === 'ticket') {
+      const got = await requestTicket(token);
+      if (gen !== generation || closedByUser) return;
+      if ('error' in got) {
+        // Like a failed connect: report, back off (at least Retry-After), and the next attempt calls getToken() again.
+        emit('error', got.error);
+        scheduleReconnect('backoff', got.retryAfterMs);
+        return;
+      }
+      url.searchParams.set('ticket', got.ticket);
+    } else {
+      url.searchParams.set('token', token); // browsers cannot set an Authorization header on WebSockets
+    }
     let sock: WebSocketLike;
     try {
       sock = new WebSocketImpl(url.toString(), useMsgpack ? SUBPROTOCOLS.msgpack : SUBPROTOCOLS.json);
@@ -257,6 +304,33 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     sock.onmessage = (ev: { data: unknown }) => { if (ws === sock) onFrame(ev.data); };
     sock.onerror = () => {}; // a close event always follows; `ws` also needs a listener to not throw
     sock.onclose = (ev: { code: number; reason?: unknown }) => { if (ws === sock) onSocketGone(ev.code, String(ev.reason ?? '')); };
+  }
+
+  /**
+   * Trades the token for a one-time ticket (POST, token in the Authorization header: a header is
+   * not written to access logs the way a URL is). A failure carries the error to report and the
+   * server's Retry-After, if any.
+   */
+  async function requestTicket(token: string): Promise<{ ticket: string } | { error: GatewayError; retryAfterMs: number }> {
+    const abort = new AbortController();
+    // A request that hangs (black-holed network) is given up like a connect that hangs.
+    const timer = setTimeout(() => abort.abort(), hbTimeout);
+    try {
+      const res = await fetchTicket(ticketsUrl, { method: 'POST', headers: { authorization: `Bearer ${token}` }, signal: abort.signal });
+      const body = (await res.json().catch(() => null)) as { ticket?: unknown; error?: { code?: unknown; message?: unknown } } | null;
+      if (res.status === 201 && typeof body?.ticket === 'string') return { ticket: body.ticket };
+      const code = typeof body?.error?.code === 'string' ? body.error.code : 'CONNECT_ERROR';
+      const detail = typeof body?.error?.message === 'string' ? `: ${body.error.message}` : '';
+      const retryAfterS = Number(res.headers.get('retry-after')); // seconds; an HTTP-date is NaN and ignored
+      return {
+        error: new GatewayError(code, `ticket request answered HTTP ${res.status}${detail}`),
+        retryAfterMs: Number.isFinite(retryAfterS) && retryAfterS > 0 ? retryAfterS * 1000 : 0,
+      };
+    } catch (err) {
+      return { error: new GatewayError('CONNECT_ERROR', `ticket request failed: ${String(err)}`), retryAfterMs: 0 };
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   function onOpen(): void {
@@ -324,13 +398,14 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     }
   }
 
-  function scheduleReconnect(delay: 'reset' | 'backoff' | 'max'): void {
+  /** `atLeastMs` (a server's Retry-After) comes on top of the backoff, whose jitter then spreads the clients told the same. */
+  function scheduleReconnect(delay: 'reset' | 'backoff' | 'max', atLeastMs = 0): void {
     if (closedByUser) return;
     setState('reconnecting');
     clearTimeout(reconnectTimer);
     if (delay === 'reset') attempt = 0;
     // 'max': an attempt number past any cap gives exactly the longest (jittered) delay.
-    const ms = backoffDelay(delay === 'max' ? 64 : attempt++, rc);
+    const ms = atLeastMs + backoffDelay(delay === 'max' ? 64 : attempt++, rc);
     reconnectTimer = setTimeout(() => { void connect(); }, ms);
   }
 
