@@ -4,7 +4,9 @@ import { createAgentsRelay } from './agents/relay.js';
 import { shareWatches } from './agents/shared-watches.js';
 import { createMemoryTicketStore, createRedisTicketStore, type TicketStore } from './auth/tickets.js';
 import { createTokenVerifier } from './auth/tokens.js';
-import { createEdgeStateMemory, edgeCaps, openEdgeState, type EdgeStateMemory } from './edge/admission.js';
+import { createEdgeStateMemory, edgeCaps, openEdgeState, type EdgeState, type EdgeStateMemory } from './edge/admission.js';
+import { sharePenaltiesOverRedis } from './edge/shared-penalties.js';
+import { penaltiesChannel } from './bus/keys.js';
 import type { EventBus, EventBusFactory, EventSink, NewEvent } from './bus/bus.js';
 import { createMemoryBus, memoryBusOptions } from './bus/memory.js';
 import type { Config } from './config.js';
@@ -84,7 +86,6 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   const verifyToken = createTokenVerifier(config.jwt);
   const instanceId = deps.instanceId ?? config.nodeId;
   const caps = edgeCaps(config.edge);
-  const edgeState = openEdgeState(deps.edgeState ?? createEdgeStateMemory(caps), caps);
   let shuttingDown = false;
   const isShuttingDown = () => shuttingDown;
 
@@ -127,9 +128,10 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
       };
   const forwardFeedback: FeedbackForwarder = (feedback) => agents?.acceptFeedback(feedback) ?? null;
 
-  const tickets = deps.tickets ? { store: deps.tickets, close: async () => {} } : await ticketStore(config);
+  const edge = await edgeAcrossInstances(config, instanceId, log, openEdgeState(deps.edgeState ?? createEdgeStateMemory(caps), caps), deps.tickets);
+  const { edgeState } = edge;
   const sockets = createSocketLayer({
-    tickets: tickets.store,
+    tickets: edge.tickets,
     edgeState,
     threadSlot: deps.workerId ?? 0,
     config,
@@ -173,7 +175,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     maxBodyBytes: Math.max(config.maxPayloadBytes * 16, 1024 * 1024),
     isShuttingDown,
     inflight,
-    tickets: tickets.store,
+    tickets: edge.tickets,
     edgeState,
     renderMetrics: deps.renderMetrics,
   });
@@ -227,7 +229,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
         sockets.closeAll(CloseCodes.GOING_AWAY, 'server shutting down, reconnect');
         await closeWithin(stepMs, 'agents relay', log, () => agents?.close());
         await closeWithin(stepMs, 'event bus', log, () => bus.close());
-        await closeWithin(stepMs, 'ticket store', log, () => tickets.close());
+        await closeWithin(stepMs, 'edge (tickets, penalties)', log, () => edge.close());
         log.info({ inflightAbandoned: inflight.count }, 'gateway closed');
       })());
     },
@@ -248,15 +250,31 @@ async function closeWithin(ms: number, what: string, log: Logger, step: () => Pr
   }
 }
 
-/** Tickets must be redeemable on any instance: in Redis when there is one, else in this process. */
-async function ticketStore(config: Config): Promise<{ store: TicketStore; close: () => Promise<void> }> {
-  if (!config.redis) return { store: createMemoryTicketStore(config.edge.ticketTtlS), close: async () => {} };
+/**
+ * What the edge keeps across instances when there is a Redis: tickets (redeemed on any instance) and
+ * penalties (enforced by every instance). Without Redis both stay in this process.
+ */
+async function edgeAcrossInstances(
+  config: Config,
+  instanceId: string,
+  log: Logger,
+  edgeState: EdgeState,
+  tickets: TicketStore | undefined,
+): Promise<{ edgeState: EdgeState; tickets: TicketStore; close: () => Promise<void> }> {
+  if (!config.redis) return { edgeState, tickets: tickets ?? createMemoryTicketStore(config.edge.ticketTtlS), close: async () => {} };
   const { createRedisClient, closeRedisClient } = await import('./redis-client.js');
-  const client = createRedisClient(config.redis, config.nodeId, 'tickets', { commandTimeoutMs: 2000 });
-  client.on('error', () => {}); // the bus logs Redis trouble; a failed redeem answers 503 on its own
+  const client = createRedisClient(config.redis, instanceId, 'edge', { commandTimeoutMs: 2000 });
+  const subscriber = createRedisClient(config.redis, instanceId, 'edge-subscriber', { blocking: true });
+  // The bus logs Redis trouble; a failed redeem answers 503 on its own, a penalty not shared is logged.
+  client.on('error', () => {});
+  subscriber.on('error', () => {});
   return {
-    store: createRedisTicketStore(client, config.redis.prefix, config.edge.ticketTtlS),
-    close: () => closeRedisClient(client),
+    edgeState: sharePenaltiesOverRedis(edgeState, { publisher: client, subscriber, channel: penaltiesChannel(config.redis.prefix), instanceId, log }),
+    tickets: tickets ?? createRedisTicketStore(client, config.redis.prefix, config.edge.ticketTtlS),
+    close: async () => {
+      subscriber.disconnect();
+      await closeRedisClient(client);
+    },
   };
 }
 

@@ -6,6 +6,9 @@ import { accessSync, chmodSync, constants as fsConstants, mkdtempSync, readFileS
 import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
+import WebSocket from 'ws';
+import { parse as parseYaml } from 'yaml';
+import { parseConfig } from '../src/config.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createProducer } from '../src/bus/producer.js';
 import { connect, postEvent, randomGuid, SECRET, until, userToken, type Frame, type TestClient } from './helpers/gateway.js';
@@ -34,7 +37,7 @@ function findNginx(): string {
  * deploy/nginx.conf itself, so the file people copy is the file tested: only the upstream servers,
  * the listen address, the worker count and the paths (pid, logs, temp) are replaced.
  */
-function nginxConfig(dir: string, port: number, upstreams: number[]): string {
+function nginxConfig(dir: string, port: number, upstreams: number[], workerConnections = 1024): string {
   const deployed = readFileSync(new URL('../deploy/nginx.conf', import.meta.url), 'utf8');
   const replace = (text: string, pattern: RegExp, replacement: string) => {
     if (!pattern.test(text)) throw new Error(`deploy/nginx.conf no longer matches ${String(pattern)}: update this test`);
@@ -42,7 +45,7 @@ function nginxConfig(dir: string, port: number, upstreams: number[]): string {
   };
   let conf = deployed;
   conf = replace(conf, /^worker_processes .*;$/m, `worker_processes 1;\npid ${dir}/nginx.pid;\nerror_log ${dir}/error.log info;`);
-  conf = replace(conf, /worker_connections \d+;/, 'worker_connections 1024;');
+  conf = replace(conf, /worker_connections \d+;/, `worker_connections ${workerConnections};`);
   conf = replace(
     conf,
     /^http \{$/m,
@@ -59,13 +62,13 @@ interface Nginx {
   stop(): Promise<void>;
 }
 
-async function startNginx(upstreams: number[]): Promise<Nginx> {
+async function startNginx(upstreams: number[], workerConnections?: number): Promise<Nginx> {
   const binary = findNginx();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'nginx-test-'));
   // nginx's workers run as an unprivileged user when the master is root: they must reach the temp paths.
   chmodSync(dir, 0o755);
   const port = await freePort();
-  writeFileSync(path.join(dir, 'nginx.conf'), nginxConfig(dir, port, upstreams));
+  writeFileSync(path.join(dir, 'nginx.conf'), nginxConfig(dir, port, upstreams, workerConnections));
   const child: ChildProcess = spawn(binary, ['-p', dir, '-c', path.join(dir, 'nginx.conf'), '-e', path.join(dir, 'error.log'), '-g', 'daemon off;'], { stdio: ['ignore', 'pipe', 'pipe'] });
   trackChild(child);
   let output = '';
@@ -251,5 +254,98 @@ describe('two gateways behind a real nginx', () => {
     expect(await connectionsOn(b)).toBe(4);
     await Promise.all([...clients, ...resumed.map((r) => r.after)].map((c) => c.close()));
     await producerConnection.quit();
+  });
+});
+
+/**
+ * What deploy/docker-compose.yml gives its gateways: TRUSTED_PROXIES naming nginx's own address.
+ * The test's nginx talks to the gateways from 127.0.0.1, so that is the address these gateways trust,
+ * exactly as compose trusts its nginx's fixed address; the compose file itself is checked to say so.
+ */
+describe("the shipped deployment's edge settings behind a real nginx (compose's TRUSTED_PROXIES, default limits)", () => {
+  let redis: RedisServer;
+  let gateways: GatewayProcess[];
+  let nginx: Nginx;
+  /** The limits a fresh install has (nothing lifted, unlike the other tests here). */
+  const defaults = parseConfig({ JWT_SECRET: SECRET }).edge;
+  const defaultLimits = {
+    MAX_CONNECTIONS: String(defaults.maxConnections),
+    MAX_CONNECTIONS_PER_USER: String(defaults.maxConnectionsPerUser),
+    MAX_CONNECTIONS_PER_IP: String(defaults.maxConnectionsPerIp),
+    UPGRADES_PER_IP_PER_S: String(defaults.upgradesPerIp.perSecond),
+    UPGRADES_PER_IP_BURST: String(defaults.upgradesPerIp.burst),
+    HTTP_RATE_LIMIT_PER_S: String(defaults.httpPerToken.perSecond),
+    HTTP_RATE_LIMIT_BURST: String(defaults.httpPerToken.burst),
+  };
+
+  beforeAll(async () => {
+    findNginx();
+    redis = await startRedis();
+    gateways = await spawnGatewaysOnRedis(redis.url, 2, SECRET, { ...defaultLimits, TRUSTED_PROXIES: '127.0.0.1', RATE_LIMIT_PENALTY_S: '30', WORKERS: '1' });
+    // 500 proxied WebSockets hold 1,000 connections in nginx.
+    nginx = await startNginx(gateways.map((g) => g.port), 4096);
+  });
+  afterAll(async () => {
+    await nginx?.stop();
+    await Promise.all((gateways ?? []).map((g) => g.stop()));
+    await redis?.stop();
+  });
+
+  it("compose trusts exactly its nginx: TRUSTED_PROXIES is nginx's fixed address in the compose network", () => {
+    const compose = parseYaml(readFileSync(new URL('../deploy/docker-compose.yml', import.meta.url), 'utf8'), { merge: true }) as {
+      services: Record<string, { environment?: Record<string, string>; networks?: Record<string, { ipv4_address?: string }> }>;
+      networks: Record<string, { ipam: { config: { subnet: string }[] } }>;
+    };
+    const nginxAddress = compose.services['nginx']!.networks!['default']!.ipv4_address;
+    expect(nginxAddress).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+    const subnet = compose.networks['default']!.ipam.config[0]!.subnet;
+    expect(nginxAddress!.split('.').slice(0, 3).join('.')).toBe(subnet.split('.').slice(0, 3).join('.'));
+    const gatewayServices = Object.entries(compose.services).filter(([name]) => /^gw\d+$/.test(name));
+    expect(gatewayServices.length).toBeGreaterThanOrEqual(2);
+    for (const [, service] of gatewayServices) expect(service.environment?.['TRUSTED_PROXIES']).toBe(nginxAddress);
+  });
+
+  /** A client from its own loopback address (Linux routes all of 127.0.0.0/8 to lo). */
+  function upgradeFrom(localAddress: string, token: string | null): Promise<{ status: number; ws?: WebSocket }> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(token ? `${nginx.wsUrl}?token=${token}` : nginx.wsUrl, { localAddress });
+      ws.once('open', () => resolve({ status: 101, ws }));
+      ws.once('unexpected-response', (_req, res) => {
+        res.resume();
+        resolve({ status: res.statusCode ?? 0 });
+      });
+      ws.once('error', reject);
+    });
+  }
+
+  it("admits 500 clients from 50 addresses, and a flood from one address or one user leaves every other client's upgrade at 101", async () => {
+    const held: WebSocket[] = [];
+    try {
+      // 500 clients, 10 from each of 50 addresses, each its own user, as the default limits stand.
+      const first = await Promise.all(Array.from({ length: 500 }, (_, i) => upgradeFrom(`127.0.0.${2 + (i % 50)}`, userToken('*', `crowd-${i}`))));
+      for (const r of first) if (r.ws) held.push(r.ws);
+      expect(first.filter((r) => r.status === 101)).toHaveLength(500);
+
+      // A tokenless storm of 1,000 upgrades from one address: refused (401, then 429 for that address).
+      const storm = await Promise.all(Array.from({ length: 1000 }, () => upgradeFrom('127.0.0.200', null)));
+      expect(storm.every((r) => r.status === 401 || r.status === 429)).toBe(true);
+      expect(storm.some((r) => r.status === 429)).toBe(true);
+
+      // A user flooding frames is closed with 4429 and penalized (that user, that address) on every
+      // instance: its reconnect from another address is refused whichever gateway nginx picks.
+      const flooder = await upgradeFrom('127.0.0.201', userToken('*', 'flooder'));
+      const closed = new Promise<number>((r) => flooder.ws!.once('close', (code) => r(code)));
+      for (let i = 0; i < 200; i++) flooder.ws!.send(JSON.stringify({ type: 'ping', id: String(i) }));
+      expect(await closed).toBe(4429);
+      const back = await Promise.all([202, 203, 204, 205].map((n) => upgradeFrom(`127.0.0.${n}`, userToken('*', 'flooder'))));
+      expect(back.map((r) => r.status)).toEqual([429, 429, 429, 429]);
+
+      // Everyone else: new users from the crowd's addresses and from new ones all get in.
+      const others = await Promise.all(Array.from({ length: 100 }, (_, i) => upgradeFrom(`127.0.0.${2 + (i % 60)}`, userToken('*', `after-${i}`))));
+      for (const r of others) if (r.ws) held.push(r.ws);
+      expect(others.map((r) => r.status)).toEqual(Array(100).fill(101));
+    } finally {
+      for (const ws of held) ws.terminate();
+    }
   });
 });

@@ -23,6 +23,11 @@ export function ticketKey(prefix: string, ticket: string): string {
   return `${prefix}:ticket:${ticket}`;
 }
 
+/** Pub/sub channel of the edge's penalties (src/edge/shared-penalties.ts): every instance applies them. */
+export function penaltiesChannel(prefix: string): string {
+  return `${prefix}:{edge}:penalties`;
+}
+
 /** Stream entry field names. */
 export const FIELD_TYPE = 'type';
 export const FIELD_DATA = 'data';
