@@ -177,6 +177,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     inflight,
     tickets: edge.tickets,
     edgeState,
+    allowedOrigins: config.edge.allowedOrigins,
     renderMetrics: deps.renderMetrics,
   });
   if (config.edge.allowedOrigins === 'any') log.info('ALLOWED_ORIGINS is not set: browser upgrades from any origin are accepted (clients authenticate with tokens, not cookies)');

@@ -1,9 +1,9 @@
 // End-to-end test of the browser client library (src/client) in a real headless Chromium (the npm
 // one, see helpers/browser.ts) against a real in-process gateway. The page loads the compiled
 // library as plain ES modules from a tiny static server, which also hands out tokens (so the test
-// can hold a reconnect at getToken()) and forwards POST /v1/tickets to the gateway: the page is on
-// another origin than the gateway, which answers no CORS preflight, so the harness points the
-// client's `ticketsUrl` at its own origin, as docs/client.md tells such apps to.
+// can hold a reconnect at getToken()) and forwards POST /v1/tickets to the gateway, so the tests can
+// see every ticket request (the harness points the client's `ticketsUrl` at its own origin); one test
+// leaves ticketsUrl at its default and fetches tickets from the gateway across origins (CORS).
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -47,14 +47,17 @@ h.make = (name, wsUrl, options = {}) => {
     get onmessage() { return super.onmessage; }
     set onmessage(fn) { super.onmessage = fn && ((ev) => { if (!this.muted) fn(ev); }); }
   }
-  const client = lib.createGatewayClient({
+  const opts = {
     url: wsUrl,
     getToken: async () => { rec.tokens++; return (await fetch('/token')).text(); },
     WebSocketImpl: TrackedWS,
     reconnect: { minDelayMs: 20, maxDelayMs: 200 },
     ticketsUrl: '/v1/tickets',
     ...options,
-  });
+  };
+  // ticketsUrl: null = the library's default (the gateway's own /v1/tickets, across origins).
+  if (opts.ticketsUrl === null) delete opts.ticketsUrl;
+  const client = lib.createGatewayClient(opts);
   client.on('event', (e) => rec.events.push({ type: e.type, projectGuid: e.projectGuid, id: e.id, data: e.data }));
   client.on('state', (s) => rec.states.push(s));
   client.on('error', (e) => rec.errors.push({ code: e.code, message: e.message }));
@@ -202,6 +205,16 @@ describe('browser client (Chromium + real gateway)', () => {
     expect(new URL(urls[0]!).searchParams.get('ticket')).not.toBe(new URL(urls[1]!).searchParams.get('ticket'));
     expect(await ev<number>('h.c.tk.client.ping()')).toBeLessThan(1000);
     await ev('h.c.tk.client.close()');
+  });
+
+  it("gets its ticket from the gateway's own /v1/tickets across origins (the default ticketsUrl: a CORS preflight, then the POST)", async () => {
+    const callsBefore = ticketCalls.length;
+    await openClient('cors', { ticketsUrl: null });
+    // Nothing went through the page's own origin: the browser asked the gateway directly.
+    expect(ticketCalls.length).toBe(callsBefore);
+    expect(new URL(await ev<string>('h.c.cors.rec.sockets[0].url')).searchParams.get('ticket')).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(await ev<unknown[]>('h.c.cors.rec.errors')).toEqual([]);
+    await ev('h.c.cors.client.close()');
   });
 
   it("connectWith: 'query-token' (the opt-out) connects with ?token= and asks for no ticket", async () => {

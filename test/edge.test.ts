@@ -327,6 +327,27 @@ describe.each(SHAPES)('$name', (shape) => {
       }
     });
 
+    it('lets the browser origins ALLOWED_ORIGINS admits fetch tickets across origins (CORS), and no others', async () => {
+      const g = await shape.start({ ALLOWED_ORIGINS: 'https://app.example.com' });
+      try {
+        const preflight = (origin: string) => request(`${g.httpUrl}/v1/tickets`, 'OPTIONS', undefined, { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization' });
+        const ok = await preflight('https://app.example.com');
+        expect(ok.status).toBe(204);
+        expect(ok.headers).toMatchObject({ 'access-control-allow-origin': 'https://app.example.com', 'access-control-allow-methods': 'POST', 'access-control-allow-headers': 'authorization' });
+        const evil = await preflight('https://evil.example');
+        expect(evil.status).toBe(403);
+        expect(evil.headers['access-control-allow-origin']).toBeUndefined();
+        const issued = await request(`${g.httpUrl}/v1/tickets`, 'POST', undefined, { origin: 'https://app.example.com', authorization: `Bearer ${userToken()}` });
+        expect(issued.status).toBe(201);
+        expect(issued.headers).toMatchObject({ 'access-control-allow-origin': 'https://app.example.com', 'access-control-expose-headers': 'retry-after' });
+        const refused = await request(`${g.httpUrl}/v1/tickets`, 'POST', undefined, { origin: 'https://app.example.com', authorization: 'Bearer nope' });
+        expect(refused.status).toBe(401);
+        expect(refused.headers['access-control-allow-origin']).toBe('https://app.example.com');
+      } finally {
+        await close(g);
+      }
+    });
+
     it('with Redis, a ticket issued by one instance is redeemed once on another', async () => {
       const redis = await startRedis();
       const [a, b] = [await shape.start({ REDIS_URL: redis.url }), await shape.start({ REDIS_URL: redis.url })];

@@ -26,6 +26,8 @@ export interface HttpDeps {
   readonly tickets: TicketStore;
   /** HTTP request buckets (per token), shared by the process's worker threads. */
   readonly edgeState: EdgeState;
+  /** Browser origins that may call the ticket endpoint across origins (ALLOWED_ORIGINS), or 'any'. */
+  readonly allowedOrigins: readonly string[] | 'any';
   /** Renders GET /metrics instead of this gateway's own registry (worker threads: the whole process). */
   readonly renderMetrics?: (() => Promise<string>) | undefined;
 }
@@ -66,19 +68,19 @@ export function registerHttpRoutes(app: TemplatedApp, deps: HttpDeps): void {
    * the token (so an anonymous client cannot make us buffer a megabyte), the token's rate.
    * Runs synchronously inside the uWS handler, while `req` is valid.
    */
-  function admit(p: PendingResponse, req: HttpRequest, needsJsonBody: boolean): Principal | null {
+  function admit(p: PendingResponse, req: HttpRequest, needsJsonBody: boolean, headers: Record<string, string> = {}): Principal | null {
     const framing = framingProblem(req, needsJsonBody);
-    if (framing) return fail(p, framing.code, framing.message), null;
+    if (framing) return fail(p, framing.code, framing.message, headers), null;
     const token = bearerToken(req.getHeader('authorization'));
-    if (!token) return fail(p, 'UNAUTHORIZED', 'missing Authorization: Bearer token'), null;
+    if (!token) return fail(p, 'UNAUTHORIZED', 'missing Authorization: Bearer token', headers), null;
     let principal: Principal;
     try {
       principal = deps.verifyToken(token);
     } catch (err) {
-      return fail(p, 'UNAUTHORIZED', (err as Error).message), null;
+      return fail(p, 'UNAUTHORIZED', (err as Error).message, headers), null;
     }
     const rate = deps.edgeState.takeHttp(token);
-    if (!rate.ok) return fail(p, 'RATE_LIMITED', 'too many requests for this token', { 'retry-after': String(rate.retryAfterS) }), null;
+    if (!rate.ok) return fail(p, 'RATE_LIMITED', 'too many requests for this token', { 'retry-after': String(rate.retryAfterS), ...headers }), null;
     return principal;
   }
 
@@ -129,18 +131,42 @@ export function registerHttpRoutes(app: TemplatedApp, deps: HttpDeps): void {
     }
   }
 
+  /**
+   * A browser page served from another origin than the gateway gets its tickets across origins
+   * (CORS). Tokens travel in a header, not in cookies, so no credentials mode is involved: the
+   * origins ALLOWED_ORIGINS lets open WebSockets may also fetch tickets, and no others.
+   */
+  const corsFor = (origin: string): Record<string, string> => {
+    if (!origin) return {};
+    // Retry-After must be readable by the page (a 429 or 503 says when to come back).
+    if (deps.allowedOrigins === 'any') return { 'access-control-allow-origin': '*', 'access-control-expose-headers': 'retry-after' };
+    return deps.allowedOrigins.includes(origin.toLowerCase()) ? { 'access-control-allow-origin': origin, 'access-control-expose-headers': 'retry-after', vary: 'Origin' } : { vary: 'Origin' };
+  };
+
+  app.options('/v1/tickets', (res, req) => {
+    const cors = corsFor(req.getHeader('origin'));
+    const allowed = 'access-control-allow-origin' in cors;
+    res.cork(() => {
+      res.writeStatus(allowed ? '204 No Content' : '403 Forbidden');
+      for (const [k, v] of Object.entries(cors)) res.writeHeader(k, v);
+      if (allowed) res.writeHeader('access-control-allow-methods', 'POST').writeHeader('access-control-allow-headers', 'authorization').writeHeader('access-control-max-age', '600');
+      res.end();
+    });
+  });
+
   // One-time connection tickets: the long-lived token goes in a header here, never in a URL.
   app.post('/v1/tickets', (res, req) => {
+    const cors = corsFor(req.getHeader('origin'));
     const p = pending(res);
-    if (deps.isShuttingDown()) return sendError(p, 'UNAVAILABLE', 'server is shutting down');
-    const principal = admit(p, req, false);
+    if (deps.isShuttingDown()) return sendError(p, 'UNAVAILABLE', 'server is shutting down', cors);
+    const principal = admit(p, req, false, cors);
     if (!principal) return;
     holdReads(p);
     deps.tickets.issue(principal).then(
-      (ticket) => sendJson(p, 201, { ticket, expiresInS: deps.tickets.ttlS }, { 'cache-control': 'no-store' }),
+      (ticket) => sendJson(p, 201, { ticket, expiresInS: deps.tickets.ttlS }, { 'cache-control': 'no-store', ...cors }),
       (err: unknown) => {
         log.warn({ err: (err as Error).message }, 'ticket store failed');
-        fail(p, 'UNAVAILABLE', 'ticket store unavailable, retry later');
+        fail(p, 'UNAVAILABLE', 'ticket store unavailable, retry later', cors);
       },
     );
   });
