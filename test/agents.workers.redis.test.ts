@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomGuid, until } from './helpers/gateway.js';
 import { startAgentsGateway, type AgentsGateway } from './helpers/agents-gateway.js';
+import { expectPromptExit } from './helpers/agents-promises.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
 
 const CLAIM_IDLE_MS = 3000;
@@ -72,5 +73,10 @@ describe('agents relay, WORKERS=2 on Redis', () => {
       standIn.ackAll();
     }
     await until(async () => (await undelivered()) === 0, 5000, 'every feedback acked and removed');
+  });
+
+  it('exits 0 within 200 ms of SIGTERM with agents links and a few clients, WORKERS=2 and WORKERS=1', async () => {
+    // No worker thread may outlive its gateway: the pool would terminate it only after 2 s.
+    for (const workers of [2, 1]) await expectPromptExit({ workers, redisUrl: redis.url, nodeId: `exit-${workers}`, withinMs: 200 });
   });
 });

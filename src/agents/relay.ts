@@ -244,7 +244,11 @@ export function createAgentsRelay(options: {
       await outbox.close();
       await presence.close();
       replies.close();
-      for (const c of clients) c.disconnect();
+      // The outbox already ended its reader (to cut its blocking read short). ioredis's disconnect()
+      // on a connection whose socket has closed arms a 2 s destroy timer that nothing clears (it
+      // waits for a 'close' that already happened): in a worker thread that timer alone kept the
+      // thread alive until the pool terminated it.
+      for (const c of clients) if (c.status !== 'end') c.disconnect();
     },
   };
 }
