@@ -3,6 +3,7 @@ import type { AppendResult } from '../bus/idempotency.js';
 import type { ErrorCode } from '../errors.js';
 import type { Config } from '../config.js';
 import type { ProjectEvent } from '../protocol/messages.js';
+import type { AgentsHubMessage, AgentsHubRequest } from './agents-hub.js';
 
 /**
  * Messages between the main thread (the pool) and its worker threads, over each Worker's own
@@ -39,6 +40,8 @@ export type FromWorker =
   | { readonly kind: 'metrics-request'; readonly requestId: number }
   /** A worker's own metrics, answering the main thread's collect. */
   | { readonly kind: 'metrics-snapshot'; readonly collectId: number; readonly metrics: MetricJson[] }
+  /** The agents relay's cross-thread parts without Redis (agents-hub.ts). */
+  | { readonly kind: 'agents-hub'; readonly request: AgentsHubRequest }
   | { readonly kind: 'closed' };
 
 export type ToWorker =
@@ -49,4 +52,5 @@ export type ToWorker =
   | { readonly kind: 'collect-metrics'; readonly collectId: number }
   /** text null: the main thread could not aggregate (the worker answers 500). */
   | { readonly kind: 'metrics-reply'; readonly requestId: number; readonly text: string | null }
+  | { readonly kind: 'agents-hub'; readonly message: AgentsHubMessage }
   | { readonly kind: 'shutdown' };

@@ -4,6 +4,7 @@ import { Worker } from 'node:worker_threads';
 import type { Config } from '../config.js';
 import { memoryBusOptions } from '../bus/memory.js';
 import { createBusHost, type BusHost } from './bus-host.js';
+import { createAgentsHub } from './agents-hub.js';
 import type { FromWorker, MetricJson, ToWorker, WorkerStart } from './messages.js';
 import { aggregateWorkerMetrics } from './metrics.js';
 
@@ -49,6 +50,8 @@ interface Running {
  */
 export async function startWorkerPool(config: Config, log: Logger, onWorkerLost: (workerId: number) => void): Promise<WorkerPool> {
   const host: BusHost | null = config.redis ? null : createBusHost(memoryBusOptions(config));
+  // Without Redis the workers' agents relays share presence, replies and positions here (with Redis, there).
+  const agentsHub = host && config.agents ? createAgentsHub({ offlineWindowS: config.agentReplyOfflineS, log }) : null;
   const running = new Map<number, Running>();
   let closing: Promise<void> | null = null;
   /** Until every worker listens, a lost worker fails the start instead. */
@@ -85,6 +88,7 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
     const worker: Running = { workerId, thread, send, exited, closed: false };
     running.set(workerId, worker);
     host?.attach(workerId, send);
+    agentsHub?.attach(workerId, send);
 
     thread.on('message', (message: FromWorker) => {
       switch (message.kind) {
@@ -96,6 +100,8 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
           return host?.handle(workerId, message.requestId, message.request);
         case 'bus-unwatch':
           return host?.unwatch(workerId, message.guid);
+        case 'agents-hub':
+          return agentsHub?.handle(workerId, message.request);
         case 'metrics-request':
           void processMetrics().then(
             ({ text }) => send({ kind: 'metrics-reply', requestId: message.requestId, text }),
@@ -121,6 +127,7 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
     void exited.then((code) => {
       running.delete(workerId);
       host?.detach(workerId);
+      agentsHub?.detach(workerId);
       rejectListening(new Error(`worker ${workerId} exited with code ${code} before listening`));
       if (started && !closing) {
         log.error({ worker: workerId, code }, 'worker thread ended unexpectedly');

@@ -6,6 +6,7 @@ import { createGateway, type Gateway, type GatewayDeps } from '../gateway.js';
 import { createLogger } from '../logger.js';
 import { loadUws } from '../uws.js';
 import type { FromWorker, ToWorker, WorkerStart } from './messages.js';
+import { createAgentsHubPort } from './agents-hub-port.js';
 import { createPortBus, type PortBus } from './port-bus.js';
 import { createWorkerUws, type WorkerUws } from './worker-uws.js';
 
@@ -49,6 +50,9 @@ async function runWorker(): Promise<void> {
       }),
   };
   if (sharedMemoryBus) deps.busFactory = (sink) => (portBus = createPortBus(send, sink)).bus;
+  // Without Redis the agents relay meets the other workers' in the main thread (agents-hub.ts), as the pool sets up.
+  const agentsHubPort = sharedMemoryBus && config.agents ? createAgentsHubPort(send) : null;
+  if (agentsHubPort) deps.agentsHub = agentsHubPort.hub;
 
   // Handle messages from the start: the bus answers createGateway's first calls through them.
   let gateway: Gateway | null = null;
@@ -58,6 +62,8 @@ async function runWorker(): Promise<void> {
       case 'bus-events':
         portBus?.receive(message);
         return;
+      case 'agents-hub':
+        return agentsHubPort?.receive(message.message);
       case 'collect-metrics': {
         if (!gateway) return send({ kind: 'metrics-snapshot', collectId: message.collectId, metrics: [] });
         gateway.metrics.busReady.set(gateway.bus.isReady() ? 1 : 0);

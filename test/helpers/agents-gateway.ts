@@ -20,8 +20,10 @@ export interface AgentsGateway {
   readonly standIn: AgentsStandIn;
   readonly nodeId: string;
   readonly workers: number;
-  /** The open link of worker `n`: its hello names `<NODE_ID>.w<n>`. */
+  /** The open link of worker `n`: its hello names `<NODE_ID>.w<n>`. Throws if there is none. */
   link(worker: number): LinkRecord;
+  /** The same, or undefined while worker `n` has no open link. */
+  findLink(worker: number): LinkRecord | undefined;
   /** A client of `userId` on worker `n` (WORKERS > 1). Closed by closeClients(). */
   userOn(worker: number, userId: string): Promise<TestClient>;
   /** A client of `userId` on whichever worker the kernel picks. Closed by closeClients(). */
@@ -59,15 +61,16 @@ export async function startAgentsGateway(options: AgentsGatewayOptions): Promise
   // /healthz answers once the first worker listens; every worker's link is the sign all are up.
   await until(() => standIn.openLinks().length === options.workers, 10_000, `${options.workers} agents links`);
   const clients: TestClient[] = [];
+  const findLink = (worker: number) => [...standIn.openLinks()].reverse().find((l) => helloNode(l) === `${nodeId}.w${worker}`);
   return {
     gateway,
     standIn,
     nodeId,
     workers: options.workers,
+    findLink,
     link(worker) {
-      const name = `${nodeId}.w${worker}`;
-      const link = [...standIn.openLinks()].reverse().find((l) => helloNode(l) === name);
-      if (!link) throw new Error(`no open link said hello as ${name}; open: ${standIn.openLinks().map(helloNode).join(', ')}`);
+      const link = findLink(worker);
+      if (!link) throw new Error(`no open link said hello as ${nodeId}.w${worker}; open: ${standIn.openLinks().map(helloNode).join(', ')}`);
       return link;
     },
     async userOn(worker, userId) {
