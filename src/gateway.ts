@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
-import { createAgentsRelay } from './agents/relay.js';
+import { createAgentsRelay, type RelayHub } from './agents/relay.js';
 import { shareWatches } from './agents/shared-watches.js';
 import { createMemoryTicketStore, createRedisTicketStore, type TicketStore } from './auth/tickets.js';
 import { createTokenVerifier } from './auth/tokens.js';
@@ -46,6 +46,8 @@ export interface GatewayDeps {
   tickets?: TicketStore;
   /** The worker thread this gateway runs in (0 without workers): its slot in process-wide tallies. */
   workerId?: number;
+  /** Without Redis, in a worker thread: where the agents relays of this process's threads meet (src/workers/agents-hub.ts). */
+  agentsHub?: RelayHub;
 }
 
 export interface Gateway {
@@ -114,7 +116,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     onFanOut: (bytes) => sockets.noteFanOut(bytes),
   });
   const agents = config.agents
-    ? createAgentsRelay({ config, instanceId, bus, log: log.child({ component: 'agents' }), metrics, publish: (guid, event) => appendEvents(guid, [event]) })
+    ? createAgentsRelay({ config, instanceId, hub: deps.agentsHub, bus, log: log.child({ component: 'agents' }), metrics, publish: (guid, event) => appendEvents(guid, [event]) })
     : null;
   deliver = agents
     ? (guid, events) => {

@@ -34,6 +34,12 @@ export interface AgentsLink {
 
 /** Bytes waiting in the link's send buffer beyond which the agents-server counts as not reading. */
 const MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
+/**
+ * How long close() waits for the agents-server to answer the close handshake before cutting the
+ * connection. ws waits 30 s by default, on a timer that keeps the event loop (a worker thread) alive;
+ * a live agents-server answers within a round trip.
+ */
+const CLOSE_HANDSHAKE_MS = 500;
 
 /** Backoff with equal jitter: half the exponential delay fixed, half random, so instances spread out. */
 export function reconnectDelay(attempt: number, maxMs: number): number {
@@ -70,11 +76,14 @@ export function createAgentsLink(options: AgentsLinkOptions): AgentsLink {
 
   function connect(): void {
     if (closed) return;
-    const ws = new WebSocket(options.url, {
+    // closeTimeout is ws >= 8.23 (package.json asks for it); @types/ws does not list it yet.
+    const wsOptions: WebSocket.ClientOptions & { closeTimeout: number } = {
       headers: { ...(options.token ? { authorization: `Bearer ${options.token}` } : {}), 'x-gateway-node': options.nodeId },
       handshakeTimeout: 5000,
+      closeTimeout: CLOSE_HANDSHAKE_MS,
       maxPayload: options.maxFrameBytes,
-    });
+    };
+    const ws = new WebSocket(options.url, wsOptions);
     socket = ws;
     let alive = true;
     ws.on('open', () => {
@@ -164,6 +173,9 @@ export function createAgentsLink(options: AgentsLinkOptions): AgentsLink {
     close() {
       closed = true;
       if (retryTimer) clearTimeout(retryTimer);
+      // No ping while the close handshake runs: a timeout would only terminate what is closing anyway.
+      if (heartbeatTimer) clearInterval(heartbeatTimer);
+      heartbeatTimer = null;
       socket?.close(1001, 'gateway shutting down');
     },
   };

@@ -22,12 +22,32 @@ export interface Presence {
   close(): Promise<void>;
 }
 
-interface Change {
+/** A node-level transition, numbered: what every instance applies to its aggregate. */
+export interface PresenceChange {
   seq: number;
   node: string;
   /** `<projectGuid> <userId>` (a GUID has no space). */
   field: string;
   online: boolean;
+}
+
+/** Everything at one sequence number: every node and its fields. */
+export interface PresenceSnapshot {
+  seq: number;
+  nodes: [node: string, fields: string[]][];
+}
+
+/**
+ * Where presence crosses instances when there is no Redis: the worker threads of one process share
+ * a hub in the main thread (src/workers/agents-hub.ts) that does what the scripts and the pub/sub
+ * channel do in Redis: it numbers each node's transitions and sends every change to every node.
+ */
+export interface PresenceHub {
+  /** Records a transition of `node`; it comes back through onChange, numbered, as to every node. */
+  announce(node: string, field: string, online: boolean): void;
+  /** Changes that come after it arrive after it, in order. */
+  snapshot(): Promise<PresenceSnapshot>;
+  onChange(handler: (change: PresenceChange) => void): void;
 }
 
 const NOW_MS = `local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
@@ -124,23 +144,28 @@ type Scripts = {
  * script). Every instance keeps the aggregate (project → user → nodes) from a snapshot and the
  * changes after it; a gap in the sequence (missed pub/sub message) triggers a fresh snapshot. Each
  * instance refreshes its entry every expiry/3; one silent for PRESENCE_EXPIRY_MS is removed by
- * whichever instance notices first, which publishes its users leaving.
+ * whichever instance notices first, which publishes its users leaving. The worker threads of a
+ * process without Redis do the same through the main thread's hub (PresenceHub).
  */
 export function createPresence(options: {
   redis?: { cmd: RedisClient; prefix: string };
+  /** Without Redis, in a worker thread: the instances of this process meet there. Ignored with Redis. */
+  hub?: PresenceHub;
   nodeId: string;
   log: Logger;
   expiryMs: number;
 }): Presence {
   const { log, nodeId, redis } = options;
+  const hub = redis ? undefined : options.hub;
   const perConnection = new WeakMap<Connection, Set<string>>();
   /** This node's connections per project and user. */
   const local = new Map<string, Map<string, number>>();
   /** The aggregate over all nodes. */
   const projects = new Map<string, Map<string, Set<string>>>();
   let seq = 0;
-  let synced = !redis;
-  let buffered: Change[] = [];
+  /** Alone (no Redis, no hub) this node's view is the whole view from the start. */
+  let synced = !redis && !hub;
+  let buffered: PresenceChange[] = [];
   let sink: ((frame: PresenceFrame) => void) | null = null;
   let closed = false;
   let chain: Promise<unknown> = Promise.resolve();
@@ -177,7 +202,7 @@ export function createPresence(options: {
   }
 
   /** Applies one change to the aggregate; emits a frame when a user appears in or disappears from a project. */
-  function apply(c: Change): void {
+  function apply(c: PresenceChange): void {
     seq = c.seq;
     const space = c.field.indexOf(' ');
     if (space <= 0) return;
@@ -204,7 +229,7 @@ export function createPresence(options: {
     if (before !== after) sink?.({ kind: 'change', seq, projectGuid: guid, users: usersOf(guid), joined: after ? [userId] : [], left: after ? [] : [userId] });
   }
 
-  function receive(c: Change): void {
+  function receive(c: PresenceChange): void {
     if (!synced) {
       buffered.push(c);
       return;
@@ -218,19 +243,27 @@ export function createPresence(options: {
     apply(c);
   }
 
+  /** The whole view, consistently: from Redis (one script), or from the hub. */
+  async function readSnapshot(): Promise<PresenceSnapshot> {
+    if (hub) return hub.snapshot();
+    const [snapSeq, ...rest] = await scripts!.autocodePresenceSnapshot(keys!.nodes, keys!.seq, keys!.hashPrefix);
+    const nodes: PresenceSnapshot['nodes'] = [];
+    for (let i = 0; i + 1 < rest.length; i += 2) nodes.push([rest[i] as string, rest[i + 1] as string[]]);
+    return { seq: Number(snapSeq), nodes };
+  }
+
   let resyncing = false;
   function resync(): void {
-    if (!redis || closed || resyncing) return;
+    if ((!redis && !hub) || closed || resyncing) return;
     resyncing = true;
     synced = false;
     buffered = [];
-    scripts!.autocodePresenceSnapshot(keys!.nodes, keys!.seq, keys!.hashPrefix).then(
-      ([snapSeq, ...rest]) => {
+    readSnapshot().then(
+      (snapshot) => {
         resyncing = false;
         projects.clear();
-        for (let i = 0; i + 1 < rest.length; i += 2) {
-          const node = rest[i] as string;
-          for (const field of rest[i + 1] as string[]) {
+        for (const [node, fields] of snapshot.nodes) {
+          for (const field of fields) {
             const space = field.indexOf(' ');
             if (space <= 0) continue;
             const guid = field.slice(0, space);
@@ -242,7 +275,7 @@ export function createPresence(options: {
             nodes.add(node);
           }
         }
-        seq = Number(snapSeq);
+        seq = snapshot.seq;
         synced = true;
         sink?.(snapshotFrame());
         const pending = buffered;
@@ -260,6 +293,7 @@ export function createPresence(options: {
   /** Records a node-level transition; serialized so Redis sees this node's changes in order. */
   function announce(guid: string, userId: string, online: boolean): void {
     const field = `${guid} ${userId}`;
+    if (hub) return hub.announce(nodeId, field, online);
     if (!redis) {
       receive({ seq: seq + 1, node: nodeId, field, online });
       return;
@@ -310,6 +344,11 @@ export function createPresence(options: {
 
   let dirty = true;
   let timer: NodeJS.Timeout | null = null;
+  if (hub) {
+    // The hub's port delivers in order and loses nothing: one snapshot, then every change after it.
+    hub.onChange(receive);
+    resync();
+  }
   if (redis) {
     // Start clean: a previous run under this NODE_ID (killed before its entry expired) may have left users behind.
     chain = reconcile().catch((err: unknown) => logError('agents relay: presence registration failed (retried every heartbeat)', err));
@@ -361,9 +400,9 @@ export function createPresence(options: {
     },
     onMessage(channel, message) {
       if (!keys || channel !== keys.channel) return false;
-      let c: Change;
+      let c: PresenceChange;
       try {
-        c = JSON.parse(message) as Change;
+        c = JSON.parse(message) as PresenceChange;
       } catch {
         return true;
       }

@@ -10,9 +10,9 @@ import type { Connection } from '../rooms/connection.js';
 import type { AgentFrame } from './frames.js';
 import { createAgentsLink } from './link.js';
 import { createMemoryOutbox, createRedisOutbox, type FeedbackRecord, type Outbox } from './outbox.js';
-import { createPresence } from './presence.js';
+import { createPresence, type PresenceHub } from './presence.js';
 import { createRelayRedisClient, type RedisClient } from './redis-clients.js';
-import { createReplies } from './replies.js';
+import { createReplies, type RepliesHub } from './replies.js';
 import { createSubscriptions, type CursorStore } from './subscriptions.js';
 
 /** A history replay to the agents-server pauses while more than this is waiting in the link's send buffer. */
@@ -28,6 +28,17 @@ export interface FeedbackAcceptance {
   accepted: true;
   /** Always false now: delivery to the agents-server happens after this reply, confirmed by its ack. */
   forwarded: false;
+}
+
+/**
+ * What the instances of one process share when there is no Redis (WORKERS > 1: each worker thread
+ * is an instance, the hub lives in the main thread, src/workers/agents-hub.ts): presence, targeted
+ * replies with the inbox of offline users, and the positions confirmed with project_update_ack.
+ */
+export interface RelayHub {
+  presence: PresenceHub;
+  replies: RepliesHub;
+  cursors: CursorStore;
 }
 
 export interface AgentsRelay {
@@ -57,6 +68,8 @@ export function createAgentsRelay(options: {
    * of its own (`<NODE_ID>.w<n>`), as a separate process would be.
    */
   instanceId: string;
+  /** Without Redis, in a worker thread: where this process's instances meet. Unused with Redis. */
+  hub?: RelayHub | undefined;
   /** The shared-watch bus (see shared-watches.ts). */
   bus: EventBus;
   log: Logger;
@@ -81,8 +94,10 @@ export function createAgentsRelay(options: {
   const outbox: Outbox = cmd
     ? createRedisOutbox({ ...common, cmd, reader: client('feedback-reader'), clustered: !!redisConfig!.clusterNodes, prefix, shards: config.feedback.streamShards, streamMax: config.feedback.streamMax })
     : createMemoryOutbox({ ...common, maxQueued: config.feedback.memoryQueue });
-  const replies = createReplies({ ...(cmd && subscriber ? { redis: { cmd, subscriber, prefix } } : {}), nodeId: instanceId, log, metrics, offlineWindowS: config.agentReplyOfflineS });
-  const presence = createPresence({ ...(cmd ? { redis: { cmd, prefix } } : {}), nodeId: instanceId, log, expiryMs: config.presenceExpiryMs });
+  // Redis, else the hub (worker threads without Redis), else this instance alone.
+  const hub = cmd ? undefined : options.hub;
+  const replies = createReplies({ ...(cmd && subscriber ? { redis: { cmd, subscriber, prefix } } : {}), ...(hub ? { hub: hub.replies } : {}), nodeId: instanceId, log, metrics, offlineWindowS: config.agentReplyOfflineS });
+  const presence = createPresence({ ...(cmd ? { redis: { cmd, prefix } } : {}), ...(hub ? { hub: hub.presence } : {}), nodeId: instanceId, log, expiryMs: config.presenceExpiryMs });
 
   const memoryCursors = new Map<string, string>();
   const cursors: CursorStore = cmd
@@ -90,7 +105,7 @@ export function createAgentsRelay(options: {
         get: async (guid) => ((await cmd.call('HGET', agentsCursorsKey(prefix), guid)) as string | null) ?? null,
         set: async (guid, id) => void (await cmd.call('HSET', agentsCursorsKey(prefix), guid, id)),
       }
-    : { get: async (guid) => memoryCursors.get(guid) ?? null, set: async (guid, id) => void memoryCursors.set(guid, id) };
+    : (hub?.cursors ?? { get: async (guid) => memoryCursors.get(guid) ?? null, set: async (guid, id) => void memoryCursors.set(guid, id) });
 
   if (subscriber) {
     subscriber.on('message', (channel: string, message: string) => {
@@ -244,7 +259,11 @@ export function createAgentsRelay(options: {
       await outbox.close();
       await presence.close();
       replies.close();
-      for (const c of clients) c.disconnect();
+      // The outbox already ended its reader (to cut its blocking read short). ioredis's disconnect()
+      // on a connection whose socket has closed arms a 2 s destroy timer that nothing clears (it
+      // waits for a 'close' that already happened): in a worker thread that timer alone kept the
+      // thread alive until the pool terminated it.
+      for (const c of clients) if (c.status !== 'end') c.disconnect();
     },
   };
 }

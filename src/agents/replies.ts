@@ -12,6 +12,57 @@ const MEMORY_INBOX_USERS = 10_000;
 
 export type ReplyOutcome = 'live' | 'stored' | 'dropped';
 
+/**
+ * Where targeted replies cross instances when there is no Redis: the worker threads of one process
+ * share a hub in the main thread (src/workers/agents-hub.ts), which plays the part of the user
+ * channels and inboxes in Redis.
+ */
+export interface RepliesHub {
+  /** This instance holds a connection of the user now (its first one): send it their replies, kept ones first. */
+  online(userId: string): void;
+  /** This instance's last connection of the user closed. */
+  offline(userId: string): void;
+  /** Delivers to every instance holding a connection of the user, or keeps the reply (or drops it: AGENT_REPLY_OFFLINE_S=0). */
+  send(userId: string, envelope: Envelope): Promise<ReplyOutcome>;
+  /** Replies for users this instance said it holds. */
+  onDeliver(handler: (userId: string, envelope: Envelope) => void): void;
+}
+
+/** Replies kept in memory for users with no connection: at most OFFLINE_REPLIES_PER_USER each, for `offlineWindowS`. */
+export interface MemoryInbox {
+  keep(userId: string, envelope: Envelope): 'stored' | 'dropped';
+  /** The user's kept replies that have not expired, oldest first; they leave the inbox. */
+  take(userId: string): Envelope[];
+  clear(): void;
+}
+
+export function createMemoryInbox(offlineWindowS: number): MemoryInbox {
+  const kept = new Map<string, { envelope: Envelope; expiresAt: number }[]>();
+  return {
+    keep(userId, envelope) {
+      if (offlineWindowS <= 0) return 'dropped';
+      if (kept.size >= MEMORY_INBOX_USERS && !kept.has(userId)) {
+        // Bounded however many user ids an agents-server invents: expired first, then the oldest user.
+        const now = Date.now();
+        for (const [u, replies] of kept) if (replies.every((r) => r.expiresAt <= now)) kept.delete(u);
+        if (kept.size >= MEMORY_INBOX_USERS) kept.delete(kept.keys().next().value as string);
+      }
+      const replies = kept.get(userId) ?? [];
+      replies.push({ envelope, expiresAt: Date.now() + offlineWindowS * 1000 });
+      if (replies.length > OFFLINE_REPLIES_PER_USER) replies.shift();
+      kept.set(userId, replies);
+      return 'stored';
+    },
+    take(userId) {
+      const replies = kept.get(userId);
+      kept.delete(userId);
+      const now = Date.now();
+      return (replies ?? []).filter((r) => r.expiresAt > now).map((r) => r.envelope);
+    },
+    clear: () => kept.clear(),
+  };
+}
+
 export interface Replies {
   /** A connection opened: it receives this user's targeted replies from now on (and any kept while they were offline). */
   track(conn: Connection): void;
@@ -47,20 +98,25 @@ interface RelayedReply {
  * Targeted delivery: a reply from the agents-server for one user reaches every live connection of
  * that user, whichever instance it is on, and nobody else. With Redis each instance subscribes to a
  * user's channel while it holds a connection of that user, so a reply costs one PUBLISH and reaches
- * only the instances concerned. A user with no connection anywhere gets the reply on their next
- * connection, if it comes within `offlineWindowS`.
+ * only the instances concerned. The worker threads of a process without Redis tell the main
+ * thread's hub which users they hold instead. A user with no connection anywhere gets the reply on
+ * their next connection, if it comes within `offlineWindowS`.
  */
 export function createReplies(options: {
   redis?: { cmd: RedisClient; subscriber: RedisClient; prefix: string };
+  /** Without Redis, in a worker thread: the instances of this process meet there. Ignored with Redis. */
+  hub?: RepliesHub;
   nodeId: string;
   log: Logger;
   metrics: Metrics;
   offlineWindowS: number;
 }): Replies {
   const { log, metrics, redis } = options;
+  const hub = redis ? undefined : options.hub;
   const byUser = new Map<string, Set<Connection>>();
-  /** Without Redis: replies kept for offline users, with when they expire. */
-  const memoryInbox = new Map<string, { envelope: Envelope; expiresAt: number }[]>();
+  /** Without Redis or a hub (one instance alone): replies kept for offline users. */
+  const memoryInbox = createMemoryInbox(options.offlineWindowS);
+  hub?.onDeliver((userId, envelope) => void deliverLocal(userId, envelope));
   if (redis && !('autocodePublishOrKeep' in redis.cmd)) redis.cmd.defineCommand('autocodePublishOrKeep', { numberOfKeys: 1, lua: PUBLISH_OR_KEEP_LUA });
 
   function deliverLocal(userId: string, envelope: Envelope): number {
@@ -73,10 +129,7 @@ export function createReplies(options: {
 
   async function readInbox(userId: string): Promise<void> {
     if (!redis) {
-      const kept = memoryInbox.get(userId);
-      memoryInbox.delete(userId);
-      const now = Date.now();
-      for (const r of kept ?? []) if (r.expiresAt > now) deliverLocal(userId, r.envelope);
+      for (const envelope of memoryInbox.take(userId)) deliverLocal(userId, envelope);
       return;
     }
     const key = userInboxKey(redis.prefix, userId);
@@ -109,6 +162,8 @@ export function createReplies(options: {
       }
       conns = new Set([conn]);
       byUser.set(userId, conns);
+      // The hub sends what it kept for the user right after it registers them, in order with later replies.
+      if (hub) return hub.online(userId);
       const subscribed = redis ? redis.subscriber.subscribe(userRepliesChannel(redis.prefix, userId)) : Promise.resolve();
       // Subscribe first, then read the inbox: see PUBLISH_OR_KEEP_LUA for why nothing falls between.
       subscribed
@@ -120,26 +175,15 @@ export function createReplies(options: {
       const conns = byUser.get(userId);
       if (!conns?.delete(conn) || conns.size > 0) return;
       byUser.delete(userId);
+      hub?.offline(userId);
       redis?.subscriber.unsubscribe(userRepliesChannel(redis.prefix, userId)).catch(() => {});
     },
     async send(userId, envelope) {
       let outcome: ReplyOutcome;
-      if (!redis) {
-        if (deliverLocal(userId, envelope) > 0) outcome = 'live';
-        else if (options.offlineWindowS <= 0) outcome = 'dropped';
-        else {
-          if (memoryInbox.size >= MEMORY_INBOX_USERS && !memoryInbox.has(userId)) {
-            // Bounded however many user ids an agents-server invents: expired first, then the oldest user.
-            const now = Date.now();
-            for (const [u, kept] of memoryInbox) if (kept.every((r) => r.expiresAt <= now)) memoryInbox.delete(u);
-            if (memoryInbox.size >= MEMORY_INBOX_USERS) memoryInbox.delete(memoryInbox.keys().next().value as string);
-          }
-          const kept = memoryInbox.get(userId) ?? [];
-          kept.push({ envelope, expiresAt: Date.now() + options.offlineWindowS * 1000 });
-          if (kept.length > OFFLINE_REPLIES_PER_USER) kept.shift();
-          memoryInbox.set(userId, kept);
-          outcome = 'stored';
-        }
+      if (hub) {
+        outcome = await hub.send(userId, envelope);
+      } else if (!redis) {
+        outcome = deliverLocal(userId, envelope) > 0 ? 'live' : memoryInbox.keep(userId, envelope);
       } else {
         const message = JSON.stringify({ origin: options.nodeId, userId, envelope } satisfies RelayedReply);
         const run = (redis.cmd as unknown as { autocodePublishOrKeep(key: string, channel: string, message: string, windowS: number, max: number): Promise<ReplyOutcome> }).autocodePublishOrKeep;

@@ -6,6 +6,7 @@ import type { EdgeStateMemory } from '../edge/admission.js';
 import type { ErrorCode } from '../errors.js';
 import type { Config } from '../config.js';
 import type { ProjectEvent } from '../protocol/messages.js';
+import type { AgentsHubMessage, AgentsHubRequest } from './agents-hub.js';
 
 /**
  * Messages between the main thread (the pool) and its worker threads, over each Worker's own
@@ -63,6 +64,8 @@ export type FromWorker =
   | { readonly kind: 'metrics-snapshot'; readonly collectId: number; readonly metrics: MetricJson[] }
   /** Answer to `drain`: this worker stopped accepting and answered its requests in flight. */
   | { readonly kind: 'drained' }
+  /** The agents relay's cross-thread parts without Redis (agents-hub.ts). */
+  | { readonly kind: 'agents-hub'; readonly request: AgentsHubRequest }
   | { readonly kind: 'closed' };
 
 export type ToWorker =
@@ -76,4 +79,5 @@ export type ToWorker =
   /** First half of a stop: stop accepting, answer what is in flight, keep the sockets open (see Gateway.drain). */
   | { readonly kind: 'drain' }
   /** Second half, sent once every worker drained: deliver what the bus holds, close the sockets, end. */
+  | { readonly kind: 'agents-hub'; readonly message: AgentsHubMessage }
   | { readonly kind: 'shutdown' };

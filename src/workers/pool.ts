@@ -7,6 +7,7 @@ import { createEdgeStateMemory, edgeCaps } from '../edge/admission.js';
 import { createBusHost, type BusHost } from './bus-host.js';
 import { serveSyncCalls } from './sync-calls.js';
 import type { FromWorker, MainRequest, MainResult, MetricJson, ToWorker, WorkerStart } from './messages.js';
+import { createAgentsHub } from './agents-hub.js';
 import { createMemoryTicketStore } from '../auth/tickets.js';
 import { GatewayError } from '../errors.js';
 import { aggregateWorkerMetrics } from './metrics.js';
@@ -57,6 +58,8 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
   const host: BusHost | null = config.redis ? null : createBusHost(memoryBusOptions(config));
   // Caps, rate buckets and penalties are per process, not per thread: every worker opens this memory.
   const edgeState = createEdgeStateMemory(edgeCaps(config.edge));
+  // Without Redis the workers' agents relays share presence, replies and positions here (with Redis, there).
+  const agentsHub = host && config.agents ? createAgentsHub({ offlineWindowS: config.agentReplyOfflineS, log }) : null;
   const running = new Map<number, Running>();
   let closing: Promise<void> | null = null;
   /** Until every worker listens, a lost worker fails the start instead. */
@@ -117,6 +120,7 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
     const worker: Running = { workerId, thread, send, exited, drained, closed: false };
     running.set(workerId, worker);
     host?.attach(workerId, send);
+    agentsHub?.attach(workerId, send);
 
     thread.on('message', (message: FromWorker) => {
       switch (message.kind) {
@@ -128,6 +132,8 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
           return answer(send, message.requestId, message.request, workerId);
         case 'bus-unwatch':
           return host?.unwatch(workerId, message.guid);
+        case 'agents-hub':
+          return agentsHub?.handle(workerId, message.request);
         case 'metrics-request':
           void processMetrics().then(
             ({ text }) => send({ kind: 'metrics-reply', requestId: message.requestId, text }),
@@ -156,6 +162,7 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
       appends?.close();
       running.delete(workerId);
       host?.detach(workerId);
+      agentsHub?.detach(workerId);
       rejectListening(new Error(`worker ${workerId} exited with code ${code} before listening`));
       if (started && !closing) {
         log.error({ worker: workerId, code }, 'worker thread ended unexpectedly');

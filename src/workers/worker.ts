@@ -6,6 +6,7 @@ import { createGateway, type Gateway, type GatewayDeps } from '../gateway.js';
 import { createLogger } from '../logger.js';
 import { loadUws } from '../uws.js';
 import type { FromWorker, ToWorker, WorkerStart } from './messages.js';
+import { createAgentsHubPort } from './agents-hub-port.js';
 import { createMainCaller, createPortTicketStore } from './main-calls.js';
 import { createPortBus, type PortBus } from './port-bus.js';
 import { createSyncCaller } from './sync-calls.js';
@@ -59,6 +60,9 @@ async function runWorker(): Promise<void> {
     // No Redis: tickets live in the main thread, one store for every worker.
     deps.tickets = createPortTicketStore(caller, config.edge.ticketTtlS);
   }
+  // Without Redis the agents relay meets the other workers' in the main thread (agents-hub.ts), as the pool sets up.
+  const agentsHubPort = sharedMemoryBus && config.agents ? createAgentsHubPort(send) : null;
+  if (agentsHubPort) deps.agentsHub = agentsHubPort.hub;
 
   // Handle messages from the start: the bus answers createGateway's first calls through them.
   let gateway: Gateway | null = null;
@@ -70,6 +74,8 @@ async function runWorker(): Promise<void> {
       case 'bus-events':
         portBus?.receive(message);
         return;
+      case 'agents-hub':
+        return agentsHubPort?.receive(message.message);
       case 'collect-metrics': {
         if (!gateway) return send({ kind: 'metrics-snapshot', collectId: message.collectId, metrics: [] });
         gateway.metrics.busReady.set(gateway.bus.isReady() ? 1 : 0);

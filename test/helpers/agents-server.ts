@@ -67,6 +67,8 @@ export interface AgentsStandIn {
   ackAll(): void;
   /** Terminates every link (no close frame, like a crash of the agents-server's side). */
   dropLinks(): void;
+  /** Stops reading every open link: a hung agents-server behind live TCP connections (no pong, no answer to a close). */
+  stall(): void;
   stop(): Promise<void>;
 }
 
@@ -121,6 +123,10 @@ export async function startAgentsStandIn(options: StandInOptions = {}): Promise<
     },
     dropLinks() {
       for (const l of links) l.ws.terminate();
+    },
+    stall() {
+      // ws reads (and answers pings and closes) only while its socket flows.
+      for (const l of links) (l.ws as unknown as { _socket: { pause(): void } })._socket.pause();
     },
     async stop() {
       for (const l of links) l.ws.terminate();
