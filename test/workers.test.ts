@@ -2,40 +2,20 @@
 // processes (`node dist/main.js`), real clients; which worker took a client or answered a request
 // is read from the x-gateway-worker header.
 import { spawn } from 'node:child_process';
-import http from 'node:http';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
 import { producerToken, randomGuid, SECRET, TestClient, until, userToken, type Frame } from './helpers/gateway.js';
 import { freePort } from './helpers/ports.js';
 import { GATEWAY_MAIN, spawnGateway, trackChild, type GatewayProcess } from './helpers/processes.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
-
-const WORKER_HEADER = 'x-gateway-worker';
-
-interface Placed {
-  client: TestClient;
-  /** The worker that accepted the WebSocket, or undefined when no worker thread runs (WORKERS=1). */
-  worker: string | undefined;
-}
+import { metricValue, request, TWO_WORKERS } from './helpers/topology.js';
+import { connectPlaced, type Placed } from './helpers/workers.js';
 
 /** Every client a test opened, closed after it even when it fails (the next test counts connections). */
 const opened: TestClient[] = [];
 afterEach(async () => {
   await Promise.all(opened.splice(0).map((c) => c.close()));
 });
-
-async function connectPlaced(wsUrl: string, token: string): Promise<Placed> {
-  const ws = new WebSocket(`${wsUrl}?token=${encodeURIComponent(token)}`);
-  let worker: string | undefined;
-  ws.once('upgrade', (res) => (worker = res.headers[WORKER_HEADER] as string | undefined));
-  const client = new TestClient(ws, false);
-  opened.push(client);
-  await new Promise((resolve, reject) => {
-    ws.once('open', resolve);
-    ws.once('error', reject);
-  });
-  return { client, worker };
-}
 
 /** Connects until at least `perWorker` clients sit on each of `workers` workers (the kernel picks). */
 async function clientsOnEveryWorker(wsUrl: string, workers: number, perWorker: number): Promise<Placed[]> {
@@ -44,48 +24,19 @@ async function clientsOnEveryWorker(wsUrl: string, workers: number, perWorker: n
   const ids = Array.from({ length: workers }, (_, i) => String(i));
   for (let attempt = 0; ids.some((w) => count(w) < perWorker); attempt++) {
     if (attempt >= 200) throw new Error(`after 200 connections, per worker: ${ids.map((w) => `${w}: ${count(w)}`).join(', ')}`);
-    placed.push(await connectPlaced(wsUrl, userToken('*', `u${attempt}`)));
+    placed.push(await connectAndTrack(wsUrl, userToken('*', `u${attempt}`)));
   }
   return placed;
 }
 
-/** One request on its own TCP connection, so SO_REUSEPORT may hand it to any worker. */
-function request(url: string, method: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; worker: string | undefined; body: any; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { method, agent: false, headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (text += c));
-      res.on('end', () => {
-        let parsed: unknown = null;
-        try {
-          parsed = JSON.parse(text);
-        } catch {
-          // not JSON (/metrics)
-        }
-        resolve({ status: res.statusCode ?? 0, worker: res.headers[WORKER_HEADER] as string | undefined, body: parsed, text });
-      });
-    });
-    req.on('error', reject);
-    req.end(body === undefined ? undefined : JSON.stringify(body));
-  });
-}
+/** A WORKERS=2 process with both workers answering. */
+const startTwoWorkers = async (env: Record<string, string> = {}): Promise<GatewayProcess> => (await TWO_WORKERS.start(env)).process!;
 
-function metricValue(text: string, name: string): number {
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `));
-  if (!line) throw new Error(`no ${name} in /metrics`);
-  return Number(line.slice(line.lastIndexOf(' ') + 1));
-}
-
-async function startTwoWorkers(env: Record<string, string> = {}): Promise<GatewayProcess> {
-  const gateway = await spawnGateway({ PORT: String(await freePort()), HOST: '127.0.0.1', JWT_SECRET: SECRET, LOG_LEVEL: 'warn', WORKERS: '2', ...env });
-  // /healthz answers as soon as the first worker listens; the test needs both.
-  await until(async () => {
-    const seen = new Set<string | undefined>();
-    for (let i = 0; i < 20 && seen.size < 2; i++) seen.add((await request(`${gateway.url}/healthz`, 'GET')).worker);
-    return seen.size === 2;
-  }, 10_000, 'both workers answering');
-  return gateway;
+/** A placed client that the test's afterEach closes. */
+async function connectAndTrack(wsUrl: string, token: string): Promise<Placed> {
+  const p = await connectPlaced(wsUrl, token);
+  opened.push(p.client);
+  return p;
 }
 
 const eventIds = (frames: Frame[]) => frames.map((f) => f.id!);
@@ -165,11 +116,11 @@ describe('WORKERS=2 on the in-process bus', () => {
     await first.client.close();
     const missed = await publish(5);
     // Worker 0 watches the project no more; worker 1 never did: its history comes from the main thread.
-    let second = await connectPlaced(gateway.wsUrl, userToken('*', 'resumer'));
+    let second = await connectAndTrack(gateway.wsUrl, userToken('*', 'resumer'));
     for (let attempt = 1; second.worker !== '1'; attempt++) {
       if (attempt > 200) throw new Error('the kernel never handed a connection to worker 1');
       await second.client.close();
-      second = await connectPlaced(gateway.wsUrl, userToken('*', 'resumer'));
+      second = await connectAndTrack(gateway.wsUrl, userToken('*', 'resumer'));
     }
     const ack = await second.client.join(guid, before[2]);
     expect(ack.data).toMatchObject({ recovered: true, replayed: 5, latestId: missed[4] });
@@ -262,7 +213,7 @@ describe('WORKERS=2 on Redis Streams (one reader per worker), next to a WORKERS=
   it('delivers XADD and HTTP events to clients on both workers and on the single-thread process, in order, once', async () => {
     const guid = randomGuid();
     const placed = await clientsOnEveryWorker(multi.wsUrl, 2, 1);
-    const plain = await connectPlaced(single.wsUrl, userToken());
+    const plain = await connectAndTrack(single.wsUrl, userToken());
     // WORKERS=1 runs no worker thread: nothing names one.
     expect(plain.worker).toBeUndefined();
     const everyone = [...placed, plain];

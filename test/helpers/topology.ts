@@ -6,9 +6,9 @@ import type { NewEvent } from '../../src/bus/bus.js';
 import { producerToken, SECRET, startGateway, until } from './gateway.js';
 import { freePort } from './ports.js';
 import { spawnGateway, type GatewayProcess } from './processes.js';
+import { WORKER_HEADER } from './workers.js';
 
-/** Response header naming the worker thread that answered (absent with one thread). */
-export const WORKER_HEADER = 'x-gateway-worker';
+export { WORKER_HEADER };
 
 export interface Served {
   readonly port: number;
@@ -90,7 +90,8 @@ export function request(
   method: string,
   body?: unknown,
   headers: Record<string, string> = {},
-): Promise<{ status: number; worker: string | undefined; body: unknown; text: string; headers: http.IncomingHttpHeaders }> {
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a test's JSON answer, read as the test expects it
+): Promise<{ status: number; worker: string | undefined; body: any; text: string; headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
     const req = http.request(url, { method, agent: false, headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers } }, (res) => {
       let text = '';
