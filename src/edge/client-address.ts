@@ -97,31 +97,40 @@ export function createClientAddressResolver(options: ClientAddressOptions): (pee
     return `${ipaddr.fromByteArray(bytes).toString()}/${options.ipv6Prefix}`;
   }
 
-  // The peer is parsed on every upgrade; clients mostly come back from the same few addresses.
-  const peers = new Map<string, Parsed | null>();
-  function parsePeer(text: string): Parsed | null {
-    let parsed = peers.get(text);
-    if (parsed === undefined) {
+  // The peer is resolved on every upgrade; clients mostly come back from the same few addresses, so
+  // what a peer resolves to by itself (parsed, trusted or not, its key) is kept, a bounded number of them.
+  interface Peer {
+    readonly parsed: Parsed;
+    readonly trusted: boolean;
+    /** What the peer is when its X-Forwarded-For does not count (untrusted), or null when it is a proxy of ours. */
+    readonly alone: ClientAddress;
+  }
+  const peers = new Map<string, Peer | null>();
+  function peerOf(text: string): Peer | null {
+    let peer = peers.get(text);
+    if (peer === undefined) {
       if (peers.size >= 10_000) peers.clear();
-      parsed = parseAddress(text);
-      peers.set(text, parsed);
+      const parsed = parseAddress(text);
+      const trustedPeer = parsed !== null && trusted.length > 0 && isTrusted(parsed);
+      peer = parsed && { parsed, trusted: trustedPeer, alone: trustedPeer ? { key: null, address: parsed.toString() } : { key: keyOf(parsed), address: parsed.toString() } };
+      peers.set(text, peer);
     }
-    return parsed;
+    return peer;
   }
 
   return (peerText, forwardedFor) => {
-    const peer = parsePeer(peerText);
+    const known = peerOf(peerText);
     // uWS always gives an address; a peer we cannot read still counts, under its own text.
-    if (!peer) return { key: peerText, address: peerText };
-    const peerTrusted = trusted.length > 0 && isTrusted(peer);
-    if (!peerTrusted) {
-      if (forwardedFor && options.onUntrustedForwarder && PRIVATE_RANGES.has(peer.range()) && !warned.has(peer.toString()) && warned.size < 100) {
-        warned.add(peer.toString());
-        options.onUntrustedForwarder(peer.toString());
+    if (!known) return { key: peerText, address: peerText };
+    const peer = known.parsed;
+    if (!known.trusted) {
+      if (forwardedFor && options.onUntrustedForwarder && !warned.has(known.alone.address) && warned.size < 100 && PRIVATE_RANGES.has(peer.range())) {
+        warned.add(known.alone.address);
+        options.onUntrustedForwarder(known.alone.address);
       }
-      return { key: keyOf(peer), address: peer.toString() };
+      return known.alone;
     }
-    if (!forwardedFor) return { key: null, address: peer.toString() };
+    if (!forwardedFor) return known.alone;
     const hops = forwardedFor.split(',');
     let nearest = peer;
     for (let i = hops.length - 1; i >= 0; i--) {
