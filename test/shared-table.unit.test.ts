@@ -22,7 +22,7 @@ describe('shared table', () => {
         table.lock();
         try {
           for (const o of ops) {
-            table.hash(o.key);
+            table.hash(1, o.key);
             if (o.kind === 'set') {
               const r = table.findOrInsert(() => false);
               expect(table.created).toBe(!model.has(o.key));
@@ -37,7 +37,7 @@ describe('shared table', () => {
           }
           expect(table.size()).toBe(model.size);
           for (let i = 0; i < 300; i++) {
-            table.hash(`key-${i}`);
+            table.hash(1, `key-${i}`);
             const r = table.find();
             expect(r >= 0 ? table.values[table.valueIndex(r, 1)] : undefined).toBe(model.get(`key-${i}`));
           }
@@ -54,7 +54,7 @@ describe('shared table', () => {
     table.lock();
     const placed: number[] = [];
     for (let i = 0; ; i++) {
-      table.hash(`k${i}`);
+      table.hash(1, `k${i}`);
       const r = table.findOrInsert(() => false);
       if (r < 0) break;
       table.values[table.valueIndex(r, 0)] = i;
@@ -63,12 +63,12 @@ describe('shared table', () => {
     // 16 records at most 75% full before refusing.
     expect(placed.length).toBe(12);
     // Even values are evictable now: room for a new key.
-    table.hash('new');
+    table.hash(1, 'new');
     const r = table.findOrInsert((rec) => table.values[table.valueIndex(rec, 0)]! % 2 === 0);
     expect(r).toBeGreaterThanOrEqual(0);
     expect(table.size()).toBe(7);
     for (const i of placed) {
-      table.hash(`k${i}`);
+      table.hash(1, `k${i}`);
       expect(table.find() >= 0).toBe(i % 2 === 1);
     }
     table.unlock();
@@ -87,7 +87,7 @@ describe('shared table', () => {
         while (Atomics.load(workerData.barrier, 0) < 4) {}
         for (let round = 0; round < 20; round++) {
           for (let k = 0; k < 500; k++) {
-            t.hash('key-' + k); t.lock();
+            t.hash(1, 'key-' + k); t.lock();
             const r = t.findOrInsert(() => false);
             t.values[t.valueIndex(r, 0)] += 1;
             t.unlock();
@@ -95,7 +95,7 @@ describe('shared table', () => {
         }
         for (let k = 0; k < 500; k++) {
           for (let n = 0; n < 10; n++) {
-            t.hash('key-' + k); t.lock();
+            t.hash(1, 'key-' + k); t.lock();
             const r = t.find();
             const i = t.valueIndex(r, 0);
             if (t.values[i] === 1) t.remove(r); else t.values[i] -= 1;
@@ -110,7 +110,7 @@ describe('shared table', () => {
     const table = openSharedTable(memory);
     table.lock();
     for (let k = 0; k < 500; k++) {
-      table.hash(`key-${k}`);
+      table.hash(1, `key-${k}`);
       const r = table.find();
       expect(table.values[table.valueIndex(r, 0)]).toBe(4 * 20 - 4 * 10);
     }

@@ -76,10 +76,11 @@ export interface EdgeState {
 }
 
 // Key spaces in the tables: a user id and an address can never be mistaken for each other.
-const USER = 'u\u0000';
-const ADDRESS = 'a\u0000';
-const HTTP = 'h\u0000';
-const TOTAL = 't\u0000';
+const USER = 1;
+const ADDRESS = 2;
+const HTTP = 3;
+/** The instance's own count (one record, key ''). */
+const TOTAL = 4;
 
 // Value slots of the limits table.
 const TOKENS = 0;
@@ -141,14 +142,11 @@ export function openEdgeState(memory: EdgeStateMemory, caps: EdgeCaps): EdgeStat
     return true;
   }
 
-  // Keys are built once per call and hashed outside the locks.
-  const userKey = (userId: string) => USER + userId;
-  const addressKey = (address: string) => ADDRESS + address;
 
   return {
     checkUpgrade(address, now = Date.now()) {
       if (address === null) return ADMIT;
-      limits.hash(addressKey(address));
+      limits.hash(ADDRESS, address);
       limits.lock();
       try {
         const penalty = penaltyOf(now);
@@ -159,8 +157,7 @@ export function openEdgeState(memory: EdgeStateMemory, caps: EdgeCaps): EdgeStat
     },
 
     admit(userId, address, now = Date.now()) {
-      const user = userKey(userId);
-      limits.hash(user);
+      limits.hash(USER, userId);
       limits.lock();
       let penalty: Admission;
       try {
@@ -169,34 +166,33 @@ export function openEdgeState(memory: EdgeStateMemory, caps: EdgeCaps): EdgeStat
         limits.unlock();
       }
       if (!penalty.ok) return penalty;
-      const addr = address === null ? null : addressKey(address);
       counts.lock();
       try {
         // Retry-After: a slot frees when someone leaves; a few seconds is an honest guess.
-        counts.hash(TOTAL);
+        counts.hash(TOTAL, '');
         if (countOf() >= caps.total) return { ok: false, retryAfterS: 5, reason: `this instance holds its maximum of ${caps.total} connections` };
-        counts.hash(user);
+        counts.hash(USER, userId);
         if (countOf() >= caps.perUser) return { ok: false, retryAfterS: 5, reason: `at most ${caps.perUser} connections per user` };
-        if (addr !== null) {
-          counts.hash(addr);
+        if (address !== null) {
+          counts.hash(ADDRESS, address);
           if (countOf() >= caps.perAddress) return { ok: false, retryAfterS: 5, reason: `at most ${caps.perAddress} connections per address` };
         }
         // Counted now, under the same lock as the checks. The table is sized for every live key; if
         // it is ever full, refuse rather than admit a connection that could not be counted.
-        counts.hash(TOTAL);
+        counts.hash(TOTAL, '');
         if (!add(1)) return { ok: false, retryAfterS: 5, reason: 'connection table full' };
-        counts.hash(user);
+        counts.hash(USER, userId);
         if (!add(1)) {
-          counts.hash(TOTAL);
+          counts.hash(TOTAL, '');
           add(-1);
           return { ok: false, retryAfterS: 5, reason: 'connection table full' };
         }
-        if (addr !== null) {
-          counts.hash(addr);
+        if (address !== null) {
+          counts.hash(ADDRESS, address);
           if (!add(1)) {
-            counts.hash(user);
+            counts.hash(USER, userId);
             add(-1);
-            counts.hash(TOTAL);
+            counts.hash(TOTAL, '');
             add(-1);
             return { ok: false, retryAfterS: 5, reason: 'connection table full' };
           }
@@ -208,16 +204,14 @@ export function openEdgeState(memory: EdgeStateMemory, caps: EdgeCaps): EdgeStat
     },
 
     release(userId, address) {
-      const user = userKey(userId);
-      const addr = address === null ? null : addressKey(address);
       counts.lock();
       try {
-        counts.hash(TOTAL);
+        counts.hash(TOTAL, '');
         add(-1);
-        counts.hash(user);
+        counts.hash(USER, userId);
         add(-1);
-        if (addr !== null) {
-          counts.hash(addr);
+        if (address !== null) {
+          counts.hash(ADDRESS, address);
           add(-1);
         }
       } finally {
@@ -227,8 +221,8 @@ export function openEdgeState(memory: EdgeStateMemory, caps: EdgeCaps): EdgeStat
 
     penalize(userId, address, seconds, now = Date.now()) {
       const until = now + seconds * 1000;
-      for (const key of address === null ? [userKey(userId)] : [userKey(userId), addressKey(address)]) {
-        limits.hash(key);
+      for (const [space, key] of address === null ? [[USER, userId] as const] : ([[USER, userId], [ADDRESS, address]] as const)) {
+        limits.hash(space, key);
         limits.lock();
         try {
           evictNow = now;
@@ -248,7 +242,7 @@ export function openEdgeState(memory: EdgeStateMemory, caps: EdgeCaps): EdgeStat
     },
 
     takeHttp(key, now = Date.now()) {
-      limits.hash(HTTP + key);
+      limits.hash(HTTP, key);
       limits.lock();
       try {
         return takeToken(caps.http, now);
@@ -265,7 +259,7 @@ export function openEdgeState(memory: EdgeStateMemory, caps: EdgeCaps): EdgeStat
     },
 
     connections() {
-      counts.hash(TOTAL);
+      counts.hash(TOTAL, '');
       counts.lock();
       try {
         return countOf();

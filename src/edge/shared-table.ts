@@ -68,8 +68,12 @@ export interface SharedTable {
   readonly values: Float64Array;
   lock(): void;
   unlock(): void;
-  /** Hashes `key` for the find/insert calls that follow (under the lock or not: it reads only the seed). */
-  hash(key: string): void;
+  /**
+   * Hashes `key` in key space `space` (a small number: keys of different spaces never meet) for the
+   * find/insert calls that follow; under the lock or not (it reads only the seed). The space is hashed
+   * as a first character would be, so no prefixed string is built.
+   */
+  hash(space: number, key: string): void;
   /** The record of the last hashed key, or -1. */
   find(): number;
   /**
@@ -121,21 +125,21 @@ export function openSharedTable(memory: SharedTableMemory): SharedTable {
     }
   }
 
-  function hash(key: string): void {
+  function hash(space: number, key: string): void {
     // Lane A: FNV-1a over UTF-16 units from a seeded basis; lane B: a multiply-rotate lane (MurmurHash3's
     // constants). Two unrelated constructions, so a structure that collides one is unlikely to collide both.
     let a = 0x811c9dc5 ^ seedA;
     let b = seedB;
-    for (let i = 0; i < key.length; i++) {
-      const c = key.charCodeAt(i);
+    for (let i = -1; i < key.length; i++) {
+      const c = i < 0 ? space : key.charCodeAt(i);
       a = Math.imul(a ^ c, 0x01000193);
       let k = Math.imul(c, 0xcc9e2d51);
       k = Math.imul((k << 15) | (k >>> 17), 0x1b873593);
       b ^= k;
       b = Math.imul((b << 13) | (b >>> 19), 5) + 0xe6546b64;
     }
-    hashA = fmix(a ^ key.length);
-    hashB = fmix(b ^ key.length ^ Math.imul(hashA, 0x9e3779b1));
+    hashA = fmix(a ^ (key.length + 1));
+    hashB = fmix(b ^ (key.length + 1) ^ Math.imul(hashA, 0x9e3779b1));
     // (0, 0) marks an empty record.
     if (hashA === 0 && hashB === 0) hashB = 1;
   }
