@@ -1,13 +1,13 @@
 import type { Logger } from 'pino';
 import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import { createAgentsRelay, type RelayHub } from './agents/relay.js';
-import { shareWatches } from './agents/shared-watches.js';
+import { shareWatches } from './bus/shared-watches.js';
 import { createMemoryTicketStore, createRedisTicketStore, type TicketStore } from './auth/tickets.js';
 import { createTokenVerifier } from './auth/tokens.js';
 import { createEdgeStateMemory, edgeCaps, openEdgeState, type EdgeState, type EdgeStateMemory } from './edge/admission.js';
 import { sharePenaltiesOverRedis } from './edge/shared-penalties.js';
-import { penaltiesChannel } from './bus/keys.js';
-import type { EventBus, EventBusFactory, EventSink, NewEvent } from './bus/bus.js';
+import { penaltiesChannel } from './redis/keys.js';
+import type { AppendResult, EventBus, EventBusFactory, EventSink, NewEvent } from './bus/bus.js';
 import { createMemoryBus, memoryBusOptions } from './bus/memory.js';
 import type { Config } from './config.js';
 import { CloseCodes, GatewayError } from './errors.js';
@@ -17,7 +17,7 @@ import { registerStaticRoutes } from './http/static.js';
 import { createLogger } from './logger.js';
 import { encodeCheckedData } from './protocol/limits.js';
 import { isEventType, isGuid } from './protocol/messages.js';
-import { IDEMPOTENCY_KEY_PATTERN, type AppendResult } from './bus/idempotency.js';
+import { IDEMPOTENCY_KEY_PATTERN } from './bus/idempotency.js';
 import { createRooms } from './rooms/rooms.js';
 import { listenUws } from './listen.js';
 import { loadUws, type UwsModule } from './uws.js';
@@ -265,12 +265,11 @@ async function edgeAcrossInstances(
   tickets: TicketStore | undefined,
 ): Promise<{ edgeState: EdgeState; tickets: TicketStore; close: () => Promise<void> }> {
   if (!config.redis) return { edgeState, tickets: tickets ?? createMemoryTicketStore(config.edge.ticketTtlS), close: async () => {} };
-  const { createRedisClient, closeRedisClient } = await import('./redis-client.js');
+  const { createRedisClient, closeRedisClient } = await import('./redis/client.js');
   const client = createRedisClient(config.redis, instanceId, 'edge', { commandTimeoutMs: 2000 });
   const subscriber = createRedisClient(config.redis, instanceId, 'edge-subscriber', { blocking: true });
-  // The bus logs Redis trouble; a failed redeem answers 503 on its own, a penalty not shared is logged.
-  client.on('error', () => {});
-  subscriber.on('error', () => {});
+  // Their connection errors are not logged: the bus logs Redis trouble; a failed redeem answers 503
+  // on its own, a penalty not shared is logged where it happens.
   return {
     edgeState: sharePenaltiesOverRedis(edgeState, { publisher: client, subscriber, channel: penaltiesChannel(config.redis.prefix), instanceId, log }),
     tickets: tickets ?? createRedisTicketStore(client, config.redis.prefix, config.edge.ticketTtlS),

@@ -4,4 +4,4 @@ export { ErrorCodes, CloseCodes, type ErrorCode } from './errors.js';
 export { SUBPROTOCOLS } from './protocol/codec.js';
 export { EVENT_TYPES, CLIENT_TYPES, type Envelope, type EventType } from './protocol/messages.js';
 export { createProducer, type Producer, type ProducerOptions } from './bus/producer.js';
-export { eventsKey } from './bus/keys.js';
+export { eventsKey } from './redis/keys.js';

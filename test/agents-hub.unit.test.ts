@@ -1,7 +1,6 @@
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { createAgentsHub, type AgentsHubMessage } from '../src/workers/agents-hub.js';
-import type { ToWorker } from '../src/workers/messages.js';
 
 /** The main-thread agents hub on its own: what each worker is told (test/agents.workers.test.ts runs it in a process). */
 function hubWithWorkers(offlineWindowS = 60) {
@@ -9,9 +8,7 @@ function hubWithWorkers(offlineWindowS = 60) {
   const inbox = new Map<number, AgentsHubMessage[]>();
   for (const workerId of [0, 1]) {
     inbox.set(workerId, []);
-    hub.attach(workerId, (m: ToWorker) => {
-      if (m.kind === 'agents-hub') inbox.get(workerId)!.push(m.message);
-    });
+    hub.attach(workerId, (m) => inbox.get(workerId)!.push(m));
   }
   const told = (workerId: number) => inbox.get(workerId)!.splice(0);
   return { hub, told };
@@ -69,7 +66,7 @@ describe('agents hub', () => {
     ]);
     hub.detach(1);
     const results: AgentsHubMessage[] = [];
-    hub.attach(3, (m) => m.kind === 'agents-hub' && results.push(m.message));
+    hub.attach(3, (m) => results.push(m));
     hub.handle(3, { op: 'reply', requestId: 6, userId: 'bob', envelope: envelope('nobody') });
     expect(results).toEqual([{ op: 'answer', requestId: 6, value: 'stored' }]);
 

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { parseAgentFrame } from '../src/agents/frames.js';
+import { parseAgentFrame } from '../src/agents/agent-frames.js';
 import { connect, randomGuid, startGateway, until, userToken } from './helpers/gateway.js';
 import { startAgentsStandIn } from './helpers/agents-server.js';
 import { freePort } from './helpers/ports.js';

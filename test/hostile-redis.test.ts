@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eventsKey } from '../src/bus/keys.js';
+import { eventsKey } from '../src/redis/keys.js';
 import { compareIds } from '../src/protocol/event-id.js';
 import { connect, producerToken, randomGuid, SECRET, startGateway, until, userToken } from './helpers/gateway.js';
 import { spawnGatewaysOnRedis, type GatewayProcess } from './helpers/processes.js';

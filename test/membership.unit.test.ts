@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { membershipOf, membershipsOf, putMembership, removeMembership, roomCount, type Connection, type Membership } from '../src/rooms/connection.js';
+import { membershipOf, membershipsOf, putMembership, removeMembership, roomCount, type Connection, type Membership } from '../src/connections/connection.js';
 
 // Only `rooms` is read by these functions; the rest of a Connection does not matter here.
 const newConn = () => ({ rooms: null }) as unknown as Connection;

@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { CODECS } from '../src/protocol/codec.js';
-import { envelopeJson, eventData, EVENT_TYPES, type ProjectEvent } from '../src/protocol/messages.js';
+import { EVENT_TYPES } from '../src/protocol/messages.js';
+import { envelopeJson, eventData, type ProjectEvent } from '../src/protocol/events.js';
 
 describe('events that keep only their JSON', () => {
   it('eventData() reads back exactly the data spliced into the envelope, and both codecs encode the same envelope', () => {

@@ -8,7 +8,7 @@ import type { EventBus } from '../src/bus/bus.js';
 import { createRedisBus, type RedisBusOptions } from '../src/bus/redis.js';
 import { withRequiredFlags } from '../src/bus/wakeup.js';
 import { DEFAULT_DATA_LIMITS } from '../src/protocol/limits.js';
-import type { ProjectEvent } from '../src/protocol/messages.js';
+import type { ProjectEvent } from '../src/protocol/events.js';
 import { randomGuid, until } from './helpers/gateway.js';
 import { commandStats, masterPortForKey, startRedis, startRedisCluster, statsDelta, totalCalls, type RedisCluster, type RedisServer } from './helpers/redis.js';
 

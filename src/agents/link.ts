@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
 import type { Metrics } from '../metrics.js';
-import { parseAgentFrame, type AgentFrame } from './frames.js';
+import { parseAgentFrame, type AgentFrame } from './agent-frames.js';
 
 export interface AgentsLinkOptions {
   url: string;

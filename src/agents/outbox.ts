@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { feedbackStreamKey, FEEDBACK_GROUP, FIELD_FEEDBACK_BODY, FIELD_FEEDBACK_ID } from '../bus/keys.js';
+import { feedbackStreamKey, FEEDBACK_GROUP, FIELD_FEEDBACK_BODY, FIELD_FEEDBACK_ID } from '../redis/keys.js';
 import { GatewayError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
-import type { RedisClient } from './redis-clients.js';
+import type { RedisClient } from '../redis/client.js';
 
 /** One user_feedback as stored in the outbox and sent upstream (docs/agents.md, `user_feedback`). */
 export interface FeedbackRecord {

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
-import { presenceChannel, presenceNodeKey, presenceNodesKey, presenceSeqKey } from '../bus/keys.js';
-import type { Connection } from '../rooms/connection.js';
-import type { RedisClient } from './redis-clients.js';
+import { presenceChannel, presenceNodeKey, presenceNodesKey, presenceSeqKey } from '../redis/keys.js';
+import type { Connection } from '../connections/connection.js';
+import type { RedisClient } from '../redis/client.js';
 
 /** What the agents-server is told (docs/agents.md, `project_status_sync`). */
 export type PresenceFrame =

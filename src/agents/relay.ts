@@ -1,17 +1,18 @@
 import type { Logger } from 'pino';
 import type { EventBus, NewEvent } from '../bus/bus.js';
-import { agentsCursorsKey, presenceChannel } from '../bus/keys.js';
+import { agentsCursorsKey, presenceChannel } from '../redis/keys.js';
 import type { Config } from '../config.js';
 import { GatewayError, toGatewayError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import { encodeCheckedData } from '../protocol/limits.js';
-import type { Envelope, FeedbackData, ProjectEvent } from '../protocol/messages.js';
-import type { Connection } from '../rooms/connection.js';
-import type { AgentFrame } from './frames.js';
+import type { Envelope, FeedbackData } from '../protocol/messages.js';
+import type { ProjectEvent } from '../protocol/events.js';
+import type { ConnectionHooks } from '../connections/hooks.js';
+import type { AgentFrame } from './agent-frames.js';
 import { createAgentsLink } from './link.js';
 import { createMemoryOutbox, createRedisOutbox, type FeedbackRecord, type Outbox } from './outbox.js';
 import { createPresence, type PresenceHub } from './presence.js';
-import { createRelayRedisClient, type RedisClient } from './redis-clients.js';
+import { createRedisClient, type RedisClient } from '../redis/client.js';
 import { createReplies, type RepliesHub } from './replies.js';
 import { createSubscriptions, type CursorStore } from './subscriptions.js';
 
@@ -41,14 +42,10 @@ export interface RelayHub {
   cursors: CursorStore;
 }
 
-export interface AgentsRelay {
+/** The relay follows every socket's life (ConnectionHooks: targeted replies, presence). */
+export interface AgentsRelay extends ConnectionHooks {
   /** Stores a user's feedback for the agents-server; rejects (GatewayError) if it was not stored. */
   acceptFeedback(f: { projectGuid: string; userId: string; requestId: string | null; data: FeedbackData }): Promise<FeedbackAcceptance>;
-  /** Connection lifecycle hooks (src/ws/socket.ts). */
-  opened(conn: Connection): void;
-  joined(conn: Connection, projectGuid: string): void;
-  left(conn: Connection, projectGuid: string): void;
-  closed(conn: Connection): void;
   /** Every event the bus delivers (tee of the bus sink). */
   deliver(projectGuid: string, events: readonly ProjectEvent[]): void;
   isConnected(): boolean;
@@ -82,7 +79,9 @@ export function createAgentsRelay(options: {
   const redisConfig = config.redis;
   const clients: RedisClient[] = [];
   const client = (role: string) => {
-    const c = createRelayRedisClient(redisConfig!, instanceId, role, log);
+    // Commands on the command connection fail fast while Redis is down (feedback is then refused,
+    // never accepted); the reader and the subscriber wait for the reconnect instead.
+    const c = createRedisClient(redisConfig!, instanceId, `agents-${role}`, { blocking: role !== 'cmd', log });
     clients.push(c);
     return c;
   };

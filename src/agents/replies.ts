@@ -1,9 +1,10 @@
 import type { Logger } from 'pino';
-import { userInboxKey, userRepliesChannel } from '../bus/keys.js';
+import { userInboxKey, userRepliesChannel } from '../redis/keys.js';
 import type { Metrics } from '../metrics.js';
 import type { Envelope } from '../protocol/messages.js';
-import { sendTo, type Connection } from '../rooms/connection.js';
-import type { RedisClient } from './redis-clients.js';
+import type { Connection } from '../connections/connection.js';
+import { sendTo } from '../connections/send.js';
+import type { RedisClient } from '../redis/client.js';
 
 /** At most this many replies are kept per offline user (the oldest go first). */
 export const OFFLINE_REPLIES_PER_USER = 100;

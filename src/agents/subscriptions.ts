@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { EventBus } from '../bus/bus.js';
 import { compareIds } from '../protocol/event-id.js';
-import { eventData, type ProjectEvent } from '../protocol/messages.js';
+import { eventData, type ProjectEvent } from '../protocol/events.js';
 
 /** Where the agents-server's confirmed positions are kept (Redis hash, or memory). */
 export interface CursorStore {

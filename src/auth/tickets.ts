@@ -1,6 +1,6 @@
 import type { Cluster, Redis } from 'ioredis';
 import { randomBytes } from 'node:crypto';
-import { ticketKey } from '../bus/keys.js';
+import { ticketKey } from '../redis/keys.js';
 import { deserializePrincipal, serializePrincipal, type Principal } from './tokens.js';
 
 /**

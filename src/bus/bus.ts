@@ -1,12 +1,19 @@
 import { compareIds, ZERO_ID } from '../protocol/event-id.js';
-import type { EventType, ProjectEvent } from '../protocol/messages.js';
-import type { AppendResult } from './idempotency.js';
+import type { EventType } from '../protocol/messages.js';
+import type { ProjectEvent } from '../protocol/events.js';
 
 export interface NewEvent {
   readonly type: EventType;
   readonly data: unknown;
   /** `data` as JSON, when the caller already encoded it (after checking it against the data limits). */
   readonly dataJson?: string;
+}
+
+/** What an append did: the ids of the events, and whether an idempotency key made it a replay. */
+export interface AppendResult {
+  readonly ids: string[];
+  /** True when the key had been used already: nothing was appended, `ids` are the first call's (see idempotency.ts). */
+  readonly replayed: boolean;
 }
 
 /** A page of history: the events, and the id of the last entry read (skipped malformed ones included). */

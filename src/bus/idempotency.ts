@@ -10,12 +10,6 @@ import { createHash } from 'node:crypto';
 /** What a producer may choose as a key (also the HTTP `Idempotency-Key` header). */
 export const IDEMPOTENCY_KEY_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 
-export interface AppendResult {
-  readonly ids: string[];
-  /** True when the key had been used already: nothing was appended, `ids` are the first call's. */
-  readonly replayed: boolean;
-}
-
 /** Identifies a request body: the event types and their data JSON, in order. */
 export function fingerprintEvents(events: readonly (readonly [type: string, dataJson: string])[]): string {
   const hash = createHash('sha1');

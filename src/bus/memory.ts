@@ -1,5 +1,5 @@
 import { compareIds, nextEventId, ZERO_ID } from '../protocol/event-id.js';
-import { envelopeJsonOf, retainedSize, type ProjectEvent } from '../protocol/messages.js';
+import { envelopeJsonOf, retainedSize, type ProjectEvent } from '../protocol/events.js';
 import type { Config } from '../config.js';
 import { GatewayError } from '../errors.js';
 import { fingerprintEvents } from './idempotency.js';

@@ -2,8 +2,9 @@ import type { Cluster, Redis } from 'ioredis';
 import { GatewayError } from '../errors.js';
 import { DEFAULT_DATA_LIMITS, encodeCheckedData, type DataLimits } from '../protocol/limits.js';
 import { isEventType, isGuid, type EventType } from '../protocol/messages.js';
-import { fingerprintEvents, IDEMPOTENCY_KEY_PATTERN, type AppendResult } from './idempotency.js';
-import { eventsKey, FIELD_DATA, FIELD_ORIGIN, FIELD_TYPE, idempotencyKey } from './keys.js';
+import type { AppendResult } from './bus.js';
+import { fingerprintEvents, IDEMPOTENCY_KEY_PATTERN } from './idempotency.js';
+import { eventsKey, FIELD_DATA, FIELD_ORIGIN, FIELD_TYPE, idempotencyKey } from '../redis/keys.js';
 
 export interface ProducerOptions {
   /** Key prefix, REDIS_PREFIX on the gateways (default 'autocode'). */

@@ -1,14 +1,15 @@
 import { Cluster, Redis, ReplyError } from 'ioredis';
-import { closeRedisClient, createRedisClient, redisRetryStrategy } from '../redis-client.js';
+import { closeRedisClient, createRedisClient, redisRetryStrategy } from '../redis/client.js';
 import { createRequire } from 'node:module';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { GatewayError } from '../errors.js';
 import { compareIds, ZERO_ID } from '../protocol/event-id.js';
 import { parseRawData, type DataLimits } from '../protocol/limits.js';
-import { envelopeJsonOf, isEventType, type ProjectEvent } from '../protocol/messages.js';
+import { isEventType } from '../protocol/messages.js';
+import { envelopeJsonOf, type ProjectEvent } from '../protocol/events.js';
 import { classifyHistory, type EventBus, type EventSink, type HistoryCheck } from './bus.js';
-import { eventsKey, FIELD_DATA, FIELD_ORIGIN, FIELD_TYPE } from './keys.js';
+import { eventsKey, FIELD_DATA, FIELD_ORIGIN, FIELD_TYPE } from '../redis/keys.js';
 import { createProducer, type ProducerEvent } from './producer.js';
 import { createKeyspaceWakeup, ensureNotifyFlags, type KeyspaceWakeup } from './wakeup.js';
 

@@ -1,5 +1,5 @@
 import { Cluster, Redis, ReplyError } from 'ioredis';
-import { keyspaceChannel, keyspaceChannelPrefix } from './keys.js';
+import { keyspaceChannel, keyspaceChannelPrefix } from '../redis/keys.js';
 
 /**
  * Wake-up on change: keyspace notifications for the watched streams (see docs/redis-wakeup.md).

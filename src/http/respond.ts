@@ -1,15 +1,6 @@
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import { ErrorCodes, type ErrorCode } from '../errors.js';
-
-const STATUS_TEXT: Record<number, string> = {
-  200: 'OK', 202: 'Accepted', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found',
-  405: 'Method Not Allowed', 409: 'Conflict', 413: 'Payload Too Large', 415: 'Unsupported Media Type', 422: 'Unprocessable Content',
-  426: 'Upgrade Required', 429: 'Too Many Requests', 500: 'Internal Server Error', 503: 'Service Unavailable',
-};
-
-export function statusLine(status: number): string {
-  return `${status} ${STATUS_TEXT[status] ?? 'Unknown'}`;
-}
+import { statusLine } from '../uws.js';
 
 /** Guards a response that may be answered after an await: uWS forbids touching an aborted one. */
 export interface PendingResponse {

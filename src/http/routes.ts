@@ -5,7 +5,7 @@ import type { TicketStore } from '../auth/tickets.js';
 import { PUBLISH_SCOPE, bearerToken, canAccessProject, type Principal, type TokenVerifier } from '../auth/tokens.js';
 import type { EdgeState } from '../edge/admission.js';
 import type { EventBus, NewEvent } from '../bus/bus.js';
-import type { AppendResult } from '../bus/idempotency.js';
+import type { AppendResult } from '../bus/bus.js';
 import { toGatewayError, type ErrorCode } from '../errors.js';
 import { isGuid } from '../protocol/messages.js';
 import { validateProducerEvents } from '../protocol/schemas.js';

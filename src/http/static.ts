@@ -14,10 +14,10 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, extname, join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createSigner } from 'fast-jwt';
 import type { Logger } from 'pino';
 import type { HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import type { Config } from '../config.js';
+import { isDevMode, registerDevTokenRoute } from './dev-token.js';
 import { pending, sendJson } from './respond.js';
 
 /** Repository (or installed package) root: this file is src/http/static.ts or dist/http/static.js. */
@@ -37,19 +37,6 @@ const CONTENT_TYPES: Record<string, string> = {
 // The page talks to this gateway only; no inline scripts or styles, no framing.
 const PAGE_CSP = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/**
- * DEV MODE: on only when the gateway verifies HS* tokens with a secret that starts with `dev-`
- * (like the README's `JWT_SECRET=dev-secret-change-me`). Then POST /dev/token mints a token for
- * anyone who can reach the gateway, which is what a local try-out wants and a deployment must never
- * have: a production secret is random and never starts with `dev-`.
- */
-export function isDevMode(config: Config): boolean {
-  return config.jwt.key.startsWith('dev-') && config.jwt.algorithms.every((a) => a.startsWith('HS'));
-}
-
-export const DEV_TOKEN_SUBJECT = 'dev-user';
-const DEV_TOKEN_TTL_S = { min: 10, max: 86_400, default: 3_600 };
-
 interface StaticFile {
   body: Buffer;
   etag: string;
@@ -63,7 +50,7 @@ export interface StaticDeps {
   readonly root?: string;
 }
 
-/** Registers the page, the client modules and the dev-token endpoint. Call before the catch-all 404. */
+/** Registers the page, the client modules and (in DEV MODE) the dev-token endpoint. Call before the catch-all 404. */
 export function registerStaticRoutes(app: TemplatedApp, deps: StaticDeps): void {
   const root = deps.root ?? PACKAGE_ROOT;
   const files = new Map<string, StaticFile>();
@@ -96,23 +83,7 @@ export function registerStaticRoutes(app: TemplatedApp, deps: StaticDeps): void 
 
   const devMode = isDevMode(deps.config);
   app.get('/app-config.json', (res) => sendJson(pending(res), 200, { devMode, wsPath: '/ws' }, { 'cache-control': 'no-store' }));
-  if (!devMode) return;
-
-  deps.log.warn('DEV MODE: JWT_SECRET starts with "dev-", so POST /dev/token mints tokens for anyone; never use such a secret in a deployment');
-  const { jwt } = deps.config;
-  app.post('/dev/token', (res, req) => {
-    const asked = Number(new URLSearchParams(req.getQuery() ?? '').get('ttl') ?? DEV_TOKEN_TTL_S.default);
-    const ttlS = Math.min(DEV_TOKEN_TTL_S.max, Math.max(DEV_TOKEN_TTL_S.min, Number.isFinite(asked) ? Math.floor(asked) : DEV_TOKEN_TTL_S.default));
-    const sign = createSigner({
-      key: jwt.key,
-      algorithm: jwt.algorithms[0] as 'HS256',
-      expiresIn: ttlS * 1000,
-      ...(jwt.issuer ? { iss: jwt.issuer } : {}),
-      ...(jwt.audience ? { aud: jwt.audience } : {}),
-    });
-    const token = sign({ sub: DEV_TOKEN_SUBJECT, projects: '*', scope: 'events:publish' });
-    sendJson(pending(res), 200, { token, sub: DEV_TOKEN_SUBJECT, expiresInS: ttlS, devMode: true }, { 'cache-control': 'no-store' });
-  });
+  if (devMode) registerDevTokenRoute(app, deps.config, deps.log);
 }
 
 function serveFile(res: HttpResponse, file: StaticFile, ifNoneMatch: string): void {

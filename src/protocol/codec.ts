@@ -1,6 +1,7 @@
 import { Packr } from 'msgpackr';
 import { GatewayError } from '../errors.js';
-import { eventEnvelope, eventJson, SUBPROTOCOLS, type Envelope, type ProjectEvent } from './messages.js';
+import { SUBPROTOCOLS, type Envelope } from './messages.js';
+import { eventEnvelope, eventJson, type ProjectEvent } from './events.js';
 
 // Subprotocol names live in messages.ts, which the browser client imports too: one copy.
 export { SUBPROTOCOLS } from './messages.js';

@@ -5,8 +5,9 @@ import { GatewayError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import { CODEC_NAMES, CODECS, type CodecName } from '../protocol/codec.js';
 import { compareIds } from '../protocol/event-id.js';
-import { retainedSize, type ProjectEvent } from '../protocol/messages.js';
-import { membershipOf, membershipsOf, putMembership, removeMembership, replayWindowBytes, sendTo, whenDrained, type Connection, type Membership } from './connection.js';
+import { retainedSize, type ProjectEvent } from '../protocol/events.js';
+import { membershipOf, membershipsOf, putMembership, removeMembership, type Connection, type Membership } from '../connections/connection.js';
+import { replayWindowBytes, sendTo, whenDrained } from '../connections/send.js';
 import { roomTopic } from './topics.js';
 
 /**

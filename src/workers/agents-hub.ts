@@ -2,7 +2,6 @@ import type { Logger } from 'pino';
 import type { PresenceChange, PresenceSnapshot } from '../agents/presence.js';
 import { createMemoryInbox, type ReplyOutcome } from '../agents/replies.js';
 import type { Envelope } from '../protocol/messages.js';
-import type { ToWorker } from './messages.js';
 
 /** A worker's call on the hub (FromWorker 'agents-hub'). */
 export type AgentsHubRequest =
@@ -22,7 +21,8 @@ export type AgentsHubMessage =
   | { readonly op: 'answer'; readonly requestId: number; readonly value: PresenceSnapshot | ReplyOutcome | string | null };
 
 export interface AgentsHub {
-  attach(workerId: number, send: (message: ToWorker) => void): void;
+  /** A worker's way in: the pool wraps each message for the worker's port. */
+  attach(workerId: number, send: (message: AgentsHubMessage) => void): void;
   /** A worker's thread ended: its users go offline and it receives nothing more. */
   detach(workerId: number): void;
   handle(workerId: number, request: AgentsHubRequest): void;
@@ -44,7 +44,7 @@ export interface AgentsHub {
  * Feedback needs nothing here: each worker's memory outbox sends what it accepted on its own link.
  */
 export function createAgentsHub(options: { offlineWindowS: number; log: Logger }): AgentsHub {
-  const workers = new Map<number, (message: ToWorker) => void>();
+  const workers = new Map<number, (message: AgentsHubMessage) => void>();
   /** Per worker: its node name and the `<projectGuid> <userId>` fields online through it. */
   const presence = new Map<number, { node: string; fields: Set<string> }>();
   let seq = 0;
@@ -53,7 +53,7 @@ export function createAgentsHub(options: { offlineWindowS: number; log: Logger }
   const inbox = createMemoryInbox(options.offlineWindowS);
   const cursors = new Map<string, string>();
 
-  const post = (workerId: number, message: AgentsHubMessage) => workers.get(workerId)?.({ kind: 'agents-hub', message });
+  const post = (workerId: number, message: AgentsHubMessage) => workers.get(workerId)?.(message);
 
   function transition(node: string, field: string, online: boolean): void {
     const change: PresenceChange = { seq: ++seq, node, field, online };

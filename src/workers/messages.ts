@@ -1,11 +1,10 @@
-import type { HistoryCheck, HistoryPage, NewEvent } from '../bus/bus.js';
-import type { AppendResult } from '../bus/idempotency.js';
+import type { AppendResult, HistoryCheck, HistoryPage, NewEvent } from '../bus/bus.js';
 import type { MessagePort } from 'node:worker_threads';
 import type { Principal } from '../auth/tokens.js';
 import type { EdgeStateMemory } from '../edge/admission.js';
 import type { ErrorCode } from '../errors.js';
 import type { Config } from '../config.js';
-import type { ProjectEvent } from '../protocol/messages.js';
+import type { ProjectEvent } from '../protocol/events.js';
 import type { AgentsHubMessage, AgentsHubRequest } from './agents-hub.js';
 
 /**

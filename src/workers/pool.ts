@@ -120,7 +120,7 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
     const worker: Running = { workerId, thread, send, exited, drained, closed: false };
     running.set(workerId, worker);
     host?.attach(workerId, send);
-    agentsHub?.attach(workerId, send);
+    agentsHub?.attach(workerId, (message) => send({ kind: 'agents-hub', message }));
 
     thread.on('message', (message: FromWorker) => {
       switch (message.kind) {

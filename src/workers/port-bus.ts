@@ -1,5 +1,4 @@
-import type { EventBus, EventSink, HistoryCheck, HistoryPage } from '../bus/bus.js';
-import type { AppendResult } from '../bus/idempotency.js';
+import type { AppendResult, EventBus, EventSink, HistoryCheck, HistoryPage } from '../bus/bus.js';
 import type { MainCaller } from './main-calls.js';
 import type { BusRequest, FromWorker, MainResult, ToWorker } from './messages.js';
 

@@ -8,32 +8,23 @@ import { createClientAddressResolver, type ClientAddress } from '../edge/client-
 import type { Config } from '../config.js';
 import { CloseCodes, GatewayError, toGatewayError, type ErrorCode } from '../errors.js';
 import type { Metrics } from '../metrics.js';
-import { statusLine } from '../http/respond.js';
+import { statusLine } from '../uws.js';
 import { CODECS, negotiateSubprotocol, type CodecName } from '../protocol/codec.js';
 import { dataProblem } from '../protocol/limits.js';
 import { isGuid, type ClientFrame, type Envelope, type FeedbackData } from '../protocol/messages.js';
 import { requestIdOf, validateClientFrame } from '../protocol/schemas.js';
-import type { Connection, SocketData } from '../rooms/connection.js';
-import { membershipOf, membershipsOf, releaseDrainWaiters, roomCount, replayWindowBytes, sendTo } from '../rooms/connection.js';
+import { membershipOf, membershipsOf, roomCount, type Connection, type SocketData } from '../connections/connection.js';
+import type { ConnectionHooks } from '../connections/hooks.js';
+import { releaseDrainWaiters, replayWindowBytes, sendTo } from '../connections/send.js';
 import type { Rooms } from '../rooms/rooms.js';
-import { errorReply, reply } from './frames.js';
-import { takeToken } from './rate-limit.js';
+import { takeToken } from '../edge/rate-limit.js';
+import { errorReply, reply } from './envelopes.js';
 
 /**
  * Stores a user's feedback for the agents-server and resolves the `user_feedback_response` data
  * (rejects with a GatewayError when it was not stored); null when no agents-server is configured.
  */
 export type FeedbackForwarder = (feedback: { projectGuid: string; userId: string; requestId: string | null; data: FeedbackData }) => Promise<object> | null;
-
-/** Connection lifecycle hooks for the agents relay (targeted replies, presence). Must not throw. */
-export interface ConnectionHooks {
-  opened(conn: Connection): void;
-  /** A join_project was acknowledged. */
-  joined(conn: Connection, projectGuid: string): void;
-  left(conn: Connection, projectGuid: string): void;
-  /** Called before the connection's memberships are released. */
-  closed(conn: Connection): void;
-}
 
 export interface SocketDeps {
   readonly config: Config;

@@ -1,5 +1,10 @@
 import { Cluster, Redis } from 'ioredis';
-import type { Config } from './config.js';
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import { throttledWarn } from '../logger.js';
+
+/** A connection to a standalone Redis or to a Cluster: the gateway speaks to both alike. */
+export type RedisClient = Redis | Cluster;
 
 /** Reconnect backoff for every Redis connection: capped exponential, with jitter so instances do not reconnect in step. */
 export const redisRetryStrategy = (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000) + Math.floor(Math.random() * 100);
@@ -12,10 +17,19 @@ export interface RedisClientOptions {
    */
   readonly blocking?: boolean;
   readonly commandTimeoutMs?: number;
+  /**
+   * Where connection errors are logged (once a second at most). Without it they are swallowed: for a
+   * connection whose trouble another part already reports (the event bus logs every Redis outage).
+   */
+  readonly log?: Logger;
 }
 
-/** The one way the gateway opens a Redis (or Cluster) connection, named `<node>:<role>` in CLIENT LIST. */
-export function createRedisClient(redis: NonNullable<Config['redis']>, nodeId: string, role: string, options: RedisClientOptions = {}): Redis | Cluster {
+/**
+ * The one way the gateway opens a Redis (or Cluster) connection, named `<node>:<role>` in CLIENT LIST.
+ * Blocking reads and pub/sub get connections of their own (a blocked or subscribed connection can run
+ * nothing else).
+ */
+export function createRedisClient(redis: NonNullable<Config['redis']>, nodeId: string, role: string, options: RedisClientOptions = {}): RedisClient {
   const blocking = options.blocking ?? false;
   const connection = {
     connectionName: `${nodeId}:${role}`,
@@ -24,8 +38,11 @@ export function createRedisClient(redis: NonNullable<Config['redis']>, nodeId: s
     maxRetriesPerRequest: blocking ? null : 1,
     ...(blocking ? {} : { commandTimeout: options.commandTimeoutMs ?? 5000 }),
   };
-  if (redis.clusterNodes) return new Cluster([...redis.clusterNodes], { clusterRetryStrategy: redisRetryStrategy, redisOptions: connection });
-  return new Redis(redis.url!, connection);
+  const client: RedisClient = redis.clusterNodes ? new Cluster([...redis.clusterNodes], { clusterRetryStrategy: redisRetryStrategy, redisOptions: connection }) : new Redis(redis.url!, connection);
+  // An 'error' listener is always there: without one, ioredis's errors would be unhandled events.
+  const warn = options.log ? throttledWarn(options.log) : null;
+  client.on('error', (err: Error) => warn?.('redis connection error', err, { role }));
+  return client;
 }
 
 /**
@@ -33,7 +50,7 @@ export function createRedisClient(redis: NonNullable<Config['redis']>, nodeId: s
  * ioredis keeps a QUIT queued while it reconnects, with no timeout of its own, so a Redis that is
  * gone would hold the shutdown; disconnect() also stops any further reconnect.
  */
-export async function closeRedisClient(client: Redis | Cluster, ms = 1000): Promise<void> {
+export async function closeRedisClient(client: RedisClient, ms = 1000): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([client.quit().catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
   clearTimeout(timer);

@@ -1,6 +1,6 @@
 import type { EventBus } from '../bus/bus.js';
 import { compareIds } from '../protocol/event-id.js';
-import type { ProjectEvent } from '../protocol/messages.js';
+import type { ProjectEvent } from '../protocol/events.js';
 
 /**
  * The bus has one sink and one watch per project; rooms watch a project while it has members, and

@@ -1,7 +1,10 @@
+/**
+ * The per-socket record and its memberships: made by the WebSocket layer at upgrade, read by the
+ * rooms (memberships), the outbound budget and the agents relay (who a socket's user is).
+ */
 import type { WebSocket } from 'uWebSockets.js';
 import type { Principal } from '../auth/tokens.js';
 import type { Codec } from '../protocol/codec.js';
-import { LARGE_SEND_GUARD_TOPIC, UWS_LARGE_SEND_BYTES } from './topics.js';
 
 /** A membership entry; a new object per join so a superseded join can tell it lost. */
 export interface Membership {
@@ -111,42 +114,4 @@ export function removeMembership(conn: Connection, m: Membership): void {
     if (i >= 0) r.splice(i, 1);
     if (r.length === 1) conn.rooms = r[0]!;
   }
-}
-
-/** Wakes replays waiting for this socket to drain (also on close, so they notice and stop). */
-export function releaseDrainWaiters(conn: Connection): void {
-  const waiters = conn.drainWaiters;
-  conn.drainWaiters = null;
-  if (waiters) for (const w of waiters) w();
-}
-
-/**
- * Sends one frame outside a uWS callback. Corked so the headers and payload leave in one syscall;
- * returns false if the socket is gone or uWS dropped the frame (over maxBackpressure).
- */
-export function sendTo(conn: Connection, frame: string | Uint8Array): boolean {
-  const ws = conn.ws;
-  if (!ws || conn.closed) return false;
-  // A string's UTF-8 length is at most three times its length: guard whenever it could be large.
-  if ((typeof frame === 'string' ? frame.length * 3 : frame.length) >= UWS_LARGE_SEND_BYTES) ws.subscribe(LARGE_SEND_GUARD_TOPIC);
-  let status = 0;
-  ws.cork(() => {
-    status = ws.send(frame, conn.codec.binary, false);
-  });
-  return status !== 2;
-}
-
-/**
- * How many unsent bytes a replay lets build up on one socket before it waits for a drain. Small on
- * purpose: during a reconnect storm thousands of sockets replay at once, and what they hold counts
- * against MAX_BUFFERED_BYTES, the budget that cuts the largest holders first.
- */
-export function replayWindowBytes(maxBackpressureBytes: number): number {
-  return Math.min(maxBackpressureBytes / 2, 256 * 1024);
-}
-
-/** Resolves once the socket's send buffer drops under `limit` (or it closes). */
-export function whenDrained(conn: Connection, limit: number): Promise<void> {
-  if (!conn.ws || conn.closed || conn.ws.getBufferedAmount() < limit) return Promise.resolve();
-  return new Promise((resolve) => (conn.drainWaiters ??= []).push(resolve));
 }
