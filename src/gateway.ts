@@ -1,27 +1,27 @@
 import type { Logger } from 'pino';
 import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import { createAgentsRelay, type RelayHub } from './agents/relay.js';
-import { shareWatches } from './bus/shared-watches.js';
+import { createSharedBus } from './bus/shared-watches.js';
+import { createIngress } from './bus/ingress.js';
 import { createMemoryTicketStore, createRedisTicketStore, type TicketStore } from './auth/tickets.js';
 import { createTokenVerifier } from './auth/tokens.js';
 import { createEdgeStateMemory, edgeCaps, openEdgeState, type EdgeState, type EdgeStateMemory } from './edge/admission.js';
 import { sharePenaltiesOverRedis } from './edge/shared-penalties.js';
 import { penaltiesChannel } from './redis/keys.js';
-import type { AppendResult, EventBus, EventBusFactory, EventSink, NewEvent } from './bus/bus.js';
+import type { EventBus, EventBusFactory, NewEvent } from './bus/bus.js';
 import { createMemoryBus, memoryBusOptions } from './bus/memory.js';
 import type { Config } from './config.js';
-import { CloseCodes, GatewayError } from './errors.js';
+import { CloseCodes } from './errors.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { registerHttpRoutes } from './http/routes.js';
 import { registerStaticRoutes } from './http/static.js';
 import { createLogger } from './logger.js';
-import { encodeCheckedData } from './protocol/limits.js';
-import { isEventType, isGuid } from './protocol/messages.js';
-import { IDEMPOTENCY_KEY_PATTERN } from './bus/idempotency.js';
 import { createRooms } from './rooms/rooms.js';
 import { listenUws } from './listen.js';
 import { loadUws, type UwsModule } from './uws.js';
-import { createSocketLayer, type FeedbackForwarder } from './ws/socket.js';
+import { createConnectionRegistry } from './connections/registry.js';
+import { createOutboundBudget } from './ws/outbound.js';
+import { createWebSocketServer } from './ws/server.js';
 
 export interface PublishOptions {
   readonly idempotencyKey?: string;
@@ -78,8 +78,9 @@ export interface Gateway {
 }
 
 /**
- * Composes the gateway from its parts. Never reads the environment: main.ts does, and tests pass
- * their own config (port 0) and dependencies.
+ * Composes the gateway from its parts, each built after what it needs (no part is handed a
+ * function that reaches a part built later). Never reads the environment: main.ts does, and tests
+ * pass their own config (port 0) and dependencies.
  */
 export async function createGateway(config: Config, deps: GatewayDeps = {}): Promise<Gateway> {
   const uws = deps.uws ?? loadUws();
@@ -91,18 +92,20 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   let shuttingDown = false;
   const isShuttingDown = () => shuttingDown;
 
-  // The bus and the rooms need each other: the bus delivers into rooms, rooms watch through the bus.
-  let deliver: EventSink = () => {};
-  const sink: EventSink = (guid, events) => deliver(guid, events);
-  const busFactory = deps.busFactory ?? (await defaultBusFactory(config, instanceId, log, metrics));
-  const rawBus = busFactory(sink);
-  // Rooms and the agents relay both watch projects: the wrapper counts watches so neither's unwatch ends the other's.
-  const { bus, observe } = shareWatches(rawBus);
+  // The bus, shared by the rooms and the agents relay (watches counted, one sink each).
+  const bus = createSharedBus(deps.busFactory ?? (await defaultBusFactory(config, instanceId, log, metrics)), log);
   // Serve as soon as the bus is up; if it is not up in time, serve anyway and report not-ready
   // (clients can connect, /readyz says 503, and the bus keeps reconnecting).
   if (!(await bus.waitUntilReady(5000))) log.warn({ bus: bus.kind }, 'event bus not connected yet; serving as not-ready');
+  const ingress = createIngress({ bus, limits: config.dataLimits, onAppended: (n) => metrics.eventsPublished.inc(n) });
+
+  // The edge: caps, buckets and penalties (the process's), tickets and penalties across instances.
+  const edge = await edgeAcrossInstances(config, instanceId, log, openEdgeState(deps.edgeState ?? createEdgeStateMemory(caps), caps), deps.tickets);
+  const { edgeState } = edge;
 
   const app: TemplatedApp = uws.App();
+  const registry = createConnectionRegistry();
+  const outbound = createOutboundBudget({ config, registry, edgeState, threadSlot: deps.workerId ?? 0, log, metrics });
   const rooms = createRooms({
     app,
     bus,
@@ -112,64 +115,37 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     recentBytesPerRoom: config.recentBytesPerRoom,
     historyPageSize: config.stream.historyPageSize,
     maxBackpressureBytes: config.maxBackpressureBytes,
-    // The socket layer is built below; the budget check is bound to it once it exists.
-    onFanOut: (bytes) => sockets.noteFanOut(bytes),
+    onFanOut: outbound.noteFanOut,
   });
+  bus.addSink(rooms.deliver);
   const agents = config.agents
-    ? createAgentsRelay({ config, instanceId, hub: deps.agentsHub, bus, log: log.child({ component: 'agents' }), metrics, publish: (guid, event) => appendEvents(guid, [event]) })
+    ? createAgentsRelay({ config, instanceId, hub: deps.agentsHub, bus, log: log.child({ component: 'agents' }), metrics, publish: (guid, event) => ingress.append(guid, [event]) })
     : null;
-  deliver = agents
-    ? (guid, events) => {
-        observe(guid, events);
-        rooms.deliver(guid, events);
-        agents.deliver(guid, events);
-      }
-    : (guid, events) => {
-        observe(guid, events);
-        rooms.deliver(guid, events);
-      };
-  const forwardFeedback: FeedbackForwarder = (feedback) => agents?.acceptFeedback(feedback) ?? null;
+  if (agents) bus.addSink(agents.deliver);
 
-  const edge = await edgeAcrossInstances(config, instanceId, log, openEdgeState(deps.edgeState ?? createEdgeStateMemory(caps), caps), deps.tickets);
-  const { edgeState } = edge;
-  const sockets = createSocketLayer({
-    tickets: edge.tickets,
-    edgeState,
-    threadSlot: deps.workerId ?? 0,
+  const websockets = createWebSocketServer({
     config,
     verifyToken,
+    tickets: edge.tickets,
+    edgeState,
+    registry,
     rooms,
-    forwardFeedback,
-    ...(agents ? { hooks: agents } : {}),
+    outbound,
+    forwardFeedback: (feedback) => agents?.acceptFeedback(feedback) ?? null,
+    hooks: agents ?? undefined,
     log,
     metrics,
     isShuttingDown,
   });
-  app.ws('/ws', sockets.behavior);
+  app.ws('/ws', websockets.behavior);
 
-  /** The one way in for events (HTTP API, agents-server, in-process callers): checked, then appended. */
-  async function appendEvents(projectGuid: string, events: readonly NewEvent[], idempotencyKey?: string): Promise<AppendResult> {
-    if (!isGuid(projectGuid)) throw new GatewayError('INVALID_GUID');
-    if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY_PATTERN.test(idempotencyKey)) {
-      throw new GatewayError('INVALID_FRAME', `Idempotency-Key must match ${IDEMPOTENCY_KEY_PATTERN.source}`);
-    }
-    const checked = events.map((e, i): NewEvent => {
-      if (!isEventType(e.type)) throw new GatewayError('UNKNOWN_TYPE');
-      return { type: e.type, data: e.data, dataJson: encodeCheckedData(e.data, config.dataLimits, events.length > 1 ? `events[${i}].data` : 'data') };
-    });
-    const guid = projectGuid.toLowerCase();
-    const result = await bus.publish(guid, checked, idempotencyKey);
-    if (result.replayed) return result;
-    metrics.eventsPublished.inc(result.ids.length);
-    return result;
-  }
-  const publishMany = async (guid: string, events: readonly NewEvent[], options: PublishOptions = {}) => (await appendEvents(guid, events, options.idempotencyKey)).ids;
+  const publishMany = async (guid: string, events: readonly NewEvent[], options: PublishOptions = {}) => (await ingress.append(guid, events, options.idempotencyKey)).ids;
 
   const inflight = { count: 0 };
   registerStaticRoutes(app, { config, log }); // the page at /, /client/*.js; before the routes' catch-all 404
   registerHttpRoutes(app, {
     verifyToken,
-    publish: appendEvents,
+    publish: ingress.append,
     bus,
     metrics,
     log,
@@ -185,8 +161,6 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   if (config.edge.allowedOrigins === 'any') log.info('ALLOWED_ORIGINS is not set: browser upgrades from any origin are accepted (clients authenticate with tokens, not cookies)');
 
   let listenSocket: us_listen_socket | null = null;
-  let sweepTimer: NodeJS.Timeout | null = null;
-  let budgetTimer: NodeJS.Timeout | null = null;
   let draining: Promise<void> | null = null;
   let closing: Promise<void> | null = null;
   // Each part gets a bounded time: a Redis that is gone or half-open must not hold the
@@ -210,10 +184,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     async listen() {
       const bound = await listenUws(uws, app, { host: config.host, port: config.port, reusePort: config.reusePort, log });
       listenSocket = bound.socket;
-      sweepTimer = setInterval(sockets.sweep, Math.min(1000, config.heartbeatIntervalMs));
-      sweepTimer.unref();
-      budgetTimer = setInterval(sockets.enforceBufferBudget, 500);
-      budgetTimer.unref();
+      websockets.start();
       log.info({ port: bound.port, host: config.host, bus: bus.kind }, 'gateway listening');
       return bound.port;
     },
@@ -224,12 +195,11 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     close() {
       return (closing ??= (async () => {
         await drain();
-        if (sweepTimer) clearInterval(sweepTimer);
-        if (budgetTimer) clearInterval(budgetTimer);
+        websockets.stop();
         // Everything appended before now (by this gateway or any other) goes out before the 1001s.
         await closeWithin(stepMs, 'event bus catch-up', log, () => bus.catchUp(stepMs));
         rooms.flushNow();
-        sockets.closeAll(CloseCodes.GOING_AWAY, 'server shutting down, reconnect');
+        websockets.closeAll(CloseCodes.GOING_AWAY, 'server shutting down, reconnect');
         await closeWithin(stepMs, 'agents relay', log, () => agents?.close());
         await closeWithin(stepMs, 'event bus', log, () => bus.close());
         await closeWithin(stepMs, 'edge (tickets, penalties)', log, () => edge.close());

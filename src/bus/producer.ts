@@ -1,9 +1,10 @@
 import type { Cluster, Redis } from 'ioredis';
 import { GatewayError } from '../errors.js';
-import { DEFAULT_DATA_LIMITS, encodeCheckedData, type DataLimits } from '../protocol/limits.js';
-import { isEventType, isGuid, type EventType } from '../protocol/messages.js';
-import type { AppendResult } from './bus.js';
-import { fingerprintEvents, IDEMPOTENCY_KEY_PATTERN } from './idempotency.js';
+import { DEFAULT_DATA_LIMITS, type DataLimits } from '../protocol/limits.js';
+import type { EventType } from '../protocol/messages.js';
+import type { AppendResult, NewEvent } from './bus.js';
+import { fingerprintEvents } from './idempotency.js';
+import { checkEvents } from './ingress.js';
 import { eventsKey, FIELD_DATA, FIELD_ORIGIN, FIELD_TYPE, idempotencyKey } from '../redis/keys.js';
 
 export interface ProducerOptions {
@@ -26,8 +27,6 @@ export interface ProducerOptions {
 export interface ProducerEvent {
   type: EventType;
   data: object;
-  /** `data` already encoded as JSON (the gateway passes what it checked); encoded here when absent. */
-  dataJson?: string;
 }
 
 // Check the record, append, trim, expire and record, as one atomic step: a retry that reaches Redis
@@ -81,12 +80,6 @@ export function createProducer(redis: Redis | Cluster, options: ProducerOptions 
   if (!('autocodeAppendOnce' in redis)) redis.defineCommand('autocodeAppendOnce', { numberOfKeys: 2, lua: APPEND_ONCE_LUA });
   const appendOnce = (redis as unknown as { autocodeAppendOnce: AppendOnce }).autocodeAppendOnce.bind(redis);
 
-  function encode(events: readonly ProducerEvent[]): [type: EventType, json: string][] {
-    return events.map((e) => {
-      if (!isEventType(e.type)) throw new TypeError(`not an event type: ${String(e.type)}`);
-      return [e.type, e.dataJson ?? encodeCheckedData(e.data, limits)];
-    });
-  }
 
   async function appendKeyed(key: string, guid: string, encoded: [EventType, string][], idemKey: string): Promise<AppendResult> {
     const args: (string | number)[] = [maxLen, windowS, fingerprintEvents(encoded), ttlS, maxAgeS > 0 ? `${Date.now() - maxAgeS * 1000}-0` : '', options.origin ?? ''];
@@ -101,15 +94,14 @@ export function createProducer(redis: Redis | Cluster, options: ProducerOptions 
     return { ids: reply[1].split(','), replayed: Number(reply[0]) === 1 };
   }
 
-  async function append(projectGuid: string, events: readonly ProducerEvent[], opts: { idempotencyKey?: string } = {}): Promise<AppendResult> {
-    if (!isGuid(projectGuid)) throw new TypeError(`not a GUID: ${projectGuid}`);
-    const guid = projectGuid.toLowerCase();
+  /**
+   * Appends events that went through checkEvents (bus/ingress.ts): the gateway's own appends, whose
+   * data is encoded already. Anyone else calls publish(), which checks first.
+   */
+  async function append(guid: string, events: readonly NewEvent[], opts: { idempotencyKey?: string } = {}): Promise<AppendResult> {
     const key = eventsKey(prefix, guid);
-    const encoded = encode(events);
-    if (opts.idempotencyKey !== undefined) {
-      if (!IDEMPOTENCY_KEY_PATTERN.test(opts.idempotencyKey)) throw new TypeError(`idempotency key must match ${IDEMPOTENCY_KEY_PATTERN.source}`);
-      return appendKeyed(key, guid, encoded, opts.idempotencyKey);
-    }
+    const encoded = events.map((e): [EventType, string] => [e.type, e.dataJson ?? JSON.stringify(e.data)]);
+    if (opts.idempotencyKey !== undefined) return appendKeyed(key, guid, encoded, opts.idempotencyKey);
     const pipeline = redis.pipeline();
     for (const [type, json] of encoded) {
       const fields = [FIELD_TYPE, type, FIELD_DATA, json];
@@ -138,9 +130,14 @@ export function createProducer(redis: Redis | Cluster, options: ProducerOptions 
 
   return {
     append,
-    /** Appends in order and resolves with the ids (the first call's ids for a repeated idempotency key). */
+    /**
+     * Appends in order and resolves with the ids (the first call's ids for a repeated idempotency
+     * key). The events pass the gateways' own check first (a GatewayError names what is wrong), so
+     * nothing is appended that the gateways would skip.
+     */
     async publish(projectGuid: string, events: readonly ProducerEvent[], opts: { idempotencyKey?: string } = {}): Promise<string[]> {
-      return (await append(projectGuid, events, opts)).ids;
+      const checked = checkEvents(projectGuid, events, limits, opts.idempotencyKey);
+      return (await append(checked.guid, checked.events, opts)).ids;
     },
   };
 }

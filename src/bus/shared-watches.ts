@@ -1,23 +1,48 @@
-import type { EventBus } from '../bus/bus.js';
+import type { Logger } from 'pino';
 import { compareIds } from '../protocol/event-id.js';
-import type { ProjectEvent } from '../protocol/events.js';
+import type { EventBus, EventBusFactory, EventSink } from './bus.js';
+
+/** The bus every part of a gateway shares: several watchers of one project, several sinks. */
+export interface SharedBus extends EventBus {
+  /**
+   * Adds a receiver of every delivered batch (rooms, the agents relay), in the order added. A sink
+   * that throws is logged; the others and the bus go on.
+   */
+  addSink(sink: EventSink): void;
+}
 
 /**
- * The bus has one sink and one watch per project; rooms watch a project while it has members, and
+ * A bus has one sink and one watch per project; the rooms watch a project while it has members, and
  * the agents relay watches the projects the agents-server subscribed to. This wrapper counts
- * watches per project so that rooms' unwatch does not end the relay's watch (or the reverse): the
- * bus is asked to watch on the first watcher and to unwatch after the last.
+ * watches per project so that the rooms' unwatch does not end the relay's watch (or the reverse):
+ * the bus is asked to watch on the first watcher and to unwatch after the last. It also fans the
+ * bus's one sink out to every part that registered one (addSink), which is how the bus reaches the
+ * rooms without the composition root in between (centrifuge registers a broker event handler).
  *
- * A later watcher is told the newest id already delivered to the sink (or the first watch's
+ * A later watcher is told the newest id already delivered to the sinks (or the first watch's
  * answer, whichever is newer), exactly what the bus would have answered it.
  */
-export function shareWatches(bus: EventBus): { bus: EventBus; observe(projectGuid: string, events: readonly ProjectEvent[]): void } {
+export function createSharedBus(factory: EventBusFactory, log: Logger): SharedBus {
   const watches = new Map<string, { count: number; ready: Promise<string>; lastDelivered: string | null }>();
+  const sinks: EventSink[] = [];
 
-  const shared: EventBus = Object.create(bus) as EventBus;
-  Object.assign(shared, {
+  const bus = factory((guid, events) => {
+    const w = watches.get(guid);
+    const last = events[events.length - 1];
+    if (w && last && (!w.lastDelivered || compareIds(last.id, w.lastDelivered) > 0)) w.lastDelivered = last.id;
+    for (const sink of sinks) {
+      try {
+        sink(guid, events);
+      } catch (err) {
+        log.error({ err, projectGuid: guid }, 'an event sink failed; the others go on');
+      }
+    }
+  });
+
+  return {
     kind: bus.kind,
     appendsInline: bus.appendsInline,
+    addSink: (sink) => void sinks.push(sink),
     watch(guid: string): Promise<string> {
       const existing = watches.get(guid);
       if (existing) {
@@ -39,17 +64,13 @@ export function shareWatches(bus: EventBus): { bus: EventBus; observe(projectGui
       watches.delete(guid);
       bus.unwatch(guid);
     },
-  });
-  for (const method of ['publish', 'range', 'checkHistory', 'catchUp', 'isReady', 'waitUntilReady', 'close'] as const) {
-    (shared as unknown as Record<string, unknown>)[method] = (bus[method] as (...args: unknown[]) => unknown).bind(bus);
-  }
-
-  return {
-    bus: shared,
-    observe(guid, events) {
-      const w = watches.get(guid);
-      const last = events[events.length - 1];
-      if (w && last && (!w.lastDelivered || compareIds(last.id, w.lastDelivered) > 0)) w.lastDelivered = last.id;
-    },
+    publish: (guid, events, idempotencyKey) => bus.publish(guid, events, idempotencyKey),
+    range: (guid, afterId, count) => bus.range(guid, afterId, count),
+    checkHistory: (guid, afterId) => bus.checkHistory(guid, afterId),
+    catchUp: (timeoutMs) => bus.catchUp(timeoutMs),
+    isReady: () => bus.isReady(),
+    waitUntilReady: (timeoutMs) => bus.waitUntilReady(timeoutMs),
+    close: () => bus.close(),
   };
 }
+

@@ -1,0 +1,213 @@
+import type { WebSocket } from 'uWebSockets.js';
+import type { Logger } from 'pino';
+import { canAccessProject, expiryMs, hasExpired, type Principal, type TokenVerifier } from '../auth/tokens.js';
+import type { Config } from '../config.js';
+import { membershipOf, membershipsOf, monotonicMs, roomCount, type Connection, type SocketData } from '../connections/connection.js';
+import type { ConnectionHooks } from '../connections/hooks.js';
+import type { ConnectionRegistry } from '../connections/registry.js';
+import { sendTo } from '../connections/send.js';
+import type { EdgeState } from '../edge/admission.js';
+import { takeToken } from '../edge/rate-limit.js';
+import { CloseCodes, GatewayError, toGatewayError, type ErrorCode } from '../errors.js';
+import type { Metrics } from '../metrics.js';
+import { dataProblem } from '../protocol/limits.js';
+import { isGuid, type ClientFrame, type Envelope, type FeedbackData } from '../protocol/messages.js';
+import { requestIdOf, validateClientFrame } from '../protocol/schemas.js';
+import type { Rooms } from '../rooms/rooms.js';
+import { errorReply, reply } from './envelopes.js';
+
+/**
+ * Stores a user's feedback for the agents-server and resolves the `user_feedback_response` data
+ * (rejects with a GatewayError when it was not stored); null when no agents-server is configured.
+ */
+export type FeedbackForwarder = (feedback: { projectGuid: string; userId: string; requestId: string | null; data: FeedbackData }) => Promise<object> | null;
+
+export interface SessionDeps {
+  readonly config: Config;
+  readonly verifyToken: TokenVerifier;
+  readonly rooms: Rooms;
+  readonly registry: ConnectionRegistry;
+  readonly forwardFeedback: FeedbackForwarder;
+  readonly hooks?: ConnectionHooks | undefined;
+  /** Penalties for flooders (process-wide; every instance with Redis). */
+  readonly edgeState: EdgeState;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+}
+
+/** A uWS socket of ours: its user data is { conn } (see SocketData). */
+type Socket = WebSocket<SocketData>;
+
+/**
+ * What happens on an open socket: each client frame is size-checked, rate-limited, decoded,
+ * validated and routed (join, leave, feedback, ping, auth_refresh), and once a second the sweep
+ * closes the silent and the expired and pings the rest. The MessageRouter of the design document.
+ */
+export function createSession(deps: SessionDeps) {
+  const { config, verifyToken, rooms, log, metrics } = deps;
+
+  function send(ws: Socket, conn: Connection, envelope: Envelope): void {
+    // Inside uWS callbacks the socket is already corked.
+    ws.send(conn.codec.encode(envelope), conn.codec.binary, false);
+  }
+
+  function sendLater(conn: Connection, envelope: Envelope): void {
+    sendTo(conn, conn.codec.encode(envelope));
+  }
+
+  function fail(code: ErrorCode, message: string | undefined, projectGuid: string | null, id: string | null): Envelope {
+    metrics.errors.inc({ code });
+    return errorReply(code, message, projectGuid, id);
+  }
+
+  // prom-client resolves a label set on every inc(); the frame types are few, so each gets its child once.
+  const framesReceivedByType = new Map<ClientFrame['type'], { inc(): void }>();
+  const countFrame = (type: ClientFrame['type']) => {
+    let child = framesReceivedByType.get(type);
+    if (!child) framesReceivedByType.set(type, (child = metrics.framesReceived.labels({ type })));
+    child.inc();
+  };
+
+  /** uWS's message callback: one client frame. */
+  function message(ws: Socket, frameBytes: ArrayBuffer, isBinary: boolean): void {
+    const conn = ws.getUserData().conn;
+    const now = monotonicMs();
+    conn.lastSeenAt = now;
+    // uWS itself cuts frames over twice the limit (without a close frame); between the two we say why.
+    if (frameBytes.byteLength > config.maxPayloadBytes) return ws.end(CloseCodes.MESSAGE_TOO_BIG, `frame larger than ${config.maxPayloadBytes} bytes`);
+    const decision = takeToken(conn, now, config.rateLimit.perSecond, config.rateLimit.burst);
+    if (decision !== 'allow') {
+      if (decision === 'limit') send(ws, conn, fail('RATE_LIMITED', undefined, null, null));
+      else if (decision === 'close') {
+        // A flooder closed here must not be back at once: its user and address wait RATE_LIMIT_PENALTY_S.
+        if (config.rateLimit.penaltyS > 0) deps.edgeState.penalize(conn.principal.userId, conn.addressKey, config.rateLimit.penaltyS);
+        ws.end(CloseCodes.RATE_LIMITED, 'rate limit exceeded');
+      }
+      return;
+    }
+    let decoded: unknown;
+    try {
+      decoded = conn.codec.decode(frameBytes, isBinary);
+    } catch (err) {
+      return send(ws, conn, fail(toGatewayError(err).code, undefined, null, null));
+    }
+    let frame: ClientFrame;
+    try {
+      frame = validateClientFrame(decoded);
+    } catch (err) {
+      const e = toGatewayError(err);
+      const guid = (decoded as { projectGuid?: unknown } | null)?.projectGuid;
+      return send(ws, conn, fail(e.code, e.message, isGuid(guid) ? guid.toLowerCase() : null, requestIdOf(decoded)));
+    }
+    try {
+      route(ws, conn, frame);
+    } catch (err) {
+      log.error({ err, conn: conn.id, type: frame.type }, 'frame handling failed');
+      send(ws, conn, fail('INTERNAL', undefined, frame.projectGuid, frame.id));
+    }
+  }
+
+  function route(ws: Socket, conn: Connection, frame: ClientFrame): void {
+    countFrame(frame.type);
+    const { projectGuid, id } = frame;
+    switch (frame.type) {
+      case 'ping':
+        return send(ws, conn, reply('pong', projectGuid, id, { serverTime: Date.now() }));
+      case 'join_project': {
+        if (!canAccessProject(conn.principal, frame.projectGuid)) return send(ws, conn, fail('FORBIDDEN', undefined, projectGuid, id));
+        if (!membershipOf(conn, frame.projectGuid) && roomCount(conn) >= config.maxRoomsPerConnection) {
+          return send(ws, conn, fail('TOO_MANY_ROOMS', `at most ${config.maxRoomsPerConnection} projects per connection`, projectGuid, id));
+        }
+        rooms.join(conn, frame.projectGuid, frame.data?.since).then(
+          (result) => {
+            if (!result) return;
+            sendLater(conn, reply('join_project', projectGuid, id, result));
+            if (!conn.closed) deps.hooks?.joined(conn, frame.projectGuid);
+          },
+          (err: unknown) => {
+            const e = toGatewayError(err);
+            if (e.code === 'INTERNAL') log.error({ err, projectGuid, userId: conn.principal.userId }, 'join failed');
+            sendLater(conn, fail(e.code, e.code === 'INTERNAL' ? undefined : e.message, projectGuid, id));
+          },
+        );
+        return;
+      }
+      case 'auth_refresh':
+        return refreshToken(ws, conn, frame.data.token, id);
+      case 'leave_project':
+        if (!rooms.leave(conn, frame.projectGuid)) return send(ws, conn, fail('NOT_JOINED', undefined, projectGuid, id));
+        deps.hooks?.left(conn, frame.projectGuid);
+        return send(ws, conn, reply('leave_project', projectGuid, id, {}));
+      case 'user_feedback':
+        return forwardFeedback(ws, conn, frame);
+    }
+  }
+
+  function forwardFeedback(ws: Socket, conn: Connection, frame: Extract<ClientFrame, { type: 'user_feedback' }>): void {
+    const { projectGuid, id } = frame;
+    if (!canAccessProject(conn.principal, projectGuid)) return send(ws, conn, fail('FORBIDDEN', undefined, projectGuid, id));
+    // The frame is already under MAX_PAYLOAD_BYTES; meta is free-form, so its shape is checked like event data.
+    const metaProblem = frame.data.meta === undefined ? null : dataProblem(frame.data.meta, config.dataLimits.maxDepth);
+    if (metaProblem) return send(ws, conn, fail('INVALID_DATA', `data.meta: ${metaProblem}`, projectGuid, id));
+    const stored = deps.forwardFeedback({ projectGuid, userId: conn.principal.userId, requestId: id, data: frame.data });
+    if (!stored) return send(ws, conn, reply('user_feedback_response', projectGuid, id, { accepted: false, forwarded: false, reason: 'no agents-server configured' }));
+    // The reply waits until the feedback is stored (durably with Redis): "accepted" never means "in memory".
+    stored.then(
+      (data) => sendLater(conn, reply('user_feedback_response', projectGuid, id, data)),
+      (err: unknown) => {
+        const e = toGatewayError(err);
+        if (e.code === 'INTERNAL') log.error({ err, projectGuid, userId: conn.principal.userId }, 'feedback not stored');
+        sendLater(conn, fail(e.code, e.code === 'INTERNAL' ? undefined : e.message, projectGuid, id));
+      },
+    );
+  }
+
+  /**
+   * In-band token renewal: the same checks as at upgrade, for the same user. The connection, its
+   * rooms and its place in every stream stay; projects the new token no longer grants are left,
+   * each with a `leave_project` frame saying so; expiry then follows the new token. A token that
+   * fails (invalid, expired, another user) closes the connection with 4401.
+   */
+  function refreshToken(ws: Socket, conn: Connection, token: string, id: string | null): void {
+    let next: Principal;
+    try {
+      next = verifyToken(token);
+      if (next.userId !== conn.principal.userId) throw new GatewayError('UNAUTHORIZED', 'the new token is for another user');
+    } catch (err) {
+      const why = err instanceof GatewayError ? err.message : 'invalid token';
+      send(ws, conn, fail('UNAUTHORIZED', why, null, id));
+      ws.end(CloseCodes.TOKEN_EXPIRED, 'token refresh refused');
+      return;
+    }
+    conn.principal = next;
+    for (const { guid } of membershipsOf(conn)) {
+      if (canAccessProject(next, guid)) continue;
+      rooms.leave(conn, guid);
+      send(ws, conn, reply('leave_project', guid, null, { reason: 'access_revoked' }));
+    }
+    send(ws, conn, reply('auth_refresh', null, id, { userId: next.userId, expiresAt: expiryMs(next) }));
+  }
+
+  /**
+   * One pass a second over all sockets (a few comparisons each, no timer per socket): closes a socket
+   * silent (no frame, no pong) for IDLE_TIMEOUT_S with 4408, one whose token expired with 4401, and
+   * pings a socket once per HEARTBEAT_INTERVAL_S since its last ping. Pings are therefore staggered
+   * by connection time instead of all going out in one burst.
+   */
+  function sweep(): void {
+    const now = monotonicMs();
+    const expiredBefore = Date.now() - config.jwt.clockToleranceMs;
+    for (const conn of deps.registry.all()) {
+      const ws = conn.ws;
+      if (!ws) continue;
+      if (now - conn.lastSeenAt > config.idleTimeoutMs) ws.end(CloseCodes.HEARTBEAT_TIMEOUT, 'heartbeat timeout');
+      else if (hasExpired(conn.principal, expiredBefore)) ws.end(CloseCodes.TOKEN_EXPIRED, 'token expired');
+      else if (now - conn.lastPingAt >= config.heartbeatIntervalMs) {
+        conn.lastPingAt = now;
+        ws.cork(() => ws.ping());
+      }
+    }
+  }
+
+  return { message, sweep };
+}
