@@ -51,12 +51,12 @@ export type ClientErrorCode =
   | 'TOKEN_ERROR' | 'CONNECT_ERROR' | 'BAD_FRAME';
 
 /** Server error frames (code from the protocol table) and client-side failures (TIMEOUT, ...). */
-export class GatewayError extends Error {
+export class GatewayClientError extends Error {
   readonly code: ErrorCode | ClientErrorCode | (string & {});
   readonly frame: Envelope | undefined;
-  constructor(code: GatewayError['code'], message: string, frame?: Envelope) {
+  constructor(code: GatewayClientError['code'], message: string, frame?: Envelope) {
     super(message);
-    this.name = 'GatewayError';
+    this.name = 'GatewayClientError';
     this.code = code;
     this.frame = frame;
   }
@@ -137,7 +137,7 @@ export interface ClientEvents {
   event: ProjectEventEnvelope;
   resync: ResyncInfo;
   state: ConnectionState;
-  error: GatewayError;
+  error: GatewayClientError;
   /** A socket went away (server close, network loss, heartbeat); a reconnect follows unless closed. */
   disconnect: DisconnectInfo;
   /**
@@ -175,7 +175,7 @@ interface Room {
 
 interface Pending {
   reply: (env: Envelope) => void;
-  fail: (err: GatewayError) => void;
+  fail: (err: GatewayClientError) => void;
   /** Called instead of fail() when the socket it was sent on dies. */
   lost?: () => void;
   inFlight: boolean;
@@ -268,7 +268,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
       token = freshToken ?? (await options.getToken());
     } catch (err) {
       if (gen !== generation || closedByUser) return;
-      emit('error', new GatewayError('TOKEN_ERROR', `getToken failed: ${String(err)}`));
+      emit('error', new GatewayClientError('TOKEN_ERROR', `getToken failed: ${String(err)}`));
       scheduleReconnect('backoff');
       return;
     }
@@ -291,7 +291,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     try {
       sock = new WebSocketImpl(url.toString(), useMsgpack ? SUBPROTOCOLS.msgpack : SUBPROTOCOLS.json);
     } catch (err) {
-      emit('error', new GatewayError('CONNECT_ERROR', String(err)));
+      emit('error', new GatewayClientError('CONNECT_ERROR', String(err)));
       scheduleReconnect('backoff');
       return;
     }
@@ -311,7 +311,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
    * not written to access logs the way a URL is). A failure carries the error to report and the
    * server's Retry-After, if any.
    */
-  async function requestTicket(token: string): Promise<{ ticket: string } | { error: GatewayError; retryAfterMs: number }> {
+  async function requestTicket(token: string): Promise<{ ticket: string } | { error: GatewayClientError; retryAfterMs: number }> {
     const abort = new AbortController();
     // A request that hangs (black-holed network) is given up like a connect that hangs.
     const timer = setTimeout(() => abort.abort(), hbTimeout);
@@ -323,11 +323,11 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
       const detail = typeof body?.error?.message === 'string' ? `: ${body.error.message}` : '';
       const retryAfterS = Number(res.headers.get('retry-after')); // seconds; an HTTP-date is NaN and ignored
       return {
-        error: new GatewayError(code, `ticket request answered HTTP ${res.status}${detail}`),
+        error: new GatewayClientError(code, `ticket request answered HTTP ${res.status}${detail}`),
         retryAfterMs: Number.isFinite(retryAfterS) && retryAfterS > 0 ? retryAfterS * 1000 : 0,
       };
     } catch (err) {
-      return { error: new GatewayError('CONNECT_ERROR', `ticket request failed: ${String(err)}`), retryAfterMs: 0 };
+      return { error: new GatewayClientError('CONNECT_ERROR', `ticket request failed: ${String(err)}`), retryAfterMs: 0 };
     } finally {
       clearTimeout(timer);
     }
@@ -372,7 +372,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     if (closedByUser) return;
     emit('disconnect', { code, reason });
     const decision = closeDecision(code);
-    if (decision.error) emit('error', new GatewayError(decision.error.code, decision.error.message));
+    if (decision.error) emit('error', new GatewayClientError(decision.error.code, decision.error.message));
     scheduleReconnect(decision.delay);
   }
 
@@ -394,7 +394,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
       pending.delete(id);
       clearTimeout(p.timer);
       if (p.lost) p.lost();
-      else p.fail(new GatewayError('CONNECTION_LOST', 'connection lost before the reply arrived'));
+      else p.fail(new GatewayClientError('CONNECTION_LOST', 'connection lost before the reply arrived'));
     }
   }
 
@@ -428,7 +428,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
       token = await options.getToken();
     } catch (err) {
       if (ws !== sock || closedByUser) return;
-      emit('error', new GatewayError('TOKEN_ERROR', `token renewal failed: ${String(err)}`));
+      emit('error', new GatewayClientError('TOKEN_ERROR', `token renewal failed: ${String(err)}`));
       // Try again while the old token still works; if it runs out the server closes with 4401
       // and the ordinary reconnect takes over.
       renewTimer = setTimeout(() => { void renewSession(); }, RENEW_RETRY_MS);
@@ -482,7 +482,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     const room = rooms.get(guid);
     if (!room) return;
     rooms.delete(guid);
-    const err = new GatewayError('FORBIDDEN', `access to project ${guid} was revoked`, env);
+    const err = new GatewayClientError('FORBIDDEN', `access to project ${guid} was revoked`, env);
     room.settle.reject(err);
     emit('error', err);
   }
@@ -502,7 +502,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     deadTimer = undefined;
     let parsed: unknown;
     try { parsed = decodeFrame(raw); } catch (err) {
-      emit('error', new GatewayError('BAD_FRAME', `server sent a frame that does not decode: ${String(err)}`));
+      emit('error', new GatewayClientError('BAD_FRAME', `server sent a frame that does not decode: ${String(err)}`));
       return;
     }
     for (const env of Array.isArray(parsed) ? parsed : [parsed]) {
@@ -522,7 +522,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     if (!p && (env.type === 'user_feedback_response' || env.type === 'agent_message')) return emit('reply', env);
     if (env.type === 'error') {
       const data = (env.data ?? {}) as { code?: string; message?: string };
-      const err = new GatewayError(data.code ?? 'UNKNOWN', data.message ?? 'error frame', env);
+      const err = new GatewayClientError(data.code ?? 'UNKNOWN', data.message ?? 'error frame', env);
       emit('error', err);
       p?.fail(err);
     } else {
@@ -572,7 +572,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     room.settle.resolve(ack);
   }
 
-  function onJoinError(room: Room, err: GatewayError): void {
+  function onJoinError(room: Room, err: GatewayClientError): void {
     if (rooms.get(room.guid) !== room) return;
     if (TRANSIENT_CODES.has(err.code)) {
       const sock = ws;
@@ -598,7 +598,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
         if (handlers) existing.handlers = handlers;
         return existing.ready;
       }
-      if (closedByUser) return Promise.reject(new GatewayError('CLIENT_CLOSED', 'client is closed'));
+      if (closedByUser) return Promise.reject(new GatewayClientError('CLIENT_CLOSED', 'client is closed'));
       let settle!: Room['settle'];
       const ready = new Promise<JoinAck>((resolve, reject) => { settle = { resolve, reject }; });
       ready.catch(() => {}); // failures are also emitted as 'error'; don't force callers to await
@@ -613,13 +613,13 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
       const room = rooms.get(guid);
       if (!room) return;
       rooms.delete(guid);
-      room.settle.reject(new GatewayError('LEFT', 'left before the join completed'));
+      room.settle.reject(new GatewayClientError('LEFT', 'left before the join completed'));
       // Not queued when offline: a room we no longer track is simply not re-joined.
       if (isOpen()) send({ type: 'leave_project', projectGuid: guid, id: nextId(), data: {} });
     },
 
     sendFeedback(projectGuid, content, extra = {}) {
-      if (closedByUser) return Promise.reject(new GatewayError('CLIENT_CLOSED', 'client is closed'));
+      if (closedByUser) return Promise.reject(new GatewayClientError('CLIENT_CLOSED', 'client is closed'));
       const id = nextId();
       const frame: Outgoing = { type: 'user_feedback', projectGuid: projectGuid.toLowerCase(), id, data: { ...extra, content } };
       return new Promise<FeedbackResponse>((resolve, reject) => {
@@ -631,7 +631,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
             pending.delete(id);
             const i = outbox.indexOf(frame);
             if (i >= 0) outbox.splice(i, 1);
-            reject(new GatewayError('TIMEOUT', `no user_feedback_response within ${reqTimeout} ms`));
+            reject(new GatewayClientError('TIMEOUT', `no user_feedback_response within ${reqTimeout} ms`));
           }, reqTimeout),
         };
         pending.set(id, p);
@@ -645,7 +645,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     },
 
     ping() {
-      if (!isOpen()) return Promise.reject(new GatewayError('NOT_CONNECTED', 'ping needs an open connection'));
+      if (!isOpen()) return Promise.reject(new GatewayClientError('NOT_CONNECTED', 'ping needs an open connection'));
       const id = nextId();
       const t0 = performance.now();
       return new Promise<number>((resolve, reject) => {
@@ -655,7 +655,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
           fail: reject,
           timer: setTimeout(() => {
             pending.delete(id);
-            reject(new GatewayError('TIMEOUT', `no pong within ${reqTimeout} ms`));
+            reject(new GatewayClientError('TIMEOUT', `no pong within ${reqTimeout} ms`));
           }, reqTimeout),
         });
         send({ type: 'ping', id });
@@ -678,7 +678,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
       closedByUser = true;
       generation++;
       clearTimeout(reconnectTimer);
-      const err = new GatewayError('CLIENT_CLOSED', 'client closed');
+      const err = new GatewayClientError('CLIENT_CLOSED', 'client closed');
       for (const p of pending.values()) { clearTimeout(p.timer); if (!p.lost) p.fail(err); }
       pending.clear();
       outbox.length = 0;
