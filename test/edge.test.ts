@@ -407,7 +407,7 @@ describe.each(SHAPES)('$name', (shape) => {
       }
     });
 
-    it('limits requests per token with 429 and Retry-After', async () => {
+    it('limits requests per principal with 429 and Retry-After, whatever token or spelling of it the principal uses', async () => {
       const g = await shape.start({ HTTP_RATE_LIMIT_PER_S: '1', HTTP_RATE_LIMIT_BURST: '2' });
       try {
         const guid = randomGuid();
@@ -418,8 +418,16 @@ describe.each(SHAPES)('$name', (shape) => {
         const res = await fetch(`${g.httpUrl}/v1/projects/${guid}/events`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}' });
         expect(res.status).toBe(429);
         expect(Number(res.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
-        // Another token has its own budget.
-        expect((await postEvent(g.httpUrl, guid, { type: 'project_message', data: {} }, producerToken([guid]))).status).toBe(202);
+        // Another token of the same principal shares the budget; another principal has its own.
+        expect((await postEvent(g.httpUrl, guid, { type: 'project_message', data: {} }, producerToken([guid]))).status).toBe(429);
+        expect((await postEvent(g.httpUrl, guid, { type: 'project_message', data: {} }, producerToken([guid], 'other-service'))).status).toBe(202);
+        // A signature's other base64url spellings (the spare bits of its last character) are refused, not a fresh key.
+        const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+        const fresh = producerToken('*', 'spelled');
+        const last = alphabet.indexOf(fresh.at(-1)!);
+        const spellings = [0, 1, 2, 3].map((k) => fresh.slice(0, -1) + alphabet[(last & ~3) | k]);
+        const answers = await Promise.all(spellings.map((t) => postEvent(g.httpUrl, guid, { type: 'project_message', data: {} }, t)));
+        expect(answers.map((a) => a.status).sort()).toEqual([202, 401, 401, 401]);
       } finally {
         await close(g);
       }

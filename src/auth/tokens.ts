@@ -48,6 +48,7 @@ export function createTokenVerifier(jwt: Config['jwt']): TokenVerifier {
   return (token) => {
     const cached = cache.get(token);
     if (cached && !hasExpired(cached, Date.now() - jwt.clockToleranceMs)) return cached;
+    if (!hasCanonicalSignature(token)) throw new GatewayError('UNAUTHORIZED', 'invalid token: the signature is not in canonical base64url');
     let claims: Record<string, unknown>;
     try {
       claims = verify(token) as Record<string, unknown>;
@@ -59,6 +60,18 @@ export function createTokenVerifier(jwt: Config['jwt']): TokenVerifier {
     cache.set(token, principal);
     return principal;
   };
+}
+
+/**
+ * Base64url of a signature whose byte length is not a multiple of 3 leaves spare bits in its last
+ * character, and decoders ignore them: one HS256 signature has four spellings that all verify
+ * (fast-jwt accepts them). A token is refused unless its signature is spelled the one canonical way,
+ * so no one holds several strings for one token (every per-token key, the cache above included,
+ * would count them apart).
+ */
+function hasCanonicalSignature(token: string): boolean {
+  const signature = token.slice(token.lastIndexOf('.') + 1);
+  return Buffer.from(signature, 'base64url').toString('base64url') === signature;
 }
 
 function principalFromClaims(claims: Record<string, unknown>): Principal {

@@ -79,8 +79,9 @@ export function registerHttpRoutes(app: TemplatedApp, deps: HttpDeps): void {
     } catch (err) {
       return fail(p, 'UNAUTHORIZED', (err as Error).message, headers), null;
     }
-    const rate = deps.edgeState.takeHttp(token);
-    if (!rate.ok) return fail(p, 'RATE_LIMITED', 'too many requests for this token', { 'retry-after': String(rate.retryAfterS), ...headers }), null;
+    // Keyed by who is asking, not by the token's text: a principal's tokens share one budget.
+    const rate = deps.edgeState.takeHttp(principal.userId);
+    if (!rate.ok) return fail(p, 'RATE_LIMITED', 'too many requests for this principal', { 'retry-after': String(rate.retryAfterS), ...headers }), null;
     return principal;
   }
 

@@ -11,8 +11,8 @@ export const signNoExp = createSigner({ key: SECRET });
 export function userToken(projects: string[] | '*' = '*', sub = 'user-1'): string {
   return sign({ sub, projects });
 }
-export function producerToken(projects: string[] | '*' = '*'): string {
-  return sign({ sub: 'stage-service', scope: 'events:publish', projects });
+export function producerToken(projects: string[] | '*' = '*', sub = 'stage-service'): string {
+  return sign({ sub, scope: 'events:publish', projects });
 }
 
 /**
