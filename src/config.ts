@@ -43,6 +43,7 @@ interface Env {
   TRUSTED_PROXIES?: string;
   IPV6_CLIENT_PREFIX: number;
   TICKET_TTL_S: number;
+  TICKETS_PER_USER: number;
   MAX_BUFFERED_BYTES: number;
   RECENT_BYTES_PER_ROOM: number;
   MEMORY_BUS_MAX_BYTES: number;
@@ -110,6 +111,7 @@ const envSchema: JSONSchemaType<Env> = {
     TRUSTED_PROXIES: { type: 'string', pattern: '^[0-9a-fA-F:./]+(,[0-9a-fA-F:./]+)*$', nullable: true },
     IPV6_CLIENT_PREFIX: { type: 'integer', minimum: 1, maximum: 128, default: 64 },
     TICKET_TTL_S: { type: 'integer', minimum: 1, maximum: 300, default: 30 },
+    TICKETS_PER_USER: { type: 'integer', minimum: 1, maximum: 100000, default: 50 },
     MAX_BUFFERED_BYTES: { type: 'integer', minimum: 1048576, maximum: 68719476736, default: 268435456 },
     RECENT_BYTES_PER_ROOM: { type: 'integer', minimum: 65536, maximum: 1073741824, default: 1048576 },
     MEMORY_BUS_MAX_BYTES: { type: 'integer', minimum: 1048576, maximum: 68719476736, default: 134217728 },
@@ -180,6 +182,8 @@ export interface Config {
     /** IPv6 clients are counted by this network prefix (one subscriber line gets a whole /64). */
     readonly ipv6ClientPrefix: number;
     readonly ticketTtlS: number;
+    /** Tickets one user may be issued per TICKET_TTL_S (a reconnect takes one). */
+    readonly ticketsPerUser: number;
   };
   /** All sockets' unsent bytes together; above it the slowest consumers are closed first. */
   readonly maxBufferedBytes: number;
@@ -310,6 +314,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
       trustedProxies,
       ipv6ClientPrefix: e.IPV6_CLIENT_PREFIX,
       ticketTtlS: e.TICKET_TTL_S,
+      ticketsPerUser: e.TICKETS_PER_USER,
     },
     maxBufferedBytes: e.MAX_BUFFERED_BYTES,
     recentBytesPerRoom: e.RECENT_BYTES_PER_ROOM,

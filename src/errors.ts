@@ -35,6 +35,8 @@ export class GatewayError extends Error {
   constructor(
     readonly code: ErrorCode,
     message: string = ErrorCodes[code].message,
+    /** When to try again, for a refusal that will pass by itself (an HTTP answer sends it as Retry-After). */
+    readonly retryAfterS?: number,
   ) {
     super(message);
     this.name = 'GatewayError';

@@ -3,7 +3,7 @@ import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import { createAgentsRelay, type RelayHub } from './agents/relay.js';
 import { createSharedBus } from './bus/shared-watches.js';
 import { createIngress } from './bus/ingress.js';
-import { createMemoryTicketStore, createRedisTicketStore, type TicketStore } from './auth/tickets.js';
+import { createMemoryTicketStore, createRedisTicketStore, ticketLimits, type TicketStore } from './auth/tickets.js';
 import { createTokenVerifier } from './auth/tokens.js';
 import { createEdgeStateMemory, edgeCaps, openEdgeState, type EdgeState, type EdgeStateMemory } from './edge/admission.js';
 import { sharePenaltiesOverRedis } from './edge/shared-penalties.js';
@@ -234,7 +234,7 @@ async function edgeAcrossInstances(
   edgeState: EdgeState,
   tickets: TicketStore | undefined,
 ): Promise<{ edgeState: EdgeState; tickets: TicketStore; close: () => Promise<void> }> {
-  if (!config.redis) return { edgeState, tickets: tickets ?? createMemoryTicketStore(config.edge.ticketTtlS), close: async () => {} };
+  if (!config.redis) return { edgeState, tickets: tickets ?? createMemoryTicketStore(ticketLimits(config)), close: async () => {} };
   const { createRedisClient, closeRedisClient } = await import('./redis/client.js');
   const client = createRedisClient(config.redis, instanceId, 'edge', { commandTimeoutMs: 2000 });
   const subscriber = createRedisClient(config.redis, instanceId, 'edge-subscriber', { blocking: true });
@@ -242,7 +242,7 @@ async function edgeAcrossInstances(
   // on its own, a penalty not shared is logged where it happens.
   return {
     edgeState: sharePenaltiesOverRedis(edgeState, { publisher: client, subscriber, channel: penaltiesChannel(config.redis.prefix), instanceId, log }),
-    tickets: tickets ?? createRedisTicketStore(client, config.redis.prefix, config.edge.ticketTtlS),
+    tickets: tickets ?? createRedisTicketStore(client, config.redis.prefix, ticketLimits(config)),
     close: async () => {
       subscriber.disconnect();
       await closeRedisClient(client);

@@ -1,10 +1,10 @@
 import { createSigner } from 'fast-jwt';
 import net from 'node:net';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { connect, postEvent, producerToken, randomGuid, SECRET, sign, until, userToken } from './helpers/gateway.js';
 import { request, SHAPES, WORKER_HEADER, type Served } from './helpers/topology.js';
-import { startRedis } from './helpers/redis.js';
+import { startRedis, type RedisServer } from './helpers/redis.js';
 
 /**
  * The edge policy: caps, origins, proxies, credentials, in-band refresh, tickets, HTTP rules, memory
@@ -75,6 +75,14 @@ function rawRequest(port: number, head: string, body = '', holdOpenMs = 0): Prom
 }
 
 const close = (...gs: Served[]) => Promise.all(gs.map((g) => g.close()));
+
+let ticketRedis: RedisServer;
+beforeAll(async () => {
+  ticketRedis = await startRedis();
+});
+afterAll(async () => {
+  await ticketRedis?.stop();
+});
 
 describe.each(SHAPES)('$name', (shape) => {
   describe('connection caps', () => {
@@ -322,6 +330,32 @@ describe.each(SHAPES)('$name', (shape) => {
         const again = await Promise.all(tickets.map((t) => tryUpgrade(`${g.wsUrl}?ticket=${t}`)));
         expect(again.map((r) => r.status)).toEqual(Array(200).fill(401));
         for (const r of first) r.ws!.close();
+      } finally {
+        await close(g);
+      }
+    });
+
+    it.each([
+      { store: 'this process', env: (): Record<string, string> => ({}) },
+      { store: 'Redis', env: (): Record<string, string> => ({ REDIS_URL: ticketRedis.url }) },
+    ])('bounds the tickets one user may be issued, and a user at the bound takes nothing from another ($store)', async ({ env }) => {
+      const g = await shape.start({ TICKETS_PER_USER: '5', TICKET_TTL_S: '30', ...env() });
+      try {
+        // Users of their own: the Redis store's count outlives one gateway (it is the users', not the instance's).
+        const run = randomGuid();
+        const ask = (user: string) => request(`${g.httpUrl}/v1/tickets`, 'POST', undefined, { authorization: `Bearer ${userToken('*', `${user}-${run}`)}` });
+        const mine = await Promise.all(Array.from({ length: 8 }, () => ask('hoarder')));
+        expect(mine.filter((r) => r.status === 201)).toHaveLength(5);
+        const refused = mine.filter((r) => r.status !== 201);
+        expect(refused.map((r) => [r.status, r.body.error.code])).toEqual(Array(3).fill([429, 'RATE_LIMITED']));
+        for (const r of refused) expect(Number(r.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+        const theirs = await ask('bystander');
+        expect(theirs.status).toBe(201);
+        // Nothing was evicted: every ticket issued still redeems, once.
+        const tickets = [...mine.filter((r) => r.status === 201), theirs].map((r) => r.body.ticket as string);
+        const opened = await Promise.all(tickets.map((t) => tryUpgrade(`${g.wsUrl}?ticket=${t}`)));
+        expect(opened.map((o) => o.status)).toEqual(Array(6).fill(101));
+        for (const o of opened) o.ws!.close();
       } finally {
         await close(g);
       }

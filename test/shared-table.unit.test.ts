@@ -160,3 +160,16 @@ describe('edge state', () => {
     expect(a.checkUpgrade('10.0.0.9', t0 + 10_001).ok).toBe(true);
   });
 });
+
+describe('memory ticket store', () => {
+  it('refuses when full instead of evicting a ticket that has not expired', async () => {
+    const { createMemoryTicketStore } = await import('../src/auth/tickets.js');
+    const store = createMemoryTicketStore({ ttlS: 30, perUser: 100, maxTickets: 10 });
+    const principal = (userId: string) => ({ userId, projects: 'all' as const, scopes: new Set<string>(), expiresAtS: null });
+    const tickets = await Promise.all(Array.from({ length: 10 }, (_, i) => store.issue(principal(`u${i}`))));
+    await expect(store.issue(principal('late'))).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    for (const [i, t] of tickets.entries()) expect((await store.redeem(t))?.userId).toBe(`u${i}`);
+    // Redeemed tickets leave room.
+    expect(typeof (await store.issue(principal('late')))).toBe('string');
+  });
+});

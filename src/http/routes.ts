@@ -6,7 +6,7 @@ import { PUBLISH_SCOPE, bearerToken, canAccessProject, type Principal, type Toke
 import type { EdgeState } from '../edge/admission.js';
 import type { EventBus, NewEvent } from '../bus/bus.js';
 import type { AppendResult } from '../bus/bus.js';
-import { toGatewayError, type ErrorCode } from '../errors.js';
+import { GatewayError, toGatewayError, type ErrorCode } from '../errors.js';
 import { isGuid } from '../protocol/messages.js';
 import { validateProducerEvents } from '../protocol/schemas.js';
 import type { Metrics } from '../metrics.js';
@@ -166,6 +166,9 @@ export function registerHttpRoutes(app: TemplatedApp, deps: HttpDeps): void {
     deps.tickets.issue(principal).then(
       (ticket) => sendJson(p, 201, { ticket, expiresInS: deps.tickets.ttlS }, { 'cache-control': 'no-store', ...cors }),
       (err: unknown) => {
+        // A refusal the store names (too many tickets for this user, the store full) is answered as
+        // such, with when to try again; anything else is the store being unreachable.
+        if (err instanceof GatewayError) return fail(p, err.code, err.message, { ...(err.retryAfterS ? { 'retry-after': String(err.retryAfterS) } : {}), ...cors });
         log.warn({ err: (err as Error).message }, 'ticket store failed');
         fail(p, 'UNAVAILABLE', 'ticket store unavailable, retry later', cors);
       },

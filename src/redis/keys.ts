@@ -23,6 +23,11 @@ export function ticketKey(prefix: string, ticket: string): string {
   return `${prefix}:ticket:${ticket}`;
 }
 
+/** How many tickets a user was issued in the current TICKET_TTL_S window (expires with it). */
+export function ticketCountKey(prefix: string, userId: string): string {
+  return `${prefix}:{user:${userId}}:tickets`;
+}
+
 /** Pub/sub channel of the edge's penalties (src/edge/shared-penalties.ts): every instance applies them. */
 export function penaltiesChannel(prefix: string): string {
   return `${prefix}:{edge}:penalties`;

@@ -34,7 +34,7 @@ export function createMainCaller(send: (message: FromWorker) => void): MainCalle
       if (!waiter) return;
       pending.delete(reply.requestId);
       if (reply.ok) waiter.resolve(reply.value);
-      else waiter.reject(reply.code ? new GatewayError(reply.code, reply.message) : new Error(reply.message));
+      else waiter.reject(reply.code ? new GatewayError(reply.code, reply.message, reply.retryAfterS) : new Error(reply.message));
     },
     close() {
       closed = true;

@@ -70,7 +70,7 @@ export type FromWorker =
 export type ToWorker =
   | { readonly kind: 'reply'; readonly requestId: number; readonly ok: true; readonly value: MainResult }
   /** code: a GatewayError's code, so a refusal (IDEMPOTENCY_KEY_REUSED, …) keeps its meaning across the port. */
-  | { readonly kind: 'reply'; readonly requestId: number; readonly ok: false; readonly message: string; readonly code?: ErrorCode | undefined }
+  | { readonly kind: 'reply'; readonly requestId: number; readonly ok: false; readonly message: string; readonly code?: ErrorCode | undefined; readonly retryAfterS?: number | undefined }
   | { readonly kind: 'bus-events'; readonly guid: string; readonly events: ProjectEvent[] }
   | { readonly kind: 'collect-metrics'; readonly collectId: number }
   /** text null: the main thread could not aggregate (the worker answers 500). */

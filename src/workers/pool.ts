@@ -8,7 +8,7 @@ import { createBusHost, type BusHost } from './bus-host.js';
 import { serveSyncCalls } from './sync-calls.js';
 import type { FromWorker, MainRequest, MainResult, MetricJson, ToWorker, WorkerStart } from './messages.js';
 import { createAgentsHub } from './agents-hub.js';
-import { createMemoryTicketStore } from '../auth/tickets.js';
+import { createMemoryTicketStore, ticketLimits } from '../auth/tickets.js';
 import { GatewayError } from '../errors.js';
 import { aggregateWorkerMetrics } from './metrics.js';
 
@@ -66,7 +66,7 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
   let started = false;
 
   // Without Redis the process has one ticket store, here, so a ticket issued on one worker is redeemed on any.
-  const tickets = config.redis ? null : createMemoryTicketStore(config.edge.ticketTtlS);
+  const tickets = config.redis ? null : createMemoryTicketStore(ticketLimits(config));
 
   /** Runs a worker's call on the main thread's bus or ticket store and answers it on the worker's port. */
   function answer(send: (message: ToWorker) => void, requestId: number, request: MainRequest, workerId: number): void {
@@ -81,7 +81,7 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
     }
     result.then(
       (value) => send({ kind: 'reply', requestId, ok: true, value }),
-      (err: unknown) => send({ kind: 'reply', requestId, ok: false, message: (err as Error).message, code: err instanceof GatewayError ? err.code : undefined }),
+      (err: unknown) => send({ kind: 'reply', requestId, ok: false, message: (err as Error).message, code: err instanceof GatewayError ? err.code : undefined, retryAfterS: err instanceof GatewayError ? err.retryAfterS : undefined }),
     );
   }
 
