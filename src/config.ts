@@ -11,6 +11,7 @@ import { isCidr } from './edge/client-address.js';
  */
 interface Env {
   PORT: number;
+  METRICS_PORT?: number;
   HOST: string;
   REUSE_PORT: boolean;
   NODE_ID?: string;
@@ -79,6 +80,7 @@ const envSchema: JSONSchemaType<Env> = {
   required: [],
   properties: {
     PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 8080 },
+    METRICS_PORT: { type: 'integer', minimum: 0, maximum: 65535, nullable: true },
     HOST: { type: 'string', minLength: 1, default: '0.0.0.0' },
     REUSE_PORT: { type: 'boolean', default: false },
     NODE_ID: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$', nullable: true },
@@ -146,6 +148,8 @@ export type JwtAlgorithm = 'HS256' | 'HS384' | 'HS512' | 'RS256' | 'RS384' | 'RS
 
 export interface Config {
   readonly port: number;
+  /** /metrics on this port only (0: a free one), not on the public port; undefined: on the public port. */
+  readonly metricsPort?: number;
   readonly host: string;
   /** Several processes on one port on purpose (SO_REUSEPORT); off, a port in use is a startup error. */
   readonly reusePort: boolean;
@@ -285,6 +289,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
 
   const config: Config = {
     port: e.PORT,
+    ...(e.METRICS_PORT !== undefined ? { metricsPort: e.METRICS_PORT } : {}),
     host: e.HOST,
     reusePort: e.REUSE_PORT,
     nodeId: e.NODE_ID ?? `gw-${randomBytes(4).toString('hex')}`,

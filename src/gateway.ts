@@ -15,6 +15,7 @@ import { CloseCodes } from './errors.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { registerHttpRoutes } from './http/routes.js';
 import { registerStaticRoutes } from './http/static.js';
+import { startMetricsServer } from './http/metrics-server.js';
 import { createLogger } from './logger.js';
 import { createRooms } from './rooms/rooms.js';
 import { listenUws } from './listen.js';
@@ -141,6 +142,14 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
 
   const publishMany = async (guid: string, events: readonly NewEvent[], options: PublishOptions = {}) => (await ingress.append(guid, events, options.idempotencyKey)).ids;
 
+  // What GET /metrics answers: this gateway's registry, or (a worker thread) the whole process's.
+  const renderMetrics =
+    deps.renderMetrics ??
+    (() => {
+      metrics.busReady.set(bus.isReady() ? 1 : 0);
+      return metrics.registry.metrics();
+    });
+  let metricsServer: { close(): Promise<void> } | null = null;
   const inflight = { count: 0 };
   registerStaticRoutes(app, { config, log }); // the page at /, /client/*.js; before the routes' catch-all 404
   registerHttpRoutes(app, {
@@ -156,7 +165,8 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     tickets: edge.tickets,
     edgeState,
     allowedOrigins: config.edge.allowedOrigins,
-    renderMetrics: deps.renderMetrics,
+    metricsOnThisPort: config.metricsPort === undefined,
+    renderMetrics,
   });
   if (config.edge.allowedOrigins === 'any') log.info('ALLOWED_ORIGINS is not set: browser upgrades from any origin are accepted (clients authenticate with tokens, not cookies)');
 
@@ -184,6 +194,10 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     async listen() {
       const bound = await listenUws(uws, app, { host: config.host, port: config.port, reusePort: config.reusePort, log });
       listenSocket = bound.socket;
+      // METRICS_PORT: a port of its own (a worker pool serves it once, from the main thread).
+      if (config.metricsPort !== undefined && !deps.renderMetrics) {
+        metricsServer = await startMetricsServer({ host: config.host, port: config.metricsPort, contentType: metrics.registry.contentType, render: renderMetrics, log });
+      }
       websockets.start();
       log.info({ port: bound.port, host: config.host, bus: bus.kind }, 'gateway listening');
       return bound.port;
@@ -203,6 +217,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
         await closeWithin(stepMs, 'agents relay', log, () => agents?.close());
         await closeWithin(stepMs, 'event bus', log, () => bus.close());
         await closeWithin(stepMs, 'edge (tickets, penalties)', log, () => edge.close());
+        await metricsServer?.close();
         log.info({ inflightAbandoned: inflight.count }, 'gateway closed');
       })());
     },

@@ -1,4 +1,17 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { CloseCodes } from './errors.js';
+
+/**
+ * The close codes that get a series of their own in ws_connections_closed_total: the standard ones
+ * a WebSocket ends with, ours (src/errors.ts CloseCodes) and the client library's (4000). A client
+ * chooses the code it closes with; any other code is counted as 'other', so a client cannot make
+ * the gateway keep a series per code it invents (4000-4999 alone is a thousand).
+ */
+const CLOSE_CODE_LABELS = new Set([1000, 1001, 1005, 1006, 1009, 1011, 4000, ...Object.values(CloseCodes)].map(String));
+export function closeCodeLabel(code: number): string {
+  const text = String(code);
+  return CLOSE_CODE_LABELS.has(text) ? text : 'other';
+}
 
 /**
  * Prometheus metrics, one registry per gateway so several gateways in one test process do not
@@ -12,7 +25,7 @@ export function createMetrics(nodeId: string) {
     registry,
     connections: new Gauge({ name: 'ws_connections', help: 'Open WebSocket connections', registers: [registry] }),
     connectionsOpened: new Counter({ name: 'ws_connections_opened_total', help: 'WebSocket connections accepted', registers: [registry] }),
-    connectionsClosed: new Counter({ name: 'ws_connections_closed_total', help: 'WebSocket connections closed, by close code', labelNames: ['code'], registers: [registry] }),
+    connectionsClosed: new Counter({ name: 'ws_connections_closed_total', help: 'WebSocket connections closed, by close code (the documented ones; any other is other)', labelNames: ['code'], registers: [registry] }),
     upgradesRejected: new Counter({ name: 'ws_upgrades_rejected_total', help: 'Upgrade requests refused before the WebSocket opened', labelNames: ['status'], registers: [registry] }),
     rooms: new Gauge({ name: 'ws_rooms', help: 'Projects watched by this instance', registers: [registry] }),
     framesReceived: new Counter({ name: 'ws_frames_received_total', help: 'Client frames received, by type', labelNames: ['type'], registers: [registry] }),

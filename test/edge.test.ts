@@ -1,6 +1,7 @@
 import { createSigner } from 'fast-jwt';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from './helpers/ports.js';
 import WebSocket from 'ws';
 import { connect, postEvent, producerToken, randomGuid, SECRET, sign, until, userToken } from './helpers/gateway.js';
 import { request, SHAPES, WORKER_HEADER, type Served } from './helpers/topology.js';
@@ -85,6 +86,37 @@ afterAll(async () => {
 });
 
 describe.each(SHAPES)('$name', (shape) => {
+  describe('metrics', () => {
+    it('serves /metrics on METRICS_PORT only, and keeps the close-code series to the documented codes however clients close', async () => {
+      const metricsPort = await freePort();
+      const g = await shape.start({ METRICS_PORT: String(metricsPort) });
+      try {
+        expect((await request(`${g.httpUrl}/metrics`, 'GET')).status).toBe(404);
+        // 300 clients, each closing with a code of its own choosing in the application's range (4000-4999),
+        // none of the documented ones.
+        const documented = new Set([4000, 4401, 4408, 4429]);
+        const codes = Array.from({ length: 320 }, (_, i) => 4001 + ((i * 37) % 998)).filter((c) => !documented.has(c)).slice(0, 300);
+        await Promise.all(
+          codes.map(async (code) => {
+            const c = await connect(g.wsUrl, userToken('*', `closer-${code}`));
+            c.ws.close(code, 'my own code');
+            await c.closed;
+          }),
+        );
+        let text = '';
+        await until(async () => {
+          text = (await request(`http://127.0.0.1:${metricsPort}/metrics`, 'GET')).text;
+          return /ws_connections_closed_total\{[^}]*code="other"[^}]*\} 300\b/.test(text);
+        }, 5000, 'the 300 closes counted');
+        const series = text.split('\n').filter((l) => l.startsWith('ws_connections_closed_total{'));
+        expect(series).toHaveLength(1);
+        expect(series[0]).toMatch(/code="other"/);
+      } finally {
+        await close(g);
+      }
+    });
+  });
+
   describe('connection caps', () => {
     it('caps connections per user, per address and per instance with 429 and Retry-After', async () => {
       const g = await shape.start({ MAX_CONNECTIONS_PER_USER: '2', MAX_CONNECTIONS_PER_IP: '3', MAX_CONNECTIONS: '4' });

@@ -305,6 +305,12 @@ describe("the shipped deployment's edge settings behind a real nginx (compose's 
     for (const [, service] of gatewayServices) expect(service.environment?.['TRUSTED_PROXIES']).toBe(nginxAddress);
   });
 
+  it('does not pass /metrics from outside (Prometheus scrapes each gateway directly)', async () => {
+    expect((await fetch(`${nginx.url}/metrics`)).status).toBe(404);
+    // The gateways behind it do serve it (no METRICS_PORT here): it is the proxy that refuses.
+    expect((await fetch(`${gateways[0]!.url}/metrics`)).status).toBe(200);
+  });
+
   /** A client from its own loopback address (Linux routes all of 127.0.0.0/8 to lo). */
   function upgradeFrom(localAddress: string, token: string | null): Promise<{ status: number; ws?: WebSocket }> {
     return new Promise((resolve, reject) => {

@@ -28,8 +28,10 @@ export interface HttpDeps {
   readonly edgeState: EdgeState;
   /** Browser origins that may call the ticket endpoint across origins (ALLOWED_ORIGINS), or 'any'. */
   readonly allowedOrigins: readonly string[] | 'any';
-  /** Renders GET /metrics instead of this gateway's own registry (worker threads: the whole process). */
-  readonly renderMetrics?: (() => Promise<string>) | undefined;
+  /** False with METRICS_PORT: /metrics is not on this port. */
+  readonly metricsOnThisPort: boolean;
+  /** Renders GET /metrics: this gateway's registry, or in a worker thread the whole process's. */
+  readonly renderMetrics: () => Promise<string>;
 }
 
 /** Health, readiness, metrics and the producer API. */
@@ -43,11 +45,11 @@ export function registerHttpRoutes(app: TemplatedApp, deps: HttpDeps): void {
     sendJson(pending(res), ready ? 200 : 503, { ready, bus: deps.bus.kind, busReady: deps.bus.isReady(), shuttingDown: deps.isShuttingDown(), node: deps.nodeId });
   });
 
-  app.get('/metrics', (res) => {
+  // With METRICS_PORT, /metrics is served there only (http/metrics-server.ts): the public port answers 404.
+  if (deps.metricsOnThisPort) app.get('/metrics', (res) => {
     const p = pending(res);
     holdReads(p);
-    metrics.busReady.set(deps.bus.isReady() ? 1 : 0);
-    (deps.renderMetrics ?? (() => metrics.registry.metrics()))().then(
+    deps.renderMetrics().then(
       (text) => {
         if (p.aborted) return;
         res.cork(() => {

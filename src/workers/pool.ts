@@ -11,6 +11,7 @@ import { createAgentsHub } from './agents-hub.js';
 import { createMemoryTicketStore, ticketLimits } from '../auth/tickets.js';
 import { GatewayError } from '../errors.js';
 import { aggregateWorkerMetrics } from './metrics.js';
+import { startMetricsServer } from '../http/metrics-server.js';
 
 function freePort(host: string): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -211,10 +212,15 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
     await Promise.all(rest);
     started = true;
     log.info({ port, workers: config.workers, bus: host ? 'memory (main thread)' : 'redis (one reader per worker)' }, 'all workers listening');
+    // METRICS_PORT: served here, once for the process, with every worker's metrics summed.
+    const metricsServer =
+      config.metricsPort === undefined
+        ? null
+        : await startMetricsServer({ host: config.host, port: config.metricsPort, contentType: 'text/plain; version=0.0.4; charset=utf-8', render: async () => (await processMetrics()).text, log });
     return {
       port,
       workers: config.workers,
-      close: () => (closing ??= close()),
+      close: () => (closing ??= close().then(() => metricsServer?.close())),
     };
   } catch (err) {
     // Nothing was served: no drain. End every thread now, so a start-up failure exits at once

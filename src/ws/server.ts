@@ -5,7 +5,7 @@ import { monotonicMs, type SocketData } from '../connections/connection.js';
 import type { ConnectionHooks } from '../connections/hooks.js';
 import type { ConnectionRegistry } from '../connections/registry.js';
 import { releaseDrainWaiters } from '../connections/send.js';
-import type { Metrics } from '../metrics.js';
+import { closeCodeLabel, type Metrics } from '../metrics.js';
 import type { Rooms } from '../rooms/rooms.js';
 import type { OutboundBudget } from './outbound.js';
 import { createSession, type SessionDeps } from './session.js';
@@ -69,7 +69,7 @@ export function createWebSocketServer(deps: WebSocketServerDeps) {
       rooms.leaveAll(conn);
       releaseDrainWaiters(conn);
       metrics.connections.dec();
-      metrics.connectionsClosed.inc({ code: String(code) });
+      metrics.connectionsClosed.inc({ code: closeCodeLabel(code) });
       if (log.isLevelEnabled('info')) {
         log.info(
           { conn: conn.id, userId: conn.principal.userId, code, reason: Buffer.from(message).toString().slice(0, 123), durationMs: monotonicMs() - conn.connectedAt },
