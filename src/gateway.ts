@@ -16,7 +16,7 @@ import { createMetrics, type Metrics } from './metrics.js';
 import { registerHttpRoutes } from './http/routes.js';
 import { registerStaticRoutes } from './http/static.js';
 import { startMetricsServer } from './http/metrics-server.js';
-import { createLogger } from './logger.js';
+import { createLogger, redactUrl } from './logger.js';
 import { createRooms } from './rooms/rooms.js';
 import { listenUws } from './listen.js';
 import { loadUws, type UwsModule } from './uws.js';
@@ -119,6 +119,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     onFanOut: outbound.noteFanOut,
   });
   bus.addSink(rooms.deliver);
+  if (config.agents) warnIfCredentialsInClear(config.agents, log);
   const agents = config.agents
     ? createAgentsRelay({ config, instanceId, hub: deps.agentsHub, bus, log: log.child({ component: 'agents' }), metrics, publish: (guid, event) => ingress.append(guid, [event]) })
     : null;
@@ -222,6 +223,24 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
       })());
     },
   };
+}
+
+/**
+ * The link to the agents-server carries AGENTS_TOKEN (and any user:password in AGENTS_URL) in its
+ * handshake: over ws:// to another host they cross the network in the clear. Said once, at start.
+ */
+function warnIfCredentialsInClear(agents: NonNullable<Config['agents']>, log: Logger): void {
+  let url: URL;
+  try {
+    url = new URL(agents.url);
+  } catch {
+    return;
+  }
+  const credentials = agents.token !== undefined || url.username !== '' || url.password !== '';
+  const loopback = ['localhost', '127.0.0.1', '[::1]'].includes(url.hostname) || url.hostname.startsWith('127.');
+  if (url.protocol === 'ws:' && credentials && !loopback) {
+    log.warn({ agentsUrl: redactUrl(agents.url) }, 'AGENTS_URL is ws:// to another host: AGENTS_TOKEN travels in the clear; use wss://');
+  }
 }
 
 /** Runs one shutdown step, giving up (with a log line) after `ms`; a failed step does not stop the others. */

@@ -18,3 +18,16 @@ export function throttledWarn(log: Logger, intervalMs = 1000): (message: string,
     log.warn({ ...fields, ...(err === undefined ? {} : { err: (err as Error)?.message ?? String(err) }) }, message);
   };
 }
+
+/**
+ * A URL as it may be logged: no userinfo (user:password@) and no query (tokens travel there), e.g.
+ * `wss://agents.internal:9000/gateway`. What cannot be parsed is not logged at all.
+ */
+export function redactUrl(text: string): string {
+  try {
+    const url = new URL(text);
+    return `${url.protocol}//${url.host}${url.pathname}`;
+  } catch {
+    return '(unparsable URL)';
+  }
+}
