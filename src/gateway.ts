@@ -121,12 +121,12 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   deliver = agents
     ? (guid, events) => {
         observe(guid, events);
-        rooms.deliver(guid, events);
+        rooms.receive(guid, events);
         agents.deliver(guid, events);
       }
     : (guid, events) => {
         observe(guid, events);
-        rooms.deliver(guid, events);
+        rooms.receive(guid, events);
       };
   const forwardFeedback: FeedbackForwarder = (feedback) => agents?.acceptFeedback(feedback) ?? null;
 

@@ -93,7 +93,7 @@ export function createRooms(opts: RoomsOptions) {
 
   return {
     /** The bus sink: events of the watched projects, in id order per project. */
-    deliver: registry.receive,
+    receive: registry.receive,
     join,
     leave,
     leaveAll,
