@@ -182,34 +182,10 @@ export function createFanout<S extends FanoutShard>(opts: FanoutOptions<S>) {
         shardFlushed(shard);
       }
     }
-    releaseChunks(room);
+    releaseChunks(room, metrics);
     if (hasBacklog(room)) metrics.fanOutDeferred.inc();
     else dirty.delete(room);
     return spent;
-  }
-
-  /** Moves pending events into the outbox as chunks of at most MAX_FRAME_BYTES (of JSON). */
-  function queueChunks(room: FanoutRoom<S>): void {
-    const queuedAt = room.pendingSince;
-    let events: ProjectEvent[] = [];
-    let bytes = 0;
-    const push = () => {
-      room.outbox.push({ events, lastId: events[events.length - 1]!.id, bytes, queuedAt, frames: {} });
-      room.outboxBytes += bytes;
-    };
-    for (const e of room.pending) {
-      const size = retainedSize(e);
-      if (events.length && bytes + size > MAX_FRAME_BYTES) {
-        push();
-        events = [];
-        bytes = 0;
-      }
-      events.push(e);
-      bytes += size;
-    }
-    if (events.length) push();
-    room.queuedId = room.pending[room.pending.length - 1]!.id;
-    room.pending = [];
   }
 
   /** Publishes one chunk to one shard in every encoding somebody there uses; returns frame bytes × subscribers. */
@@ -219,7 +195,7 @@ export function createFanout<S extends FanoutShard>(opts: FanoutOptions<S>) {
       const topic = shard.topics[name];
       const subscribers = port.numSubscribers(topic);
       if (subscribers === 0) continue;
-      const frames = (chunk.frames[name] ??= encodeFrames(name, chunk.events));
+      const frames = (chunk.frames[name] ??= encodeFrames(name, chunk.events, unencodable));
       for (const frame of frames) {
         port.publish(topic, frame, CODECS[name].binary, false);
         metrics.framesPublished.inc();
@@ -230,50 +206,10 @@ export function createFanout<S extends FanoutShard>(opts: FanoutOptions<S>) {
     return spent;
   }
 
-  /** Drops the chunks every shard has published. */
-  function releaseChunks(room: FanoutRoom<S>): void {
-    let min = Infinity;
-    for (const shard of room.shards) if (shard.next < min) min = shard.next;
-    const done = min - room.outboxBase;
-    if (done <= 0) return;
-    const now = performance.now();
-    for (let i = 0; i < done; i++) {
-      const chunk = room.outbox[i]!;
-      room.outboxBytes -= chunk.bytes;
-      metrics.eventsDelivered.inc(chunk.events.length);
-      metrics.deliveryLag.observe((now - chunk.queuedAt) / 1000);
-    }
-    room.outbox.splice(0, done);
-    room.outboxBase = min;
-  }
-
-  /**
-   * Frames for a run of one room's events in one encoding, each under MAX_FRAME_BYTES unless a
-   * single event is larger. An event the encoder cannot carry is logged, counted and left out:
-   * every entry point checks data against the limits, so this only catches what slipped past them.
-   */
-  function encodeFrames(name: CodecName, events: readonly ProjectEvent[]): Frame[] {
-    const codec = CODECS[name];
-    const out: Frame[] = [];
-    let batch: Frame[] = [];
-    let bytes = 0;
-    for (const e of events) {
-      const part = codec.encodeEvent(e);
-      if (part === null) {
-        metrics.eventsUnencodable.inc({ codec: name });
-        log.error({ projectGuid: e.projectGuid, id: e.id, type: e.type, codec: name }, 'event cannot be encoded; skipped for this encoding');
-        continue;
-      }
-      if (batch.length && bytes + part.length > MAX_FRAME_BYTES) {
-        out.push(codec.joinEvents(batch));
-        batch = [];
-        bytes = 0;
-      }
-      batch.push(part);
-      bytes += part.length;
-    }
-    if (batch.length) out.push(codec.joinEvents(batch));
-    return out;
+  /** An event the encoder could not carry: logged, counted, left out of this encoding's frames. */
+  function unencodable(e: ProjectEvent, name: CodecName): void {
+    metrics.eventsUnencodable.inc({ codec: name });
+    log.error({ projectGuid: e.projectGuid, id: e.id, type: e.type, codec: name }, 'event cannot be encoded; skipped for this encoding');
   }
 
   return {
@@ -282,8 +218,75 @@ export function createFanout<S extends FanoutShard>(opts: FanoutOptions<S>) {
     /** Publishes everything queued, ignoring the per-turn slice (shutdown). */
     flushNow: () => flush(true),
     /** Also what a replay to one socket sends (resume.ts). */
-    encodeFrames,
+    encodeFrames: (name: CodecName, events: readonly ProjectEvent[]): Frame[] => encodeFrames(name, events, unencodable),
   };
 }
 
-export type Fanout<S extends FanoutShard = FanoutShard> = ReturnType<typeof createFanout<S>>;
+/** Moves pending events into the outbox as chunks of at most MAX_FRAME_BYTES (of JSON). */
+function queueChunks(room: FanoutRoom): void {
+  const queuedAt = room.pendingSince;
+  let events: ProjectEvent[] = [];
+  let bytes = 0;
+  const push = () => {
+    room.outbox.push({ events, lastId: events[events.length - 1]!.id, bytes, queuedAt, frames: {} });
+    room.outboxBytes += bytes;
+  };
+  for (const e of room.pending) {
+    const size = retainedSize(e);
+    if (events.length && bytes + size > MAX_FRAME_BYTES) {
+      push();
+      events = [];
+      bytes = 0;
+    }
+    events.push(e);
+    bytes += size;
+  }
+  if (events.length) push();
+  room.queuedId = room.pending[room.pending.length - 1]!.id;
+  room.pending = [];
+}
+
+/** Drops the chunks every shard has published. */
+function releaseChunks(room: FanoutRoom, metrics: Pick<Metrics, 'eventsDelivered' | 'deliveryLag'>): void {
+  let min = Infinity;
+  for (const shard of room.shards) if (shard.next < min) min = shard.next;
+  const done = min - room.outboxBase;
+  if (done <= 0) return;
+  const now = performance.now();
+  for (let i = 0; i < done; i++) {
+    const chunk = room.outbox[i]!;
+    room.outboxBytes -= chunk.bytes;
+    metrics.eventsDelivered.inc(chunk.events.length);
+    metrics.deliveryLag.observe((now - chunk.queuedAt) / 1000);
+  }
+  room.outbox.splice(0, done);
+  room.outboxBase = min;
+}
+
+/**
+ * Frames for a run of one room's events in one encoding, each under MAX_FRAME_BYTES unless a
+ * single event is larger. An event the encoder cannot carry is left out (and reported): every entry
+ * point checks data against the limits, so this only catches what slipped past them.
+ */
+function encodeFrames(name: CodecName, events: readonly ProjectEvent[], skipped: (e: ProjectEvent, codec: CodecName) => void): Frame[] {
+  const codec = CODECS[name];
+  const out: Frame[] = [];
+  let batch: Frame[] = [];
+  let bytes = 0;
+  for (const e of events) {
+    const part = codec.encodeEvent(e);
+    if (part === null) {
+      skipped(e, name);
+      continue;
+    }
+    if (batch.length && bytes + part.length > MAX_FRAME_BYTES) {
+      out.push(codec.joinEvents(batch));
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(part);
+    bytes += part.length;
+  }
+  if (batch.length) out.push(codec.joinEvents(batch));
+  return out;
+}
