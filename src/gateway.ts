@@ -118,7 +118,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     maxBackpressureBytes: config.maxBackpressureBytes,
     onFanOut: outbound.noteFanOut,
   });
-  bus.addSink(rooms.deliver);
+  bus.addSink(rooms.receive);
   if (config.agents) warnIfCredentialsInClear(config.agents, log);
   const agents = config.agents
     ? createAgentsRelay({ config, instanceId, hub: deps.agentsHub, bus, log: log.child({ component: 'agents' }), metrics, publish: (guid, event) => ingress.append(guid, [event]) })

@@ -1,0 +1,292 @@
+import type { Logger } from 'pino';
+import type { Metrics } from '../metrics.js';
+import { CODEC_NAMES, CODECS, type CodecName } from '../protocol/codec.js';
+import { retainedSize, type ProjectEvent } from '../protocol/events.js';
+
+/**
+ * Getting a room's pending events onto the wire: per-tick batching (every event that reaches a room
+ * during one event-loop turn goes out as one publish per shard per encoding, serialized once), frames
+ * of at most MAX_FRAME_BYTES, shards published in step, and per-turn slicing so that one crowded room
+ * cannot stall the others.
+ */
+
+/** Frames above this are split, so one burst cannot produce a multi-megabyte frame. */
+export const MAX_FRAME_BYTES = 256 * 1024;
+/**
+ * Fan-out work (frame bytes × subscribers) one room may do per event-loop turn before the rest waits
+ * for the next turn; every other room, and uWS's I/O, runs in between. At least one shard's publish
+ * of one chunk always goes out, so the delay a room adds to the others is at most this plus one
+ * chunk to one shard (≤ MAX_FRAME_BYTES × SHARD_SIZE).
+ */
+export const FANOUT_SLICE_BYTES = 256 * 1024;
+/**
+ * A room may defer at most this many bytes of events. Beyond it (fan-out slower than the events
+ * arrive, sustained) the room publishes its whole backlog in one turn, as without slicing: the event
+ * loop slows for everyone, which slows the producers, instead of the backlog growing without bound.
+ */
+export const FANOUT_BACKLOG_BYTES = 16 * 1024 * 1024;
+
+export type Frame = string | Uint8Array;
+
+/** Where frames go: uWS's app satisfies it; the unit tests record the calls. */
+export interface FanoutPort {
+  publish(topic: string, frame: Frame, isBinary: boolean, compress: boolean): unknown;
+  numSubscribers(topic: string): number;
+}
+
+/**
+ * A slice of a room's subscribers with topics of their own. A room's fan-out is published shard by
+ * shard, so one room with thousands of subscribers (a flood into a crowd of slow readers) is spread
+ * over several event-loop turns instead of blocking every other room for the whole of it.
+ */
+export interface FanoutShard {
+  readonly topics: Record<CodecName, string>;
+  /** Newest event published to this shard's topics: a socket subscribed now receives exactly the events after it. */
+  flushedId: string;
+  /** Sequence number (room.outboxBase-relative numbering) of the next outbox chunk to publish here. */
+  next: number;
+}
+
+/** Events queued for fan-out, at most one frame's worth; encoded once per wire encoding, when first needed. */
+export interface Chunk {
+  readonly events: ProjectEvent[];
+  readonly lastId: string;
+  readonly bytes: number;
+  readonly queuedAt: number;
+  frames: Partial<Record<CodecName, Frame[]>>;
+}
+
+/** What fan-out keeps per room (the room record, registry.ts, has these fields and more). */
+export interface FanoutRoom<S extends FanoutShard = FanoutShard> {
+  readonly guid: string;
+  /** Never empty; shard 0 uses the plain room topics. */
+  readonly shards: S[];
+  /** Newest event moved into the outbox (every shard will publish everything up to it). */
+  queuedId: string;
+  pending: ProjectEvent[];
+  pendingSince: number;
+  /** Chunks not yet published to every shard; outbox[0] has sequence number outboxBase. */
+  outbox: Chunk[];
+  outboxBase: number;
+  outboxBytes: number;
+}
+
+/** Where a shard opened now starts: after everything already queued (its sockets subscribe after that). */
+export function queuedEnd(room: FanoutRoom): { flushedId: string; next: number } {
+  return { flushedId: room.queuedId, next: room.outboxBase + room.outbox.length };
+}
+
+export interface FanoutOptions<S extends FanoutShard> {
+  readonly port: FanoutPort;
+  readonly log: Pick<Logger, 'warn' | 'error'>;
+  readonly metrics: Pick<Metrics, 'framesPublished' | 'deliveries' | 'fanOutDeferred' | 'eventsDelivered' | 'deliveryLag' | 'eventsUnencodable'>;
+  /** After each flush: the bytes handed to uWS (frame bytes × subscribers), an upper bound of how much the send buffers grew. */
+  readonly onFanOut?: (bytes: number) => void;
+  /** A shard's flushedId moved (resumes may be waiting for it). */
+  readonly onShardFlushed?: (shard: S) => void;
+  /** Runs a turn later (setImmediate: after uWS has sent what this turn published); tests drive turns by hand. */
+  readonly schedule?: (turn: () => void) => void;
+}
+
+export function createFanout<S extends FanoutShard>(opts: FanoutOptions<S>) {
+  const { port, log, metrics } = opts;
+  const schedule = opts.schedule ?? ((turn: () => void) => void setImmediate(turn));
+  const shardFlushed = opts.onShardFlushed ?? (() => {});
+  const dirty = new Set<FanoutRoom<S>>();
+  let flushScheduled = false;
+  let backlogScheduled = false;
+
+  /** Queues events accepted into a room (new ones, in id order) for the next turn's flush; takes the array. */
+  function enqueue(room: FanoutRoom<S>, events: ProjectEvent[]): void {
+    if (room.pending.length === 0) {
+      room.pending = events;
+      room.pendingSince = performance.now();
+    } else {
+      for (const e of events) room.pending.push(e);
+    }
+    dirty.add(room);
+    if (flushScheduled) return;
+    flushScheduled = true;
+    schedule(() => flush(false));
+  }
+
+  /** A room that closed: nothing of it is published any more. */
+  function forget(room: FanoutRoom<S>): void {
+    dirty.delete(room);
+  }
+
+  /**
+   * One turn of fan-out for the rooms with new events: each publishes at most FANOUT_SLICE_BYTES
+   * (plus one chunk to one shard) unless `all`. Rooms with a backlog from earlier turns continue in
+   * flushBacklog, on the next turn: uWS sends the small frames published here before it polls, so
+   * they do not wait behind a crowded room's slice.
+   */
+  function flush(all: boolean): void {
+    flushScheduled = false;
+    let fannedOut = 0;
+    for (const room of dirty) if (all || !hasBacklog(room)) fannedOut += flushRoom(room, all);
+    if (dirty.size) scheduleBacklog();
+    if (fannedOut > 0) opts.onFanOut?.(fannedOut);
+  }
+
+  /** Work left by an earlier turn: the outbox changes only inside flushRoom, which empties it unless a slice ran out. */
+  const hasBacklog = (room: FanoutRoom<S>) => room.outbox.length > 0;
+
+  function scheduleBacklog(): void {
+    if (backlogScheduled) return;
+    backlogScheduled = true;
+    schedule(flushBacklog);
+  }
+
+  /** One slice for every room with a backlog. */
+  function flushBacklog(): void {
+    backlogScheduled = false;
+    let fannedOut = 0;
+    let more = false;
+    for (const room of dirty) {
+      if (hasBacklog(room)) fannedOut += flushRoom(room, false);
+      if (hasBacklog(room)) more = true;
+    }
+    if (more) scheduleBacklog();
+    if (fannedOut > 0) opts.onFanOut?.(fannedOut);
+  }
+
+  function flushRoom(room: FanoutRoom<S>, all: boolean): number {
+    if (room.pending.length) queueChunks(room);
+    let spent = 0;
+    // A backstop: nothing in one room's flush may stop the others (or escape into uWS/the bus).
+    try {
+      const unlimited = all || room.outboxBytes > FANOUT_BACKLOG_BYTES;
+      if (unlimited && !all) log.warn({ projectGuid: room.guid, backlogBytes: room.outboxBytes, limit: FANOUT_BACKLOG_BYTES }, 'room fan-out backlog over its limit; publishing it in one turn');
+      // Chunk by chunk, every shard that is at this chunk publishes it: shards stay in step, the
+      // ones behind catch up first, and a chunk is released once the last shard has it.
+      chunks: for (let i = 0; i < room.outbox.length; i++) {
+        const seq = room.outboxBase + i;
+        const chunk = room.outbox[i]!;
+        for (const shard of room.shards) {
+          if (shard.next !== seq) continue;
+          spent += publishChunk(chunk, shard);
+          shard.next = seq + 1;
+          shard.flushedId = chunk.lastId;
+          shardFlushed(shard);
+          if (spent >= FANOUT_SLICE_BYTES && !unlimited) break chunks;
+        }
+      }
+    } catch (err) {
+      const first = room.outbox[0]?.events[0]?.id;
+      log.error({ err, projectGuid: room.guid, firstId: first }, 'room flush failed; continuing with the next events');
+      // Skip what failed rather than retrying it forever: every shard moves past the whole outbox.
+      for (const shard of room.shards) {
+        shard.next = room.outboxBase + room.outbox.length;
+        shard.flushedId = room.queuedId;
+        shardFlushed(shard);
+      }
+    }
+    releaseChunks(room, metrics);
+    if (hasBacklog(room)) metrics.fanOutDeferred.inc();
+    else dirty.delete(room);
+    return spent;
+  }
+
+  /** Publishes one chunk to one shard in every encoding somebody there uses; returns frame bytes × subscribers. */
+  function publishChunk(chunk: Chunk, shard: S): number {
+    let spent = 0;
+    for (const name of CODEC_NAMES) {
+      const topic = shard.topics[name];
+      const subscribers = port.numSubscribers(topic);
+      if (subscribers === 0) continue;
+      const frames = (chunk.frames[name] ??= encodeFrames(name, chunk.events, unencodable));
+      for (const frame of frames) {
+        port.publish(topic, frame, CODECS[name].binary, false);
+        metrics.framesPublished.inc();
+        spent += frame.length * subscribers;
+      }
+      metrics.deliveries.inc(subscribers * chunk.events.length);
+    }
+    return spent;
+  }
+
+  /** An event the encoder could not carry: logged, counted, left out of this encoding's frames. */
+  function unencodable(e: ProjectEvent, name: CodecName): void {
+    metrics.eventsUnencodable.inc({ codec: name });
+    log.error({ projectGuid: e.projectGuid, id: e.id, type: e.type, codec: name }, 'event cannot be encoded; skipped for this encoding');
+  }
+
+  return {
+    enqueue,
+    forget,
+    /** Publishes everything queued, ignoring the per-turn slice (shutdown). */
+    flushNow: () => flush(true),
+    /** Also what a replay to one socket sends (resume.ts). */
+    encodeFrames: (name: CodecName, events: readonly ProjectEvent[]): Frame[] => encodeFrames(name, events, unencodable),
+  };
+}
+
+/** Moves pending events into the outbox as chunks of at most MAX_FRAME_BYTES (of JSON). */
+function queueChunks(room: FanoutRoom): void {
+  const queuedAt = room.pendingSince;
+  let events: ProjectEvent[] = [];
+  let bytes = 0;
+  const push = () => {
+    room.outbox.push({ events, lastId: events[events.length - 1]!.id, bytes, queuedAt, frames: {} });
+    room.outboxBytes += bytes;
+  };
+  for (const e of room.pending) {
+    const size = retainedSize(e);
+    if (events.length && bytes + size > MAX_FRAME_BYTES) {
+      push();
+      events = [];
+      bytes = 0;
+    }
+    events.push(e);
+    bytes += size;
+  }
+  if (events.length) push();
+  room.queuedId = room.pending[room.pending.length - 1]!.id;
+  room.pending = [];
+}
+
+/** Drops the chunks every shard has published. */
+function releaseChunks(room: FanoutRoom, metrics: Pick<Metrics, 'eventsDelivered' | 'deliveryLag'>): void {
+  let min = Infinity;
+  for (const shard of room.shards) if (shard.next < min) min = shard.next;
+  const done = min - room.outboxBase;
+  if (done <= 0) return;
+  const now = performance.now();
+  for (let i = 0; i < done; i++) {
+    const chunk = room.outbox[i]!;
+    room.outboxBytes -= chunk.bytes;
+    metrics.eventsDelivered.inc(chunk.events.length);
+    metrics.deliveryLag.observe((now - chunk.queuedAt) / 1000);
+  }
+  room.outbox.splice(0, done);
+  room.outboxBase = min;
+}
+
+/**
+ * Frames for a run of one room's events in one encoding, each under MAX_FRAME_BYTES unless a
+ * single event is larger. An event the encoder cannot carry is left out (and reported): every entry
+ * point checks data against the limits, so this only catches what slipped past them.
+ */
+function encodeFrames(name: CodecName, events: readonly ProjectEvent[], skipped: (e: ProjectEvent, codec: CodecName) => void): Frame[] {
+  const codec = CODECS[name];
+  const out: Frame[] = [];
+  let batch: Frame[] = [];
+  let bytes = 0;
+  for (const e of events) {
+    const part = codec.encodeEvent(e);
+    if (part === null) {
+      skipped(e, name);
+      continue;
+    }
+    if (batch.length && bytes + part.length > MAX_FRAME_BYTES) {
+      out.push(codec.joinEvents(batch));
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(part);
+    bytes += part.length;
+  }
+  if (batch.length) out.push(codec.joinEvents(batch));
+  return out;
+}
