@@ -1,0 +1,443 @@
+// The EventBus contract (src/bus/bus.ts), run unchanged against every implementation, as
+// centrifuge's broker tests run the same expectations for each engine: the in-process bus, the
+// Redis Streams bus (standalone and Cluster), and the worker-thread bus (a port bus in a worker
+// thread over the main thread's bus host). See test/helpers/bus-contract.ts for how each is driven.
+//
+// Where a bus does not do what the interface says, the test is marked `it.fails` for that bus, with
+// a comment naming the difference: the suite then passes, and turns red the day the bus is fixed.
+import { randomUUID } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { EventBus, NewEvent } from '../src/bus/bus.js';
+import { GatewayError } from '../src/errors.js';
+import { compareIds, isEventId, ZERO_ID } from '../src/protocol/event-id.js';
+import { eventData, type ProjectEvent } from '../src/protocol/events.js';
+import { openMemory, openRedis, openWorkerPort, type BusSubject, type OpenSubject, type SubjectOptions } from './helpers/bus-contract.js';
+import { startRedis, startRedisCluster, type RedisCluster, type RedisServer } from './helpers/redis.js';
+
+let redis: RedisServer | undefined;
+let cluster: RedisCluster | undefined;
+
+beforeAll(async () => {
+  [redis, cluster] = await Promise.all([startRedis(), startRedisCluster({ masters: 3 })]);
+}, 60_000);
+afterAll(async () => {
+  await Promise.all([redis?.stop(), cluster?.stop()]);
+});
+
+interface BusCase {
+  readonly name: 'memory' | 'redis' | 'redis-cluster' | 'worker-port';
+  readonly open: OpenSubject;
+  /** What the interface says for this bus (bus.ts: kind, appendsInline). */
+  readonly kind: EventBus['kind'];
+  readonly appendsInline: boolean;
+}
+
+const CASES: BusCase[] = [
+  { name: 'memory', open: openMemory, kind: 'memory', appendsInline: true },
+  { name: 'redis', open: (o) => openRedis({ url: redis!.url }, 'redis')(o), kind: 'redis', appendsInline: false },
+  { name: 'redis-cluster', open: (o) => openRedis({ clusterNodes: cluster!.nodes }, 'redis-cluster')(o), kind: 'redis', appendsInline: false },
+  // The port bus's appends are synchronous calls on the main thread (sync-calls.ts): inline too.
+  { name: 'worker-port', open: openWorkerPort, kind: 'memory', appendsInline: true },
+];
+
+const guid = () => randomUUID();
+const ev = (n: number, tag = 'contract'): NewEvent => ({ type: 'project_message', data: { n, tag } });
+const evs = (from: number, count: number, tag?: string): NewEvent[] => Array.from({ length: count }, (_, i) => ev(from + i, tag));
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+/** An id later than any the log issued (its last id + 1 s). */
+function later(id: string): string {
+  return `${Number(id.slice(0, id.indexOf('-'))) + 1000}-0`;
+}
+
+function expectIncreasing(ids: readonly string[]): void {
+  for (const id of ids) expect(isEventId(id), `${id} is a canonical <ms>-<seq> id`).toBe(true);
+  for (let i = 1; i < ids.length; i++) expect(compareIds(ids[i - 1]!, ids[i]!), `${ids[i - 1]} < ${ids[i]}`).toBeLessThan(0);
+}
+
+/** The event as a producer gave it, whichever encoding the bus kept (data, or the envelope JSON). */
+const given = (e: ProjectEvent) => ({ id: e.id, projectGuid: e.projectGuid, type: e.type, data: eventData(e) });
+
+describe.each(CASES)('EventBus contract: $name', (c) => {
+  let subjects: BusSubject[] = [];
+  /** A fresh bus (and journal) for the test, ready as a gateway waits for it at start; closed after it. */
+  const open = async (options: Partial<SubjectOptions> = {}) => {
+    const s = await c.open({ maxLen: 1000, ...options });
+    subjects.push(s);
+    expect(await s.bus.waitUntilReady(5000)).toBe(true);
+    return s;
+  };
+  afterEach(async () => {
+    await Promise.all(subjects.map((s) => s.dispose()));
+    subjects = [];
+  });
+  /**
+   * `it` for the buses that meet the expectation, `it.fails` for those named (each with its
+   * difference). BUS_CONTRACT_STRICT=1 runs them all as `it`, to read how each difference fails.
+   */
+  const itUnless = (fails: readonly BusCase['name'][]) => (fails.includes(c.name) && !process.env['BUS_CONTRACT_STRICT'] ? it.fails : it);
+
+  /** Lets anything a bus still had in flight for the sink arrive. */
+  const settle = async (s: BusSubject) => {
+    await s.bus.catchUp(2000);
+    await sleep(c.name.startsWith('redis') ? 100 : 20);
+    await s.sequence([['isReady']]); // a round trip: the worker's port is drained up to here
+  };
+
+  it('says what kind of bus it is and whether appends are inline, and publish settles inline exactly when it says so', async () => {
+    const s = await open();
+    expect(s.bus.kind).toBe(c.kind);
+    expect(s.bus.appendsInline).toBe(c.appendsInline);
+    expect(await s.publishSettlesInline(guid(), [ev(1)])).toBe(c.appendsInline);
+  });
+
+  it('is ready once connected', async () => {
+    const s = await c.open({ maxLen: 1000 });
+    subjects.push(s);
+    expect(await s.bus.waitUntilReady(5000)).toBe(true);
+    await until(async () => (await s.sequence([['isReady']]))[0] === true, 'isReady()');
+  });
+
+  it('issues canonical <ms>-<seq> ids that increase, one per event of a batch, in order', async () => {
+    const s = await open();
+    const g = guid();
+    const batches = [evs(0, 1), evs(1, 5), evs(6, 3), evs(9, 2)];
+    const ids: string[] = [];
+    for (const [i, batch] of batches.entries()) {
+      // Every other batch from another writer on the same log: one sequence of ids for both.
+      const result = i % 2 === 0 ? await s.bus.publish(g, batch) : await s.peerPublish(g, batch);
+      expect(result.replayed).toBe(false);
+      expect(result.ids).toHaveLength(batch.length);
+      ids.push(...result.ids);
+    }
+    expectIncreasing(ids);
+    const page = await s.bus.range(g, ZERO_ID, 100);
+    expect(page.events.map(given)).toEqual(batches.flat().map((e, i) => ({ id: ids[i], projectGuid: g, type: e.type, data: e.data })));
+    // Ids are per project: another project's ids do not collide with or depend on these.
+    const other = await s.bus.publish(guid(), evs(0, 3));
+    expectIncreasing(other.ids);
+  });
+
+  // Redis: the producer's keyed append (an atomic script) returns [''] for an empty batch: it joins
+  // no ids into '' and splits '' back into one empty id (src/bus/producer.ts APPEND_ONCE_LUA /
+  // appendKeyed). The in-process bus (and the port bus over it) returns [].
+  itUnless(['redis', 'redis-cluster'])('appends nothing and returns no ids for an empty batch, with or without an idempotency key', async () => {
+    const s = await open();
+    const g = guid();
+    expect(await s.bus.publish(g, [])).toEqual({ ids: [], replayed: false });
+    expect(await s.bus.publish(g, [], 'empty-batch')).toEqual({ ids: [], replayed: false });
+    expect((await s.bus.range(g, ZERO_ID, 10)).events).toEqual([]);
+  });
+
+  it('watch resolves the head: 0-0 for a new project, else its newest id', async () => {
+    const s = await open();
+    const fresh = guid();
+    expect(await s.bus.watch(fresh)).toBe(ZERO_ID);
+    const g = guid();
+    await s.bus.publish(g, evs(0, 2));
+    const { ids } = await s.peerPublish(g, evs(2, 3));
+    expect(await s.bus.watch(g)).toBe(ids[2]);
+  });
+
+  it('after watch, every later event (its own appends and another writer\'s) reaches the sink once, in order, in batches', async () => {
+    const s = await open();
+    const g = guid();
+    const before = await s.bus.publish(g, evs(0, 3));
+    const head = await s.bus.watch(g);
+    expect(head).toBe(before.ids[2]);
+    const published: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const batch = evs(10 * i, 1 + (i % 3));
+      published.push(...(i % 2 === 0 ? await s.bus.publish(g, batch) : await s.peerPublish(g, batch)).ids);
+    }
+    await until(() => s.journal.ids(g).length >= published.length, 'every event at the sink');
+    await settle(s);
+    expect(s.journal.ids(g)).toEqual(published);
+    for (const batch of s.journal.batches(g)) {
+      expect(batch.length).toBeGreaterThan(0);
+      for (const e of batch) expect(e.projectGuid).toBe(g);
+    }
+    const delivered = s.journal.batches(g).flat().map(given);
+    expect(delivered.map((e) => e.data)).toEqual([0, 10, 11, 20, 21, 22, 30, 40, 41, 50, 51, 52].map((n) => ({ n, tag: 'contract' })));
+  });
+
+  it('a watch that races another writer\'s appends delivers exactly the events after the head it resolved', async () => {
+    const s = await open();
+    const g = guid();
+    const appends: Promise<{ ids: string[] }>[] = [];
+    let watched: Promise<string> | undefined;
+    for (let i = 0; i < 40; i++) {
+      appends.push(s.peerPublish(g, [ev(i)]));
+      if (i === 15) watched = s.bus.watch(g);
+      if (i % 4 === 0) await new Promise((r) => setImmediate(r));
+    }
+    const ids = (await Promise.all(appends)).flatMap((r) => r.ids);
+    const head = await watched!;
+    expect(head === ZERO_ID || ids.includes(head)).toBe(true);
+    const after = ids.filter((id) => compareIds(id, head) > 0);
+    await until(() => s.journal.ids(g).length >= after.length, `the ${after.length} events after the head ${head}`);
+    await settle(s);
+    expect(s.journal.ids(g)).toEqual(after);
+  });
+
+  it('never delivers the events of a project it does not watch', async () => {
+    const s = await open();
+    const watched = guid();
+    const unwatched = guid();
+    await s.bus.watch(watched);
+    await s.bus.publish(unwatched, evs(0, 2));
+    await s.peerPublish(unwatched, evs(2, 2));
+    const { ids } = await s.bus.publish(watched, evs(0, 1));
+    await until(() => s.journal.ids(watched).length === 1, 'the watched project\'s event');
+    await settle(s);
+    expect(s.journal.ids(watched)).toEqual(ids);
+    expect([...s.journal.guids()]).toEqual([watched]);
+  });
+
+  it('unwatch stops delivery', async () => {
+    const s = await open();
+    const g = guid();
+    await s.bus.watch(g);
+    const first = await s.bus.publish(g, evs(0, 2));
+    await until(() => s.journal.ids(g).length === 2, 'the events before unwatch');
+    // Resolves once unwatch() has returned in the bus's own thread (the proxy's returns at once).
+    await s.sequence([['unwatch', g]]);
+    await s.bus.publish(g, evs(2, 2));
+    await s.peerPublish(g, evs(4, 2));
+    await settle(s);
+    expect(s.journal.ids(g)).toEqual(first.ids);
+  });
+
+  // worker-port: an event appended just before unwatch() reaches the sink after it. The host posts
+  // the event to the worker's port during the synchronous append, but the worker reads its port only
+  // after the current task, and PortBus.receive (src/workers/port-bus.ts) hands every bus-events
+  // message to the sink without checking that the project is still watched (it checks only `closed`).
+  // The in-process bus delivers inside publish(), before unwatch; the Redis bus drops what it reads
+  // for a project no longer watched (deliverReply checks the watch).
+  itUnless(['worker-port'])('delivers nothing after unwatch(), not even an event published just before it', async () => {
+    const s = await open();
+    const g = guid();
+    await s.bus.watch(g);
+    const [published] = (await s.sequence([['publish', g, evs(0, 1)], ['unwatch', g]])) as [{ ids: string[] }];
+    const unwatchedAt = s.journal.lastMark('unwatch', g);
+    expect(unwatchedAt).toBeGreaterThanOrEqual(0);
+    await settle(s);
+    expect(s.journal.ids(g, unwatchedAt)).toEqual([]);
+    // Whatever arrived came before unwatch, and only once.
+    expect(s.journal.ids(g)).toEqual(s.journal.ids(g).length ? published.ids : []);
+  });
+
+  // worker-port, a race (so not in the default run: BUS_CONTRACT_RACES=1 runs it): unwatch() posts
+  // `bus-unwatch` on the worker's port, but the append that follows goes on the sync channel
+  // (sync-calls.ts), another port; the main thread reads the two in no fixed order. When it serves
+  // the append first, the host still counts the worker as a watcher and posts it the event, which
+  // PortBus.receive then hands to the sink after unwatch(). Here it failed 6 runs out of 6, with 3 to
+  // 287 of the 300 events late (and 2 runs out of 5 with 100 tries passed); the in-process and Redis
+  // buses never delivered one.
+  it.runIf(!!process.env['BUS_CONTRACT_RACES'])('an event the bus itself appends right after unwatch() never reaches the sink (300 tries)', async () => {
+    const s = await open();
+    const late: string[] = [];
+    for (let i = 0; i < 300; i++) {
+      const g = guid();
+      await s.bus.watch(g);
+      await s.sequence([['unwatch', g], ['publish', g, evs(0, 1)]]);
+      const unwatchedAt = s.journal.lastMark('unwatch', g);
+      await s.bus.catchUp(1000);
+      await s.sequence([['isReady']]);
+      late.push(...s.journal.ids(g, unwatchedAt));
+    }
+    await settle(s);
+    expect(late).toEqual([]);
+  });
+
+  it('range returns pages of at most count, oldest first, lastId = the last entry read, or afterId when nothing was read', async () => {
+    const s = await open();
+    const g = guid();
+    const ids = [...(await s.bus.publish(g, evs(0, 4))).ids, ...(await s.peerPublish(g, evs(4, 3))).ids];
+    const pages: string[][] = [];
+    let after = ZERO_ID;
+    for (;;) {
+      const page = await s.bus.range(g, after, 3);
+      expect(page.events.length).toBeLessThanOrEqual(3);
+      if (page.events.length === 0) {
+        expect(page.lastId).toBe(after);
+        break;
+      }
+      expect(page.lastId).toBe(page.events[page.events.length - 1]!.id);
+      pages.push(page.events.map((e) => e.id));
+      after = page.lastId;
+    }
+    expect(pages).toEqual([ids.slice(0, 3), ids.slice(3, 6), ids.slice(6)]);
+    // From any id: only what follows it.
+    expect((await s.bus.range(g, ids[4]!, 100)).events.map((e) => e.id)).toEqual(ids.slice(5));
+    // Past the end, and for a project that has no log.
+    expect(await s.bus.range(g, later(ids[6]!), 10)).toEqual({ events: [], lastId: later(ids[6]!) });
+    const none = guid();
+    expect(await s.bus.range(none, ZERO_ID, 10)).toEqual({ events: [], lastId: ZERO_ID });
+  });
+
+  // Only a Redis stream can hold entries that are not events (any XADD can write one).
+  it.runIf(c.name.startsWith('redis'))('range moves lastId past entries that are not events, so a run of them cannot stall a resume', async () => {
+    const s = await open();
+    const g = guid();
+    const good = await s.bus.publish(g, evs(0, 1));
+    const bad = [
+      await s.appendRaw!(g, ['type', 'project_message', 'data', 'not json']),
+      await s.appendRaw!(g, ['type', 'no_such_type', 'data', '{}']),
+      await s.appendRaw!(g, ['data', '{}']),
+    ];
+    const page = await s.bus.range(g, good.ids[0]!, 2);
+    expect(page).toEqual({ events: [], lastId: bad[1] });
+    const next = await s.bus.range(g, page.lastId, 2);
+    expect(next).toEqual({ events: [], lastId: bad[2] });
+  });
+
+  it('checkHistory: complete for 0-0 and the head and any id still held; unknown for an id the log never issued', async () => {
+    const s = await open();
+    const none = guid();
+    expect(await s.bus.checkHistory(none, ZERO_ID)).toBe('complete');
+    expect(await s.bus.checkHistory(none, '1700000000000-0')).toBe('unknown');
+    const g = guid();
+    const { ids } = await s.bus.publish(g, evs(0, 5));
+    const head = ids[4]!;
+    expect(await s.bus.checkHistory(g, ZERO_ID)).toBe('complete');
+    expect(await s.bus.checkHistory(g, ids[0]!)).toBe('complete');
+    expect(await s.bus.checkHistory(g, ids[2]!)).toBe('complete');
+    expect(await s.bus.checkHistory(g, head)).toBe('complete');
+    expect(await s.bus.checkHistory(g, later(head))).toBe('unknown');
+  });
+
+  // Redis: retention never makes the Redis bus answer 'trimmed'. It classifies with the stream's
+  // max-deleted-entry-id (src/bus/redis.ts checkHistory -> classifyHistory in src/bus/bus.ts), but
+  // Redis moves that field only on XDEL (and XSETID), not when XADD MAXLEN / XTRIM drop entries
+  // (checked on redis-server 7.0.15: 250 XADD MAXLEN ~ 20 leave 50 entries and max-deleted-entry-id
+  // 0-0). So after trimming: since 0-0 is 'complete' (a resume from the start is told nothing is
+  // missing and replays only what is left), and since a dropped id, even the last one dropped, is
+  // 'unknown'. The in-process bus records the last id it dropped and answers as expected below.
+  itUnless(['redis', 'redis-cluster'])('checkHistory: trimmed once retention dropped events after the id; complete from the last one dropped on', async () => {
+    // Retention of 20 per project. Redis trims approximately (MAXLEN ~: whole stream nodes of 100
+    // entries), so 250 events are appended for both to have dropped some for sure.
+    const s = await open({ maxLen: 20 });
+    const g = guid();
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push(...(i % 2 ? await s.peerPublish(g, evs(50 * i, 50)) : await s.bus.publish(g, evs(50 * i, 50))).ids);
+    const held = (await s.bus.range(g, ZERO_ID, 1000)).events.map((e) => e.id);
+    expect(held.length).toBeGreaterThanOrEqual(20);
+    expect(held.length).toBeLessThanOrEqual(248);
+    expect(held).toEqual(ids.slice(250 - held.length));
+    const dropped = ids.slice(0, 250 - held.length);
+    const answers = {
+      'since 0-0': await s.bus.checkHistory(g, ZERO_ID),
+      'since the first id': await s.bus.checkHistory(g, dropped[0]!),
+      'since the last but one dropped': await s.bus.checkHistory(g, dropped[dropped.length - 2]!),
+      'since the last dropped': await s.bus.checkHistory(g, dropped[dropped.length - 1]!),
+      'since the first held': await s.bus.checkHistory(g, held[0]!),
+      'since the head': await s.bus.checkHistory(g, ids[249]!),
+      'since a later id': await s.bus.checkHistory(g, later(ids[249]!)),
+    };
+    expect(answers).toEqual({
+      'since 0-0': 'trimmed',
+      'since the first id': 'trimmed',
+      'since the last but one dropped': 'trimmed',
+      'since the last dropped': 'complete',
+      'since the first held': 'complete',
+      'since the head': 'complete',
+      'since a later id': 'unknown',
+    });
+  });
+
+  it('idempotency: the same key and body return the first ids, replayed, and append nothing; another body is refused', async () => {
+    const s = await open();
+    const g = guid();
+    await s.bus.watch(g);
+    const body = evs(0, 2);
+    const first = await s.bus.publish(g, body, 'order-1');
+    expect(first.replayed).toBe(false);
+    expect(first.ids).toHaveLength(2);
+    expect(await s.bus.publish(g, evs(0, 2), 'order-1')).toEqual({ ids: first.ids, replayed: true });
+    // The same body given as its JSON (as the gateway passes checked data) is the same body.
+    expect(await s.bus.publish(g, body.map((e) => ({ ...e, dataJson: JSON.stringify(e.data) })), 'order-1')).toEqual({ ids: first.ids, replayed: true });
+    const refused = await s.bus.publish(g, evs(5, 1), 'order-1').then(
+      () => null,
+      (err: unknown) => err,
+    );
+    expect(refused).toBeInstanceOf(GatewayError);
+    expect(refused).toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' });
+    await settle(s);
+    expect((await s.bus.range(g, ZERO_ID, 100)).events.map((e) => e.id)).toEqual(first.ids);
+    expect(s.journal.ids(g)).toEqual(first.ids);
+  });
+
+  it('idempotency: a key is per project, and shared with every writer on the log', async () => {
+    const s = await open();
+    const [a, b] = [guid(), guid()];
+    const onA = await s.bus.publish(a, evs(0, 1), 'shared-key');
+    const onB = await s.bus.publish(b, evs(0, 1), 'shared-key');
+    expect(onB.replayed).toBe(false);
+    expect(onB.ids).toHaveLength(1);
+    expect(await s.peerPublish(a, evs(0, 1), 'shared-key')).toEqual({ ids: onA.ids, replayed: true });
+    const byPeer = await s.peerPublish(a, evs(1, 2), 'peer-key');
+    expect(await s.bus.publish(a, evs(1, 2), 'peer-key')).toEqual({ ids: byPeer.ids, replayed: true });
+    await expect(s.bus.publish(a, evs(9, 1), 'peer-key')).rejects.toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' });
+  });
+
+  it('catchUp resolves once every event another writer appended to a watched project has reached the sink', async () => {
+    const s = await open();
+    const [g, h] = [guid(), guid()];
+    await s.bus.watch(g);
+    await s.bus.watch(h);
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push(...(await s.peerPublish(g, evs(10 * i, 10))).ids);
+    const onH = await s.peerPublish(h, evs(0, 3));
+    await s.bus.catchUp(5000);
+    const caughtUpAt = s.journal.lastMark('catchUp');
+    expect(s.journal.entries.slice(0, caughtUpAt).flatMap((e) => (e.kind === 'batch' && e.guid === g ? e.events.map((x) => x.id) : []))).toEqual(ids);
+    expect(s.journal.entries.slice(0, caughtUpAt).flatMap((e) => (e.kind === 'batch' && e.guid === h ? e.events.map((x) => x.id) : []))).toEqual(onH.ids);
+  });
+
+  // worker-port: PortBus.catchUp resolves at once (src/workers/port-bus.ts: "Events come on this port
+  // in order; the pool's two-phase stop sends `shutdown` after the last of them"). An event the
+  // worker itself appended has been posted to its port but not read yet, so catchUp resolves before
+  // the sink got it. Only the pool's shutdown order makes this safe, not the bus. The in-process bus
+  // delivers inside publish(); the Redis bus reads every watched stream to its end.
+  itUnless(['worker-port'])('catchUp called right after the bus\'s own publish resolved delivers that event before resolving', async () => {
+    const s = await open();
+    const g = guid();
+    await s.bus.watch(g);
+    const [published] = (await s.sequence([['publish', g, evs(0, 3)], ['catchUp', 5000]])) as [{ ids: string[] }];
+    const caughtUpAt = s.journal.lastMark('catchUp');
+    expect(s.journal.entries.slice(0, caughtUpAt).flatMap((e) => (e.kind === 'batch' && e.guid === g ? e.events.map((x) => x.id) : []))).toEqual(published.ids);
+  });
+
+  it('after close, the sink receives nothing more', async () => {
+    const s = await open();
+    const g = guid();
+    await s.bus.watch(g);
+    await s.bus.close();
+    await s.peerPublish(g, evs(0, 2));
+    await sleep(c.name.startsWith('redis') ? 150 : 30);
+    expect(s.journal.ids(g)).toEqual([]);
+  });
+
+  // memory: isReady() is `() => true` and waitUntilReady() resolves true whatever happened
+  // (src/bus/memory.ts), so a closed in-process bus still says it can deliver, though close() has
+  // dropped every watch.
+  // redis (standalone): isReady() is false, but waitUntilReady() right after close() resolves true:
+  // it loops only while a connection's status is not 'ready' and checks `running` inside the loop,
+  // and ioredis still reports 'ready' until the sockets' close events arrive (src/bus/redis.ts
+  // waitUntilReady). On a Cluster the status has already left 'ready', so it answers false.
+  // The port bus (closed = true) says no to both.
+  itUnless(['memory', 'redis'])('after close, isReady() is false and waitUntilReady resolves false', async () => {
+    const s = await open();
+    await s.bus.close();
+    expect({ isReady: s.bus.isReady(), waitUntilReady: await s.bus.waitUntilReady(50) }).toEqual({ isReady: false, waitUntilReady: false });
+  });
+});
