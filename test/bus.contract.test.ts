@@ -126,10 +126,7 @@ describe.each(CASES)('EventBus contract: $name', (c) => {
     expectIncreasing(other.ids);
   });
 
-  // Redis: the producer's keyed append (an atomic script) returns [''] for an empty batch: it joins
-  // no ids into '' and splits '' back into one empty id (src/bus/producer.ts APPEND_ONCE_LUA /
-  // appendKeyed). The in-process bus (and the port bus over it) returns [].
-  itUnless(['redis', 'redis-cluster'])('appends nothing and returns no ids for an empty batch, with or without an idempotency key', async () => {
+  it('appends nothing and returns no ids for an empty batch, with or without an idempotency key', async () => {
     const s = await open();
     const g = guid();
     expect(await s.bus.publish(g, [])).toEqual({ ids: [], replayed: false });
@@ -216,13 +213,7 @@ describe.each(CASES)('EventBus contract: $name', (c) => {
     expect(s.journal.ids(g)).toEqual(first.ids);
   });
 
-  // worker-port: an event appended just before unwatch() reaches the sink after it. The host posts
-  // the event to the worker's port during the synchronous append, but the worker reads its port only
-  // after the current task, and PortBus.receive (src/workers/port-bus.ts) hands every bus-events
-  // message to the sink without checking that the project is still watched (it checks only `closed`).
-  // The in-process bus delivers inside publish(), before unwatch; the Redis bus drops what it reads
-  // for a project no longer watched (deliverReply checks the watch).
-  itUnless(['worker-port'])('delivers nothing after unwatch(), not even an event published just before it', async () => {
+  it('delivers nothing after unwatch(), not even an event published just before it', async () => {
     const s = await open();
     const g = guid();
     await s.bus.watch(g);
@@ -235,14 +226,12 @@ describe.each(CASES)('EventBus contract: $name', (c) => {
     expect(s.journal.ids(g)).toEqual(s.journal.ids(g).length ? published.ids : []);
   });
 
-  // worker-port, a race (so not in the default run: BUS_CONTRACT_RACES=1 runs it): unwatch() posts
-  // `bus-unwatch` on the worker's port, but the append that follows goes on the sync channel
-  // (sync-calls.ts), another port; the main thread reads the two in no fixed order. When it serves
-  // the append first, the host still counts the worker as a watcher and posts it the event, which
-  // PortBus.receive then hands to the sink after unwatch(). Here it failed 6 runs out of 6, with 3 to
-  // 287 of the 300 events late (and 2 runs out of 5 with 100 tries passed); the in-process and Redis
-  // buses never delivered one.
-  it.runIf(!!process.env['BUS_CONTRACT_RACES'])('an event the bus itself appends right after unwatch() never reaches the sink (300 tries)', async () => {
+  // worker-port, a race: unwatch() posts `bus-unwatch` on the worker's port, but the append that
+  // follows goes on the sync channel (sync-calls.ts), another port; the main thread reads the two in
+  // no fixed order, and when it serves the append first it still posts the worker the event. Before
+  // the port bus dropped events of projects it no longer watches, 6 runs out of 6 failed (3 to 287 of
+  // 300 late); with that check the outcome no longer depends on the order, so it runs by default.
+  it('an event the bus itself appends right after unwatch() never reaches the sink (300 tries)', async () => {
     const s = await open();
     const late: string[] = [];
     for (let i = 0; i < 300; i++) {
@@ -403,12 +392,7 @@ describe.each(CASES)('EventBus contract: $name', (c) => {
     expect(s.journal.entries.slice(0, caughtUpAt).flatMap((e) => (e.kind === 'batch' && e.guid === h ? e.events.map((x) => x.id) : []))).toEqual(onH.ids);
   });
 
-  // worker-port: PortBus.catchUp resolves at once (src/workers/port-bus.ts: "Events come on this port
-  // in order; the pool's two-phase stop sends `shutdown` after the last of them"). An event the
-  // worker itself appended has been posted to its port but not read yet, so catchUp resolves before
-  // the sink got it. Only the pool's shutdown order makes this safe, not the bus. The in-process bus
-  // delivers inside publish(); the Redis bus reads every watched stream to its end.
-  itUnless(['worker-port'])('catchUp called right after the bus\'s own publish resolved delivers that event before resolving', async () => {
+  it('catchUp called right after the bus\'s own publish resolved delivers that event before resolving', async () => {
     const s = await open();
     const g = guid();
     await s.bus.watch(g);
@@ -427,15 +411,7 @@ describe.each(CASES)('EventBus contract: $name', (c) => {
     expect(s.journal.ids(g)).toEqual([]);
   });
 
-  // memory: isReady() is `() => true` and waitUntilReady() resolves true whatever happened
-  // (src/bus/memory.ts), so a closed in-process bus still says it can deliver, though close() has
-  // dropped every watch.
-  // redis (standalone): isReady() is false, but waitUntilReady() right after close() resolves true:
-  // it loops only while a connection's status is not 'ready' and checks `running` inside the loop,
-  // and ioredis still reports 'ready' until the sockets' close events arrive (src/bus/redis.ts
-  // waitUntilReady). On a Cluster the status has already left 'ready', so it answers false.
-  // The port bus (closed = true) says no to both.
-  itUnless(['memory', 'redis'])('after close, isReady() is false and waitUntilReady resolves false', async () => {
+  it('after close, isReady() is false and waitUntilReady resolves false', async () => {
     const s = await open();
     await s.bus.close();
     expect({ isReady: s.bus.isReady(), waitUntilReady: await s.bus.waitUntilReady(50) }).toEqual({ isReady: false, waitUntilReady: false });

@@ -49,6 +49,8 @@ export function createIngress(deps: { bus: EventBus; limits: DataLimits; onAppen
   return {
     async append(projectGuid, events, idempotencyKey) {
       const { guid, events: checked } = checkEvents(projectGuid, events, deps.limits, idempotencyKey);
+      // Nothing to append (and no key to record for nothing).
+      if (checked.length === 0) return { ids: [], replayed: false };
       const result = await deps.bus.publish(guid, checked, idempotencyKey);
       if (!result.replayed) deps.onAppended?.(result.ids.length);
       return result;

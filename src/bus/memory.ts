@@ -33,6 +33,7 @@ export function createMemoryBus(sink: EventSink, options: MemoryBusOptions): Eve
   const logs = new Map<string, Log>();
   const watched = new Set<string>();
   let retained = 0;
+  let closed = false;
   let retainedBytes = 0;
   /** Idempotency records, oldest first (a Map keeps insertion order), so expiry looks only at the head. */
   const records = new Map<string, { fingerprint: string; ids: string[]; expiresAt: number }>();
@@ -142,9 +143,10 @@ export function createMemoryBus(sink: EventSink, options: MemoryBusOptions): Eve
     },
     // Appends reach the sink inside publish(): there is never anything to catch up with.
     catchUp: async () => {},
-    isReady: () => true,
-    waitUntilReady: async () => true,
+    isReady: () => !closed,
+    waitUntilReady: async () => !closed,
     async close() {
+      closed = true;
       watched.clear();
     },
   };

@@ -91,7 +91,7 @@ export function createProducer(redis: Redis | Cluster, options: ProducerOptions 
       if ((err as Error).message?.includes('IDEMPOTENCY_MISMATCH')) throw new GatewayError('IDEMPOTENCY_KEY_REUSED');
       throw err;
     }
-    return { ids: reply[1].split(','), replayed: Number(reply[0]) === 1 };
+    return { ids: reply[1] === '' ? [] : reply[1].split(','), replayed: Number(reply[0]) === 1 };
   }
 
   /**

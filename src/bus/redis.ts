@@ -588,6 +588,8 @@ return changed`;
     },
     async waitUntilReady(timeoutMs) {
       const deadline = Date.now() + timeoutMs;
+      // After close() the sockets may still say 'ready' until their close events arrive.
+      if (!running) return false;
       while (cmd.status !== 'ready' || reader.status !== 'ready') {
         if (Date.now() > deadline || !running) return false;
         await new Promise((r) => setTimeout(r, 10));

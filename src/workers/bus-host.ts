@@ -49,6 +49,8 @@ export function createBusHost(options: MemoryBusOptions): BusHost {
         return bus.range(request.guid, request.afterId, request.count);
       case 'checkHistory':
         return bus.checkHistory(request.guid, request.afterId);
+      case 'catchUp':
+        return null;
     }
   }
 

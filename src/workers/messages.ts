@@ -39,7 +39,9 @@ export type BusRequest =
   | { readonly op: 'publish'; readonly guid: string; readonly events: readonly NewEvent[]; readonly idempotencyKey?: string | undefined }
   | { readonly op: 'watch'; readonly guid: string }
   | { readonly op: 'range'; readonly guid: string; readonly afterId: string; readonly count: number }
-  | { readonly op: 'checkHistory'; readonly guid: string; readonly afterId: string };
+  | { readonly op: 'checkHistory'; readonly guid: string; readonly afterId: string }
+  /** Answered at once: its answer comes after every event posted to the worker before it. */
+  | { readonly op: 'catchUp' };
 
 /** Ticket calls on the main thread's ticket store (no Redis): a ticket issued by one worker is redeemed on any. */
 export type TicketRequest = { readonly op: 'issueTicket'; readonly principal: Principal } | { readonly op: 'redeemTicket'; readonly ticket: string };

@@ -15,6 +15,12 @@ export interface PortBus {
  */
 export function createPortBus(caller: MainCaller, append: (request: BusRequest) => MainResult, send: (message: FromWorker) => void, sink: EventSink): PortBus {
   let closed = false;
+  /**
+   * The projects this worker watches. The main thread may still post a project's events after this
+   * worker unwatched it (the unwatch and an append travel on different ports, read in no fixed
+   * order): what arrives for a project no longer watched is dropped here, as the other buses do.
+   */
+  const watching = new Set<string>();
   const bus: EventBus = {
     kind: 'memory',
     // Appends are synchronous calls on the main thread (sync-calls.ts); the other calls are messages.
@@ -26,26 +32,38 @@ export function createPortBus(caller: MainCaller, append: (request: BusRequest) 
         return Promise.reject(err);
       }
     },
-    watch: async (guid) => (await caller.call({ op: 'watch', guid })) as string,
+    async watch(guid) {
+      // Before the call: events the host posts once it counts this worker arrive before its answer.
+      watching.add(guid);
+      try {
+        return (await caller.call({ op: 'watch', guid })) as string;
+      } catch (err) {
+        watching.delete(guid);
+        throw err;
+      }
+    },
     unwatch(guid) {
+      watching.delete(guid);
       if (!closed) send({ kind: 'bus-unwatch', guid });
     },
     range: async (guid, afterId, count) => (await caller.call({ op: 'range', guid, afterId, count })) as HistoryPage,
     checkHistory: async (guid, afterId) => (await caller.call({ op: 'checkHistory', guid, afterId })) as HistoryCheck,
-    // Events come on this port in order; the pool's two-phase stop sends `shutdown` after the last of them.
-    catchUp: async () => {},
+    // A round trip on the port the events come on: its answer follows every event the host posted
+    // before it (a port keeps order), including those of this worker's own appends.
+    catchUp: async () => void (await caller.call({ op: 'catchUp' })),
     // The main thread's bus is in memory: up whenever this thread can reach it.
     isReady: () => !closed,
     waitUntilReady: async () => !closed,
     async close() {
       closed = true;
+      watching.clear();
     },
   };
 
   return {
     bus,
     receive(message) {
-      if (!closed) sink(message.guid, message.events);
+      if (!closed && watching.has(message.guid)) sink(message.guid, message.events);
     },
   };
 }
