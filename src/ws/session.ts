@@ -182,7 +182,8 @@ export function createSession(deps: SessionDeps) {
     conn.principal = next;
     for (const { guid } of membershipsOf(conn)) {
       if (canAccessProject(next, guid)) continue;
-      rooms.leave(conn, guid);
+      // Left as a leave_project would: the room, and everything following the socket (presence).
+      if (rooms.leave(conn, guid)) deps.hooks?.left(conn, guid);
       send(ws, conn, reply('leave_project', guid, null, { reason: 'access_revoked' }));
     }
     send(ws, conn, reply('auth_refresh', null, id, { userId: next.userId, expiresAt: expiryMs(next) }));
