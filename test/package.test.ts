@@ -4,7 +4,7 @@
 // with the client through a real gateway. Only the package's declared dependencies are installed
 // there, so a runtime import of a devDependency fails here.
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -35,6 +35,25 @@ client.close();
 await redis.quit();
 process.exit(0);
 `;
+
+const PRODUCER_ONLY = `
+import { Redis } from 'ioredis';
+import { createProducer } from 'autocode-ws-producer';
+const { REDIS_URL, GUID } = process.env;
+const redis = new Redis(REDIS_URL);
+const [id] = await createProducer(redis, { maxLen: 1000 }).publish(GUID, [{ type: 'project_stage_update', data: { stage: 'test' } }]);
+console.log(JSON.stringify({ id, entries: await redis.xrange('autocode:{' + GUID + '}:events', '-', '+') }));
+await redis.quit();
+`;
+
+/** Files under `dir` whose name ends with `.node`: native addons. */
+function nativeModules(dir: string): string[] {
+  const found: string[] = [];
+  for (const entry of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile() && entry.name.endsWith('.node')) found.push(path.join(entry.parentPath ?? dir, entry.name));
+  }
+  return found;
+}
 
 describe('the packed package', () => {
   let redis: RedisServer;
@@ -76,5 +95,23 @@ describe('the packed package', () => {
     const result = JSON.parse(stdout.trim().split('\n').pop()!) as { id: string; event: { id: string; type: string; projectGuid: string; data: unknown } };
     expect(result.id).toMatch(/^\d+-\d+$/);
     expect(result.event).toMatchObject({ id: result.id, type: 'project_message', projectGuid: guid, data: { text: 'from the tarball' } });
+  });
+
+  it('the producer package (packages/producer) installs alone, with no native module, and appends an event', async () => {
+    const { stdout: packed } = await run('npm', ['pack', '--json', '--pack-destination', dir], { cwd: path.join(REPO_ROOT, 'packages/producer') });
+    const [info] = JSON.parse(packed) as [{ filename: string; files: { path: string }[] }];
+    expect(info.files.map((f) => f.path)).toEqual(expect.arrayContaining(['package.json', 'dist/bus/producer.js', 'dist/bus/producer.d.ts']));
+    const app = path.join(dir, 'producer-app');
+    await run('mkdir', [app]);
+    writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'backend', version: '1.0.0', private: true, type: 'module' }));
+    await run('npm', ['install', path.join(dir, info.filename), '--prefer-offline', '--no-audit', '--no-fund'], { cwd: app, timeout: 120_000 });
+    // What a backend that only appends events gets: ioredis and its few pure-JS dependencies.
+    expect(nativeModules(path.join(app, 'node_modules'))).toEqual([]);
+    expect(readdirSync(path.join(app, 'node_modules'))).not.toContain('uWebSockets.js');
+    writeFileSync(path.join(app, 'produce.mjs'), PRODUCER_ONLY);
+    const guid = randomGuid();
+    const { stdout } = await run(process.execPath, ['produce.mjs'], { cwd: app, timeout: 20_000, env: { ...process.env, REDIS_URL: redis.url, GUID: guid } });
+    const result = JSON.parse(stdout.trim()) as { id: string; entries: [string, string[]][] };
+    expect(result.entries).toEqual([[result.id, ['type', 'project_stage_update', 'data', '{"stage":"test"}']]]);
   });
 });
