@@ -46,6 +46,7 @@ interface Env {
   TICKET_TTL_S: number;
   TICKETS_PER_USER: number;
   MAX_BUFFERED_BYTES: number;
+  FANOUT_MAX_DELAY_MS: number;
   RECENT_BYTES_PER_ROOM: number;
   MEMORY_BUS_MAX_BYTES: number;
   REDIS_URL?: string;
@@ -115,6 +116,7 @@ const envSchema: JSONSchemaType<Env> = {
     TICKET_TTL_S: { type: 'integer', minimum: 1, maximum: 300, default: 30 },
     TICKETS_PER_USER: { type: 'integer', minimum: 1, maximum: 100000, default: 50 },
     MAX_BUFFERED_BYTES: { type: 'integer', minimum: 1048576, maximum: 68719476736, default: 268435456 },
+    FANOUT_MAX_DELAY_MS: { type: 'integer', minimum: 10, maximum: 600000, default: 500 },
     RECENT_BYTES_PER_ROOM: { type: 'integer', minimum: 65536, maximum: 1073741824, default: 1048576 },
     MEMORY_BUS_MAX_BYTES: { type: 'integer', minimum: 1048576, maximum: 68719476736, default: 134217728 },
     REDIS_URL: { type: 'string', pattern: '^rediss?://', nullable: true },
@@ -191,6 +193,8 @@ export interface Config {
   };
   /** All sockets' unsent bytes together; above it the slowest consumers are closed first. */
   readonly maxBufferedBytes: number;
+  /** The longest an accepted event may wait for fan-out: past it, publishes to that project are refused (OVERLOADED). */
+  readonly fanoutMaxDelayMs: number;
   readonly recentBytesPerRoom: number;
   readonly memoryBusMaxBytes: number;
   readonly redis?: {
@@ -322,6 +326,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
       ticketsPerUser: e.TICKETS_PER_USER,
     },
     maxBufferedBytes: e.MAX_BUFFERED_BYTES,
+    fanoutMaxDelayMs: e.FANOUT_MAX_DELAY_MS,
     recentBytesPerRoom: e.RECENT_BYTES_PER_ROOM,
     memoryBusMaxBytes: e.MEMORY_BUS_MAX_BYTES,
     ...(e.REDIS_URL || clusterNodes

@@ -22,6 +22,8 @@ export const ErrorCodes = {
   TOO_MANY_CONNECTIONS: { http: 429, message: 'connection limit reached' },
   TOO_MANY_ROOMS: { http: 429, message: 'too many joined projects on this connection' },
   UNAVAILABLE: { http: 503, message: 'event bus unavailable, retry later' },
+  /** A publish refused because the project's fan-out is behind (FANOUT_MAX_DELAY_MS): nothing was appended; slow down, retry after Retry-After. */
+  OVERLOADED: { http: 503, message: 'fan-out is behind for this project; nothing appended, retry after Retry-After' },
   /** user_feedback refused: the undelivered-feedback store is at its bound (FEEDBACK_STREAM_MAX / FEEDBACK_MEMORY_QUEUE). Nothing was stored. */
   FEEDBACK_QUEUE_FULL: { http: 503, message: 'too much feedback waiting for the agents-server; not accepted, retry later' },
   NOT_FOUND: { http: 404, message: 'no such route' },

@@ -6,6 +6,7 @@ import { createIngress } from './bus/ingress.js';
 import { createMemoryTicketStore, createRedisTicketStore, ticketLimits, type TicketStore } from './auth/tickets.js';
 import { createTokenVerifier } from './auth/tokens.js';
 import { createEdgeStateMemory, edgeCaps, openEdgeState, type EdgeState, type EdgeStateMemory } from './edge/admission.js';
+import { openFanoutDelays } from './edge/fanout-delay.js';
 import { sharePenaltiesOverRedis } from './edge/shared-penalties.js';
 import { penaltiesChannel } from './redis/keys.js';
 import type { EventBus, EventBusFactory, NewEvent } from './bus/bus.js';
@@ -98,10 +99,11 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   // Serve as soon as the bus is up; if it is not up in time, serve anyway and report not-ready
   // (clients can connect, /readyz says 503, and the bus keeps reconnecting).
   if (!(await bus.waitUntilReady(5000))) log.warn({ bus: bus.kind }, 'event bus not connected yet; serving as not-ready');
-  const ingress = createIngress({ bus, limits: config.dataLimits, onAppended: (n) => metrics.eventsPublished.inc(n) });
 
   // The edge: caps, buckets and penalties (the process's), tickets and penalties across instances.
-  const edge = await edgeAcrossInstances(config, instanceId, log, openEdgeState(deps.edgeState ?? createEdgeStateMemory(caps), caps), deps.tickets);
+  const edgeMemory = deps.edgeState ?? createEdgeStateMemory(caps);
+  const edge = await edgeAcrossInstances(config, instanceId, log, openEdgeState(edgeMemory, caps), deps.tickets);
+  const fanoutDelays = openFanoutDelays(edgeMemory.fanoutDelays);
   const { edgeState } = edge;
 
   const app: TemplatedApp = uws.App();
@@ -117,8 +119,20 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     historyPageSize: config.stream.historyPageSize,
     maxBackpressureBytes: config.maxBackpressureBytes,
     onFanOut: outbound.noteFanOut,
+    onQueueDelay: (roomDelays, longestMs) => {
+      fanoutDelays.report(roomDelays);
+      metrics.fanoutQueueDelay.set(longestMs / 1000);
+    },
   });
   bus.addSink(rooms.receive);
+  const ingress = createIngress({
+    bus,
+    limits: config.dataLimits,
+    onAppended: (n) => metrics.eventsPublished.inc(n),
+    fanoutDelayOf: (guid) => fanoutDelays.delayOf(guid),
+    maxFanoutDelayMs: config.fanoutMaxDelayMs,
+    onOverloaded: (n) => metrics.eventsRefusedOverload.inc(n),
+  });
   if (config.agents) warnIfCredentialsInClear(config.agents, log);
   const agents = config.agents
     ? createAgentsRelay({ config, instanceId, hub: deps.agentsHub, bus, log: log.child({ component: 'agents' }), metrics, publish: (guid, event) => ingress.append(guid, [event]) })

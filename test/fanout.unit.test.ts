@@ -19,7 +19,7 @@ interface Published {
   readonly turn: number;
 }
 
-function harness() {
+function harness(onQueueDelay?: (roomDelays: ReadonlyMap<string, number>, longestMs: number) => void) {
   const subscribers = new Map<string, number>();
   const published: Published[] = [];
   const scheduled: (() => void)[] = [];
@@ -34,6 +34,7 @@ function harness() {
     log: log as unknown as Pick<Logger, 'warn' | 'error'>,
     metrics,
     schedule: (fn) => void scheduled.push(fn),
+    onQueueDelay,
   });
   return {
     fanout,
@@ -227,5 +228,42 @@ describe('room fan-out (fanout.ts against a fake publisher)', () => {
       expect(sizes.filter((_, i) => i !== 3).every((n) => n <= MAX_FRAME_BYTES)).toBe(true);
       expect(sizes[3]).toBeGreaterThan(MAX_FRAME_BYTES);
     }
+  });
+
+  it('reports after each turn how long each room still behind has waited, and nothing once every room caught up', () => {
+    const reports: { turn: number; delays: Map<string, number>; longest: number }[] = [];
+    let turnNo = 0;
+    const h = harness((delays, longest) => reports.push({ turn: turnNo, delays: new Map(delays), longest }));
+    const heavy = newRoom(crypto.randomUUID(), 2);
+    const light = newRoom(crypto.randomUUID(), 1);
+    for (const shard of heavy.shards) h.subscribers.set(shard.topics.json, 8);
+    h.subscribers.set(light.shards[0]!.topics.json, 1);
+    h.fanout.enqueue(heavy, burst(heavy.guid, 64, 8200));
+    h.fanout.enqueue(light, [event(light.guid, 200)]);
+    const started = performance.now();
+    while (true) {
+      turnNo++;
+      h.turn();
+      if (!reports.length || reports[reports.length - 1]!.longest === 0) break;
+      // Time passes between turns, as it does while uWS writes what a turn published.
+      const until = performance.now() + 3;
+      while (performance.now() < until);
+    }
+    const elapsed = performance.now() - started;
+    // The heavy room needs five turns (see the slicing test); the light one is done in the first.
+    const behind = reports.filter((r) => r.longest > 0);
+    expect(behind.map((r) => [...r.delays.keys()])).toEqual([[heavy.guid], [heavy.guid], [heavy.guid], [heavy.guid]]);
+    // Its oldest event's wait grows turn by turn, and never beyond the time that really passed.
+    const waits = behind.map((r) => r.delays.get(heavy.guid)!);
+    expect(waits).toEqual([...waits].sort((a, b) => a - b));
+    expect(waits[3]! - waits[0]!).toBeGreaterThanOrEqual(9);
+    expect(Math.max(...waits)).toBeLessThanOrEqual(elapsed);
+    for (const r of behind) expect(r.longest).toBe(r.delays.get(heavy.guid));
+    // Once caught up: one report that nothing waits, then silence (no report per idle turn).
+    expect(reports[reports.length - 1]!.delays.size).toBe(0);
+    const count = reports.length;
+    h.fanout.enqueue(light, [event(light.guid, 200)]);
+    h.drain();
+    expect(reports.length).toBe(count);
   });
 });

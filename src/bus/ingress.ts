@@ -44,13 +44,34 @@ export interface Ingress {
   append(projectGuid: string, events: readonly IncomingEvent[], idempotencyKey?: string): Promise<AppendResult>;
 }
 
-/** The one way in for events: the check above, then the bus. */
-export function createIngress(deps: { bus: EventBus; limits: DataLimits; onAppended?: (count: number) => void }): Ingress {
+export interface IngressDeps {
+  readonly bus: EventBus;
+  readonly limits: DataLimits;
+  readonly onAppended?: (count: number) => void;
+  /**
+   * Overload: how long the project's events already accepted have waited for fan-out (ms), and the
+   * longest wait tolerated. Past it, appends to that project are refused (OVERLOADED, nothing
+   * appended) until fan-out catches up, so the delay an accepted event waits stays bounded and the
+   * producer is told to slow down instead of every event arriving late.
+   */
+  readonly fanoutDelayOf?: (projectGuid: string) => number;
+  readonly maxFanoutDelayMs?: number;
+  readonly onOverloaded?: (count: number) => void;
+}
+
+/** The one way in for events: the check above, the overload check, then the bus. */
+export function createIngress(deps: IngressDeps): Ingress {
+  const maxDelay = deps.maxFanoutDelayMs ?? Infinity;
   return {
     async append(projectGuid, events, idempotencyKey) {
       const { guid, events: checked } = checkEvents(projectGuid, events, deps.limits, idempotencyKey);
       // Nothing to append (and no key to record for nothing).
       if (checked.length === 0) return { ids: [], replayed: false };
+      const behind = deps.fanoutDelayOf?.(guid) ?? 0;
+      if (behind > maxDelay) {
+        deps.onOverloaded?.(checked.length);
+        throw new GatewayError('OVERLOADED', `fan-out of this project is ${Math.round(behind)} ms behind (bound ${maxDelay} ms); nothing appended, retry after Retry-After`, 1);
+      }
       const result = await deps.bus.publish(guid, checked, idempotencyKey);
       if (!result.replayed) deps.onAppended?.(result.ids.length);
       return result;

@@ -1,3 +1,4 @@
+import { createFanoutDelayMemory } from './fanout-delay.js';
 import { createSharedTableMemory, openSharedTable, type SharedTableMemory } from './shared-table.js';
 
 /**
@@ -31,6 +32,8 @@ export interface EdgeStateMemory {
   readonly limits: SharedTableMemory;
   /** Unsent bytes of each thread's sockets, in KiB, one Int32 per thread: the outbound budget is per process. */
   readonly buffered: SharedArrayBuffer;
+  /** How far behind each project's fan-out is, process-wide (fanout-delay.ts). */
+  readonly fanoutDelays: SharedTableMemory;
 }
 
 /** Threads a process may run (WORKERS' maximum). */
@@ -46,6 +49,7 @@ export function createEdgeStateMemory(caps: Pick<EdgeCaps, 'total'>): EdgeStateM
     connections: createSharedTableMemory({ valueSlots: 1, maxCapacity: Math.min(1 << 24, 4 * caps.total + 64) }),
     limits: createSharedTableMemory({ valueSlots: 3, maxCapacity: MAX_LIMIT_RECORDS }),
     buffered: new SharedArrayBuffer(MAX_THREADS * 4),
+    fanoutDelays: createFanoutDelayMemory(),
   };
 }
 

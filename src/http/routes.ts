@@ -130,7 +130,7 @@ export function registerHttpRoutes(app: TemplatedApp, deps: HttpDeps): void {
     } catch (err) {
       const e = toGatewayError(err);
       if (e.code === 'INTERNAL') log.error({ err }, 'publish failed');
-      fail(p, e.code, e.code === 'INTERNAL' ? undefined : e.message);
+      fail(p, e.code, e.code === 'INTERNAL' ? undefined : e.message, e.retryAfterS ? { 'retry-after': String(e.retryAfterS) } : undefined);
     }
   }
 

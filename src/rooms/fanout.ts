@@ -86,6 +86,11 @@ export interface FanoutOptions<S extends FanoutShard> {
   readonly onShardFlushed?: (shard: S) => void;
   /** Runs a turn later (setImmediate: after uWS has sent what this turn published); tests drive turns by hand. */
   readonly schedule?: (turn: () => void) => void;
+  /**
+   * After every turn: for each room still waiting to fan out, how long its oldest event has waited
+   * (ms); then the longest wait of any room here (0 when none waits). What the ingress refuses on.
+   */
+  readonly onQueueDelay?: (roomDelays: ReadonlyMap<string, number>, longestMs: number) => void;
 }
 
 export function createFanout<S extends FanoutShard>(opts: FanoutOptions<S>) {
@@ -127,6 +132,29 @@ export function createFanout<S extends FanoutShard>(opts: FanoutOptions<S>) {
     for (const room of dirty) if (all || !hasBacklog(room)) fannedOut += flushRoom(room, all);
     if (dirty.size) scheduleBacklog();
     if (fannedOut > 0) opts.onFanOut?.(fannedOut);
+    reportDelays();
+  }
+
+  /**
+   * How long the events still waiting here have waited, per room: a room's oldest chunk (or its
+   * pending events, not yet chunked). The rooms still dirty after a turn are the ones behind.
+   */
+  const delays = new Map<string, number>();
+  let reportedLongest = 0;
+  function reportDelays(): void {
+    if (!opts.onQueueDelay) return;
+    if (dirty.size === 0 && reportedLongest === 0) return;
+    const now = performance.now();
+    delays.clear();
+    let longest = 0;
+    for (const room of dirty) {
+      const since = room.outbox.length ? room.outbox[0]!.queuedAt : room.pending.length ? room.pendingSince : now;
+      const waited = now - since;
+      delays.set(room.guid, waited);
+      if (waited > longest) longest = waited;
+    }
+    reportedLongest = longest;
+    opts.onQueueDelay(delays, longest);
   }
 
   /** Work left by an earlier turn: the outbox changes only inside flushRoom, which empties it unless a slice ran out. */
@@ -149,6 +177,7 @@ export function createFanout<S extends FanoutShard>(opts: FanoutOptions<S>) {
     }
     if (more) scheduleBacklog();
     if (fannedOut > 0) opts.onFanOut?.(fannedOut);
+    reportDelays();
   }
 
   function flushRoom(room: FanoutRoom<S>, all: boolean): number {

@@ -23,6 +23,8 @@ export interface RoomsOptions {
   readonly maxBackpressureBytes: number;
   /** After each flush: the bytes handed to uWS (frame bytes × subscribers), an upper bound of how much the send buffers grew. */
   readonly onFanOut?: (bytes: number) => void;
+  /** After each fan-out turn: how long each room still behind has waited, and the longest (fanout.ts). */
+  readonly onQueueDelay?: (roomDelays: ReadonlyMap<string, number>, longestMs: number) => void;
   /** How long a resuming client may wait for this instance to catch up with an id it saw elsewhere. */
   readonly catchUpTimeoutMs?: number;
 }
@@ -34,7 +36,7 @@ export interface RoomsOptions {
  */
 export function createRooms(opts: RoomsOptions) {
   const { app, bus, log, metrics } = opts;
-  const fanout = createFanout<Shard>({ port: app, log, metrics, onFanOut: opts.onFanOut, onShardFlushed: settleWaiters });
+  const fanout = createFanout<Shard>({ port: app, log, metrics, onFanOut: opts.onFanOut, onShardFlushed: settleWaiters, onQueueDelay: opts.onQueueDelay });
   const registry = createRegistry({
     bus,
     metrics,

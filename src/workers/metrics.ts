@@ -16,7 +16,7 @@ export async function aggregateWorkerMetrics(snapshots: MetricJson[][], nodeId: 
       // Sampled from the feedback streams every worker reads (Redis): each reports the same figure.
       // Without Redis each worker's queue is its own, and the pending figures add up.
       else if (metric.name === 'feedback_pending') metric.aggregator = options.sharedFeedbackStore ? 'max' : 'sum';
-      else if (metric.name === 'feedback_oldest_undelivered_age_seconds') metric.aggregator = 'max';
+      else if (metric.name === 'feedback_oldest_undelivered_age_seconds' || metric.name === 'fanout_queue_delay_seconds') metric.aggregator = 'max';
       else metric.aggregator ??= 'sum';
     }
   }
