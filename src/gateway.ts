@@ -7,6 +7,7 @@ import { createTokenVerifier } from './auth/tokens.js';
 import { createEdgeStateMemory, edgeCaps, openEdgeState, type EdgeState, type EdgeStateMemory } from './edge/admission.js';
 import { sharePenaltiesOverRedis } from './edge/shared-penalties.js';
 import { penaltiesChannel } from './redis/keys.js';
+import type { PubSub } from './redis/pubsub.js';
 import type { AppendResult, EventBus, EventBusFactory, EventSink, NewEvent } from './bus/bus.js';
 import { createMemoryBus, memoryBusOptions } from './bus/memory.js';
 import type { Config } from './config.js';
@@ -115,8 +116,10 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     // The socket layer is built below; the budget check is bound to it once it exists.
     onFanOut: (bytes) => sockets.noteFanOut(bytes),
   });
+  // The one pub/sub connection: the agents relay (replies, presence) and the edge (penalties) register channels on it.
+  const pubsub = config.redis ? (await import('./redis/pubsub.js')).openPubSub(config.redis, instanceId, log) : null;
   const agents = config.agents
-    ? createAgentsRelay({ config, instanceId, hub: deps.agentsHub, bus, log: log.child({ component: 'agents' }), metrics, publish: (guid, event) => appendEvents(guid, [event]) })
+    ? createAgentsRelay({ config, instanceId, hub: deps.agentsHub, pubsub, bus, log: log.child({ component: 'agents' }), metrics, publish: (guid, event) => appendEvents(guid, [event]) })
     : null;
   deliver = agents
     ? (guid, events) => {
@@ -130,7 +133,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
       };
   const forwardFeedback: FeedbackForwarder = (feedback) => agents?.acceptFeedback(feedback) ?? null;
 
-  const edge = await edgeAcrossInstances(config, instanceId, log, openEdgeState(deps.edgeState ?? createEdgeStateMemory(caps), caps), deps.tickets);
+  const edge = await edgeAcrossInstances(config, instanceId, log, openEdgeState(deps.edgeState ?? createEdgeStateMemory(caps), caps), deps.tickets, pubsub);
   const { edgeState } = edge;
   const sockets = createSocketLayer({
     tickets: edge.tickets,
@@ -233,6 +236,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
         await closeWithin(stepMs, 'agents relay', log, () => agents?.close());
         await closeWithin(stepMs, 'event bus', log, () => bus.close());
         await closeWithin(stepMs, 'edge (tickets, penalties)', log, () => edge.close());
+        pubsub?.close();
         log.info({ inflightAbandoned: inflight.count }, 'gateway closed');
       })());
     },
@@ -263,20 +267,17 @@ async function edgeAcrossInstances(
   log: Logger,
   edgeState: EdgeState,
   tickets: TicketStore | undefined,
+  pubsub: PubSub | null,
 ): Promise<{ edgeState: EdgeState; tickets: TicketStore; close: () => Promise<void> }> {
-  if (!config.redis) return { edgeState, tickets: tickets ?? createMemoryTicketStore(config.edge.ticketTtlS), close: async () => {} };
+  if (!config.redis || !pubsub) return { edgeState, tickets: tickets ?? createMemoryTicketStore(config.edge.ticketTtlS), close: async () => {} };
   const { createRedisClient, closeRedisClient } = await import('./redis/client.js');
   const client = createRedisClient(config.redis, instanceId, 'edge', { commandTimeoutMs: 2000 });
-  const subscriber = createRedisClient(config.redis, instanceId, 'edge-subscriber', { blocking: true });
-  // Their connection errors are not logged: the bus logs Redis trouble; a failed redeem answers 503
+  // Its connection errors are not logged: the bus logs Redis trouble; a failed redeem answers 503
   // on its own, a penalty not shared is logged where it happens.
   return {
-    edgeState: sharePenaltiesOverRedis(edgeState, { publisher: client, subscriber, channel: penaltiesChannel(config.redis.prefix), instanceId, log }),
+    edgeState: sharePenaltiesOverRedis(edgeState, { publisher: client, pubsub, channel: penaltiesChannel(config.redis.prefix), instanceId, log }),
     tickets: tickets ?? createRedisTicketStore(client, config.redis.prefix, config.edge.ticketTtlS),
-    close: async () => {
-      subscriber.disconnect();
-      await closeRedisClient(client);
-    },
+    close: () => closeRedisClient(client),
   };
 }
 

@@ -1,7 +1,9 @@
 import type { Logger } from 'pino';
+import { throttledWarn } from '../logger.js';
 import { presenceChannel, presenceNodeKey, presenceNodesKey, presenceSeqKey } from '../redis/keys.js';
 import type { Connection } from '../connections/connection.js';
 import type { RedisClient } from '../redis/client.js';
+import type { PubSub } from '../redis/pubsub.js';
 
 /** What the agents-server is told (docs/agents.md, `project_status_sync`). */
 export type PresenceFrame =
@@ -16,9 +18,6 @@ export interface Presence {
   closed(conn: Connection): void;
   /** Where frames go (the link); null while the link is down. Setting one sends a snapshot first. */
   setSink(sink: ((frame: PresenceFrame) => void) | null): void;
-  onMessage(channel: string, message: string): boolean;
-  /** The pub/sub connection (re)connected: messages may have been missed, rebuild from Redis. */
-  resync(): void;
   close(): Promise<void>;
 }
 
@@ -148,7 +147,8 @@ type Scripts = {
  * process without Redis do the same through the main thread's hub (PresenceHub).
  */
 export function createPresence(options: {
-  redis?: { cmd: RedisClient; prefix: string };
+  /** With Redis: commands on `cmd`; changes arrive on the presence channel, registered with `pubsub`. */
+  redis?: { cmd: RedisClient; pubsub: PubSub; prefix: string };
   /** Without Redis, in a worker thread: the instances of this process meet there. Ignored with Redis. */
   hub?: PresenceHub;
   nodeId: string;
@@ -169,13 +169,7 @@ export function createPresence(options: {
   let sink: ((frame: PresenceFrame) => void) | null = null;
   let closed = false;
   let chain: Promise<unknown> = Promise.resolve();
-  let lastErrorLog = 0;
-
-  const logError = (msg: string, err: unknown) => {
-    if (Date.now() - lastErrorLog < 1000) return;
-    lastErrorLog = Date.now();
-    log.warn({ err: (err as Error)?.message ?? String(err) }, msg);
-  };
+  const logError = throttledWarn(log);
 
   const keys = redis && {
     nodes: presenceNodesKey(redis.prefix),
@@ -350,6 +344,12 @@ export function createPresence(options: {
     resync();
   }
   if (redis) {
+    redis.pubsub.subscribe(keys!.channel, onMessage).then(
+      () => resync(),
+      (err: unknown) => log.warn({ err: (err as Error).message }, 'agents relay: presence subscription failed (rebuilt when Redis answers)'),
+    );
+    // ioredis subscribes again by itself after a reconnect; changes published meanwhile are lost, so rebuild.
+    redis.pubsub.onResubscribed(resync);
     // Start clean: a previous run under this NODE_ID (killed before its entry expired) may have left users behind.
     chain = reconcile().catch((err: unknown) => logError('agents relay: presence registration failed (retried every heartbeat)', err));
     timer = setInterval(() => {
@@ -363,6 +363,17 @@ export function createPresence(options: {
         .catch((err: unknown) => logError('agents relay: presence heartbeat failed', err));
     }, Math.max(200, Math.floor(options.expiryMs / 3)));
     timer.unref();
+  }
+
+  /** A change published on the presence channel (by any instance, this one included). */
+  function onMessage(message: string): void {
+    let c: PresenceChange;
+    try {
+      c = JSON.parse(message) as PresenceChange;
+    } catch {
+      return;
+    }
+    if (typeof c?.seq === 'number' && typeof c.node === 'string' && typeof c.field === 'string') receive(c);
   }
 
   function change(guid: string, userId: string, delta: 1 | -1): void {
@@ -398,18 +409,6 @@ export function createPresence(options: {
       sink = s;
       if (s && synced) s(snapshotFrame());
     },
-    onMessage(channel, message) {
-      if (!keys || channel !== keys.channel) return false;
-      let c: PresenceChange;
-      try {
-        c = JSON.parse(message) as PresenceChange;
-      } catch {
-        return true;
-      }
-      if (typeof c?.seq === 'number' && typeof c.node === 'string' && typeof c.field === 'string') receive(c);
-      return true;
-    },
-    resync,
     async close() {
       closed = true;
       if (timer) clearInterval(timer);

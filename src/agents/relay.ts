@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { EventBus, NewEvent } from '../bus/bus.js';
-import { agentsCursorsKey, presenceChannel } from '../redis/keys.js';
+import { agentsCursorsKey } from '../redis/keys.js';
 import type { Config } from '../config.js';
 import { GatewayError, toGatewayError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
@@ -13,6 +13,7 @@ import { createAgentsLink } from './link.js';
 import { createMemoryOutbox, createRedisOutbox, type FeedbackRecord, type Outbox } from './outbox.js';
 import { createPresence, type PresenceHub } from './presence.js';
 import { createRedisClient, type RedisClient } from '../redis/client.js';
+import type { PubSub } from '../redis/pubsub.js';
 import { createReplies, type RepliesHub } from './replies.js';
 import { createSubscriptions, type CursorStore } from './subscriptions.js';
 
@@ -67,6 +68,8 @@ export function createAgentsRelay(options: {
   instanceId: string;
   /** Without Redis, in a worker thread: where this process's instances meet. Unused with Redis. */
   hub?: RelayHub | undefined;
+  /** With Redis: the gateway's pub/sub router (targeted replies and presence register their channels). */
+  pubsub: PubSub | null;
   /** The shared-watch bus (see shared-watches.ts). */
   bus: EventBus;
   log: Logger;
@@ -80,13 +83,14 @@ export function createAgentsRelay(options: {
   const clients: RedisClient[] = [];
   const client = (role: string) => {
     // Commands on the command connection fail fast while Redis is down (feedback is then refused,
-    // never accepted); the reader and the subscriber wait for the reconnect instead.
+    // never accepted); the reader waits for the reconnect instead.
     const c = createRedisClient(redisConfig!, instanceId, `agents-${role}`, { blocking: role !== 'cmd', log });
     clients.push(c);
     return c;
   };
   const cmd = redisConfig ? client('cmd') : null;
-  const subscriber = redisConfig ? client('subscriber') : null;
+  const pubsub = options.pubsub;
+  if (cmd && !pubsub) throw new Error('createAgentsRelay: Redis is configured but no pub/sub router was passed');
   const prefix = redisConfig?.prefix ?? '';
 
   const common = { nodeId: instanceId, log, metrics, claimIdleMs: config.feedback.claimIdleMs, maxInflight: config.feedback.maxInflight };
@@ -95,8 +99,8 @@ export function createAgentsRelay(options: {
     : createMemoryOutbox({ ...common, maxQueued: config.feedback.memoryQueue });
   // Redis, else the hub (worker threads without Redis), else this instance alone.
   const hub = cmd ? undefined : options.hub;
-  const replies = createReplies({ ...(cmd && subscriber ? { redis: { cmd, subscriber, prefix } } : {}), ...(hub ? { hub: hub.replies } : {}), nodeId: instanceId, log, metrics, offlineWindowS: config.agentReplyOfflineS });
-  const presence = createPresence({ ...(cmd ? { redis: { cmd, prefix } } : {}), ...(hub ? { hub: hub.presence } : {}), nodeId: instanceId, log, expiryMs: config.presenceExpiryMs });
+  const replies = createReplies({ ...(cmd && pubsub ? { redis: { cmd, pubsub, prefix } } : {}), ...(hub ? { hub: hub.replies } : {}), nodeId: instanceId, log, metrics, offlineWindowS: config.agentReplyOfflineS });
+  const presence = createPresence({ ...(cmd && pubsub ? { redis: { cmd, pubsub, prefix } } : {}), ...(hub ? { hub: hub.presence } : {}), nodeId: instanceId, log, expiryMs: config.presenceExpiryMs });
 
   const memoryCursors = new Map<string, string>();
   const cursors: CursorStore = cmd
@@ -105,26 +109,6 @@ export function createAgentsRelay(options: {
         set: async (guid, id) => void (await cmd.call('HSET', agentsCursorsKey(prefix), guid, id)),
       }
     : (hub?.cursors ?? { get: async (guid) => memoryCursors.get(guid) ?? null, set: async (guid, id) => void memoryCursors.set(guid, id) });
-
-  if (subscriber) {
-    subscriber.on('message', (channel: string, message: string) => {
-      try {
-        if (!presence.onMessage(channel, message)) replies.onMessage(channel, message);
-      } catch (err) {
-        log.error({ err, channel }, 'agents relay: pub/sub message handling failed');
-      }
-    });
-    let everReady = false;
-    subscriber.on('ready', () => {
-      // ioredis subscribes again by itself after a reconnect; changes published meanwhile are lost, so rebuild.
-      if (everReady) presence.resync();
-      everReady = true;
-    });
-    subscriber.subscribe(presenceChannel(prefix)).then(
-      () => presence.resync(),
-      (err: unknown) => log.warn({ err: (err as Error).message }, 'agents relay: presence subscription failed (rebuilt when Redis answers)'),
-    );
-  }
 
   const link = createAgentsLink({
     url: agents.url,

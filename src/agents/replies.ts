@@ -5,6 +5,7 @@ import type { Envelope } from '../protocol/messages.js';
 import type { Connection } from '../connections/connection.js';
 import { sendTo } from '../connections/send.js';
 import type { RedisClient } from '../redis/client.js';
+import type { PubSub } from '../redis/pubsub.js';
 
 /** At most this many replies are kept per offline user (the oldest go first). */
 export const OFFLINE_REPLIES_PER_USER = 100;
@@ -70,8 +71,6 @@ export interface Replies {
   untrack(conn: Connection): void;
   /** Delivers to every live connection of `userId` on every instance, or keeps it for AGENT_REPLY_OFFLINE_S. */
   send(userId: string, envelope: Envelope): Promise<ReplyOutcome>;
-  /** Pub/sub message on a channel this module subscribed to (the relay routes them here). */
-  onMessage(channel: string, message: string): boolean;
   close(): void;
 }
 
@@ -104,7 +103,8 @@ interface RelayedReply {
  * their next connection, if it comes within `offlineWindowS`.
  */
 export function createReplies(options: {
-  redis?: { cmd: RedisClient; subscriber: RedisClient; prefix: string };
+  /** With Redis: commands on `cmd`; each user's channel is registered with `pubsub` while the user has a connection here. */
+  redis?: { cmd: RedisClient; pubsub: PubSub; prefix: string };
   /** Without Redis, in a worker thread: the instances of this process meet there. Ignored with Redis. */
   hub?: RepliesHub;
   nodeId: string;
@@ -143,6 +143,16 @@ export function createReplies(options: {
     await redis.cmd.call('XDEL', key, ...entries.map((e) => e[0]));
   }
 
+  /** A reply published on the channel of `userId` (registered while this instance holds a connection of theirs). */
+  function onUserChannel(userId: string, message: string): void {
+    const relayed = parseRelayed(message);
+    if (!relayed || relayed.userId !== userId) {
+      log.warn({ channel: userRepliesChannel(redis!.prefix, userId) }, 'agents relay: malformed reply on a user channel skipped');
+      return;
+    }
+    deliverLocal(userId, relayed.envelope);
+  }
+
   function parseRelayed(message: string | undefined): RelayedReply | null {
     if (!message) return null;
     try {
@@ -165,7 +175,7 @@ export function createReplies(options: {
       byUser.set(userId, conns);
       // The hub sends what it kept for the user right after it registers them, in order with later replies.
       if (hub) return hub.online(userId);
-      const subscribed = redis ? redis.subscriber.subscribe(userRepliesChannel(redis.prefix, userId)) : Promise.resolve();
+      const subscribed = redis ? redis.pubsub.subscribe(userRepliesChannel(redis.prefix, userId), (message) => onUserChannel(userId, message)) : Promise.resolve();
       // Subscribe first, then read the inbox: see PUBLISH_OR_KEEP_LUA for why nothing falls between.
       subscribed
         .then(() => readInbox(userId))
@@ -177,7 +187,7 @@ export function createReplies(options: {
       if (!conns?.delete(conn) || conns.size > 0) return;
       byUser.delete(userId);
       hub?.offline(userId);
-      redis?.subscriber.unsubscribe(userRepliesChannel(redis.prefix, userId)).catch(() => {});
+      redis?.pubsub.unsubscribe(userRepliesChannel(redis.prefix, userId)).catch(() => {});
     },
     async send(userId, envelope) {
       let outcome: ReplyOutcome;
@@ -192,16 +202,6 @@ export function createReplies(options: {
       }
       metrics.agentReplies.inc({ outcome });
       return outcome;
-    },
-    onMessage(channel, message) {
-      if (!redis || !channel.endsWith('}:replies')) return false;
-      const relayed = parseRelayed(message);
-      if (!relayed || userRepliesChannel(redis.prefix, relayed.userId) !== channel) {
-        log.warn({ channel }, 'agents relay: malformed reply on a user channel skipped');
-        return true;
-      }
-      deliverLocal(relayed.userId, relayed.envelope);
-      return true;
     },
     close() {
       byUser.clear();
