@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { throttledWarn } from '../logger.js';
 import { userInboxKey, userRepliesChannel } from '../redis/keys.js';
 import type { Metrics } from '../metrics.js';
 import type { Envelope } from '../protocol/messages.js';
@@ -128,7 +129,28 @@ export function createReplies(options: {
     return sent;
   }
 
-  async function readInbox(userId: string): Promise<void> {
+  /** Inbox reads in flight per user: a second read waits for the first (which deletes what it sent), so nothing goes out twice. */
+  const inboxReads = new Map<string, Promise<void>>();
+  function readInbox(userId: string): Promise<void> {
+    const read = (inboxReads.get(userId) ?? Promise.resolve()).catch(() => {}).then(() => takeInbox(userId));
+    inboxReads.set(userId, read);
+    const done = () => void (inboxReads.get(userId) === read && inboxReads.delete(userId));
+    read.then(done, done);
+    return read;
+  }
+
+  if (redis) {
+    // The user channels are back after the subscriber reconnected: a reply published meanwhile found
+    // no receiver and was kept in its user's inbox, though the user is connected here. Read them all.
+    const warn = throttledWarn(log);
+    redis.pubsub.onResubscribed(() => {
+      for (const userId of byUser.keys()) {
+        readInbox(userId).catch((err: unknown) => warn('agents relay: could not read a user\'s kept replies after Redis came back (read on their next connection)', err, { userId }));
+      }
+    });
+  }
+
+  async function takeInbox(userId: string): Promise<void> {
     if (!redis) {
       for (const envelope of memoryInbox.take(userId)) deliverLocal(userId, envelope);
       return;
