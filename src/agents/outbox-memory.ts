@@ -1,5 +1,5 @@
 import { GatewayError } from '../errors.js';
-import { newRecord, type DeliverFeedback, type Outbox, type OutboxCommon, type FeedbackRecord } from './outbox.js';
+import { newRecord, type SendUpstream, type Outbox, type OutboxCommon, type FeedbackRecord } from './outbox.js';
 
 interface QueuedFeedback {
   readonly record: FeedbackRecord;
@@ -15,10 +15,10 @@ interface QueuedFeedback {
 export function createMemoryOutbox(options: OutboxCommon & { maxQueued: number }): Outbox {
   const { metrics } = options;
   const queue = new Map<string, QueuedFeedback>(); // insertion order = acceptance order
-  let deliver: DeliverFeedback | null = null;
+  let sendUpstream: SendUpstream | null = null;
 
   function pump(): void {
-    if (!deliver) return;
+    if (!sendUpstream) return;
     const staleBefore = Date.now() - options.claimIdleMs;
     let inflight = 0;
     for (const q of queue.values()) if (q.sentAt !== null && q.sentAt > staleBefore) inflight++;
@@ -26,7 +26,7 @@ export function createMemoryOutbox(options: OutboxCommon & { maxQueued: number }
       if (q.sentAt !== null && q.sentAt > staleBefore) continue;
       if (inflight >= options.maxInflight) break;
       const redelivery = q.sends > 0;
-      if (!deliver(q.record, redelivery)) break;
+      if (!sendUpstream(q.record, redelivery)) break;
       q.sentAt = Date.now();
       q.sends++;
       inflight++;
@@ -60,13 +60,13 @@ export function createMemoryOutbox(options: OutboxCommon & { maxQueued: number }
       setImmediate(pump);
       return { feedbackId: record.feedbackId, durable: false };
     },
-    attach(d) {
-      deliver = d;
+    attach(send) {
+      sendUpstream = send;
       for (const q of queue.values()) q.sentAt = null;
       pump();
     },
     detach() {
-      deliver = null;
+      sendUpstream = null;
     },
     ack(feedbackIds) {
       let acked = 0;
@@ -77,7 +77,7 @@ export function createMemoryOutbox(options: OutboxCommon & { maxQueued: number }
     },
     async close() {
       clearInterval(timer);
-      deliver = null;
+      sendUpstream = null;
       if (queue.size) options.log.warn({ lost: queue.size }, 'agents relay: shutting down with undelivered feedback in memory (no Redis): it is lost');
     },
   };

@@ -2,7 +2,7 @@ import { GatewayError } from '../errors.js';
 import { throttledWarn } from '../logger.js';
 import type { RedisClient } from '../redis/client.js';
 import { createFeedbackStreams, recordOf, type Entry, type FeedbackStreams } from './feedback-streams.js';
-import { newRecord, type DeliverFeedback, type Outbox, type OutboxCommon } from './outbox.js';
+import { newRecord, type SendUpstream, type Outbox, type OutboxCommon } from './outbox.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -104,10 +104,10 @@ interface Sender {
   session(): number;
   /** Whether a link is attached. */
   linked(): boolean;
-  attach(send: DeliverFeedback): void;
+  attach(send: SendUpstream): void;
   detach(): void;
   /** Sends entries read from `key`; false if the link went away meanwhile (the rest stays pending, sent on the next link). */
-  send(key: string, entries: Entry[], redelivery: boolean, session: number): Promise<boolean>;
+  sendEntries(key: string, entries: Entry[], redelivery: boolean, session: number): Promise<boolean>;
   ack(feedbackIds: readonly string[], logError: LogError): void;
   inflight(): number;
   /** Forgets sends older than twice the claim idle time: by then they were claimed and sent again. */
@@ -118,23 +118,23 @@ function createSender(options: RedisOutboxOptions, streams: FeedbackStreams): Se
   const { metrics, log } = options;
   /** Feedback id → where it is stored and when it was sent. */
   const inflight = new Map<string, { key: string; entryId: string; sentAt: number }>();
-  let deliver: DeliverFeedback | null = null;
+  let sendUpstream: SendUpstream | null = null;
   let session = 0;
 
   return {
     session: () => session,
-    linked: () => deliver !== null,
-    attach(d) {
-      deliver = d;
+    linked: () => sendUpstream !== null,
+    attach(send) {
+      sendUpstream = send;
       session++;
       // What this consumer still owns is read again from its pending list and resent.
       inflight.clear();
     },
     detach() {
-      deliver = null;
+      sendUpstream = null;
       session++;
     },
-    async send(key, entries, redelivery, mySession) {
+    async sendEntries(key, entries, redelivery, mySession) {
       const poison: string[] = [];
       let ok = true;
       for (const [entryId, fields] of entries) {
@@ -146,7 +146,7 @@ function createSender(options: RedisOutboxOptions, streams: FeedbackStreams): Se
           poison.push(entryId);
           continue;
         }
-        if (!deliver || session !== mySession || !deliver(record, redelivery)) {
+        if (!sendUpstream || session !== mySession || !sendUpstream(record, redelivery)) {
           ok = false;
           break;
         }
@@ -202,7 +202,7 @@ function startReading(options: RedisOutboxOptions, streams: FeedbackStreams, sen
       for (;;) {
         const entries = (await streams.readGroup([key], [after], 200))[0]?.[1] ?? [];
         if (!entries.length) break;
-        if (!(await sender.send(key, entries, true, mySession))) return;
+        if (!(await sender.sendEntries(key, entries, true, mySession))) return;
         after = entries[entries.length - 1]![0];
       }
     }
@@ -215,7 +215,7 @@ function startReading(options: RedisOutboxOptions, streams: FeedbackStreams, sen
       for (let round = 0; round < 50; round++) {
         const [next, entries] = await streams.claim(key, cursor);
         if (entries.length) log.info({ key, count: entries.length }, 'agents relay: claimed unacked feedback for redelivery');
-        if (entries.length && !(await sender.send(key, entries, true, mySession))) return;
+        if (entries.length && !(await sender.sendEntries(key, entries, true, mySession))) return;
         if (next === '0-0') break;
         cursor = next;
       }
@@ -227,7 +227,7 @@ function startReading(options: RedisOutboxOptions, streams: FeedbackStreams, sen
     const keys = streams.keys;
     if (!options.clustered) {
       // One blocking read over every shard, on the reader's own connection.
-      for (const [key, entries] of await streams.readGroup(keys, keys.map(() => '>'), count, 1000)) if (!(await sender.send(key, entries, false, mySession))) return;
+      for (const [key, entries] of await streams.readGroup(keys, keys.map(() => '>'), count, 1000)) if (!(await sender.sendEntries(key, entries, false, mySession))) return;
       return;
     }
     // Cluster: the shards live in different slots, and XREADGROUP cannot span slots.
@@ -235,7 +235,7 @@ function startReading(options: RedisOutboxOptions, streams: FeedbackStreams, sen
     for (const key of keys) {
       const entries = (await streams.readGroup([key], ['>'], count))[0]?.[1] ?? [];
       if (entries.length) any = true;
-      if (!(await sender.send(key, entries, false, mySession))) return;
+      if (!(await sender.sendEntries(key, entries, false, mySession))) return;
     }
     if (!any) await sleep(50);
   }

@@ -25,8 +25,8 @@ export interface FeedbackRecord {
 
 export type FeedbackInput = Omit<FeedbackRecord, 'feedbackId' | 'acceptedAt' | 'origin'>;
 
-/** Sends one feedback upstream; false when the link is not open (the outbox keeps it). */
-export type DeliverFeedback = (record: FeedbackRecord, redelivery: boolean) => boolean;
+/** Sends one feedback upstream, over the link to the agents-server; false when the link is not open (the outbox keeps it). */
+export type SendUpstream = (record: FeedbackRecord, redelivery: boolean) => boolean;
 
 export interface Outbox {
   /** True with Redis: accepted feedback survives restarts of every gateway. */
@@ -37,9 +37,9 @@ export interface Outbox {
    * in both cases nothing was stored.
    */
   accept(input: FeedbackInput): Promise<{ feedbackId: string; durable: boolean }>;
-  /** The link is open: start delivering through `deliver` (own unacked feedback first). */
-  attach(deliver: DeliverFeedback): void;
-  /** The link is gone: stop delivering; everything unacked stays and is sent again later. */
+  /** The link is open: start sending upstream through `sendUpstream` (own unacked feedback first). */
+  attach(sendUpstream: SendUpstream): void;
+  /** The link is gone: stop sending; everything unacked stays and is sent again later. */
   detach(): void;
   /** The agents-server confirmed these: remove them for good. Unknown ids are ignored (already acked, or owned elsewhere). */
   ack(feedbackIds: readonly string[]): void;

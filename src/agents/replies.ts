@@ -118,10 +118,11 @@ export function createReplies(options: {
   const byUser = new Map<string, Set<Connection>>();
   /** Without Redis or a hub (one instance alone): replies kept for offline users. */
   const memoryInbox = createMemoryInbox(options.offlineWindowS);
-  hub?.onDeliver((userId, envelope) => void deliverLocal(userId, envelope));
+  hub?.onDeliver((userId, envelope) => void sendToLocalSockets(userId, envelope));
   if (redis && !('autocodePublishOrKeep' in redis.cmd)) redis.cmd.defineCommand('autocodePublishOrKeep', { numberOfKeys: 1, lua: PUBLISH_OR_KEEP_LUA });
 
-  function deliverLocal(userId: string, envelope: Envelope): number {
+  /** Sends to this instance's sockets of the user; returns to how many. */
+  function sendToLocalSockets(userId: string, envelope: Envelope): number {
     const conns = byUser.get(userId);
     if (!conns) return 0;
     let sent = 0;
@@ -152,7 +153,7 @@ export function createReplies(options: {
 
   async function takeInbox(userId: string): Promise<void> {
     if (!redis) {
-      for (const envelope of memoryInbox.take(userId)) deliverLocal(userId, envelope);
+      for (const envelope of memoryInbox.take(userId)) sendToLocalSockets(userId, envelope);
       return;
     }
     const key = userInboxKey(redis.prefix, userId);
@@ -160,7 +161,7 @@ export function createReplies(options: {
     if (!entries.length) return;
     for (const [, fields] of entries) {
       const relayed = parseRelayed(fields[1]);
-      if (relayed && relayed.userId === userId) deliverLocal(userId, relayed.envelope);
+      if (relayed && relayed.userId === userId) sendToLocalSockets(userId, relayed.envelope);
     }
     await redis.cmd.call('XDEL', key, ...entries.map((e) => e[0]));
   }
@@ -172,7 +173,7 @@ export function createReplies(options: {
       log.warn({ channel: userRepliesChannel(redis!.prefix, userId) }, 'agents relay: malformed reply on a user channel skipped');
       return;
     }
-    deliverLocal(userId, relayed.envelope);
+    sendToLocalSockets(userId, relayed.envelope);
   }
 
   function parseRelayed(message: string | undefined): RelayedReply | null {
@@ -216,7 +217,7 @@ export function createReplies(options: {
       if (hub) {
         outcome = await hub.send(userId, envelope);
       } else if (!redis) {
-        outcome = deliverLocal(userId, envelope) > 0 ? 'live' : memoryInbox.keep(userId, envelope);
+        outcome = sendToLocalSockets(userId, envelope) > 0 ? 'live' : memoryInbox.keep(userId, envelope);
       } else {
         const message = JSON.stringify({ origin: options.nodeId, userId, envelope } satisfies RelayedReply);
         const run = (redis.cmd as unknown as { autocodePublishOrKeep(key: string, channel: string, message: string, windowS: number, max: number): Promise<ReplyOutcome> }).autocodePublishOrKeep;
