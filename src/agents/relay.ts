@@ -55,12 +55,8 @@ export interface AgentsRelay extends ConnectionHooks {
   close(): Promise<void>;
 }
 
-/**
- * The agents side of the gateway (design doc 3.2.5, AgentCommunicationHandler), composed from small
- * parts: the link (WebSocket, heartbeat, reconnect), the feedback outbox (durable with Redis), targeted
- * replies, project subscriptions and presence. docs/agents.md is the protocol.
- */
-export function createAgentsRelay(options: {
+/** What createAgentsRelay is given. */
+export interface AgentsRelayOptions {
   config: Config;
   /**
    * Who this relay is in Redis and to the agents-server: its feedback consumer name, its presence
@@ -78,9 +74,14 @@ export function createAgentsRelay(options: {
   metrics: Metrics;
   /** Publishes an agent_message to a project's room through the gateway's checked append path. */
   publish: (projectGuid: string, event: NewEvent) => Promise<unknown>;
-}): AgentsRelay {
+}
+
+/**
+ * The parts that keep state across instances: in Redis, else in the hub (worker threads without
+ * Redis), else in this instance alone. `clients` are the Redis connections opened here.
+ */
+function createStateParts(options: AgentsRelayOptions) {
   const { config, log, metrics, instanceId } = options;
-  const agents = config.agents!;
   const redisConfig = config.redis;
   const clients: RedisClient[] = [];
   const client = (role: string) => {
@@ -99,10 +100,10 @@ export function createAgentsRelay(options: {
   const outbox: Outbox = cmd
     ? createRedisOutbox({ ...common, cmd, reader: client('feedback-reader'), clustered: !!redisConfig!.clusterNodes, prefix, shards: config.feedback.streamShards, streamMax: config.feedback.streamMax })
     : createMemoryOutbox({ ...common, maxQueued: config.feedback.memoryQueue });
-  // Redis, else the hub (worker threads without Redis), else this instance alone.
   const hub = cmd ? undefined : options.hub;
-  const replies = createReplies({ ...(cmd && pubsub ? { redis: { cmd, pubsub, prefix } } : {}), ...(hub ? { hub: hub.replies } : {}), nodeId: instanceId, log, metrics, offlineWindowS: config.agentReplyOfflineS });
-  const presence = createPresence({ ...(cmd && pubsub ? { redis: { cmd, pubsub, prefix } } : {}), ...(hub ? { hub: hub.presence } : {}), nodeId: instanceId, log, expiryMs: config.presenceExpiryMs });
+  const redis = cmd && pubsub ? { redis: { cmd, pubsub, prefix } } : {};
+  const replies = createReplies({ ...redis, ...(hub ? { hub: hub.replies } : {}), nodeId: instanceId, log, metrics, offlineWindowS: config.agentReplyOfflineS });
+  const presence = createPresence({ ...redis, ...(hub ? { hub: hub.presence } : {}), nodeId: instanceId, log, expiryMs: config.presenceExpiryMs });
 
   const memoryCursors = new Map<string, string>();
   const cursors: CursorStore = cmd
@@ -111,6 +112,18 @@ export function createAgentsRelay(options: {
         set: async (guid, id) => void (await cmd.call('HSET', agentsCursorsKey(prefix), guid, id)),
       }
     : (hub?.cursors ?? { get: async (guid) => memoryCursors.get(guid) ?? null, set: async (guid, id) => void memoryCursors.set(guid, id) });
+  return { clients, outbox, replies, presence, cursors };
+}
+
+/**
+ * The agents side of the gateway (design doc 3.2.5, AgentCommunicationHandler), composed from small
+ * parts: the link (WebSocket, heartbeat, reconnect), the feedback outbox (durable with Redis), targeted
+ * replies, project subscriptions and presence. docs/agents.md is the protocol.
+ */
+export function createAgentsRelay(options: AgentsRelayOptions): AgentsRelay {
+  const { config, log, metrics, instanceId } = options;
+  const agents = config.agents!;
+  const { clients, outbox, replies, presence, cursors } = createStateParts(options);
 
   const link = createAgentsLink({
     url: agents.url,
