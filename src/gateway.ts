@@ -9,6 +9,7 @@ import { createEdgeStateMemory, edgeCaps, openEdgeState, type EdgeState, type Ed
 import { openFanoutDelays } from './edge/fanout-delay.js';
 import { sharePenaltiesOverRedis } from './edge/shared-penalties.js';
 import { penaltiesChannel } from './redis/keys.js';
+import type { PubSub } from './redis/pubsub.js';
 import type { EventBus, EventBusFactory, NewEvent } from './bus/bus.js';
 import { createMemoryBus, memoryBusOptions } from './bus/memory.js';
 import type { Config } from './config.js';
@@ -102,7 +103,9 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
 
   // The edge: caps, buckets and penalties (the process's), tickets and penalties across instances.
   const edgeMemory = deps.edgeState ?? createEdgeStateMemory(caps);
-  const edge = await edgeAcrossInstances(config, instanceId, log, openEdgeState(edgeMemory, caps), deps.tickets);
+  // The one pub/sub connection: the agents relay (replies, presence) and the edge (penalties) register channels on it.
+  const pubsub = config.redis ? (await import('./redis/pubsub.js')).openPubSub(config.redis, instanceId, log) : null;
+  const edge = await edgeAcrossInstances(config, instanceId, log, openEdgeState(edgeMemory, caps), deps.tickets, pubsub);
   const fanoutDelays = openFanoutDelays(edgeMemory.fanoutDelays);
   const { edgeState } = edge;
 
@@ -135,7 +138,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   });
   if (config.agents) warnIfCredentialsInClear(config.agents, log);
   const agents = config.agents
-    ? createAgentsRelay({ config, instanceId, hub: deps.agentsHub, bus, log: log.child({ component: 'agents' }), metrics, publish: (guid, event) => ingress.append(guid, [event]) })
+    ? createAgentsRelay({ config, instanceId, hub: deps.agentsHub, pubsub, bus, log: log.child({ component: 'agents' }), metrics, publish: (guid, event) => ingress.append(guid, [event]) })
     : null;
   if (agents) bus.addSink(agents.deliver);
 
@@ -232,6 +235,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
         await closeWithin(stepMs, 'agents relay', log, () => agents?.close());
         await closeWithin(stepMs, 'event bus', log, () => bus.close());
         await closeWithin(stepMs, 'edge (tickets, penalties)', log, () => edge.close());
+        pubsub?.close();
         await metricsServer?.close();
         log.info({ inflightAbandoned: inflight.count }, 'gateway closed');
       })());
@@ -281,20 +285,17 @@ async function edgeAcrossInstances(
   log: Logger,
   edgeState: EdgeState,
   tickets: TicketStore | undefined,
+  pubsub: PubSub | null,
 ): Promise<{ edgeState: EdgeState; tickets: TicketStore; close: () => Promise<void> }> {
-  if (!config.redis) return { edgeState, tickets: tickets ?? createMemoryTicketStore(ticketLimits(config)), close: async () => {} };
+  if (!config.redis || !pubsub) return { edgeState, tickets: tickets ?? createMemoryTicketStore(ticketLimits(config)), close: async () => {} };
   const { createRedisClient, closeRedisClient } = await import('./redis/client.js');
   const client = createRedisClient(config.redis, instanceId, 'edge', { commandTimeoutMs: 2000 });
-  const subscriber = createRedisClient(config.redis, instanceId, 'edge-subscriber', { blocking: true });
-  // Their connection errors are not logged: the bus logs Redis trouble; a failed redeem answers 503
+  // Its connection errors are not logged: the bus logs Redis trouble; a failed redeem answers 503
   // on its own, a penalty not shared is logged where it happens.
   return {
-    edgeState: sharePenaltiesOverRedis(edgeState, { publisher: client, subscriber, channel: penaltiesChannel(config.redis.prefix), instanceId, log }),
+    edgeState: sharePenaltiesOverRedis(edgeState, { publisher: client, pubsub, channel: penaltiesChannel(config.redis.prefix), instanceId, log }),
     tickets: tickets ?? createRedisTicketStore(client, config.redis.prefix, ticketLimits(config)),
-    close: async () => {
-      subscriber.disconnect();
-      await closeRedisClient(client);
-    },
+    close: () => closeRedisClient(client),
   };
 }
 

@@ -75,6 +75,31 @@ describe('agents relay when Redis fails', () => {
     expect(updates()).toEqual([1, 2, 3]);
   });
 
+  it('delivers a reply kept while the reply subscriber was reconnecting to its connected user, without a reconnect of the user', async () => {
+    await until(() => standIn.openLinks().length === 1, 5000, 'link');
+    const link = standIn.openLinks()[0]!;
+    const guid = randomGuid();
+    const c = await connect(g.wsUrl, userToken('*', 'ike'));
+    const subscribed = async () => (await redis.cli('PUBSUB', 'NUMSUB', 'autocode:{user:ike}:replies')).endsWith('1');
+    await until(subscribed, 5000, 'ike\'s reply channel subscribed');
+    // The subscriber connection drops (as when Redis restarts) while the command connection stays:
+    // a reply sent before the channel is subscribed again has no receiver and is kept in the inbox.
+    let stored: string | null = null;
+    for (let attempt = 0; attempt < 20 && stored === null; attempt++) {
+      const id = `kept-${attempt}`;
+      await redis.cli('CLIENT', 'KILL', 'TYPE', 'pubsub');
+      standIn.send(link, { type: 'agent_message', projectGuid: guid, userId: 'ike', id, data: { text: id } });
+      await until(() => link.frames.some((f) => f.type === 'reply_status' && f.id === id), 5000, 'reply status');
+      if (link.frames.find((f) => f.type === 'reply_status' && f.id === id)!.data.outcome === 'stored') stored = id;
+      await until(subscribed, 5000, 'ike\'s reply channel subscribed again');
+    }
+    expect(stored, 'a reply sent while the subscriber was away was stored').not.toBeNull();
+    // Once the channel is back, the instance holding ike's connection reads the inbox: nothing waits there.
+    expect(await c.next((f) => f.type === 'agent_message' && f.id === stored, 5000)).toMatchObject({ data: { text: stored } });
+    await until(async () => (await redis.cli('XLEN', 'autocode:{user:ike}:inbox')) === '0', 5000, 'inbox emptied');
+    await c.close();
+  });
+
   it('notices a presence change it never heard of (lost pub/sub message) and sends a fresh snapshot', async () => {
     await until(() => standIn.openLinks().length === 1, 5000, 'link');
     const link = standIn.openLinks()[0]!;

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
+import { exponentialBackoff } from '../common/backoff.js';
 import type { Metrics } from '../metrics.js';
 import { parseAgentFrame, type AgentFrame } from './agent-frames.js';
 
@@ -41,10 +42,9 @@ const MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
  */
 const CLOSE_HANDSHAKE_MS = 500;
 
-/** Backoff with equal jitter: half the exponential delay fixed, half random, so instances spread out. */
+/** Backoff from 200 ms doubling to AGENTS_RECONNECT_MAX_MS, half of it random, so instances spread out. */
 export function reconnectDelay(attempt: number, maxMs: number): number {
-  const ceiling = Math.min(maxMs, 200 * 2 ** Math.min(attempt, 16));
-  return ceiling / 2 + Math.random() * (ceiling / 2);
+  return exponentialBackoff(attempt, { minMs: 200, maxMs, jitter: 0.5 });
 }
 
 /**

@@ -1,7 +1,9 @@
 import type { Logger } from 'pino';
-import { presenceChannel, presenceNodeKey, presenceNodesKey, presenceSeqKey } from '../redis/keys.js';
+import { throttledWarn } from '../logger.js';
 import type { Connection } from '../connections/connection.js';
 import type { RedisClient } from '../redis/client.js';
+import type { PubSub } from '../redis/pubsub.js';
+import { presenceScripts } from './presence-scripts.js';
 
 /** What the agents-server is told (docs/agents.md, `project_status_sync`). */
 export type PresenceFrame =
@@ -16,9 +18,6 @@ export interface Presence {
   closed(conn: Connection): void;
   /** Where frames go (the link); null while the link is down. Setting one sends a snapshot first. */
   setSink(sink: ((frame: PresenceFrame) => void) | null): void;
-  onMessage(channel: string, message: string): boolean;
-  /** The pub/sub connection (re)connected: messages may have been missed, rebuild from Redis. */
-  resync(): void;
   close(): Promise<void>;
 }
 
@@ -50,148 +49,31 @@ export interface PresenceHub {
   onChange(handler: (change: PresenceChange) => void): void;
 }
 
-const NOW_MS = `local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
+type Sink = ((frame: PresenceFrame) => void) | null;
 
-// A node-level change: this node's first connection of a user in a project joined (online) or its
-// last one left. Refused (-1) when the node is not registered (it was reaped as dead while alive, or
-// has not registered yet): the caller rewrites its whole entry (RECONCILE_LUA).
-// KEYS nodes, node hash, seq; ARGV node, field, '1'|'0', channel.
-const CHANGE_LUA = `
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return -1 end
-local changed
-if ARGV[3] == '1' then changed = redis.call('HSET', KEYS[2], ARGV[2], '1') else changed = redis.call('HDEL', KEYS[2], ARGV[2]) end
-if changed == 0 then return 0 end
-local seq = redis.call('INCR', KEYS[3])
-redis.call('PUBLISH', ARGV[4], cjson.encode({seq = seq, node = ARGV[1], field = ARGV[2], online = (ARGV[3] == '1')}))
-return seq
-`;
+/** The aggregate over all nodes (project → user → nodes), kept from a snapshot and the changes after it. */
+interface PresenceView {
+  seq(): number;
+  /** False while a snapshot is being read (changes wait for it). */
+  synced(): boolean;
+  /** A numbered change: applied in order; a gap means changes were missed, and the view is rebuilt. */
+  receive(c: PresenceChange): void;
+  /** Rebuilds the view from a fresh snapshot (changes received meanwhile are applied after it). */
+  resync(): void;
+  setSink(sink: Sink): void;
+  close(): void;
+}
 
-// Registers / refreshes the node (Redis's clock, so instances' clocks never matter). 1 = it was not
-// registered. KEYS nodes; ARGV node.
-const HEARTBEAT_LUA = `${NOW_MS}
-return redis.call('ZADD', KEYS[1], now, ARGV[1])
-`;
-
-// Makes this node's entry exactly `fields` (ARGV[3..]) and registers it: a change for every field
-// added or removed. Used at startup (a previous run under this NODE_ID may have left users behind),
-// after this node was reaped while alive, and after a change could not be recorded.
-// KEYS nodes, node hash, seq; ARGV node, channel, fields…
-const RECONCILE_LUA = `${NOW_MS}
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-local want = {}
-for i = 3, #ARGV do want[ARGV[i]] = true end
-for _, field in ipairs(redis.call('HKEYS', KEYS[2])) do
-  if want[field] then
-    want[field] = nil
-  else
-    redis.call('HDEL', KEYS[2], field)
-    local seq = redis.call('INCR', KEYS[3])
-    redis.call('PUBLISH', ARGV[2], cjson.encode({seq = seq, node = ARGV[1], field = field, online = false}))
-  end
-end
-for i = 3, #ARGV do
-  if want[ARGV[i]] then
-    want[ARGV[i]] = nil
-    redis.call('HSET', KEYS[2], ARGV[i], '1')
-    local seq = redis.call('INCR', KEYS[3])
-    redis.call('PUBLISH', ARGV[2], cjson.encode({seq = seq, node = ARGV[1], field = ARGV[i], online = true}))
-  end
-end
-return 1
-`;
-
-// Removes nodes (each user they had goes offline, one change each): those silent for expiry ms, or
-// one named node (ARGV[4], at startup: whatever a previous run under the same NODE_ID left behind).
-// KEYS nodes, seq; ARGV node-hash prefix, expiry ms, channel, node ('' = by expiry).
-const REMOVE_NODES_LUA = `${NOW_MS}
-local dead
-if ARGV[4] ~= '' then dead = {ARGV[4]} else dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2])) end
-for _, node in ipairs(dead) do
-  local h = ARGV[1] .. node
-  for _, field in ipairs(redis.call('HKEYS', h)) do
-    local seq = redis.call('INCR', KEYS[2])
-    redis.call('PUBLISH', ARGV[3], cjson.encode({seq = seq, node = node, field = field, online = false}))
-  end
-  redis.call('DEL', h)
-  redis.call('ZREM', KEYS[1], node)
-end
-return #dead
-`;
-
-// Everything, consistently: the sequence number and every node's fields. KEYS nodes, seq; ARGV node-hash prefix.
-const SNAPSHOT_LUA = `
-local out = {tonumber(redis.call('GET', KEYS[2]) or '0')}
-for _, node in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  out[#out + 1] = node
-  out[#out + 1] = redis.call('HKEYS', ARGV[1] .. node)
-end
-return out
-`;
-
-type Scripts = {
-  autocodePresenceChange(nodes: string, hash: string, seq: string, node: string, field: string, online: string, channel: string): Promise<number>;
-  autocodePresenceHeartbeat(nodes: string, node: string): Promise<number>;
-  autocodePresenceReconcile(nodes: string, hash: string, seq: string, node: string, channel: string, ...fields: string[]): Promise<number>;
-  autocodePresenceRemove(nodes: string, seq: string, hashPrefix: string, expiryMs: number, channel: string, node: string): Promise<number>;
-  autocodePresenceSnapshot(nodes: string, seq: string, hashPrefix: string): Promise<[number, ...(string | string[])[]]>;
-};
-
-/**
- * Who is online in which project, across all instances, for the agents-server.
- *
- * Each instance counts its own connections per project and user, and records only node-level
- * transitions in Redis (a hash per node, plus a global sequence number and a pub/sub change, in one
- * script). Every instance keeps the aggregate (project → user → nodes) from a snapshot and the
- * changes after it; a gap in the sequence (missed pub/sub message) triggers a fresh snapshot. Each
- * instance refreshes its entry every expiry/3; one silent for PRESENCE_EXPIRY_MS is removed by
- * whichever instance notices first, which publishes its users leaving. The worker threads of a
- * process without Redis do the same through the main thread's hub (PresenceHub).
- */
-export function createPresence(options: {
-  redis?: { cmd: RedisClient; prefix: string };
-  /** Without Redis, in a worker thread: the instances of this process meet there. Ignored with Redis. */
-  hub?: PresenceHub;
-  nodeId: string;
-  log: Logger;
-  expiryMs: number;
-}): Presence {
-  const { log, nodeId, redis } = options;
-  const hub = redis ? undefined : options.hub;
-  const perConnection = new WeakMap<Connection, Set<string>>();
-  /** This node's connections per project and user. */
-  const local = new Map<string, Map<string, number>>();
-  /** The aggregate over all nodes. */
+/** `readSnapshot` null: this node is alone (no Redis, no hub), and its view is the whole view from the start. */
+function createPresenceView(options: { log: Logger; logError: (msg: string, err: unknown) => void; readSnapshot: (() => Promise<PresenceSnapshot>) | null }): PresenceView {
+  const { log, readSnapshot } = options;
   const projects = new Map<string, Map<string, Set<string>>>();
   let seq = 0;
-  /** Alone (no Redis, no hub) this node's view is the whole view from the start. */
-  let synced = !redis && !hub;
+  let synced = readSnapshot === null;
   let buffered: PresenceChange[] = [];
-  let sink: ((frame: PresenceFrame) => void) | null = null;
+  let sink: Sink = null;
   let closed = false;
-  let chain: Promise<unknown> = Promise.resolve();
-  let lastErrorLog = 0;
-
-  const logError = (msg: string, err: unknown) => {
-    if (Date.now() - lastErrorLog < 1000) return;
-    lastErrorLog = Date.now();
-    log.warn({ err: (err as Error)?.message ?? String(err) }, msg);
-  };
-
-  const keys = redis && {
-    nodes: presenceNodesKey(redis.prefix),
-    hash: presenceNodeKey(redis.prefix, nodeId),
-    hashPrefix: presenceNodeKey(redis.prefix, ''),
-    seq: presenceSeqKey(redis.prefix),
-    channel: presenceChannel(redis.prefix),
-  };
-  const scripts = redis?.cmd as unknown as Scripts | undefined;
-  if (redis && !('autocodePresenceChange' in redis.cmd)) {
-    redis.cmd.defineCommand('autocodePresenceChange', { numberOfKeys: 3, lua: CHANGE_LUA });
-    redis.cmd.defineCommand('autocodePresenceHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT_LUA });
-    redis.cmd.defineCommand('autocodePresenceRemove', { numberOfKeys: 2, lua: REMOVE_NODES_LUA });
-    redis.cmd.defineCommand('autocodePresenceReconcile', { numberOfKeys: 3, lua: RECONCILE_LUA });
-    redis.cmd.defineCommand('autocodePresenceSnapshot', { numberOfKeys: 2, lua: SNAPSHOT_LUA });
-  }
+  let resyncing = false;
 
   function usersOf(guid: string): string[] {
     return [...(projects.get(guid)?.keys() ?? [])].sort();
@@ -243,39 +125,33 @@ export function createPresence(options: {
     apply(c);
   }
 
-  /** The whole view, consistently: from Redis (one script), or from the hub. */
-  async function readSnapshot(): Promise<PresenceSnapshot> {
-    if (hub) return hub.snapshot();
-    const [snapSeq, ...rest] = await scripts!.autocodePresenceSnapshot(keys!.nodes, keys!.seq, keys!.hashPrefix);
-    const nodes: PresenceSnapshot['nodes'] = [];
-    for (let i = 0; i + 1 < rest.length; i += 2) nodes.push([rest[i] as string, rest[i + 1] as string[]]);
-    return { seq: Number(snapSeq), nodes };
+  function load(snapshot: PresenceSnapshot): void {
+    projects.clear();
+    for (const [node, fields] of snapshot.nodes) {
+      for (const field of fields) {
+        const space = field.indexOf(' ');
+        if (space <= 0) continue;
+        const guid = field.slice(0, space);
+        const userId = field.slice(space + 1);
+        let users = projects.get(guid);
+        if (!users) projects.set(guid, (users = new Map()));
+        let nodes = users.get(userId);
+        if (!nodes) users.set(userId, (nodes = new Set()));
+        nodes.add(node);
+      }
+    }
+    seq = snapshot.seq;
   }
 
-  let resyncing = false;
   function resync(): void {
-    if ((!redis && !hub) || closed || resyncing) return;
+    if (!readSnapshot || closed || resyncing) return;
     resyncing = true;
     synced = false;
     buffered = [];
     readSnapshot().then(
       (snapshot) => {
         resyncing = false;
-        projects.clear();
-        for (const [node, fields] of snapshot.nodes) {
-          for (const field of fields) {
-            const space = field.indexOf(' ');
-            if (space <= 0) continue;
-            const guid = field.slice(0, space);
-            const userId = field.slice(space + 1);
-            let users = projects.get(guid);
-            if (!users) projects.set(guid, (users = new Map()));
-            let nodes = users.get(userId);
-            if (!nodes) users.set(userId, (nodes = new Set()));
-            nodes.add(node);
-          }
-        }
-        seq = snapshot.seq;
+        load(snapshot);
         synced = true;
         sink?.(snapshotFrame());
         const pending = buffered;
@@ -284,27 +160,73 @@ export function createPresence(options: {
       },
       (err: unknown) => {
         resyncing = false;
-        logError('agents relay: presence snapshot failed; retrying', err);
+        options.logError('agents relay: presence snapshot failed; retrying', err);
         setTimeout(resync, 1000).unref();
       },
     );
   }
 
+  return {
+    seq: () => seq,
+    synced: () => synced,
+    receive,
+    resync,
+    setSink(s) {
+      sink = s;
+      if (s && synced) s(snapshotFrame());
+    },
+    close() {
+      closed = true;
+      sink = null;
+    },
+  };
+}
+
+/**
+ * Who is online in which project, across all instances, for the agents-server.
+ *
+ * Each instance counts its own connections per project and user, and records only node-level
+ * transitions in Redis (a hash per node, plus a global sequence number and a pub/sub change, in one
+ * script). Every instance keeps the aggregate (project → user → nodes) from a snapshot and the
+ * changes after it; a gap in the sequence (missed pub/sub message) triggers a fresh snapshot. Each
+ * instance refreshes its entry every expiry/3; one silent for PRESENCE_EXPIRY_MS is removed by
+ * whichever instance notices first, which publishes its users leaving. The worker threads of a
+ * process without Redis do the same through the main thread's hub (PresenceHub).
+ */
+export function createPresence(options: {
+  /** With Redis: commands on `cmd`; changes arrive on the presence channel, registered with `pubsub`. */
+  redis?: { cmd: RedisClient; pubsub: PubSub; prefix: string };
+  /** Without Redis, in a worker thread: the instances of this process meet there. Ignored with Redis. */
+  hub?: PresenceHub;
+  nodeId: string;
+  log: Logger;
+  expiryMs: number;
+}): Presence {
+  const { log, nodeId, redis } = options;
+  const hub = redis ? undefined : options.hub;
+  const logError = throttledWarn(log);
+  const scripts = redis ? presenceScripts(redis.cmd, redis.prefix, nodeId) : null;
+  const view = createPresenceView({ log, logError, readSnapshot: hub ? () => hub.snapshot() : scripts ? () => scripts.snapshot() : null });
+  const perConnection = new WeakMap<Connection, Set<string>>();
+  /** This node's connections per project and user. */
+  const local = new Map<string, Map<string, number>>();
+  let chain: Promise<unknown> = Promise.resolve();
+  /** Redis may have a stale view of this node: the next heartbeat rewrites it from the local counts. */
+  let dirty = true;
+
   /** Records a node-level transition; serialized so Redis sees this node's changes in order. */
   function announce(guid: string, userId: string, online: boolean): void {
     const field = `${guid} ${userId}`;
     if (hub) return hub.announce(nodeId, field, online);
-    if (!redis) {
-      receive({ seq: seq + 1, node: nodeId, field, online });
+    if (!scripts) {
+      view.receive({ seq: view.seq() + 1, node: nodeId, field, online });
       return;
     }
     chain = chain
       .then(async () => {
-        const result = await scripts!.autocodePresenceChange(keys!.nodes, keys!.hash, keys!.seq, nodeId, field, online ? '1' : '0', keys!.channel);
-        if (result === -1) await reconcile();
+        if ((await scripts.change(field, online)) === -1) await reconcile();
       })
       .catch((err: unknown) => {
-        // Redis has a stale view of this node now: the next heartbeat rewrites it from the local counts.
         dirty = true;
         logError('agents relay: presence change not recorded (reconciled on the next heartbeat)', err);
       });
@@ -315,13 +237,13 @@ export function createPresence(options: {
     const fields: string[] = [];
     for (const [guid, users] of local) for (const userId of users.keys()) fields.push(`${guid} ${userId}`);
     dirty = true;
-    await scripts!.autocodePresenceReconcile(keys!.nodes, keys!.hash, keys!.seq, nodeId, keys!.channel, ...fields);
+    await scripts!.reconcile(fields);
     dirty = false;
   }
 
   /** Refreshes this node's entry; rewrites it if the node had been removed (reaped while alive) or a change was lost. */
   async function heartbeat(): Promise<void> {
-    const added = await scripts!.autocodePresenceHeartbeat(keys!.nodes, nodeId);
+    const added = await scripts!.heartbeat();
     if (added === 1 || dirty) await reconcile();
   }
 
@@ -333,30 +255,47 @@ export function createPresence(options: {
    */
   let remoteAtLastCheck = 0;
   async function checkMissed(): Promise<void> {
-    if (!synced) return;
-    const remote = Number((await redis!.cmd.call('GET', keys!.seq)) ?? 0);
+    if (!view.synced()) return;
+    const remote = await scripts!.seq();
+    const seq = view.seq();
     const missed = remote < seq || seq < remoteAtLastCheck;
     remoteAtLastCheck = remote;
     if (!missed) return;
     log.info({ applied: seq, redis: remote }, 'agents relay: presence out of step with Redis; rebuilding');
-    resync();
+    view.resync();
   }
 
-  let dirty = true;
+  /** A change published on the presence channel (by any instance, this one included). */
+  function onMessage(message: string): void {
+    let c: PresenceChange;
+    try {
+      c = JSON.parse(message) as PresenceChange;
+    } catch {
+      return;
+    }
+    if (typeof c?.seq === 'number' && typeof c.node === 'string' && typeof c.field === 'string') view.receive(c);
+  }
+
   let timer: NodeJS.Timeout | null = null;
   if (hub) {
     // The hub's port delivers in order and loses nothing: one snapshot, then every change after it.
-    hub.onChange(receive);
-    resync();
+    hub.onChange(view.receive);
+    view.resync();
   }
-  if (redis) {
+  if (redis && scripts) {
+    redis.pubsub.subscribe(scripts.channel, onMessage).then(
+      () => view.resync(),
+      (err: unknown) => log.warn({ err: (err as Error).message }, 'agents relay: presence subscription failed (rebuilt when Redis answers)'),
+    );
+    // ioredis subscribes again by itself after a reconnect; changes published meanwhile are lost, so rebuild.
+    redis.pubsub.onResubscribed(view.resync);
     // Start clean: a previous run under this NODE_ID (killed before its entry expired) may have left users behind.
     chain = reconcile().catch((err: unknown) => logError('agents relay: presence registration failed (retried every heartbeat)', err));
     timer = setInterval(() => {
       chain = chain
         .then(() => heartbeat())
         .then(() => checkMissed())
-        .then(() => scripts!.autocodePresenceRemove(keys!.nodes, keys!.seq, keys!.hashPrefix, options.expiryMs, keys!.channel, ''))
+        .then(() => scripts.remove(options.expiryMs, false))
         .then((removed) => {
           if (removed > 0) log.info({ removed }, 'agents relay: removed silent instances from presence');
         })
@@ -394,30 +333,14 @@ export function createPresence(options: {
       perConnection.delete(conn);
       for (const guid of set) change(guid, conn.principal.userId, -1);
     },
-    setSink(s) {
-      sink = s;
-      if (s && synced) s(snapshotFrame());
-    },
-    onMessage(channel, message) {
-      if (!keys || channel !== keys.channel) return false;
-      let c: PresenceChange;
-      try {
-        c = JSON.parse(message) as PresenceChange;
-      } catch {
-        return true;
-      }
-      if (typeof c?.seq === 'number' && typeof c.node === 'string' && typeof c.field === 'string') receive(c);
-      return true;
-    },
-    resync,
+    setSink: (s) => view.setSink(s),
     async close() {
-      closed = true;
+      view.close();
       if (timer) clearInterval(timer);
-      sink = null;
-      if (!redis) return;
+      if (!scripts) return;
       // Leave cleanly: this node's users go offline now instead of after PRESENCE_EXPIRY_MS.
       await chain;
-      await scripts!.autocodePresenceRemove(keys!.nodes, keys!.seq, keys!.hashPrefix, options.expiryMs, keys!.channel, nodeId).catch(() => {});
+      await scripts.remove(options.expiryMs, true).catch(() => {});
     },
   };
 }

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { EventBus, NewEvent } from '../bus/bus.js';
-import { agentsCursorsKey, presenceChannel } from '../redis/keys.js';
+import { agentsCursorsKey } from '../redis/keys.js';
 import type { Config } from '../config.js';
 import { GatewayError, toGatewayError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
@@ -10,9 +10,12 @@ import type { ProjectEvent } from '../protocol/events.js';
 import type { ConnectionHooks } from '../connections/hooks.js';
 import type { AgentFrame } from './agent-frames.js';
 import { createAgentsLink } from './link.js';
-import { createMemoryOutbox, createRedisOutbox, type FeedbackRecord, type Outbox } from './outbox.js';
+import type { FeedbackRecord, Outbox } from './outbox.js';
+import { createMemoryOutbox } from './outbox-memory.js';
+import { createRedisOutbox } from './outbox-redis.js';
 import { createPresence, type PresenceHub } from './presence.js';
 import { createRedisClient, type RedisClient } from '../redis/client.js';
+import type { PubSub } from '../redis/pubsub.js';
 import { createReplies, type RepliesHub } from './replies.js';
 import { createSubscriptions, type CursorStore } from './subscriptions.js';
 
@@ -52,12 +55,8 @@ export interface AgentsRelay extends ConnectionHooks {
   close(): Promise<void>;
 }
 
-/**
- * The agents side of the gateway (design doc 3.2.5, AgentCommunicationHandler), composed from small
- * parts: the link (WebSocket, heartbeat, reconnect), the feedback outbox (durable with Redis), targeted
- * replies, project subscriptions and presence. docs/agents.md is the protocol.
- */
-export function createAgentsRelay(options: {
+/** What createAgentsRelay is given. */
+export interface AgentsRelayOptions {
   config: Config;
   /**
    * Who this relay is in Redis and to the agents-server: its feedback consumer name, its presence
@@ -67,36 +66,44 @@ export function createAgentsRelay(options: {
   instanceId: string;
   /** Without Redis, in a worker thread: where this process's instances meet. Unused with Redis. */
   hub?: RelayHub | undefined;
+  /** With Redis: the gateway's pub/sub router (targeted replies and presence register their channels). */
+  pubsub: PubSub | null;
   /** The shared-watch bus (see shared-watches.ts). */
   bus: EventBus;
   log: Logger;
   metrics: Metrics;
   /** Publishes an agent_message to a project's room through the gateway's checked append path. */
   publish: (projectGuid: string, event: NewEvent) => Promise<unknown>;
-}): AgentsRelay {
+}
+
+/**
+ * The parts that keep state across instances: in Redis, else in the hub (worker threads without
+ * Redis), else in this instance alone. `clients` are the Redis connections opened here.
+ */
+function createStateParts(options: AgentsRelayOptions) {
   const { config, log, metrics, instanceId } = options;
-  const agents = config.agents!;
   const redisConfig = config.redis;
   const clients: RedisClient[] = [];
   const client = (role: string) => {
     // Commands on the command connection fail fast while Redis is down (feedback is then refused,
-    // never accepted); the reader and the subscriber wait for the reconnect instead.
+    // never accepted); the reader waits for the reconnect instead.
     const c = createRedisClient(redisConfig!, instanceId, `agents-${role}`, { blocking: role !== 'cmd', log });
     clients.push(c);
     return c;
   };
   const cmd = redisConfig ? client('cmd') : null;
-  const subscriber = redisConfig ? client('subscriber') : null;
+  const pubsub = options.pubsub;
+  if (cmd && !pubsub) throw new Error('createAgentsRelay: Redis is configured but no pub/sub router was passed');
   const prefix = redisConfig?.prefix ?? '';
 
   const common = { nodeId: instanceId, log, metrics, claimIdleMs: config.feedback.claimIdleMs, maxInflight: config.feedback.maxInflight };
   const outbox: Outbox = cmd
     ? createRedisOutbox({ ...common, cmd, reader: client('feedback-reader'), clustered: !!redisConfig!.clusterNodes, prefix, shards: config.feedback.streamShards, streamMax: config.feedback.streamMax })
     : createMemoryOutbox({ ...common, maxQueued: config.feedback.memoryQueue });
-  // Redis, else the hub (worker threads without Redis), else this instance alone.
   const hub = cmd ? undefined : options.hub;
-  const replies = createReplies({ ...(cmd && subscriber ? { redis: { cmd, subscriber, prefix } } : {}), ...(hub ? { hub: hub.replies } : {}), nodeId: instanceId, log, metrics, offlineWindowS: config.agentReplyOfflineS });
-  const presence = createPresence({ ...(cmd ? { redis: { cmd, prefix } } : {}), ...(hub ? { hub: hub.presence } : {}), nodeId: instanceId, log, expiryMs: config.presenceExpiryMs });
+  const redis = cmd && pubsub ? { redis: { cmd, pubsub, prefix } } : {};
+  const replies = createReplies({ ...redis, ...(hub ? { hub: hub.replies } : {}), nodeId: instanceId, log, metrics, offlineWindowS: config.agentReplyOfflineS });
+  const presence = createPresence({ ...redis, ...(hub ? { hub: hub.presence } : {}), nodeId: instanceId, log, expiryMs: config.presenceExpiryMs });
 
   const memoryCursors = new Map<string, string>();
   const cursors: CursorStore = cmd
@@ -105,26 +112,18 @@ export function createAgentsRelay(options: {
         set: async (guid, id) => void (await cmd.call('HSET', agentsCursorsKey(prefix), guid, id)),
       }
     : (hub?.cursors ?? { get: async (guid) => memoryCursors.get(guid) ?? null, set: async (guid, id) => void memoryCursors.set(guid, id) });
+  return { clients, outbox, replies, presence, cursors };
+}
 
-  if (subscriber) {
-    subscriber.on('message', (channel: string, message: string) => {
-      try {
-        if (!presence.onMessage(channel, message)) replies.onMessage(channel, message);
-      } catch (err) {
-        log.error({ err, channel }, 'agents relay: pub/sub message handling failed');
-      }
-    });
-    let everReady = false;
-    subscriber.on('ready', () => {
-      // ioredis subscribes again by itself after a reconnect; changes published meanwhile are lost, so rebuild.
-      if (everReady) presence.resync();
-      everReady = true;
-    });
-    subscriber.subscribe(presenceChannel(prefix)).then(
-      () => presence.resync(),
-      (err: unknown) => log.warn({ err: (err as Error).message }, 'agents relay: presence subscription failed (rebuilt when Redis answers)'),
-    );
-  }
+/**
+ * The agents side of the gateway (design doc 3.2.5, AgentCommunicationHandler), composed from small
+ * parts: the link (WebSocket, heartbeat, reconnect), the feedback outbox (durable with Redis), targeted
+ * replies, project subscriptions and presence. docs/agents.md is the protocol.
+ */
+export function createAgentsRelay(options: AgentsRelayOptions): AgentsRelay {
+  const { config, log, metrics, instanceId } = options;
+  const agents = config.agents!;
+  const { clients, outbox, replies, presence, cursors } = createStateParts(options);
 
   const link = createAgentsLink({
     url: agents.url,

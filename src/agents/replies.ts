@@ -1,10 +1,12 @@
 import type { Logger } from 'pino';
+import { throttledWarn } from '../logger.js';
 import { userInboxKey, userRepliesChannel } from '../redis/keys.js';
 import type { Metrics } from '../metrics.js';
 import type { Envelope } from '../protocol/messages.js';
 import type { Connection } from '../connections/connection.js';
 import { sendTo } from '../connections/send.js';
 import type { RedisClient } from '../redis/client.js';
+import type { PubSub } from '../redis/pubsub.js';
 
 /** At most this many replies are kept per offline user (the oldest go first). */
 export const OFFLINE_REPLIES_PER_USER = 100;
@@ -70,8 +72,6 @@ export interface Replies {
   untrack(conn: Connection): void;
   /** Delivers to every live connection of `userId` on every instance, or keeps it for AGENT_REPLY_OFFLINE_S. */
   send(userId: string, envelope: Envelope): Promise<ReplyOutcome>;
-  /** Pub/sub message on a channel this module subscribed to (the relay routes them here). */
-  onMessage(channel: string, message: string): boolean;
   close(): void;
 }
 
@@ -104,7 +104,8 @@ interface RelayedReply {
  * their next connection, if it comes within `offlineWindowS`.
  */
 export function createReplies(options: {
-  redis?: { cmd: RedisClient; subscriber: RedisClient; prefix: string };
+  /** With Redis: commands on `cmd`; each user's channel is registered with `pubsub` while the user has a connection here. */
+  redis?: { cmd: RedisClient; pubsub: PubSub; prefix: string };
   /** Without Redis, in a worker thread: the instances of this process meet there. Ignored with Redis. */
   hub?: RepliesHub;
   nodeId: string;
@@ -117,10 +118,11 @@ export function createReplies(options: {
   const byUser = new Map<string, Set<Connection>>();
   /** Without Redis or a hub (one instance alone): replies kept for offline users. */
   const memoryInbox = createMemoryInbox(options.offlineWindowS);
-  hub?.onDeliver((userId, envelope) => void deliverLocal(userId, envelope));
+  hub?.onDeliver((userId, envelope) => void sendToLocalSockets(userId, envelope));
   if (redis && !('autocodePublishOrKeep' in redis.cmd)) redis.cmd.defineCommand('autocodePublishOrKeep', { numberOfKeys: 1, lua: PUBLISH_OR_KEEP_LUA });
 
-  function deliverLocal(userId: string, envelope: Envelope): number {
+  /** Sends to this instance's sockets of the user; returns to how many. */
+  function sendToLocalSockets(userId: string, envelope: Envelope): number {
     const conns = byUser.get(userId);
     if (!conns) return 0;
     let sent = 0;
@@ -128,9 +130,30 @@ export function createReplies(options: {
     return sent;
   }
 
-  async function readInbox(userId: string): Promise<void> {
+  /** Inbox reads in flight per user: a second read waits for the first (which deletes what it sent), so nothing goes out twice. */
+  const inboxReads = new Map<string, Promise<void>>();
+  function readInbox(userId: string): Promise<void> {
+    const read = (inboxReads.get(userId) ?? Promise.resolve()).catch(() => {}).then(() => takeInbox(userId));
+    inboxReads.set(userId, read);
+    const done = () => void (inboxReads.get(userId) === read && inboxReads.delete(userId));
+    read.then(done, done);
+    return read;
+  }
+
+  if (redis) {
+    // The user channels are back after the subscriber reconnected: a reply published meanwhile found
+    // no receiver and was kept in its user's inbox, though the user is connected here. Read them all.
+    const warn = throttledWarn(log);
+    redis.pubsub.onResubscribed(() => {
+      for (const userId of byUser.keys()) {
+        readInbox(userId).catch((err: unknown) => warn('agents relay: could not read a user\'s kept replies after Redis came back (read on their next connection)', err, { userId }));
+      }
+    });
+  }
+
+  async function takeInbox(userId: string): Promise<void> {
     if (!redis) {
-      for (const envelope of memoryInbox.take(userId)) deliverLocal(userId, envelope);
+      for (const envelope of memoryInbox.take(userId)) sendToLocalSockets(userId, envelope);
       return;
     }
     const key = userInboxKey(redis.prefix, userId);
@@ -138,9 +161,19 @@ export function createReplies(options: {
     if (!entries.length) return;
     for (const [, fields] of entries) {
       const relayed = parseRelayed(fields[1]);
-      if (relayed && relayed.userId === userId) deliverLocal(userId, relayed.envelope);
+      if (relayed && relayed.userId === userId) sendToLocalSockets(userId, relayed.envelope);
     }
     await redis.cmd.call('XDEL', key, ...entries.map((e) => e[0]));
+  }
+
+  /** A reply published on the channel of `userId` (registered while this instance holds a connection of theirs). */
+  function onUserChannel(userId: string, message: string): void {
+    const relayed = parseRelayed(message);
+    if (!relayed || relayed.userId !== userId) {
+      log.warn({ channel: userRepliesChannel(redis!.prefix, userId) }, 'agents relay: malformed reply on a user channel skipped');
+      return;
+    }
+    sendToLocalSockets(userId, relayed.envelope);
   }
 
   function parseRelayed(message: string | undefined): RelayedReply | null {
@@ -165,7 +198,7 @@ export function createReplies(options: {
       byUser.set(userId, conns);
       // The hub sends what it kept for the user right after it registers them, in order with later replies.
       if (hub) return hub.online(userId);
-      const subscribed = redis ? redis.subscriber.subscribe(userRepliesChannel(redis.prefix, userId)) : Promise.resolve();
+      const subscribed = redis ? redis.pubsub.subscribe(userRepliesChannel(redis.prefix, userId), (message) => onUserChannel(userId, message)) : Promise.resolve();
       // Subscribe first, then read the inbox: see PUBLISH_OR_KEEP_LUA for why nothing falls between.
       subscribed
         .then(() => readInbox(userId))
@@ -177,14 +210,14 @@ export function createReplies(options: {
       if (!conns?.delete(conn) || conns.size > 0) return;
       byUser.delete(userId);
       hub?.offline(userId);
-      redis?.subscriber.unsubscribe(userRepliesChannel(redis.prefix, userId)).catch(() => {});
+      redis?.pubsub.unsubscribe(userRepliesChannel(redis.prefix, userId)).catch(() => {});
     },
     async send(userId, envelope) {
       let outcome: ReplyOutcome;
       if (hub) {
         outcome = await hub.send(userId, envelope);
       } else if (!redis) {
-        outcome = deliverLocal(userId, envelope) > 0 ? 'live' : memoryInbox.keep(userId, envelope);
+        outcome = sendToLocalSockets(userId, envelope) > 0 ? 'live' : memoryInbox.keep(userId, envelope);
       } else {
         const message = JSON.stringify({ origin: options.nodeId, userId, envelope } satisfies RelayedReply);
         const run = (redis.cmd as unknown as { autocodePublishOrKeep(key: string, channel: string, message: string, windowS: number, max: number): Promise<ReplyOutcome> }).autocodePublishOrKeep;
@@ -192,16 +225,6 @@ export function createReplies(options: {
       }
       metrics.agentReplies.inc({ outcome });
       return outcome;
-    },
-    onMessage(channel, message) {
-      if (!redis || !channel.endsWith('}:replies')) return false;
-      const relayed = parseRelayed(message);
-      if (!relayed || userRepliesChannel(redis.prefix, relayed.userId) !== channel) {
-        log.warn({ channel }, 'agents relay: malformed reply on a user channel skipped');
-        return true;
-      }
-      deliverLocal(relayed.userId, relayed.envelope);
-      return true;
     },
     close() {
       byUser.clear();

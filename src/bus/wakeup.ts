@@ -96,51 +96,47 @@ interface NodeLink {
   again: boolean;
   /** Since when the node's subscriptions are not in place (0: in place). */
   downSince: number;
+  /** Brings the node's subscriptions in line with its keys (see openNodeLink). */
+  reconcile(): Promise<void>;
 }
 
 /** Channels per SUBSCRIBE: one command per thousand keys keeps each under ~100 KB. */
 const CHUNK = 1000;
 
-export function createKeyspaceWakeup(options: KeyspaceWakeupOptions): KeyspaceWakeup {
+/**
+ * Opens the subscriber connection to one node. Its `reconcile` brings the node's subscriptions in
+ * line with its keys, one run at a time; `onIdle` is told when the node has no keys left.
+ */
+function openNodeLink(address: string, options: KeyspaceWakeupOptions, closed: () => boolean, onIdle: () => void): NodeLink {
   const channelPrefix = keyspaceChannelPrefix(options.db);
-  const links = new Map<string, NodeLink>();
-  /** Which link holds each watched key; keys whose owner is not known yet wait in `homeless`. */
-  const home = new Map<string, NodeLink>();
-  const homeless = new Set<string>();
-  let closed = false;
-
-  function openLink(address: string): NodeLink {
-    const common = {
-      connectionName: `${options.nodeId}:wake`,
-      retryStrategy: options.retryStrategy,
-      // Resubscribing is ours to do: after checking the flags, and followed by a re-read.
-      autoResubscribe: false,
-      maxRetriesPerRequest: null,
-    };
-    let sub: Redis;
-    if (options.url) sub = new Redis(options.url, common);
-    else {
-      const i = address.lastIndexOf(':');
-      sub = new Redis({ ...common, host: address.slice(0, i), port: Number(address.slice(i + 1)) });
-    }
-    const link: NodeLink = { address, sub, keys: new Set(), subscribed: new Set(), flagsChecked: false, syncing: false, again: false, downSince: Date.now() };
-    sub.on('error', (err) => options.onError(`redis keyspace subscriber error (${address})`, err));
-    sub.on('close', () => {
-      // A new connection has no subscriptions, and a restarted Redis has lost runtime CONFIG SETs.
-      link.subscribed.clear();
-      link.flagsChecked = false;
-      if (!link.downSince) link.downSince = Date.now();
-    });
-    sub.on('ready', () => void reconcile(link));
-    sub.on('message', (channel: string, message: string) => {
-      if (message === 'xadd' && channel.startsWith(channelPrefix)) options.onChange(channel.slice(channelPrefix.length));
-    });
-    links.set(address, link);
-    return link;
+  const common = {
+    connectionName: `${options.nodeId}:wake`,
+    retryStrategy: options.retryStrategy,
+    // Resubscribing is ours to do: after checking the flags, and followed by a re-read.
+    autoResubscribe: false,
+    maxRetriesPerRequest: null,
+  };
+  let sub: Redis;
+  if (options.url) sub = new Redis(options.url, common);
+  else {
+    const i = address.lastIndexOf(':');
+    sub = new Redis({ ...common, host: address.slice(0, i), port: Number(address.slice(i + 1)) });
   }
+  const link: NodeLink = { address, sub, keys: new Set(), subscribed: new Set(), flagsChecked: false, syncing: false, again: false, downSince: Date.now(), reconcile: () => reconcile() };
+  sub.on('error', (err) => options.onError(`redis keyspace subscriber error (${address})`, err));
+  sub.on('close', () => {
+    // A new connection has no subscriptions, and a restarted Redis has lost runtime CONFIG SETs.
+    link.subscribed.clear();
+    link.flagsChecked = false;
+    if (!link.downSince) link.downSince = Date.now();
+  });
+  sub.on('ready', () => void reconcile());
+  sub.on('message', (channel: string, message: string) => {
+    if (message === 'xadd' && channel.startsWith(channelPrefix)) options.onChange(channel.slice(channelPrefix.length));
+  });
 
   /** Brings the node's subscriptions in line with its keys; one run at a time per node. */
-  async function reconcile(link: NodeLink): Promise<void> {
+  async function reconcile(): Promise<void> {
     if (link.syncing) {
       link.again = true;
       return;
@@ -149,7 +145,7 @@ export function createKeyspaceWakeup(options: KeyspaceWakeupOptions): KeyspaceWa
     try {
       do {
         link.again = false;
-        if (closed || link.sub.status !== 'ready') return;
+        if (closed() || link.sub.status !== 'ready') return;
         if (!link.flagsChecked) {
           // Before any SUBSCRIBE: a connection in subscriber mode cannot run CONFIG.
           const refusal = await ensureNotifyFlags(link.sub);
@@ -178,18 +174,37 @@ export function createKeyspaceWakeup(options: KeyspaceWakeupOptions): KeyspaceWa
     } catch (err) {
       // The connection dropped mid-way ('ready' runs this again on the new connection), or Redis
       // answered with a transient error (LOADING, BUSY…): try again shortly.
-      if (!closed) {
+      if (!closed()) {
         options.onError('redis keyspace subscribe failed; retrying', err);
-        setTimeout(() => void reconcile(link), 1000).unref();
+        setTimeout(() => void reconcile(), 1000).unref();
       }
     } finally {
       link.syncing = false;
     }
-    if (link.keys.size === 0 && link.subscribed.size === 0 && options.cluster) {
+    if (link.keys.size === 0 && link.subscribed.size === 0) onIdle();
+  }
+  return link;
+}
+
+export function createKeyspaceWakeup(options: KeyspaceWakeupOptions): KeyspaceWakeup {
+  const links = new Map<string, NodeLink>();
+  /** Which link holds each watched key; keys whose owner is not known yet wait in `homeless`. */
+  const home = new Map<string, NodeLink>();
+  const homeless = new Set<string>();
+  let closed = false;
+
+  function openLink(address: string): NodeLink {
+    const link = openNodeLink(address, options, () => closed, () => {
+      // A Cluster master that no longer holds watched keys: its connection goes.
+      if (!options.cluster) return;
       links.delete(link.address);
       link.sub.disconnect();
-    }
+    });
+    links.set(address, link);
+    return link;
   }
+
+  const reconcile = (link: NodeLink) => link.reconcile();
 
   function ownerOf(key: string): string | undefined {
     if (!options.cluster) return 'standalone';

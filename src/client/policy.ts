@@ -1,6 +1,7 @@
 // Pure decisions of the client's state machine, kept apart from the socket plumbing so they can be
 // unit-tested without a network and read in one place: how long to wait before reconnecting, what
 // a close code means, and when a token must be renewed.
+import { exponentialBackoff } from '../common/backoff.js';
 import { CloseCodes } from '../errors.js';
 
 export interface ReconnectOptions {
@@ -22,9 +23,7 @@ export const DEFAULT_RECONNECT: ReconnectPolicy = { minDelayMs: 500, maxDelayMs:
  * come back in the same millisecond. Always within [base * (1 - jitter), base].
  */
 export function backoffDelay(attempt: number, rc: ReconnectPolicy, random: () => number = Math.random): number {
-  const base = Math.min(rc.maxDelayMs, rc.minDelayMs * rc.factor ** Math.max(0, attempt));
-  const jitter = Math.min(1, Math.max(0, rc.jitter));
-  return base * (1 - jitter * random());
+  return exponentialBackoff(attempt, { minMs: rc.minDelayMs, maxMs: rc.maxDelayMs, factor: rc.factor, jitter: rc.jitter }, random);
 }
 
 /** The WebSocket standard's code for "message too big" (RFC 6455); uWS closes with it over MAX_PAYLOAD_BYTES. */

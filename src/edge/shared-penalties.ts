@@ -1,5 +1,6 @@
-import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { RedisClient } from '../redis/client.js';
+import type { PubSub } from '../redis/pubsub.js';
 import type { EdgeState } from './admission.js';
 
 /** Longest penalty a message from the channel may set (RATE_LIMIT_PENALTY_S's maximum). */
@@ -21,19 +22,18 @@ interface PenaltyMessage {
  */
 export function sharePenaltiesOverRedis(
   edge: EdgeState,
-  options: { publisher: Redis | Cluster; subscriber: Redis | Cluster; channel: string; instanceId: string; log: Logger },
+  options: { publisher: RedisClient; pubsub: PubSub; channel: string; instanceId: string; log: Logger },
 ): EdgeState {
-  const { publisher, subscriber, channel, instanceId, log } = options;
-  subscriber.on('message', (from: string, text: string) => {
-    if (from !== channel) return;
+  const { publisher, pubsub, channel, instanceId, log } = options;
+  const onMessage = (text: string) => {
     const m = parse(text);
     if (!m) {
       log.warn({ channel }, 'malformed penalty message skipped');
       return;
     }
     if (m.o !== instanceId) edge.penalize(m.u, m.a, m.s);
-  });
-  subscriber.subscribe(channel).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'penalty channel subscription failed; penalties hold on this instance only until Redis answers'));
+  };
+  pubsub.subscribe(channel, onMessage).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'penalty channel subscription failed; penalties hold on this instance only until Redis answers'));
   return {
     ...edge,
     penalize(userId, address, seconds, now) {

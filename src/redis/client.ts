@@ -1,13 +1,17 @@
 import { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { exponentialBackoff } from '../common/backoff.js';
 import type { Config } from '../config.js';
 import { throttledWarn } from '../logger.js';
 
 /** A connection to a standalone Redis or to a Cluster: the gateway speaks to both alike. */
 export type RedisClient = Redis | Cluster;
 
-/** Reconnect backoff for every Redis connection: capped exponential, with jitter so instances do not reconnect in step. */
-export const redisRetryStrategy = (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000) + Math.floor(Math.random() * 100);
+/**
+ * Reconnect backoff for every Redis connection: 50 ms doubling to 2 s (ioredis counts `times` from
+ * 1, so the first wait is 100 ms at most), with jitter so instances do not reconnect in step.
+ */
+export const redisRetryStrategy = (times: number) => Math.round(exponentialBackoff(times, { minMs: 50, maxMs: 2000, jitter: 0.5 }));
 
 export interface RedisClientOptions {
   /**
