@@ -18,7 +18,11 @@
  *    in-process uWS loop at the same events per room per iteration; events per server CPU-second.
  *  - profile: the gateway's fan-out at 1,000 and 10 per request under --cpu-prof: GC share of busy time.
  *  - connections: 19,000 idle connections (each joined to one of 100 rooms): RSS per connection and
- *    server CPU per connect + join, gateway vs bare uWS.
+ *    server CPU per connect + join, gateway vs bare uWS, vs bare uWS verifying the same JWT at upgrade
+ *    (`uws-jwt`, the floor of the work a connect + join needs) and vs Soketi.
+ * Soketi (`soketi`, a peer: Pusher protocol, its signed HTTP API) runs in latency, fan-out and connections;
+ * it closes the producer's connection after every answer, so a `-close` server (`gateway-close`) gets a
+ * producer that opens a new connection per request too.
  *  - heap: heap (and external memory) per retained event: 100,000 events of 150 B data published to the
  *    in-process bus, measured after forced full GCs (bench/lib/heap-probe.mjs), against the encoded size.
  * Every load loop is bounded (fixed durations, fixed counts); loads go to 127.0.0.1 only.
@@ -44,9 +48,9 @@ const { values: args } = parseArgs({
     name: { type: 'string', default: 'issue11' },
     repeats: { type: 'string', default: '3' },
     batches: { type: 'string', default: '1,10,1000' },
-    'fanout-servers': { type: 'string', default: 'gateway,uws-loop,uws,ws,socketio' },
-    'latency-servers': { type: 'string', default: 'uws,gateway,gateway-redis-xadd,gateway-redis' },
-    'conn-servers': { type: 'string', default: 'gateway,uws' },
+    'fanout-servers': { type: 'string', default: 'gateway,uws-loop,uws,ws,socketio,soketi,gateway-close' },
+    'latency-servers': { type: 'string', default: 'uws,gateway,gateway-redis-xadd,gateway-redis,soketi,gateway-close' },
+    'conn-servers': { type: 'string', default: 'gateway,uws-jwt,uws,soketi' },
     'measure-s': { type: 'string', default: '8' },
     // connections: how long the idle connections are held before RSS is read (default 5 s)
     'hold-s': { type: 'string' },
@@ -146,11 +150,13 @@ function cpuWindow(serverPids, benchPids) {
 const roomList = (n) => Array.from({ length: n }, (_, i) => roomGuid(i));
 
 /**
- * @param {string} name gateway | gateway-redis* | uws | uws-loop | ws | socketio
+ * @param {string} name gateway | gateway-redis* | uws | uws-loop | uws-jwt | ws | socketio | soketi; a `-close` suffix
+ *   changes the producer only (a new connection per request, as Soketi imposes: see newConnection)
  * @param {{ cpuProfDir?: string, extraNodeArgs?: string[], env?: Record<string, string | undefined> }} [o]
  */
 async function start(name, o = {}) {
-  const kind = /** @type {import('./lib/servers.mjs').ServerKind} */ (name.startsWith('gateway') ? 'gateway' : name.startsWith('uws') ? 'uws' : name);
+  const kind = /** @type {import('./lib/servers.mjs').ServerKind} */ (name.startsWith('gateway') ? 'gateway' : name.startsWith('uws-jwt') ? 'uws-jwt'
+    : name.startsWith('uws') ? 'uws' : name.startsWith('soketi') ? 'soketi' : name.replace(/-close$/, ''));
   const needRedis = name.startsWith('gateway-redis') || name === 'socketio';
   if (needRedis) {
     if (!redis) { redis = await startRedis(); pin([redis.pid], REDIS_CPU); }
@@ -167,6 +173,14 @@ async function start(name, o = {}) {
   live.add(srv);
   pin(srv.pids, SERVER_CPU);
   return srv;
+}
+/**
+ * The producer for a server: its publish API (Soketi: Pusher's), and a new TCP connection per request for
+ * Soketi (it closes each one) and for `-close` names (the same cost for the server compared with it).
+ * @param {string} name @param {Awaited<ReturnType<typeof start>>} srv @param {Omit<ConstructorParameters<typeof Producer>[0], 'port' | 'api'>} o
+ */
+function producerFor(name, srv, o) {
+  return new Producer({ ...o, port: srv.port, api: srv.publish, newConnection: name.includes('-close') });
 }
 /** @param {Awaited<ReturnType<typeof start>>} srv */
 async function stop(srv) { await srv.stop(); live.delete(srv); }
@@ -244,7 +258,7 @@ async function latencyRun(name) {
   const rooms = roomList(LAT.rooms);
   const members = LAT.clients / LAT.rooms;
   const lg = await loadgen({ host: '127.0.0.1', port: srv.port, path: srv.wsPath, mode: srv.mode, jwtSecret: srv.jwtSecret, rooms, count: LAT.clients, rate: 5000, workers: 2, latency: true });
-  const producer = new Producer({ port: srv.port, rooms, concurrency: 32, dataBytes: DATA_BYTES, xaddRedisUrl: name.startsWith('gateway-redis-xadd') && redis ? redis.url : undefined });
+  const producer = producerFor(name, srv, { rooms, concurrency: 32, dataBytes: DATA_BYTES, xaddRedisUrl: name.startsWith('gateway-redis-xadd') && redis ? redis.url : undefined });
   try {
     const c = await lg.connect();
     if (c.joined < LAT.clients) row.notes = `only ${c.joined}/${LAT.clients} joined`;
@@ -267,6 +281,9 @@ async function latencyRun(name) {
     row.p99 = h.getValueAtPercentile(99) / 1000;
     row.p999 = h.getValueAtPercentile(99.9) / 1000;
     row.max = h.maxValue / 1000;
+    // loss over the whole run (warm-up included): every accepted event × the room's members, counted at the clients
+    Object.assign(row, await lg.drain(producer.sentEvents * members));
+    if (!row.complete) row.notes = `${row.notes ?? ''} delivered ${row.delivered}/${row.expected}`.trim();
     if (redis && name.startsWith('gateway-redis')) {
       /** @type {Record<string, number>} */
       const d = {};
@@ -276,7 +293,7 @@ async function latencyRun(name) {
       row.readsPerEvent = events ? ((d.xread ?? 0) + (d.xreadgroup ?? 0) + (d.xrange ?? 0)) / events : null;
     }
     if (producer.behind) row.notes = `${row.notes ?? ''} producer behind by ${producer.behind}`.trim();
-    log(`latency ${name}: p50 ${fmt(row.p50)} p99 ${fmt(row.p99)} p99.9 ${fmt(row.p999)} ms at ${fmt(row.deliveriesPerSec)} deliveries/s; server ${fmt(row.serverCpuPct)}%, outside-bench ${fmt(row.otherCpuPct)}%, server core other ${fmt(row.serverCoreOtherPct)}%${row.eventLoopDelayMs ? `, ELD p50 ${fmt(row.eventLoopDelayMs.p50)} p99 ${fmt(row.eventLoopDelayMs.p99)} max ${fmt(row.eventLoopDelayMs.max)} ms` : ''}${row.redisCalls ? ' redis ' + JSON.stringify(row.redisCalls) : ''}`);
+    log(`latency ${name}: p50 ${fmt(row.p50)} p99 ${fmt(row.p99)} p99.9 ${fmt(row.p999)} ms at ${fmt(row.deliveriesPerSec)} deliveries/s, delivered ${row.delivered}/${row.expected}; server ${fmt(row.serverCpuPct)}%, outside-bench ${fmt(row.otherCpuPct)}%, server core other ${fmt(row.serverCoreOtherPct)}%${row.eventLoopDelayMs ? `, ELD p50 ${fmt(row.eventLoopDelayMs.p50)} p99 ${fmt(row.eventLoopDelayMs.p99)} max ${fmt(row.eventLoopDelayMs.max)} ms` : ''}${row.redisCalls ? ' redis ' + JSON.stringify(row.redisCalls) : ''}`);
   } catch (e) {
     row.notes = `FAILED: ${/** @type {Error} */ (e).message}`;
     log(`latency ${name}: ${row.notes}`);
@@ -299,7 +316,7 @@ async function fanoutRun(name, batch, o = {}) {
   const rooms = roomList(FAN.rooms);
   const members = FAN.clients / FAN.rooms;
   const lg = await loadgen({ host: '127.0.0.1', port: srv.port, path: srv.wsPath, mode: srv.mode, jwtSecret: srv.jwtSecret, rooms, count: FAN.clients, rate: 5000, workers: 2 });
-  const producer = new Producer({ port: srv.port, rooms, concurrency: FAN.concurrency, dataBytes: DATA_BYTES });
+  const producer = producerFor(name, srv, { rooms, concurrency: FAN.concurrency, dataBytes: DATA_BYTES });
   try {
     const c = await lg.connect();
     if (c.joined < FAN.clients) row.notes = `only ${c.joined}/${FAN.clients} joined`;
@@ -328,15 +345,19 @@ async function fanoutRun(name, batch, o = {}) {
     // main-thread GC pauses (perf_hooks 'gc' entries via prom-client) ÷ server CPU time: GC share of busy time
     if (gc0 !== null) row.gcOfBusyPct = (100 * (gcSeconds(await metricsText(srv.port)) - gc0)) / row.serverCpuSec;
     producer.stop();
-    if (name === 'uws-loop') await httpPost(srv.port, '/bench/loop/stop', '{}');
+    const stopped = name === 'uws-loop' ? await httpPost(srv.port, '/bench/loop/stop', '{}') : null;
     await run;
+    // loss over the whole run: every event accepted (HTTP) or published (the loop) × the room's members
+    const published = stopped ? Number(JSON.parse(stopped.body).published) : producer.sentEvents;
+    Object.assign(row, await lg.drain(published * members));
     row.eventsPerSec = (s1.events - s0.events) / row.dt;
     row.framesPerSec = (s1.frames - s0.frames) / row.dt;
     row.eventsPerFrame = row.framesPerSec > 0 ? row.eventsPerSec / row.framesPerSec : null;
     row.eventsPerCpuSec = row.serverCpuSec > 0 ? (s1.events - s0.events) / row.serverCpuSec : null;
     if (producer.stalls) row.notes = `${row.notes ?? ''} producer stalls ×${producer.stalls}`.trim();
     if (s1.joined < c.joined) row.notes = `${row.notes ?? ''} ${c.joined - s1.joined} clients dropped`.trim();
-    log(`fanout ${row.server} batch ${batch}: ${fmt(row.eventsPerSec)} events/s, ${fmt(row.eventsPerFrame, 1)} events/frame, server ${fmt(row.serverCpuPct)}%, ${fmt(row.eventsPerCpuSec)} events/CPU-s${row.gcOfBusyPct != null ? `, GC ${fmt(row.gcOfBusyPct, 1)}% of server CPU` : ''}, bench ${fmt(row.benchCpuPct)}%, outside ${fmt(row.otherCpuPct)}% ${row.notes ?? ''}`);
+    if (!row.complete) row.notes = `${row.notes ?? ''} delivered ${row.delivered}/${row.expected}`.trim();
+    log(`fanout ${row.server} batch ${batch}: ${fmt(row.eventsPerSec)} events/s, ${fmt(row.eventsPerFrame, 1)} events/frame, server ${fmt(row.serverCpuPct)}%, ${fmt(row.eventsPerCpuSec)} events/CPU-s, delivered ${row.delivered}/${row.expected}${row.gcOfBusyPct != null ? `, GC ${fmt(row.gcOfBusyPct, 1)}% of server CPU` : ''}, bench ${fmt(row.benchCpuPct)}%, outside ${fmt(row.otherCpuPct)}% ${row.notes ?? ''}`);
   } catch (e) {
     row.notes = `FAILED: ${/** @type {Error} */ (e).message}`;
     log(`fanout ${name} batch ${batch}: ${row.notes}`);
@@ -552,6 +573,11 @@ function median(runs, key) {
   const ok = runs.filter((r) => typeof r[key] === 'number').sort((a, b) => a[key] - b[key]);
   return ok.length ? ok[Math.floor((ok.length - 1) / 2)] : null;
 }
+/** Delivered / expected events of each run (exact), from the clients' whole-run counts. @param {Record<string, any>[]} runs */
+function deliveredCell(runs) {
+  const done = runs.filter((r) => typeof r.expected === 'number');
+  return done.length ? done.map((r) => `${r.delivered} / ${r.expected}`).join('; ') : 'n/a';
+}
 /** @param {boolean | null} b */
 const met = (b) => (b === null ? 'not measured' : b ? '**MET**' : '**NOT MET**');
 
@@ -569,9 +595,11 @@ function buildReport(res, o = {}) {
     const rows = names.map((n) => ({ name: n, med: median(res.latency[n], 'p99'), runs: res.latency[n] }));
     out.push('## Latency at 30,000 deliveries/s (2,000 clients in 20 rooms, single-event requests, send → receipt)', '',
       `Each server ran ${res.repeats}× interleaved; the run with the median p99 is shown, all p99s listed. ELD = the server's event-loop delay over the measured window (monitorEventLoopDelay, 1 ms resolution: values include the 1 ms timer period).`, '',
-      '| server | p50 ms | p99 ms | p99.9 ms | max ms | all p99 ms | deliveries/s | server CPU % | ELD p50 / p99 / max ms | XREAD per event (window) | outside % | server core other % |', '|---|---|---|---|---|---|---|---|---|---|---|---|',
-      ...rows.map(({ name, med: m, runs }) => m ? `| ${name} | ${fmt(m.p50, 2)} | ${fmt(m.p99, 2)} | ${fmt(m.p999, 2)} | ${fmt(m.max, 1)} | ${runs.map((/** @type {any} */ r) => fmt(r.p99, 2)).join(' / ')} | ${fmt(m.deliveriesPerSec)} | ${fmt(m.serverCpuPct, 0)} | ${m.eventLoopDelayMs ? `${fmt(m.eventLoopDelayMs.p50, 2)} / ${fmt(m.eventLoopDelayMs.p99, 2)} / ${fmt(m.eventLoopDelayMs.max, 1)}` : 'n/a'} | ${m.redisCalls ? `${fmt((m.redisCalls.xread ?? 0) / (m.redisCalls.xadd || 1), 2)} (${m.redisCalls.xread ?? 0} XREAD / ${m.redisCalls.xadd ?? 0} XADD)` : ''} | ${fmt(m.otherCpuPct, 0)} | ${fmt(m.serverCoreOtherPct, 0)} |` : `| ${name} | failed: ${runs.map((/** @type {any} */ r) => r.notes).join('; ')} |`), '');
+      '| server | p50 ms | p99 ms | p99.9 ms | max ms | all p99 ms | deliveries/s | delivered / expected (whole run, all runs) | server CPU % | ELD p50 / p99 / max ms | XREAD per event (window) | outside % | server core other % |', '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+      ...rows.map(({ name, med: m, runs }) => m ? `| ${name} | ${fmt(m.p50, 2)} | ${fmt(m.p99, 2)} | ${fmt(m.p999, 2)} | ${fmt(m.max, 1)} | ${runs.map((/** @type {any} */ r) => fmt(r.p99, 2)).join(' / ')} | ${fmt(m.deliveriesPerSec)} | ${deliveredCell(runs)} | ${fmt(m.serverCpuPct, 0)} | ${m.eventLoopDelayMs ? `${fmt(m.eventLoopDelayMs.p50, 2)} / ${fmt(m.eventLoopDelayMs.p99, 2)} / ${fmt(m.eventLoopDelayMs.max, 1)}` : 'n/a'} | ${m.redisCalls ? `${fmt((m.redisCalls.xread ?? 0) / (m.redisCalls.xadd || 1), 2)} (${m.redisCalls.xread ?? 0} XREAD / ${m.redisCalls.xadd ?? 0} XADD)` : ''} | ${fmt(m.otherCpuPct, 0)} | ${fmt(m.serverCoreOtherPct, 0)} |` : `| ${name} | failed: ${runs.map((/** @type {any} */ r) => r.notes).join('; ')} |`), '');
     const g = rows.find((r) => r.name === 'gateway')?.med, u = rows.find((r) => r.name === 'uws')?.med;
+    const sk = rows.find((r) => r.name === 'soketi')?.med, gc = rows.find((r) => r.name === 'gateway-close')?.med;
+    if (sk) out.push(`Soketi (a new producer connection per request, as it closes each): p99 ${fmt(sk.p99, 2)} ms; the gateway ${fmt(g?.p99, 2)} ms with a keep-alive producer (÷ Soketi ${fmt(ratio(g?.p99, sk.p99), 2)}), ${fmt(gc?.p99, 2)} ms with a new connection per request like Soketi's (\`gateway-close\`, ÷ Soketi ${fmt(ratio(gc?.p99, sk.p99), 2)}). Below 1 is better for the gateway.`, '');
     for (const rn of ['gateway-redis-xadd', 'gateway-redis']) {
       const r = rows.find((x) => x.name === rn)?.med;
       if (!g || !r) continue;
@@ -587,8 +615,8 @@ function buildReport(res, o = {}) {
       const rows = Object.values(byServer);
       const base = /** @type {Record<string, any>} */ (byServer);
       out.push(`### ${b} event(s) per request / per tick`, '',
-        '| server | delivered events/s | events/frame | server CPU % | events per server CPU-s | all runs | ÷ uws-loop | ÷ uws | ÷ ws | ÷ socketio | GC % of server CPU | bench CPU % | outside % | notes |', '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
-        ...rows.map((/** @type {any} */ r) => `| ${r.server} | ${fmt(r.eventsPerSec)} | ${fmt(r.eventsPerFrame, 1)} | ${fmt(r.serverCpuPct, 0)} | ${fmt(r.eventsPerCpuSec)} | ${(r.allEventsPerCpuSec ?? [r.eventsPerCpuSec]).map((/** @type {number} */ x) => fmt(x)).join(' / ')} | ${fmt(ratio(r.eventsPerCpuSec, base['uws-loop']?.eventsPerCpuSec), 2)} | ${fmt(ratio(r.eventsPerCpuSec, base.uws?.eventsPerCpuSec), 2)} | ${fmt(ratio(r.eventsPerCpuSec, base.ws?.eventsPerCpuSec), 2)} | ${fmt(ratio(r.eventsPerCpuSec, base.socketio?.eventsPerCpuSec), 2)} | ${r.gcOfBusyPct != null ? fmt(r.gcOfBusyPct, 1) : ''} | ${fmt(r.benchCpuPct, 0)} | ${fmt(r.otherCpuPct, 0)} | ${r.notes ?? ''} |`), '');
+        '| server | delivered events/s | events/frame | server CPU % | events per server CPU-s | all runs | ÷ uws-loop | ÷ uws | ÷ ws | ÷ socketio | ÷ soketi | delivered / expected (whole run) | GC % of server CPU | bench CPU % | outside % | notes |', '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+        ...rows.map((/** @type {any} */ r) => `| ${r.server} | ${fmt(r.eventsPerSec)} | ${fmt(r.eventsPerFrame, 1)} | ${fmt(r.serverCpuPct, 0)} | ${fmt(r.eventsPerCpuSec)} | ${(r.allEventsPerCpuSec ?? [r.eventsPerCpuSec]).map((/** @type {number} */ x) => fmt(x)).join(' / ')} | ${fmt(ratio(r.eventsPerCpuSec, base['uws-loop']?.eventsPerCpuSec), 2)} | ${fmt(ratio(r.eventsPerCpuSec, base.uws?.eventsPerCpuSec), 2)} | ${fmt(ratio(r.eventsPerCpuSec, base.ws?.eventsPerCpuSec), 2)} | ${fmt(ratio(r.eventsPerCpuSec, base.socketio?.eventsPerCpuSec), 2)} | ${fmt(ratio(r.eventsPerCpuSec, base.soketi?.eventsPerCpuSec), 2)} | ${deliveredCell([r])} | ${r.gcOfBusyPct != null ? fmt(r.gcOfBusyPct, 1) : ''} | ${fmt(r.benchCpuPct, 0)} | ${fmt(r.otherCpuPct, 0)} | ${r.notes ?? ''} |`), '');
       const g = base.gateway, ul = base['uws-loop'];
       if (g && ul && (b === '1000' || b === '10')) {
         const rr = ratio(g.eventsPerCpuSec, ul.eventsPerCpuSec);
@@ -597,6 +625,7 @@ function buildReport(res, o = {}) {
       }
       if (g) {
         const sio = base.socketio, w = base.ws;
+        if (base.soketi) out.push(`Gateway at ${b} per request against Soketi (one frame per event; its producer opens a connection per request): events per server CPU-s ${fmt(ratio(g.eventsPerCpuSec, base.soketi.eventsPerCpuSec), 2)}× with a keep-alive producer, ${fmt(ratio(base['gateway-close']?.eventsPerCpuSec, base.soketi.eventsPerCpuSec), 2)}× with a new connection per request too (\`gateway-close\`).`, '');
         out.push(`Gateway at ${b} per request: delivered events/s ${fmt(ratio(g.eventsPerSec, sio?.eventsPerSec), 2)}× Socket.IO, ${fmt(ratio(g.eventsPerSec, w?.eventsPerSec), 2)}× ws, ${fmt(ratio(g.eventsPerSec, base.uws?.eventsPerSec), 2)}× bare uWS (HTTP-fed); per server CPU-s ${fmt(ratio(g.eventsPerCpuSec, sio?.eventsPerCpuSec), 2)}× / ${fmt(ratio(g.eventsPerCpuSec, w?.eventsPerCpuSec), 2)}× / ${fmt(ratio(g.eventsPerCpuSec, base.uws?.eventsPerCpuSec), 2)}×.`, '');
       }
     }
@@ -617,14 +646,20 @@ function buildReport(res, o = {}) {
     const rssMed = Object.fromEntries(names.map((n) => [n, median(res.connections[n], 'rssPerConnKb')]));
     out.push('## Idle connections: 19,000 on one process, each joined to one of 100 rooms', '',
       `Each server ran ${res.repeats}× interleaved (medians shown, all runs listed). Server CPU per connect + join = server CPU time from the first connect to the last join acknowledged ÷ connections joined (paced at 4,000/s; every gateway connection has its own JWT). RSS per connection = (VmRSS ${fmt(CONN.holdMs / 1000, 0)} s after the last join − before) ÷ connections.`, '',
-      '| server | held | CPU µs per connect+join | all runs | RSS KB/conn | all runs | RSS KB/conn after full GCs (all runs) | JS heap B/conn after full GCs (all runs) | outside % during ramp |', '|---|---|---|---|---|---|---|---|---|',
-      ...names.map((n) => `| ${n} | ${med[n]?.held ?? 'n/a'} | ${fmt(med[n]?.cpuUsPerConnectJoin, 1)} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.cpuUsPerConnectJoin, 1)).join(' / ')} | ${fmt(rssMed[n]?.rssPerConnKb, 3)} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.rssPerConnKb, 3)).join(' / ')} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.rssAfterGcPerConnKb, 3)).join(' / ')} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.heapPerConnB, 0)).join(' / ')} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.connectOtherCpuPct, 0)).join(' / ')} |`), '',
-      'RSS after full GCs: the same delta with two full garbage collections forced in the server (bench/lib/heap-probe.mjs, SIGUSR2) right before each reading.', '');
-    const g = med.gateway, u = med.uws;
+      '| server | held | CPU µs per connect+join | all runs | CPU ÷ uws-jwt | CPU ÷ uws | RSS KB/conn | all runs | RSS ÷ uws-jwt | RSS ÷ uws | RSS KB/conn after full GCs (all runs) | JS heap B/conn after full GCs (all runs) | outside % during ramp |', '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+      ...names.map((n) => `| ${n} | ${med[n]?.held ?? 'n/a'} | ${fmt(med[n]?.cpuUsPerConnectJoin, 1)} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.cpuUsPerConnectJoin, 1)).join(' / ')} | ${fmt(ratio(med[n]?.cpuUsPerConnectJoin, med['uws-jwt']?.cpuUsPerConnectJoin), 2)} | ${fmt(ratio(med[n]?.cpuUsPerConnectJoin, med.uws?.cpuUsPerConnectJoin), 2)} | ${fmt(rssMed[n]?.rssPerConnKb, 3)} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.rssPerConnKb, 3)).join(' / ')} | ${fmt(ratio(rssMed[n]?.rssPerConnKb, rssMed['uws-jwt']?.rssPerConnKb), 2)} | ${fmt(ratio(rssMed[n]?.rssPerConnKb, rssMed.uws?.rssPerConnKb), 2)} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.rssAfterGcPerConnKb, 3)).join(' / ')} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.heapPerConnB, 0)).join(' / ')} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.connectOtherCpuPct, 0)).join(' / ')} |`), '',
+      'RSS after full GCs: the same delta with two full garbage collections forced in the server (bench/lib/heap-probe.mjs, SIGUSR2) right before each reading. Ratios: the median ÷ that server\'s median (below 1 = less). `uws-jwt` is bare uWS plus the work a connect + join cannot skip (the same HS256 JWT verified with fast-jwt at upgrade, the gateway\'s join ack); `uws` verifies nothing; Soketi\'s clients speak Pusher (no token on public channels: connection_established, then subscribe).', '');
+    const g = med.gateway, u = med.uws, uj = med['uws-jwt'];
     if (g && u) {
       const rr = ratio(g.cpuUsPerConnectJoin, u.cpuUsPerConnectJoin);
       targets.push({ target: 'server CPU per connect + join ≤ 1.3× bare uWS', measured: `${fmt(g.cpuUsPerConnectJoin, 1)} vs ${fmt(u.cpuUsPerConnectJoin, 1)} µs = ${fmt(rr, 2)}×`, met: met(rr === null ? null : rr <= 1.3), conditions: 'pinned; 19,000 distinct tokens (no principal-cache help)' });
     }
+    if (g && uj) {
+      const rr = ratio(g.cpuUsPerConnectJoin, uj.cpuUsPerConnectJoin);
+      targets.push({ target: 'server CPU per connect + join ≤ 1.3× bare uWS verifying the same JWT (`uws-jwt`, issue 20\'s floor)', measured: `${fmt(g.cpuUsPerConnectJoin, 1)} vs ${fmt(uj.cpuUsPerConnectJoin, 1)} µs = ${fmt(rr, 2)}×`, met: met(rr === null ? null : rr <= 1.3), conditions: 'pinned; 19,000 distinct tokens verified by both' });
+    }
+    const sk = med.soketi;
+    if (g && sk) out.push(`Gateway against Soketi: CPU per connect + join ${fmt(ratio(g.cpuUsPerConnectJoin, sk.cpuUsPerConnectJoin), 2)}× (${fmt(g.cpuUsPerConnectJoin, 1)} vs ${fmt(sk.cpuUsPerConnectJoin, 1)} µs), RSS per connection ${fmt(ratio(rssMed.gateway?.rssPerConnKb, rssMed.soketi?.rssPerConnKb), 2)}× (${fmt(rssMed.gateway?.rssPerConnKb, 3)} vs ${fmt(rssMed.soketi?.rssPerConnKb, 3)} KB); below 1 = the gateway costs less. Soketi verifies no token (public channels) but sends connection_established and keeps a timer per socket.`, '');
     const gr = rssMed.gateway;
     const gcMed = median(res.connections.gateway ?? [], 'rssAfterGcPerConnKb');
     if (gr) targets.push({ target: 'RSS per idle connection ≤ 1.25 KB at 19,000', measured: `${fmt(gr.rssPerConnKb, 3)} KB raw (bare uWS ${fmt(rssMed.uws?.rssPerConnKb, 3)} KB)${gcMed ? `; ${fmt(gcMed.rssAfterGcPerConnKb, 3)} KB after full GCs (bare uWS ${fmt(median(res.connections.uws ?? [], 'rssAfterGcPerConnKb')?.rssAfterGcPerConnKb, 3)} KB)` : ''}; ${gr.held} held`, met: met(gr.rssPerConnKb <= 1.25 && (!gcMed || gcMed.rssAfterGcPerConnKb <= 1.25)), conditions: 'medians of the runs; met only if the raw and the after-GC figures both are' });

@@ -9,13 +9,45 @@
  *  - In-process loop: POST /bench/loop {"batch":N,"durationMs":T,"maxBuffered":B} publishes N events
  *    to every room per loop iteration while sampled subscribers have < B bytes buffered;
  *    POST /bench/loop/stop stops it. No auth anywhere (ceiling).
+ *
+ * BENCH_UWS_JWT=1 (server kind `uws-jwt`, the floor for connections): the same server plus the work the
+ * gateway cannot skip at connect and join, and nothing else:
+ *  - upgrade: the `?token=` JWT verified with fast-jwt and the gateway's verifier options
+ *    (src/auth/tokens.ts: HS256 only, JWT_SECRET, 5 s clock tolerance, `sub` required); 401 if it fails.
+ *    The claims are kept with the socket (one user-data property, as the gateway keeps one).
+ *  - join_project: the `projects` claim must allow the room; acknowledged with the gateway's ack,
+ *    `{"type":"join_project","projectGuid":…,"data":{"latestId":null},"timestamp":…,"id":…}`.
+ * The producer API is unchanged (no producer token check): in fan-out it is the plain uWS baseline.
  */
 import uWS from 'uWebSockets.js';
+import { createVerifier } from 'fast-jwt';
 import { PUBLISH_RE, parseEvents, envelope, lifetime } from './common.mjs';
 
 const port = Number(process.env.PORT ?? 8083);
 const host = process.env.HOST ?? '127.0.0.1';
 const dec = new TextDecoder();
+const verify = process.env.BENCH_UWS_JWT === '1'
+  ? createVerifier({ key: String(process.env.JWT_SECRET), algorithms: ['HS256'], clockTolerance: 5000, requiredClaims: ['sub'] })
+  : null;
+
+/**
+ * `uws-jwt` only: the token verified before the upgrade (synchronously, as the gateway does).
+ * @param {uWS.HttpResponse} res @param {uWS.HttpRequest} req @param {uWS.us_socket_context_t} context
+ */
+function upgrade(res, req, context) {
+  let claims;
+  try { claims = /** @type {NonNullable<typeof verify>} */ (verify)(req.getQuery('token') ?? ''); } catch {
+    res.writeStatus('401 Unauthorized').writeHeader('content-type', 'application/json').end('{"error":{"code":"UNAUTHORIZED","message":"invalid token"}}');
+    return;
+  }
+  res.upgrade({ claims }, req.getHeader('sec-websocket-key'), req.getHeader('sec-websocket-protocol'), req.getHeader('sec-websocket-extensions'), context);
+}
+
+/** `uws-jwt`: the gateway's check of a join against the token's `projects` claim. @param {any} ws @param {string} guid */
+function mayJoin(ws, guid) {
+  const p = ws.claims?.projects;
+  return p === '*' || (Array.isArray(p) && (p.includes('*') || p.includes(guid)));
+}
 
 /** @type {Map<string, string[]>} */
 const pending = new Map();
@@ -91,17 +123,20 @@ const app = uWS.App()
     maxBackpressure: Number(process.env.BENCH_UWS_MAX_BACKPRESSURE ?? 64 * 1024 * 1024),
     closeOnBackpressureLimit: process.env.BENCH_UWS_CLOSE_ON_LIMIT === '1' ? 1 : 0,
     idleTimeout: 0,
+    ...(verify ? { upgrade } : {}),
     open: () => {},
     message: (ws, msg) => {
       let m;
       try { m = JSON.parse(dec.decode(msg)); } catch { return; }
       if (m && m.type === 'join_project' && typeof m.projectGuid === 'string') {
         const g = m.projectGuid.toLowerCase();
+        if (verify && !mayJoin(ws, g)) { ws.send(JSON.stringify({ type: 'error', projectGuid: g, data: { code: 'FORBIDDEN' }, timestamp: new Date().toISOString(), id: m.id ?? null }), false); return; }
         ws.subscribe(g);
         let s = samples.get(g);
         if (!s) { s = []; samples.set(g, s); }
         if (s.length < 3) { s.push(ws); /** @type {any} */ (ws).sampled = g; }
-        ws.send(JSON.stringify({ type: 'join_project', projectGuid: g, data: { latestId: null, recovered: false, replayed: 0 }, timestamp: new Date().toISOString(), id: m.id ?? null }), false);
+        // uws-jwt: the gateway's ack for a join without `since` (src/rooms/resume.ts)
+        ws.send(JSON.stringify({ type: 'join_project', projectGuid: g, data: verify ? { latestId: null } : { latestId: null, recovered: false, replayed: 0 }, timestamp: new Date().toISOString(), id: m.id ?? null }), false);
       }
     },
     close: (ws) => {

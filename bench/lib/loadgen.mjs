@@ -27,7 +27,7 @@ function nextSourceAddress() {
 
 /**
  * @typedef {{
- *   host: string, port: number, path: string, mode: 'plain'|'eio', rooms: string[], count: number,
+ *   host: string, port: number, path: string, mode: import('./servers.mjs').ClientMode, rooms: string[], count: number,
  *   workers?: number, rate?: number, latency?: boolean, joinKind?: 'gateway'|'none',
  *   joinTimeoutMs?: number, maxPending?: number, jwtSecret?: string,
  *   pauseAfterJoin?: boolean, trackIds?: number, indexOffset?: number
@@ -148,18 +148,37 @@ export class LoadGen {
   /** Aggregate counters. */
   async stats() {
     const rs = await this.all({ cmd: 'stats' });
-    /** @type {{connected: number, joined: number, failed: number, closedByServer: number, frames: number, bytes: number, events: number, pings: number, joinErrors: number, errors: Record<string, number>, closeCodes: Record<string, number>, samples: string[]}} */
-    const agg = { connected: 0, joined: 0, failed: 0, closedByServer: 0, frames: 0, bytes: 0, events: 0, pings: 0, joinErrors: 0, errors: {}, closeCodes: {}, samples: [] };
+    /** @type {{connected: number, joined: number, failed: number, closedByServer: number, frames: number, bytes: number, events: number, eventsAll: number, pings: number, joinErrors: number, errors: Record<string, number>, closeCodes: Record<string, number>, samples: string[]}} */
+    const agg = { connected: 0, joined: 0, failed: 0, closedByServer: 0, frames: 0, bytes: 0, events: 0, eventsAll: 0, pings: 0, joinErrors: 0, errors: {}, closeCodes: {}, samples: [] };
     for (const r of rs) {
       const s = r.stats;
       agg.connected += s.connected; agg.joined += s.joined; agg.failed += s.failed; agg.closedByServer += s.closedByServer;
-      agg.frames += s.frames; agg.bytes += s.bytes; agg.events += s.events; agg.pings += s.pings; agg.joinErrors += s.joinErrors;
+      agg.frames += s.frames; agg.bytes += s.bytes; agg.events += s.events; agg.eventsAll += s.eventsAll; agg.pings += s.pings; agg.joinErrors += s.joinErrors;
       for (const [k, v] of Object.entries(s.errors)) agg.errors[k] = (agg.errors[k] ?? 0) + /** @type {number} */ (v);
       for (const [k, v] of Object.entries(s.closeCodes)) agg.closeCodes[k] = (agg.closeCodes[k] ?? 0) + /** @type {number} */ (v);
       agg.samples.push(...s.samples);
     }
     agg.samples = agg.samples.slice(0, 8);
     return agg;
+  }
+
+  /**
+   * After the producer stopped: waits until the clients have counted `expected` events over the whole run
+   * (`eventsAll`, not cleared by reset) or the count stops moving for `quietMs`; bounded by `maxMs`.
+   * @param {number} expected @param {{ quietMs?: number, maxMs?: number }} [o]
+   * @returns {Promise<{ delivered: number, expected: number, complete: boolean }>}
+   */
+  async drain(expected, o = {}) {
+    const quietMs = o.quietMs ?? 1500, until = Date.now() + (o.maxMs ?? 10_000);
+    let last = -1, lastChange = Date.now(), delivered = 0;
+    while (true) {
+      delivered = (await this.stats()).eventsAll;
+      if (delivered >= expected) break;
+      if (delivered !== last) { last = delivered; lastChange = Date.now(); }
+      if (Date.now() - lastChange > quietMs || Date.now() > until) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return { delivered, expected, complete: delivered === expected };
   }
 
   async reset() { await this.all({ cmd: 'reset' }); this.tickEvents.fill(0); this.tickFrames.fill(0); }

@@ -5,8 +5,20 @@
  *   deliveries outstanding (published events x members, minus events counted by the clients).
  * - `runRate`: open loop at a fixed event rate (single-event requests), for latency.
  * Every event carries `data.t` = send time in µs of CLOCK_MONOTONIC (same clock in all processes).
+ *
+ * Two publish APIs (`api`, from the RunningServer): the gateway's `POST /v1/projects/:guid/events`
+ * (every server but Soketi; 202 = accepted), and Pusher's signed HTTP API for Soketi: `POST
+ * /apps/<id>/events` with `{"name","channel","data"}` (`data` a JSON string, as Pusher's libraries
+ * send it) or `/apps/<id>/batch_events` with `{"batch":[…]}` for more than one event, signed with
+ * `auth_key`, `auth_timestamp`, `auth_version=1.0`, `body_md5` and `auth_signature` = HMAC-SHA256 hex
+ * of "POST\n<path>\n<those parameters sorted>". Soketi answers its errors with 200 and a body
+ * `{"error":…}` (uWS sends the status line with the first header, and its CORS headers go first), so a
+ * Pusher request counts as accepted only with the body `{"ok":true}`.
+ * Soketi closes the connection after every answer; `newConnection` gives any server the same: a new
+ * TCP connection per request (`Connection: close`, no keep-alive agent).
  */
 import http from 'node:http';
+import crypto from 'node:crypto';
 import hdr from 'hdr-histogram-js';
 import { PRODUCER_TOKEN } from './servers.mjs';
 
@@ -15,11 +27,15 @@ export function nowUs() { const t = process.hrtime(); return t[0] * 1e6 + Math.f
 
 export class Producer {
   /**
-   * @param {{ port: number, rooms: string[], concurrency?: number, xaddRedisUrl?: string, redisPrefix?: string, dataBytes?: number }} o
+   * @param {{ port: number, rooms: string[], concurrency?: number, xaddRedisUrl?: string, redisPrefix?: string, dataBytes?: number, api?: import('./servers.mjs').PublishApi, newConnection?: boolean }} o
    *   xaddRedisUrl: publish with XADD straight into the gateway's Redis streams instead of HTTP
    *   dataBytes: pad each event's `data` JSON to about this many bytes (a `pad` string field); default: no pad (~30 B)
+   *   api: which HTTP API (default the gateway's); newConnection: one TCP connection per request (always for Pusher: Soketi closes it)
    */
   constructor(o) {
+    /** @type {import('./servers.mjs').PublishApi} */
+    this.api = o.api ?? { api: 'gateway' };
+    this.newConnection = !!o.newConnection || this.api.api === 'pusher';
     // `{"t":<16 digits>,"n":<~6 digits>,"pad":"…"}` is ~42 bytes without the pad itself
     this.padField = o.dataBytes && o.dataBytes > 42 ? `,"pad":"${'x'.repeat(o.dataBytes - 42)}"` : '';
     /** @type {any} */
@@ -28,7 +44,7 @@ export class Producer {
     this.xaddRedisUrl = o.xaddRedisUrl;
     this.port = o.port;
     this.rooms = o.rooms;
-    this.agent = new http.Agent({ keepAlive: true, maxSockets: o.concurrency ?? 8 });
+    this.agent = new http.Agent({ keepAlive: !this.newConnection, maxSockets: o.concurrency ?? 8 });
     this.concurrency = o.concurrency ?? 8;
     this.sentEvents = 0;
     this.requests = 0;
@@ -48,6 +64,7 @@ export class Producer {
    */
   post(guid, n) {
     if (this.xaddRedisUrl) return this.xadd(guid);
+    if (this.api.api === 'pusher') return this.postPusher(guid, n, this.api);
     let body;
     if (n === 1) {
       body = `{"type":"project_message","data":{"t":${nowUs()},"n":${this.seq++}${this.padField}}}`;
@@ -62,7 +79,7 @@ export class Producer {
     return new Promise((resolve) => {
       const req = http.request({
         host: '127.0.0.1', port: this.port, path: `/v1/projects/${guid}/events`, method: 'POST', agent: this.agent, timeout: 10_000,
-        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: `Bearer ${PRODUCER_TOKEN}` },
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: `Bearer ${PRODUCER_TOKEN}`, ...(this.newConnection ? { connection: 'close' } : {}) },
       }, (res) => {
         const code = String(res.statusCode);
         this.statuses[code] = (this.statuses[code] ?? 0) + 1;
@@ -72,6 +89,54 @@ export class Producer {
         res.on('data', (d) => { if (res.statusCode !== 202 && b.length < 500) b += d; });
         res.on('end', () => {
           if (res.statusCode !== 202 && this.samples.length < 5) this.samples.push(`${code} ${b}`);
+          resolve();
+        });
+      });
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+      req.on('error', (e) => { this.errors++; if (this.samples.length < 5) this.samples.push('error ' + e.message); resolve(); });
+      req.end(body);
+    });
+  }
+
+  /**
+   * One request to Soketi's Pusher HTTP API: `n` events of one channel (the room), the same event
+   * data as the gateway gets, as a JSON string. Accepted = 200 with `{"ok":true}` (see the top).
+   * @param {string} guid @param {number} n @param {{ appId: string, key: string, secret: string }} app
+   * @returns {Promise<void>}
+   */
+  postPusher(guid, n, app) {
+    const t = nowUs();
+    /** @param {number} seq */
+    const event = (seq) => `{"name":"project_message","channel":"${guid}","data":${JSON.stringify(`{"t":${t},"n":${seq}${this.padField}}`)}}`;
+    let body, path;
+    if (n === 1) {
+      body = event(this.seq++);
+      path = `/apps/${app.appId}/events`;
+    } else {
+      const parts = new Array(n);
+      for (let i = 0; i < n; i++) parts[i] = event(this.seq++);
+      body = `{"batch":[${parts.join(',')}]}`;
+      path = `/apps/${app.appId}/batch_events`;
+    }
+    const md5 = crypto.createHash('md5').update(body).digest('hex');
+    const query = `auth_key=${app.key}&auth_timestamp=${Math.floor(Date.now() / 1000)}&auth_version=1.0&body_md5=${md5}`;
+    const signature = crypto.createHmac('sha256', app.secret).update(`POST\n${path}\n${query}`).digest('hex');
+    this.requests++;
+    const t0 = nowUs();
+    return new Promise((resolve) => {
+      const req = http.request({
+        host: '127.0.0.1', port: this.port, path: `${path}?${query}&auth_signature=${signature}`, method: 'POST', agent: this.agent, timeout: 10_000,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), connection: 'close' },
+      }, (res) => {
+        let b = '';
+        res.setEncoding('utf8');
+        res.on('data', (d) => { if (b.length < 500) b += d; });
+        res.on('end', () => {
+          const ok = res.statusCode === 200 && b === '{"ok":true}';
+          const code = ok ? '200' : `${res.statusCode} ${b.slice(0, 60)}`;
+          this.statuses[code] = (this.statuses[code] ?? 0) + 1;
+          if (ok) { this.sentEvents += n; this.ackHist.recordValue(Math.max(1, nowUs() - t0)); }
+          else if (this.samples.length < 5) this.samples.push(`${res.statusCode} ${b}`);
           resolve();
         });
       });

@@ -28,6 +28,23 @@ const GENEROUS_EDGE_LIMITS = {
 };
 const CLK_TCK = 100;
 
+/**
+ * The Soketi app of the bench (server kind `soketi`): its one app, given by SOKETI_DEFAULT_APP_* env,
+ * the Pusher HTTP API signs with key and secret (bench/lib/producer.mjs), clients connect to /app/<key>.
+ */
+export const SOKETI_APP = { id: 'bench-app', key: 'bench-key', secret: 'bench-soketi-secret-0123456789abcdef' };
+/**
+ * Soketi's own limits that would refuse the bench's load, lifted as GENEROUS_EDGE_LIMITS lifts the
+ * gateway's (SOKETI_* env, read by its CLI: node_modules/@soketi/soketi/dist/cli/cli.js). Its defaults
+ * are already unlimited for connections (-1) and backend events per second (-1); said again here.
+ * The batch endpoint takes at most 10 events by default (eventLimits.maxBatchSize): lifted to 1,000,
+ * the gateway's limit per request, so the 1,000-per-request fan-out runs on it too.
+ */
+const SOKETI_LIMITS = {
+  SOKETI_DEFAULT_APP_MAX_CONNS: '-1', SOKETI_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SEC: '-1', SOKETI_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SEC: '-1',
+  SOKETI_DEFAULT_APP_MAX_READ_REQ_PER_SEC: '-1', SOKETI_EVENT_MAX_BATCH_SIZE: '1000',
+};
+
 const sign = createSigner({ key: JWT_SECRET, algorithm: 'HS256', expiresIn: 6 * 3600 * 1000 });
 export const CLIENT_TOKEN = sign({ sub: 'u1', projects: ['*'] });
 export const PRODUCER_TOKEN = sign({ sub: 'bench-producer', scope: 'events:publish', projects: ['*'] });
@@ -112,8 +129,11 @@ export function procSampleAll(pids) {
 }
 
 /**
- * @typedef {'gateway'|'socketio'|'ws'|'uws'} ServerKind
- * @typedef {{ kind: ServerKind, label: string, port: number, pids: number[], procs: import('node:child_process').ChildProcess[], logs: string[], wsPath: string, mode: 'plain'|'eio', jwtSecret?: string, stop: () => Promise<void> }} RunningServer
+ * @typedef {'gateway'|'socketio'|'ws'|'uws'|'uws-jwt'|'soketi'} ServerKind
+ * @typedef {'plain'|'eio'|'pusher'} ClientMode how the load workers speak: the gateway's JSON frames, engine.io/Socket.IO, or Pusher
+ * @typedef {{ api: 'gateway' } | { api: 'pusher', appId: string, key: string, secret: string }} PublishApi
+ *   gateway: POST /v1/projects/:guid/events (the gateway and every baseline); pusher: Soketi's signed HTTP API
+ * @typedef {{ kind: ServerKind, label: string, port: number, pids: number[], procs: import('node:child_process').ChildProcess[], logs: string[], wsPath: string, mode: ClientMode, publish: PublishApi, jwtSecret?: string, stop: () => Promise<void> }} RunningServer
  */
 
 const SCRIPTS = {
@@ -121,7 +141,15 @@ const SCRIPTS = {
   socketio: path.join(BENCH_DIR, 'baselines', 'socketio.mjs'),
   ws: path.join(BENCH_DIR, 'baselines', 'ws.mjs'),
   uws: path.join(BENCH_DIR, 'baselines', 'uws.mjs'),
+  // the same script with BENCH_UWS_JWT=1: JWT at upgrade and the gateway's join ack (the floor for connections)
+  'uws-jwt': path.join(BENCH_DIR, 'baselines', 'uws.mjs'),
+  // its CLI as its Docker image starts it (`node bin/server.js start`), configured by SOKETI_* env
+  soketi: path.join(ROOT, 'node_modules', '@soketi', 'soketi', 'bin', 'server.js'),
 };
+/** Arguments after the script. @type {Partial<Record<ServerKind, string[]>>} */
+const SCRIPT_ARGS = { soketi: ['start'] };
+/** Where readiness is asked (200 expected). @param {ServerKind} kind */
+const healthPath = (kind) => (kind === 'soketi' ? '/' : '/healthz');
 
 export function gatewayBuilt() { return fs.existsSync(SCRIPTS.gateway); }
 
@@ -154,6 +182,15 @@ export async function startServer(kind, o = {}) {
     if (o.extraNodeArgs) execArgv.push(...o.extraNodeArgs);
     if (o.cpuProfDir) { fs.mkdirSync(o.cpuProfDir, { recursive: true }); execArgv.push('--cpu-prof', `--cpu-prof-dir=${o.cpuProfDir}`); }
     const logFile = path.join(TMP_DIR, `${kind}-${port}-${i}-${++logSeq}.log`);
+    // Soketi: its port and app from env; its /usage server on a free port of 127.0.0.1; its cluster
+    // discovery (node-discover, always started, UDP hellos every 500 ms, by default BROADCAST to
+    // 255.255.255.255:11002) sent to 127.0.0.1 only, on a free port; no grace period at SIGTERM.
+    const soketiEnv = kind === 'soketi' ? {
+      SOKETI_PORT: String(port), SOKETI_HOST: '127.0.0.1', SOKETI_METRICS_HOST: '127.0.0.1', SOKETI_METRICS_SERVER_PORT: String(await freePort()),
+      SOKETI_CLUSTER_UNICAST_ADDRESSES: '127.0.0.1', SOKETI_CLUSTER_HOST: '127.0.0.1', SOKETI_CLUSTER_PORT: String(await freePort()),
+      SOKETI_DEFAULT_APP_ID: SOKETI_APP.id, SOKETI_DEFAULT_APP_KEY: SOKETI_APP.key, SOKETI_DEFAULT_APP_SECRET: SOKETI_APP.secret,
+      SOKETI_SHUTDOWN_GRACE_PERIOD: '0', ...SOKETI_LIMITS,
+    } : {};
     const fd = fs.openSync(logFile, 'w');
     /** @type {Record<string, string | undefined>} */
     const env = {
@@ -161,17 +198,18 @@ export async function startServer(kind, o = {}) {
       // One thread unless a scenario asks for more (the `workers` scenario): keeps every other
       // gateway row comparable with earlier reports, whatever WORKERS defaults to.
       ...(kind === 'gateway' ? { WORKERS: '1', ...NPM_START_ENV } : {}),
+      ...(kind === 'uws-jwt' ? { BENCH_UWS_JWT: '1' } : {}), ...soketiEnv,
       ...(o.redisUrl ? { REDIS_URL: o.redisUrl } : {}), ...(o.env ?? {}),
     };
     if (!o.redisUrl) delete env.REDIS_URL;
     // A scenario unsets a variable by giving it undefined (e.g. the flood scenario's glibc-defaults).
     for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
-    const child = spawn(process.execPath, [...execArgv, script], { cwd: ROOT, env, stdio: ['ignore', fd, fd] });
+    const child = spawn(process.execPath, [...execArgv, script, ...(SCRIPT_ARGS[kind] ?? [])], { cwd: ROOT, env, stdio: ['ignore', fd, fd] });
     fs.closeSync(fd);
     procs.push(child);
     logs.push(logFile);
     try {
-      await waitHealthy(port, child, logFile);
+      await waitHealthy(port, child, logFile, healthPath(kind));
       // with SO_REUSEPORT, /healthz may be answered by an earlier instance: wait until THIS process holds a listening socket on the port
       if (i > 0) await waitListening(/** @type {number} */ (child.pid), port, child, logFile);
     } catch (e) {
@@ -183,24 +221,26 @@ export async function startServer(kind, o = {}) {
   /** @type {RunningServer} */
   const srv = {
     kind, label, port, procs, logs, pids: procs.map((p) => /** @type {number} */ (p.pid)),
-    // gateway: every connection gets its own token (distinct users), signed by the load workers
-    wsPath: kind === 'gateway' ? '/ws?token=' : kind === 'socketio' ? '/socket.io/?EIO=4&transport=websocket' : '/ws',
-    jwtSecret: kind === 'gateway' ? JWT_SECRET : undefined,
-    mode: kind === 'socketio' ? 'eio' : 'plain',
+    // gateway, uws-jwt: every connection gets its own token (distinct users), signed by the load workers
+    wsPath: kind === 'gateway' || kind === 'uws-jwt' ? '/ws?token=' : kind === 'socketio' ? '/socket.io/?EIO=4&transport=websocket'
+      : kind === 'soketi' ? `/app/${SOKETI_APP.key}?protocol=7&client=bench&version=1` : '/ws',
+    jwtSecret: kind === 'gateway' || kind === 'uws-jwt' ? JWT_SECRET : undefined,
+    mode: kind === 'socketio' ? 'eio' : kind === 'soketi' ? 'pusher' : 'plain',
+    publish: kind === 'soketi' ? { api: 'pusher', appId: SOKETI_APP.id, key: SOKETI_APP.key, secret: SOKETI_APP.secret } : { api: 'gateway' },
     stop: async () => { await Promise.all(procs.map((p) => stopProc(p))); },
   };
   return srv;
 }
 
 /**
- * @param {number} port @param {import('node:child_process').ChildProcess} child @param {string} logFile
+ * @param {number} port @param {import('node:child_process').ChildProcess} child @param {string} logFile @param {string} p
  */
-async function waitHealthy(port, child, logFile) {
+async function waitHealthy(port, child, logFile, p) {
   const deadline = Date.now() + 25_000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}: ${tail(logFile)}`);
     try {
-      const r = await httpGet(port, '/healthz', 1000);
+      const r = await httpGet(port, p, 1000);
       if (r.status === 200) return;
     } catch { /* not yet */ }
     await sleep(100);

@@ -6,7 +6,9 @@
  * (partial reads and fragmented messages handled; client->server frames are masked with a zero
  * key, which is valid and saves the XOR). Delivered events are counted per frame by counting
  * occurrences of `{"type":"project_` in the payload; the send timestamp `"t":<µs>` is parsed only
- * when the scenario asks for latency.
+ * when the scenario asks for latency. Pusher clients (`mode: 'pusher'`, Soketi) count
+ * `{"event":"project_` instead, one event per frame, and find the timestamp as `\"t\":<µs>` inside
+ * the event's `data` string: both patterns are chosen once at `connect`, so counting costs the same.
  *
  * IPC (parent -> worker): {cmd:'connect', ...}, {cmd:'stats', id}, {cmd:'reset'}, {cmd:'hist', id},
  * {cmd:'stream', intervalMs}, {cmd:'drainTracked', id, idleMs, maxWaitMs}, {cmd:'close', id}.
@@ -25,8 +27,12 @@ import net from 'node:net';
 import hdr from 'hdr-histogram-js';
 import { createSigner } from 'fast-jwt';
 
-const EVENT_PATTERN = Buffer.from('{"type":"project_');
-const T_PATTERN = Buffer.from('"t":');
+/** What starts one delivered event in a payload, and what precedes its send time; set per mode at `connect`. */
+let EVENT_PATTERN = Buffer.from('{"type":"project_');
+let T_PATTERN = Buffer.from('"t":');
+/** Pusher (Soketi): `{"event":"project_message","channel":"<room>","data":"{\"t\":<µs>,…}"}`, `data` a JSON string. */
+const PUSHER_EVENT_PATTERN = Buffer.from('{"event":"project_');
+const PUSHER_T_PATTERN = Buffer.from('\\"t\\":');
 const WS_KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
 
 /** @returns {number} CLOCK_MONOTONIC in microseconds (shared by all processes of the machine) */
@@ -37,7 +43,7 @@ function nowUs() {
 
 /**
  * @typedef {{
- *   host: string, port: number, path: string, mode: 'plain'|'eio',
+ *   host: string, port: number, path: string, mode: 'plain'|'eio'|'pusher',
  *   rooms: string[], count: number, offset: number, localAddress?: string,
  *   rate: number, maxPending: number, latency: boolean, joinTimeoutMs: number,
  *   joinKind: 'gateway'|'none', jwtSecret?: string, pauseAfterJoin?: boolean, trackIds?: number
@@ -75,6 +81,8 @@ const stats = {
   pings: 0,
   joinErrors: 0,
 };
+/** events counted before the last `reset`: `eventsAll` in the stats counts the whole run (loss checks) at no cost per frame */
+let eventsBeforeReset = 0;
 /** @type {Record<string, number>} */
 const errorCounts = {};
 /** @type {Record<string, number>} */
@@ -145,7 +153,7 @@ function onUpgraded(c) {
     if (cfg.joinKind === 'none') { markJoined(c); return; }
     sendText(c, `{"type":"join_project","projectGuid":"${c.room}","id":"j1","data":{}}`);
   }
-  // eio: wait for the engine.io open packet ("0{...}")
+  // eio: wait for the engine.io open packet ("0{...}"); pusher: for pusher:connection_established
 }
 
 /** @param {Conn} c */
@@ -170,25 +178,26 @@ function markJoined(c) {
  */
 function countEvents(buf, s, e) {
   const view = (s === 0 && e === buf.length) ? buf : buf.subarray(s, e);
+  const evLen = EVENT_PATTERN.length;
   let n = 0;
   let p = view.indexOf(EVENT_PATTERN);
   if (!latency) {
-    while (p !== -1) { n++; p = view.indexOf(EVENT_PATTERN, p + 17); }
+    while (p !== -1) { n++; p = view.indexOf(EVENT_PATTERN, p + evLen); }
     return n;
   }
   const now = nowUs();
   while (p !== -1) {
     n++;
-    const q = view.indexOf(T_PATTERN, p + 17);
+    const q = view.indexOf(T_PATTERN, p + evLen);
     if (q !== -1) {
-      let i = q + 4, v = 0, ch = view[i];
+      let i = q + T_PATTERN.length, v = 0, ch = view[i];
       while (ch >= 48 && ch <= 57) { v = v * 10 + (ch - 48); ch = view[++i]; }
       if (v > 0) {
         const d = now - v;
         hist.recordValue(d > 0 ? d : 1);
       }
     }
-    p = view.indexOf(EVENT_PATTERN, p + 17);
+    p = view.indexOf(EVENT_PATTERN, p + evLen);
   }
   return n;
 }
@@ -222,6 +231,12 @@ function onMessage(c, buf, s, e) {
     }
     if (text.startsWith('42["joined"')) { markJoined(c); return; }
     if (text.startsWith('44')) { stats.joinErrors++; sample('eio connect error: ' + text); return; }
+    return;
+  }
+  if (cfg.mode === 'pusher') {
+    if (text.includes('"pusher:connection_established"')) { sendText(c, `{"event":"pusher:subscribe","data":{"channel":"${c.room}"}}`); return; }
+    if (text.includes('"pusher_internal:subscription_succeeded"')) { markJoined(c); return; }
+    if (text.includes('"pusher:error"') || text.includes('"pusher:subscription_error"')) { stats.joinErrors++; sample('pusher error: ' + text); return; }
     return;
   }
   if (text.includes('"join_project"')) {
@@ -424,7 +439,7 @@ function send(m) {
 }
 
 function snapshot() {
-  return { ...stats, errors: errorCounts, closeCodes, samples, histCount: hist.totalCount };
+  return { ...stats, eventsAll: eventsBeforeReset + stats.events, errors: errorCounts, closeCodes, samples, histCount: hist.totalCount };
 }
 
 /**
@@ -457,6 +472,8 @@ process.on('message', (/** @type {any} */ m) => {
   switch (m.cmd) {
     case 'connect': {
       cfg = m;
+      EVENT_PATTERN = m.mode === 'pusher' ? PUSHER_EVENT_PATTERN : Buffer.from('{"type":"project_');
+      T_PATTERN = m.mode === 'pusher' ? PUSHER_T_PATTERN : Buffer.from('"t":');
       signer = m.jwtSecret ? createSigner({ key: m.jwtSecret, algorithm: 'HS256', expiresIn: 6 * 3600 * 1000 }) : null;
       latency = !!m.latency;
       connectStart = Date.now();
@@ -470,6 +487,7 @@ process.on('message', (/** @type {any} */ m) => {
       send({ type: 'stats', id: m.id, stats: snapshot() });
       break;
     case 'reset':
+      eventsBeforeReset += stats.events;
       stats.frames = 0; stats.bytes = 0; stats.events = 0; stats.pings = 0;
       hist = newHist();
       send({ type: 'reset', id: m.id });
