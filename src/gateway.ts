@@ -6,9 +6,10 @@ import { createIngress } from './bus/ingress.js';
 import { createMemoryTicketStore, createRedisTicketStore, ticketLimits, type TicketStore } from './auth/tickets.js';
 import { createTokenVerifier } from './auth/tokens.js';
 import { createEdgeStateMemory, edgeCaps, openEdgeState, type EdgeState, type EdgeStateMemory } from './edge/admission.js';
-import { openFanoutDelays } from './edge/fanout-delay.js';
+import { openFanoutDelays, type FanoutDelays } from './edge/fanout-delay.js';
+import { shareFanoutDelaysOverRedis } from './edge/shared-overload.js';
 import { sharePenaltiesOverRedis } from './edge/shared-penalties.js';
-import { penaltiesChannel } from './redis/keys.js';
+import { overloadChannel, penaltiesChannel } from './redis/keys.js';
 import type { PubSub } from './redis/pubsub.js';
 import type { EventBus, EventBusFactory, NewEvent } from './bus/bus.js';
 import { createMemoryBus, memoryBusOptions } from './bus/memory.js';
@@ -105,9 +106,12 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   const edgeMemory = deps.edgeState ?? createEdgeStateMemory(caps);
   // The one pub/sub connection: the agents relay (replies, presence) and the edge (penalties) register channels on it.
   const pubsub = config.redis ? (await import('./redis/pubsub.js')).openPubSub(config.redis, instanceId, log) : null;
-  const edge = await edgeAcrossInstances(config, instanceId, log, openEdgeState(edgeMemory, caps), deps.tickets, pubsub);
-  const fanoutDelays = openFanoutDelays(edgeMemory.fanoutDelays);
-  const { edgeState } = edge;
+  const edge = await edgeAcrossInstances(config, instanceId, log, pubsub, {
+    edgeState: openEdgeState(edgeMemory, caps),
+    tickets: deps.tickets,
+    fanoutDelays: openFanoutDelays(edgeMemory.fanoutDelays),
+  });
+  const { edgeState, fanoutDelays } = edge;
 
   const app: TemplatedApp = uws.App();
   const registry = createConnectionRegistry();
@@ -275,19 +279,26 @@ async function closeWithin(ms: number, what: string, log: Logger, step: () => Pr
   }
 }
 
+interface EdgeParts {
+  readonly edgeState: EdgeState;
+  readonly tickets: TicketStore;
+  readonly fanoutDelays: FanoutDelays;
+}
+
 /**
- * What the edge keeps across instances when there is a Redis: tickets (redeemed on any instance) and
- * penalties (enforced by every instance). Without Redis both stay in this process.
+ * What the edge keeps across instances when there is a Redis: tickets (redeemed on any instance),
+ * penalties (enforced by every instance) and fan-out past the overload bound (refused by every
+ * instance's ingress). Without Redis all three stay in this process.
  */
 async function edgeAcrossInstances(
   config: Config,
   instanceId: string,
   log: Logger,
-  edgeState: EdgeState,
-  tickets: TicketStore | undefined,
   pubsub: PubSub | null,
-): Promise<{ edgeState: EdgeState; tickets: TicketStore; close: () => Promise<void> }> {
-  if (!config.redis || !pubsub) return { edgeState, tickets: tickets ?? createMemoryTicketStore(ticketLimits(config)), close: async () => {} };
+  local: Omit<EdgeParts, 'tickets'> & { readonly tickets: TicketStore | undefined },
+): Promise<EdgeParts & { close: () => Promise<void> }> {
+  const { edgeState, tickets, fanoutDelays } = local;
+  if (!config.redis || !pubsub) return { edgeState, fanoutDelays, tickets: tickets ?? createMemoryTicketStore(ticketLimits(config)), close: async () => {} };
   const { createRedisClient, closeRedisClient } = await import('./redis/client.js');
   const client = createRedisClient(config.redis, instanceId, 'edge', { commandTimeoutMs: 2000 });
   // Its connection errors are not logged: the bus logs Redis trouble; a failed redeem answers 503
@@ -295,6 +306,7 @@ async function edgeAcrossInstances(
   return {
     edgeState: sharePenaltiesOverRedis(edgeState, { publisher: client, pubsub, channel: penaltiesChannel(config.redis.prefix), instanceId, log }),
     tickets: tickets ?? createRedisTicketStore(client, config.redis.prefix, ticketLimits(config)),
+    fanoutDelays: shareFanoutDelaysOverRedis(fanoutDelays, { publisher: client, pubsub, channel: overloadChannel(config.redis.prefix), instanceId, boundMs: config.fanoutMaxDelayMs, log }),
     close: () => closeRedisClient(client),
   };
 }

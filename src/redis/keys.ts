@@ -33,6 +33,11 @@ export function penaltiesChannel(prefix: string): string {
   return `${prefix}:{edge}:penalties`;
 }
 
+/** Pub/sub channel of fan-out past the overload bound (src/edge/shared-overload.ts): every instance's ingress refuses that project. */
+export function overloadChannel(prefix: string): string {
+  return `${prefix}:{edge}:overload`;
+}
+
 /** Stream entry field names. */
 export const FIELD_TYPE = 'type';
 export const FIELD_DATA = 'data';
