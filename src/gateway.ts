@@ -144,7 +144,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   const agents = config.agents
     ? createAgentsRelay({ config, instanceId, hub: deps.agentsHub, pubsub, bus, log: log.child({ component: 'agents' }), metrics, publish: (guid, event) => ingress.append(guid, [event]) })
     : null;
-  if (agents) bus.addSink(agents.deliver);
+  if (agents) bus.addSink(agents.receive);
 
   const websockets = createWebSocketServer({
     config,

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
-import type { EventBus, NewEvent } from '../bus/bus.js';
+import type { EventBus } from '../bus/bus.js';
+import type { IncomingEvent } from '../bus/ingress.js';
 import { agentsCursorsKey } from '../redis/keys.js';
 import type { Config } from '../config.js';
 import { GatewayError, toGatewayError } from '../errors.js';
@@ -49,8 +50,8 @@ export interface RelayHub {
 export interface AgentsRelay extends ConnectionHooks {
   /** Stores a user's feedback for the agents-server; rejects (GatewayError) if it was not stored. */
   acceptFeedback(f: { projectGuid: string; userId: string; requestId: string | null; data: FeedbackData }): Promise<FeedbackAcceptance>;
-  /** Every event the bus delivers (tee of the bus sink). */
-  deliver(projectGuid: string, events: readonly ProjectEvent[]): void;
+  /** The bus sink: every event of the projects the agents-server subscribed to goes up as project_update. */
+  receive(projectGuid: string, events: readonly ProjectEvent[]): void;
   isConnected(): boolean;
   close(): Promise<void>;
 }
@@ -73,7 +74,7 @@ export interface AgentsRelayOptions {
   log: Logger;
   metrics: Metrics;
   /** Publishes an agent_message to a project's room through the gateway's checked append path. */
-  publish: (projectGuid: string, event: NewEvent) => Promise<unknown>;
+  publish: (projectGuid: string, event: IncomingEvent) => Promise<unknown>;
 }
 
 /**
@@ -177,20 +178,23 @@ export function createAgentsRelay(options: AgentsRelayOptions): AgentsRelay {
         return outbox.ack(frame.data.feedbackIds);
       case 'user_feedback_response':
       case 'agent_message': {
-        // Data from the agents-server passes the same limits as every other entry point.
+        // A broadcast goes into the project's log through the ingress, which checks the data against
+        // the limits every entry point passes (and encodes it once); a refusal goes back as an error.
+        if (frame.type === 'agent_message' && frame.userId === undefined) {
+          options.publish(frame.projectGuid, { type: 'agent_message', data: frame.data }).catch((err: unknown) => {
+            const e = toGatewayError(err);
+            if (e.code === 'INTERNAL') log.error({ err, projectGuid: frame.projectGuid }, 'could not relay agent_message');
+            else log.warn({ type: frame.type, code: e.code, message: e.message }, 'agents-server frame skipped');
+            link.send({ type: 'error', projectGuid: frame.projectGuid, id: frame.id, data: { code: e.code, message: e.message } });
+          });
+          return;
+        }
+        // A targeted reply does not pass the ingress: the same limits are checked here.
         try {
           encodeCheckedData(frame.data, config.dataLimits, 'data');
         } catch (err) {
           const e = toGatewayError(err);
           return reject(frame, e.code, e.message);
-        }
-        if (frame.type === 'agent_message' && frame.userId === undefined) {
-          options.publish(frame.projectGuid, { type: 'agent_message', data: frame.data }).catch((err: unknown) => {
-            const e = toGatewayError(err);
-            if (e.code === 'INTERNAL') log.error({ err, projectGuid: frame.projectGuid }, 'could not relay agent_message');
-            link.send({ type: 'error', projectGuid: frame.projectGuid, id: frame.id, data: { code: e.code, message: e.message } });
-          });
-          return;
         }
         const envelope: Envelope = { type: frame.type, projectGuid: frame.projectGuid, data: frame.data, timestamp: new Date().toISOString(), id: frame.id };
         replies.send(frame.userId!, envelope).then(
@@ -242,10 +246,10 @@ export function createAgentsRelay(options: AgentsRelayOptions): AgentsRelay {
       presence.closed(conn);
       replies.untrack(conn);
     },
-    deliver(guid, events) {
+    receive(guid, events) {
       // Called from the bus sink: a failure here must not reach the bus (or the rooms after it).
       try {
-        subscriptions.deliver(guid, events);
+        subscriptions.receive(guid, events);
       } catch (err) {
         log.error({ err, projectGuid: guid }, 'agents relay: project_update delivery failed');
       }

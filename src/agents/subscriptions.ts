@@ -124,7 +124,7 @@ export function createSubscriptions(options: {
       }
     },
     /** The bus sink's events (all watched projects, rooms' too). */
-    deliver(guid: string, events: readonly ProjectEvent[]): void {
+    receive(guid: string, events: readonly ProjectEvent[]): void {
       const sub = subs.get(guid);
       if (!sub) return;
       if (sub.early) sub.early.push(...events);
