@@ -23,6 +23,10 @@
  * Soketi (`soketi`, a peer: Pusher protocol, its signed HTTP API) runs in latency, fan-out and connections;
  * it closes the producer's connection after every answer, so a `-close` server (`gateway-close`) gets a
  * producer that opens a new connection per request too.
+ *  - saturation: the fan-out setup with latency on and a producer as fast as it can (32 lanes, 10 events a
+ *    request, a 503 retried at once): delivery p50/p99 against the in-process loop's (same setup, its own
+ *    buffer guard), 202s and 503s (each with Retry-After?), every 202-acked event delivered, and how long
+ *    deliveries go on after the producer stops (issue 20's overload bound).
  *  - heap: heap (and external memory) per retained event: 100,000 events of 150 B data published to the
  *    in-process bus, measured after forced full GCs (bench/lib/heap-probe.mjs), against the encoded size.
  * Every load loop is bounded (fixed durations, fixed counts); loads go to 127.0.0.1 only.
@@ -51,6 +55,10 @@ const { values: args } = parseArgs({
     'fanout-servers': { type: 'string', default: 'gateway,uws-loop,uws,ws,socketio,soketi,gateway-close' },
     'latency-servers': { type: 'string', default: 'uws,gateway,gateway-redis-xadd,gateway-redis,soketi,gateway-close' },
     'conn-servers': { type: 'string', default: 'gateway,uws-jwt,uws,soketi' },
+    'saturation-servers': { type: 'string', default: 'gateway,uws-loop' },
+    // saturation: events per request (the loop: per room per iteration) and producer lanes
+    'saturation-batch': { type: 'string', default: '10' },
+    'saturation-lanes': { type: 'string', default: '32' },
     'measure-s': { type: 'string', default: '8' },
     // connections: how long the idle connections are held before RSS is read (default 5 s)
     'hold-s': { type: 'string' },
@@ -370,6 +378,77 @@ async function fanoutRun(name, batch, o = {}) {
 }
 
 
+// ------------------------------------------------------------------ saturation
+/** @param {string} name */
+async function saturationRun(name) {
+  const batch = Number(args['saturation-batch']);
+  /** @type {Record<string, any>} */
+  const row = { server: name, batch };
+  const srv = await start(name);
+  const rooms = roomList(FAN.rooms);
+  const members = FAN.clients / FAN.rooms;
+  const lg = await loadgen({ host: '127.0.0.1', port: srv.port, path: srv.wsPath, mode: srv.mode, jwtSecret: srv.jwtSecret, rooms, count: FAN.clients, rate: 5000, workers: 2, latency: true });
+  const producer = producerFor(name, srv, { rooms, concurrency: Number(args['saturation-lanes']), dataBytes: DATA_BYTES });
+  try {
+    const c = await lg.connect();
+    if (c.joined < FAN.clients) row.notes = `only ${c.joined}/${FAN.clients} joined`;
+    const totalMs = FAN.warmMs + MEASURE_MS;
+    /** @type {Promise<any>} */
+    let run;
+    if (name === 'uws-loop') {
+      const r = await httpPost(srv.port, '/bench/loop', JSON.stringify({ batch, durationMs: totalMs + 5000, maxBuffered: 1024 * 1024, dataBytes: DATA_BYTES }));
+      if (r.status !== 202) throw new Error(`/bench/loop ${r.status}`);
+      run = sleep(totalMs);
+    } else {
+      run = producer.runFlood({ batch, durationMs: totalMs });
+    }
+    await sleep(FAN.warmMs);
+    await lg.reset();
+    const s0 = await lg.stats();
+    const statuses0 = { ...producer.statuses };
+    const cpu = cpuWindow(srv.pids, () => [...workerPids(lg), ...(redis ? [redis.pid] : [])]);
+    await run;
+    // The producer stops here: how long do deliveries go on? (the backlog the server had accepted)
+    const stoppedAt = Date.now();
+    const stopped = name === 'uws-loop' ? await httpPost(srv.port, '/bench/loop/stop', '{}') : null;
+    Object.assign(row, cpu());
+    const atStop = (await lg.stats()).eventsAll;
+    const s1 = await lg.stats();
+    const h = await lg.histogram();
+    let last = atStop, lastChange = stoppedAt;
+    if (s1.eventsAll !== atStop) { last = s1.eventsAll; lastChange = Date.now(); }
+    while (Date.now() - lastChange < 1000 && Date.now() - stoppedAt < 30_000) {
+      await sleep(20);
+      const n = (await lg.stats()).eventsAll;
+      if (n !== last) { last = n; lastChange = Date.now(); }
+    }
+    row.deliveringAfterStopMs = lastChange - stoppedAt;
+    row.deliveriesPerSec = (s1.events - s0.events) / row.dt;
+    row.eventsPerCpuSec = row.serverCpuSec > 0 ? (s1.events - s0.events) / row.serverCpuSec : null;
+    row.p50 = h.getValueAtPercentile(50) / 1000;
+    row.p99 = h.getValueAtPercentile(99) / 1000;
+    row.max = h.maxValue / 1000;
+    /** @type {Record<string, number>} */
+    const answers = {};
+    for (const [k, v] of Object.entries(producer.statuses)) answers[k] = v - (/** @type {Record<string, number>} */ (statuses0)[k] ?? 0);
+    row.answers = answers;
+    row.answersWholeRun = { ...producer.statuses };
+    row.missingRetryAfter = producer.missingRetryAfter ?? 0;
+    const published = stopped ? Number(JSON.parse(stopped.body).published) : producer.sentEvents;
+    Object.assign(row, await lg.drain(published * members, { maxMs: 30_000 }));
+    if (!row.complete) row.notes = `${row.notes ?? ''} delivered ${row.delivered}/${row.expected}`.trim();
+    log(`saturation ${name} batch ${batch}: p50 ${fmt(row.p50)} p99 ${fmt(row.p99)} ms at ${fmt(row.deliveriesPerSec)} deliveries/s; answers ${JSON.stringify(answers)} (no Retry-After: ${row.missingRetryAfter}); delivered ${row.delivered}/${row.expected}; deliveries went on ${row.deliveringAfterStopMs} ms after the stop; server ${fmt(row.serverCpuPct)}%, outside ${fmt(row.otherCpuPct)}%`);
+  } catch (e) {
+    row.notes = `FAILED: ${/** @type {Error} */ (e).message}`;
+    log(`saturation ${name}: ${row.notes}`);
+  } finally {
+    producer.close();
+    await closeLoad(lg);
+    await stop(srv);
+  }
+  return row;
+}
+
 /**
  * `perf record` (call graphs off: self time by DSO and symbol) and `perf stat` of socket syscalls on
  * one server process for `seconds`, both pinned to the load core and bounded by their `sleep`.
@@ -630,6 +709,21 @@ function buildReport(res, o = {}) {
       }
     }
   }
+  if (res.saturation) {
+    const names = Object.keys(res.saturation);
+    const rows = names.map((n) => ({ name: n, med: median(res.saturation[n], 'p50'), runs: res.saturation[n] }));
+    out.push(`## Saturation: a producer as fast as it can (fan-out setup, ${res.saturation[names[0]]?.[0]?.batch ?? '?'} events a request, latency on)`, '',
+      `Each server ran ${res.repeats}× interleaved; the run with the median p50 is shown, every run listed. The gateway's producer: ${args['saturation-lanes']} lanes, each posting its next request as soon as the last was answered, a 503 retried at once (one that ignores Retry-After: the worst case). \`uws-loop\` publishes from an in-process loop that pauses while sampled subscribers hold over 1 MiB unsent. Answers and latency are over the measured window; delivered / expected over the whole run (every 202-acked event × members).`, '',
+      '| server | p50 ms | p99 ms | all p50 ms | deliveries/s | answers (window) | 503s without Retry-After | delivered / expected | deliveries after the producer stopped, ms | server CPU % | outside % | notes |', '|---|---|---|---|---|---|---|---|---|---|---|---|',
+      ...rows.map(({ name, med: m, runs }) => m ? `| ${name} | ${fmt(m.p50, 1)} | ${fmt(m.p99, 1)} | ${runs.map((/** @type {any} */ r) => fmt(r.p50, 1)).join(' / ')} | ${fmt(m.deliveriesPerSec)} | ${name === 'uws-loop' ? 'in-process' : Object.entries(m.answers ?? {}).map(([k, v]) => `${k}: ${v}`).join(', ')} | ${name === 'uws-loop' ? '' : m.missingRetryAfter} | ${deliveredCell(runs)} | ${runs.map((/** @type {any} */ r) => r.deliveringAfterStopMs).join(' / ')} | ${fmt(m.serverCpuPct, 0)} | ${fmt(m.otherCpuPct, 0)} | ${m.notes ?? ''} |` : `| ${name} | failed: ${runs.map((/** @type {any} */ r) => r.notes).join('; ')} |`), '');
+    const g = rows.find((r) => r.name === 'gateway')?.med, l = rows.find((r) => r.name === 'uws-loop')?.med;
+    if (g && l) {
+      const rr = ratio(g.p50, l.p50);
+      const all503 = res.saturation.gateway.reduce((/** @type {number} */ n, /** @type {any} */ r) => n + (r.answers?.['503'] ?? 0), 0);
+      const missing = res.saturation.gateway.reduce((/** @type {number} */ n, /** @type {any} */ r) => n + (r.missingRetryAfter ?? 0), 0);
+      targets.push({ target: 'saturation: delivery p50 ≤ 2× the loop\'s in the same run; 503 + Retry-After past the bound; every 202-acked event delivered', measured: `p50 ${fmt(g.p50, 1)} vs ${fmt(l.p50, 1)} ms = ${fmt(rr, 2)}×; ${all503} × 503 over the windows, ${missing} without Retry-After; delivered ${deliveredCell(res.saturation.gateway)}`, met: met(rr === null ? null : rr <= 2 && all503 > 0 && missing === 0 && res.saturation.gateway.every((/** @type {any} */ r) => r.complete)), conditions: `pinned; FANOUT_MAX_DELAY_MS default; outside-bench ${fmt(g.otherCpuPct, 0)}% / ${fmt(l.otherCpuPct, 0)}%` });
+    }
+  }
   if (res.profile) {
     out.push('## GC share at peak fan-out (gateway, --cpu-prof runs)', '',
       'Two measures: main-thread GC pauses (perf_hooks `gc` entries, via the gateway\'s own `nodejs_gc_duration_seconds`) ÷ server CPU time over the measured window; and the V8 CPU profile\'s `(garbage collector)` samples ÷ non-idle samples. The profile cannot see uWS\'s native socket work done outside JavaScript (it is sampled as idle), so its share overstates GC.', '',
@@ -736,6 +830,7 @@ async function main() {
     }
     if (PARTS.has('profile')) { res.profile = [await profileRun(1000), await profileRun(10)]; save(); }
     if (PARTS.has('connections')) { res.connections = await interleaved(args['conn-servers'].split(','), connectionsRun); save(); }
+    if (PARTS.has('saturation')) { res.saturation = await interleaved(args['saturation-servers'].split(','), saturationRun); save(); }
     if (PARTS.has('connprofile')) { res.connectionsProfile = await connectionsProfileRun(); save(); }
     if (PARTS.has('heap')) { res.heap = await heapRun(); save(); }
   } finally {

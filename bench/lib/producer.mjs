@@ -83,6 +83,8 @@ export class Producer {
       }, (res) => {
         const code = String(res.statusCode);
         this.statuses[code] = (this.statuses[code] ?? 0) + 1;
+        // An overloaded gateway answers 503 with Retry-After (issue 20): count the ones without it.
+        if (res.statusCode === 503 && !res.headers['retry-after']) this.missingRetryAfter = (this.missingRetryAfter ?? 0) + 1;
         if (res.statusCode === 202) { this.sentEvents += n; this.ackHist.recordValue(Math.max(1, nowUs() - t0)); }
         let b = '';
         res.setEncoding('utf8');
@@ -205,6 +207,22 @@ export class Producer {
       this.errors++;
       if (this.samples.length < 5) this.samples.push('xadd ' + /** @type {Error} */ (e).message);
     }
+  }
+
+  /**
+   * Open loop "as fast as it can": `concurrency` lanes, each posting `batch` events to the next room
+   * as soon as its previous request was answered, whatever the answer (a 503 is retried at once: the
+   * worst producer, one that ignores Retry-After). Stops after `durationMs` or at `stop()`.
+   * @param {{ batch: number, durationMs: number }} o
+   */
+  async runFlood(o) {
+    this.stopped = false;
+    const until = Date.now() + o.durationMs;
+    let roomIdx = 0;
+    const lane = async () => {
+      while (!this.stopped && Date.now() < until) await this.post(this.rooms[roomIdx++ % this.rooms.length], o.batch);
+    };
+    await Promise.all(Array.from({ length: this.concurrency }, lane));
   }
 
   stop() { this.stopped = true; }
