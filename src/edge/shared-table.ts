@@ -103,27 +103,7 @@ export function openSharedTable(memory: SharedTableMemory): SharedTable {
   let hashB = 0;
   let created = false;
 
-  function lock(): void {
-    let c = Atomics.compareExchange(header, LOCK, 0, 1);
-    if (c === 0) return;
-    for (let i = 0; i < SPINS; i++) {
-      c = Atomics.compareExchange(header, LOCK, 0, 1);
-      if (c === 0) return;
-    }
-    // 2 = locked with (possible) sleepers: unlock() must then wake one.
-    if (c !== 2) c = Atomics.exchange(header, LOCK, 2);
-    while (c !== 0) {
-      Atomics.wait(header, LOCK, 2);
-      c = Atomics.exchange(header, LOCK, 2);
-    }
-  }
-
-  function unlock(): void {
-    if (Atomics.sub(header, LOCK, 1) !== 1) {
-      Atomics.store(header, LOCK, 0);
-      Atomics.notify(header, LOCK, 1);
-    }
-  }
+  const { lock, unlock } = futexLock(header, LOCK);
 
   function hash(space: number, key: string): void {
     // Lane A: FNV-1a over UTF-16 units from a seeded basis; lane B: a multiply-rotate lane (MurmurHash3's
@@ -252,6 +232,36 @@ export function openSharedTable(memory: SharedTableMemory): SharedTable {
     remove,
     valueIndex: (record, k) => record * stride + 1 + k,
     size: () => header[COUNT]!,
+  };
+}
+
+/**
+ * A lock in one Int32 of shared memory, for every thread that maps it: 0 free, 1 held, 2 held with
+ * possible sleepers. A short spin first (holders keep it for well under a microsecond), then
+ * Atomics.wait, so a waiting thread sleeps instead of burning its core.
+ */
+function futexLock(header: Int32Array, at: number): { lock(): void; unlock(): void } {
+  return {
+    lock() {
+      let c = Atomics.compareExchange(header, at, 0, 1);
+      if (c === 0) return;
+      for (let i = 0; i < SPINS; i++) {
+        c = Atomics.compareExchange(header, at, 0, 1);
+        if (c === 0) return;
+      }
+      // 2 = locked with (possible) sleepers: unlock() must then wake one.
+      if (c !== 2) c = Atomics.exchange(header, at, 2);
+      while (c !== 0) {
+        Atomics.wait(header, at, 2);
+        c = Atomics.exchange(header, at, 2);
+      }
+    },
+    unlock() {
+      if (Atomics.sub(header, at, 1) !== 1) {
+        Atomics.store(header, at, 0);
+        Atomics.notify(header, at, 1);
+      }
+    },
   };
 }
 
