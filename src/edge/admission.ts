@@ -92,27 +92,49 @@ const REFILLED_AT = 1;
 const PENALTY_UNTIL = 2;
 
 export function openEdgeState(memory: EdgeStateMemory, caps: EdgeCaps): EdgeState {
-  const counts = openSharedTable(memory.connections);
-  const limits = openSharedTable(memory.limits);
-  const cv = counts.values;
+  const buckets = openBuckets(memory.limits, caps);
+  const counts = openCounts(memory.connections, caps);
   const buffered = new Int32Array(memory.buffered);
+  return {
+    checkUpgrade(address, now = Date.now()) {
+      return address === null ? ADMIT : buckets.upgrade(address, now);
+    },
+    admit(userId, address, now = Date.now()) {
+      const penalty = buckets.penaltyOf(USER, userId, now);
+      return penalty.ok ? counts.admit(userId, address) : penalty;
+    },
+    release: counts.release,
+    penalize: buckets.penalize,
+    takeHttp: buckets.http,
+    reportBuffered(slot, bytes) {
+      Atomics.store(buffered, slot, Math.min(0x7fffffff, Math.ceil(bytes / 1024)));
+      let kib = 0;
+      for (let i = 0; i < buffered.length; i++) kib += Atomics.load(buffered, i);
+      return kib * 1024;
+    },
+    connections: counts.total,
+  };
+}
+
+/** The limits table: token buckets (upgrades per address, HTTP requests per principal) and penalties. */
+function openBuckets(memory: SharedTableMemory, caps: EdgeCaps) {
+  const limits = openSharedTable(memory);
   const lv = limits.values;
   // A bucket untouched this long is full again, the same as no record at all: such records (with no
   // penalty running) may be forgotten when the table is full.
   const refillMs = 1000 * Math.max(caps.upgrades.burst / caps.upgrades.perSecond, caps.http.burst / caps.http.perSecond);
   let evictNow = 0;
   const idle = (r: number) => lv[limits.valueIndex(r, PENALTY_UNTIL)]! <= evictNow && evictNow - lv[limits.valueIndex(r, REFILLED_AT)]! >= refillMs;
-  const never = () => false;
 
-  /** Under limits.lock(), for the key last hashed: its penalty, if one is running. */
-  function penaltyOf(now: number): Admission {
+  /** Under the lock, for the key last hashed: its penalty, if one is running. */
+  function runningPenalty(now: number): Admission {
     const r = limits.find();
     if (r < 0) return ADMIT;
     const until = lv[limits.valueIndex(r, PENALTY_UNTIL)]!;
     return until > now ? { ok: false, retryAfterS: Math.ceil((until - now) / 1000), reason: 'closed for flooding; wait before reconnecting' } : ADMIT;
   }
 
-  /** Under limits.lock(), for the key last hashed: takes one token from its bucket. */
+  /** Under the lock, for the key last hashed: takes one token from its bucket. */
   function takeToken(rate: { perSecond: number; burst: number }, now: number): Admission {
     evictNow = now;
     const r = limits.findOrInsert(idle);
@@ -129,14 +151,61 @@ export function openEdgeState(memory: EdgeStateMemory, caps: EdgeCaps): EdgeStat
     return { ok: false, retryAfterS: Math.max(1, Math.ceil((1 - tokens) / rate.perSecond)), reason: 'rate' };
   }
 
-  /** Under counts.lock(): the count of the key last hashed (0 if none). */
-  function countOf(): number {
+  /** Runs `fn` under the lock with `key` of `space` hashed. */
+  function locked<T>(space: number, key: string, fn: () => T): T {
+    limits.hash(space, key);
+    limits.lock();
+    try {
+      return fn();
+    } finally {
+      limits.unlock();
+    }
+  }
+
+  return {
+    penaltyOf: (space: number, key: string, now: number) => locked(space, key, () => runningPenalty(now)),
+    upgrade: (address: string, now: number) =>
+      locked(ADDRESS, address, () => {
+        const penalty = runningPenalty(now);
+        return penalty.ok ? takeToken(caps.upgrades, now) : penalty;
+      }),
+    http: (key: string, now = Date.now()) => locked(HTTP, key, () => takeToken(caps.http, now)),
+    penalize(userId: string, address: string | null, seconds: number, now = Date.now()): void {
+      const until = now + seconds * 1000;
+      for (const [space, key] of address === null ? [[USER, userId] as const] : ([[USER, userId], [ADDRESS, address]] as const)) {
+        locked(space, key, () => {
+          evictNow = now;
+          const r = limits.findOrInsert(idle);
+          if (r < 0) return;
+          if (limits.created) {
+            // A record made for the penalty alone: its bucket counts as full.
+            lv[limits.valueIndex(r, TOKENS)] = Infinity;
+            lv[limits.valueIndex(r, REFILLED_AT)] = now;
+          }
+          const p = limits.valueIndex(r, PENALTY_UNTIL);
+          lv[p] = Math.max(lv[p]!, until);
+        });
+      }
+    },
+  };
+}
+
+/** The connections table: live connections of the process, of each user and of each address. */
+function openCounts(memory: SharedTableMemory, caps: EdgeCaps) {
+  const counts = openSharedTable(memory);
+  const cv = counts.values;
+  const never = () => false;
+
+  /** Under the lock: the count of `key` in `space` (0 if none). */
+  function countOf(space: number, key: string): number {
+    counts.hash(space, key);
     const r = counts.find();
     return r < 0 ? 0 : cv[counts.valueIndex(r, 0)]!;
   }
 
-  /** Under counts.lock(): adds `delta` to the count of the key last hashed; a count of 0 is removed. */
-  function add(delta: number): boolean {
+  /** Under the lock: adds `delta` to the count of `key` in `space`; a count of 0 is removed. */
+  function add(space: number, key: string, delta: number): boolean {
+    counts.hash(space, key);
     const r = counts.findOrInsert(never);
     if (r < 0) return false;
     const i = counts.valueIndex(r, 0);
@@ -146,127 +215,43 @@ export function openEdgeState(memory: EdgeStateMemory, caps: EdgeCaps): EdgeStat
     return true;
   }
 
+  const keysOf = (userId: string, address: string | null) =>
+    address === null ? ([[TOTAL, ''], [USER, userId]] as const) : ([[TOTAL, ''], [USER, userId], [ADDRESS, address]] as const);
 
   return {
-    checkUpgrade(address, now = Date.now()) {
-      if (address === null) return ADMIT;
-      limits.hash(ADDRESS, address);
-      limits.lock();
-      try {
-        const penalty = penaltyOf(now);
-        return penalty.ok ? takeToken(caps.upgrades, now) : penalty;
-      } finally {
-        limits.unlock();
-      }
-    },
-
-    admit(userId, address, now = Date.now()) {
-      limits.hash(USER, userId);
-      limits.lock();
-      let penalty: Admission;
-      try {
-        penalty = penaltyOf(now);
-      } finally {
-        limits.unlock();
-      }
-      if (!penalty.ok) return penalty;
+    admit(userId: string, address: string | null): Admission {
       counts.lock();
       try {
         // Retry-After: a slot frees when someone leaves; a few seconds is an honest guess.
-        counts.hash(TOTAL, '');
-        if (countOf() >= caps.total) return { ok: false, retryAfterS: 5, reason: `this instance holds its maximum of ${caps.total} connections` };
-        counts.hash(USER, userId);
-        if (countOf() >= caps.perUser) return { ok: false, retryAfterS: 5, reason: `at most ${caps.perUser} connections per user` };
-        if (address !== null) {
-          counts.hash(ADDRESS, address);
-          if (countOf() >= caps.perAddress) return { ok: false, retryAfterS: 5, reason: `at most ${caps.perAddress} connections per address` };
-        }
+        if (countOf(TOTAL, '') >= caps.total) return { ok: false, retryAfterS: 5, reason: `this instance holds its maximum of ${caps.total} connections` };
+        if (countOf(USER, userId) >= caps.perUser) return { ok: false, retryAfterS: 5, reason: `at most ${caps.perUser} connections per user` };
+        if (address !== null && countOf(ADDRESS, address) >= caps.perAddress) return { ok: false, retryAfterS: 5, reason: `at most ${caps.perAddress} connections per address` };
         // Counted now, under the same lock as the checks. The table is sized for every live key; if
-        // it is ever full, refuse rather than admit a connection that could not be counted.
-        counts.hash(TOTAL, '');
-        if (!add(1)) return { ok: false, retryAfterS: 5, reason: 'connection table full' };
-        counts.hash(USER, userId);
-        if (!add(1)) {
-          counts.hash(TOTAL, '');
-          add(-1);
+        // it is ever full, refuse (undoing what was counted) rather than admit a connection that
+        // could not be counted.
+        const keys = keysOf(userId, address);
+        for (let i = 0; i < keys.length; i++) {
+          if (add(keys[i]![0], keys[i]![1], 1)) continue;
+          for (let j = 0; j < i; j++) add(keys[j]![0], keys[j]![1], -1);
           return { ok: false, retryAfterS: 5, reason: 'connection table full' };
-        }
-        if (address !== null) {
-          counts.hash(ADDRESS, address);
-          if (!add(1)) {
-            counts.hash(USER, userId);
-            add(-1);
-            counts.hash(TOTAL, '');
-            add(-1);
-            return { ok: false, retryAfterS: 5, reason: 'connection table full' };
-          }
         }
         return ADMIT;
       } finally {
         counts.unlock();
       }
     },
-
-    release(userId, address) {
+    release(userId: string, address: string | null): void {
       counts.lock();
       try {
-        counts.hash(TOTAL, '');
-        add(-1);
-        counts.hash(USER, userId);
-        add(-1);
-        if (address !== null) {
-          counts.hash(ADDRESS, address);
-          add(-1);
-        }
+        for (const [space, key] of keysOf(userId, address)) add(space, key, -1);
       } finally {
         counts.unlock();
       }
     },
-
-    penalize(userId, address, seconds, now = Date.now()) {
-      const until = now + seconds * 1000;
-      for (const [space, key] of address === null ? [[USER, userId] as const] : ([[USER, userId], [ADDRESS, address]] as const)) {
-        limits.hash(space, key);
-        limits.lock();
-        try {
-          evictNow = now;
-          const r = limits.findOrInsert(idle);
-          if (r < 0) continue;
-          if (limits.created) {
-            // A record made for the penalty alone: its bucket counts as full.
-            lv[limits.valueIndex(r, TOKENS)] = Infinity;
-            lv[limits.valueIndex(r, REFILLED_AT)] = now;
-          }
-          const p = limits.valueIndex(r, PENALTY_UNTIL);
-          lv[p] = Math.max(lv[p]!, until);
-        } finally {
-          limits.unlock();
-        }
-      }
-    },
-
-    takeHttp(key, now = Date.now()) {
-      limits.hash(HTTP, key);
-      limits.lock();
-      try {
-        return takeToken(caps.http, now);
-      } finally {
-        limits.unlock();
-      }
-    },
-
-    reportBuffered(slot, bytes) {
-      Atomics.store(buffered, slot, Math.min(0x7fffffff, Math.ceil(bytes / 1024)));
-      let kib = 0;
-      for (let i = 0; i < buffered.length; i++) kib += Atomics.load(buffered, i);
-      return kib * 1024;
-    },
-
-    connections() {
-      counts.hash(TOTAL, '');
+    total(): number {
       counts.lock();
       try {
-        return countOf();
+        return countOf(TOTAL, '');
       } finally {
         counts.unlock();
       }
