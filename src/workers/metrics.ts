@@ -1,5 +1,8 @@
 import { AggregatorRegistry, Gauge, type Registry } from 'prom-client';
-import type { MetricJson } from './messages.js';
+import type { MetricJson, ToWorker } from './messages.js';
+
+/** How long a /metrics answer waits for a worker's numbers before it sums the ones it has. */
+const METRICS_COLLECT_TIMEOUT_MS = 2000;
 
 /**
  * One /metrics for the whole process from every worker's registry: counters, gauges and histograms
@@ -25,4 +28,35 @@ export async function aggregateWorkerMetrics(snapshots: MetricJson[][], nodeId: 
   workers.set({ node: nodeId }, snapshots.length);
   // Same Prometheus text format as a single gateway's registry (routes.ts sets the content type).
   return { text: await registry.metrics() };
+}
+
+/**
+ * /metrics of a worker pool: one collect round per request, sent to the workers serving then,
+ * answered with whatever arrived within METRICS_COLLECT_TIMEOUT_MS, summed.
+ */
+export function createMetricsCollector(serving: () => ((message: ToWorker) => void)[], nodeId: string, options: { sharedFeedbackStore: boolean }) {
+  const collects = new Map<number, { snapshots: MetricJson[][]; expected: number; done: () => void }>();
+  let nextCollect = 1;
+  return {
+    async collect(): Promise<{ text: string }> {
+      const collectId = nextCollect++;
+      const snapshots: MetricJson[][] = [];
+      const targets = serving();
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, METRICS_COLLECT_TIMEOUT_MS);
+        collects.set(collectId, { snapshots, expected: targets.length, done: () => (clearTimeout(timer), resolve()) });
+        for (const send of targets) send({ kind: 'collect-metrics', collectId });
+        if (targets.length === 0) resolve();
+      });
+      collects.delete(collectId);
+      return aggregateWorkerMetrics(snapshots.filter((s) => s.length > 0), nodeId, options);
+    },
+    /** A worker's snapshot for a collect round (late ones are dropped). */
+    received(collectId: number, metrics: MetricJson[]): void {
+      const collect = collects.get(collectId);
+      if (!collect) return;
+      collect.snapshots.push(metrics);
+      if (collect.snapshots.length >= collect.expected) collect.done();
+    },
+  };
 }

@@ -6,11 +6,11 @@ import { memoryBusOptions } from '../bus/memory.js';
 import { createEdgeStateMemory, edgeCaps } from '../edge/admission.js';
 import { createBusHost, type BusHost } from './bus-host.js';
 import { serveSyncCalls } from './sync-calls.js';
-import type { FromWorker, MainRequest, MainResult, MetricJson, ToWorker, WorkerStart } from './messages.js';
+import type { FromWorker, MainRequest, MainResult, ToWorker, WorkerStart } from './messages.js';
 import { createAgentsHub } from './agents-hub.js';
-import { createMemoryTicketStore, ticketLimits } from '../auth/tickets.js';
+import { createMemoryTicketStore, ticketLimits, type TicketStore } from '../auth/tickets.js';
 import { GatewayError } from '../errors.js';
-import { aggregateWorkerMetrics } from './metrics.js';
+import { createMetricsCollector } from './metrics.js';
 import { startMetricsServer } from '../http/metrics-server.js';
 
 function freePort(host: string): Promise<number> {
@@ -31,8 +31,6 @@ export interface WorkerPool {
   close(): Promise<void>;
 }
 
-/** How long a /metrics answer waits for a worker's numbers before it sums the ones it has. */
-const METRICS_COLLECT_TIMEOUT_MS = 2000;
 /** A worker that said it closed but whose thread has not ended after this long is terminated. */
 const EXIT_AFTER_CLOSE_MS = 2000;
 
@@ -44,6 +42,56 @@ interface Running {
   /** Resolves when the worker answered `drain` (or ended). */
   readonly drained: Promise<void>;
   closed: boolean;
+}
+
+/** Runs a worker's call on the main thread's bus or ticket store and answers it on the worker's port. */
+function answerCall(
+  main: { host: BusHost | null; tickets: TicketStore | null },
+  send: (message: ToWorker) => void,
+  requestId: number,
+  request: MainRequest,
+  workerId: number,
+): void {
+  const { host, tickets } = main;
+  let result: Promise<MainResult>;
+  switch (request.op) {
+    case 'issueTicket':
+    case 'redeemTicket':
+      result = !tickets ? Promise.reject(new Error('no ticket store in the main thread (Redis holds tickets)')) : request.op === 'issueTicket' ? tickets.issue(request.principal) : tickets.redeem(request.ticket);
+      break;
+    default:
+      result = host ? host.run(workerId, request) : Promise.reject(new Error('no in-process bus in the main thread (Redis is the bus)'));
+  }
+  result.then(
+    (value) => send({ kind: 'reply', requestId, ok: true, value }),
+    (err: unknown) => send({ kind: 'reply', requestId, ok: false, message: (err as Error).message, code: err instanceof GatewayError ? err.code : undefined, retryAfterS: err instanceof GatewayError ? err.retryAfterS : undefined }),
+  );
+}
+
+/**
+ * Two phases. First every worker stops accepting and answers its requests in flight, so every
+ * publish that got its 202 is in the bus. Only then does any worker close its sockets: an event one
+ * worker acknowledged reaches the clients of all of them (the in-process bus posts it to each
+ * worker's port before the `shutdown` that follows; with Redis each catches up first).
+ */
+async function closeWorkers(workers: readonly Running[], graceMs: number): Promise<void> {
+  for (const w of workers) w.send({ kind: 'drain' });
+  const drainWait = new Promise<void>((resolve) => setTimeout(resolve, graceMs + 1000).unref());
+  await Promise.race([Promise.all(workers.map((w) => w.drained)), drainWait]);
+  for (const w of workers) w.send({ kind: 'shutdown' });
+  await Promise.all(
+    workers.map(async (w) => {
+      // A thread that reported closed but lingers (a handle left open) must not hold the process.
+      const watchdog = setInterval(() => {
+        if (w.closed) {
+          clearInterval(watchdog);
+          setTimeout(() => void w.thread.terminate(), EXIT_AFTER_CLOSE_MS).unref();
+        }
+      }, 50);
+      await w.exited;
+      clearInterval(watchdog);
+    }),
+  );
 }
 
 /**
@@ -69,39 +117,9 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
   // Without Redis the process has one ticket store, here, so a ticket issued on one worker is redeemed on any.
   const tickets = config.redis ? null : createMemoryTicketStore(ticketLimits(config));
 
-  /** Runs a worker's call on the main thread's bus or ticket store and answers it on the worker's port. */
-  function answer(send: (message: ToWorker) => void, requestId: number, request: MainRequest, workerId: number): void {
-    let result: Promise<MainResult>;
-    switch (request.op) {
-      case 'issueTicket':
-      case 'redeemTicket':
-        result = !tickets ? Promise.reject(new Error('no ticket store in the main thread (Redis holds tickets)')) : request.op === 'issueTicket' ? tickets.issue(request.principal) : tickets.redeem(request.ticket);
-        break;
-      default:
-        result = host ? host.run(workerId, request) : Promise.reject(new Error('no in-process bus in the main thread (Redis is the bus)'));
-    }
-    result.then(
-      (value) => send({ kind: 'reply', requestId, ok: true, value }),
-      (err: unknown) => send({ kind: 'reply', requestId, ok: false, message: (err as Error).message, code: err instanceof GatewayError ? err.code : undefined, retryAfterS: err instanceof GatewayError ? err.retryAfterS : undefined }),
-    );
-  }
-
-  // /metrics: one collect round per request, answered with whatever arrived in time.
-  const collects = new Map<number, { snapshots: MetricJson[][]; expected: number; done: () => void }>();
-  let nextCollect = 1;
-  async function processMetrics(): Promise<{ text: string }> {
-    const collectId = nextCollect++;
-    const snapshots: MetricJson[][] = [];
-    const targets = [...running.values()].filter((w) => !w.closed);
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, METRICS_COLLECT_TIMEOUT_MS);
-      collects.set(collectId, { snapshots, expected: targets.length, done: () => (clearTimeout(timer), resolve()) });
-      for (const w of targets) w.send({ kind: 'collect-metrics', collectId });
-      if (targets.length === 0) resolve();
-    });
-    collects.delete(collectId);
-    return aggregateWorkerMetrics(snapshots.filter((s) => s.length > 0), config.nodeId, { sharedFeedbackStore: !!config.redis });
-  }
+  // /metrics: one collect round per request over the workers still serving, summed.
+  const metrics = createMetricsCollector(() => [...running.values()].filter((w) => !w.closed).map((w) => w.send), config.nodeId, { sharedFeedbackStore: !!config.redis });
+  const processMetrics = metrics.collect;
 
   function spawn(workerId: number, workerConfig: Config): { worker: Running; listening: Promise<number> } {
     const appends = host ? serveSyncCalls((request) => host.run(workerId, request)) : null;
@@ -130,7 +148,7 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
         case 'start-failed':
           return rejectListening(new Error(`worker ${workerId}: ${message.message}`));
         case 'call':
-          return answer(send, message.requestId, message.request, workerId);
+          return answerCall({ host, tickets }, send, message.requestId, message.request, workerId);
         case 'bus-unwatch':
           return host?.unwatch(workerId, message.guid);
         case 'agents-hub':
@@ -144,13 +162,8 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
             },
           );
           return;
-        case 'metrics-snapshot': {
-          const collect = collects.get(message.collectId);
-          if (!collect) return;
-          collect.snapshots.push(message.metrics);
-          if (collect.snapshots.length >= collect.expected) collect.done();
-          return;
-        }
+        case 'metrics-snapshot':
+          return metrics.received(message.collectId, message.metrics);
         case 'drained':
           return markDrained();
         case 'closed':
@@ -174,28 +187,7 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
   }
 
   async function close(): Promise<void> {
-    const workers = [...running.values()];
-    // Two phases. First every worker stops accepting and answers its requests in flight, so every
-    // publish that got its 202 is in the bus. Only then does any worker close its sockets: an event
-    // one worker acknowledged reaches the clients of all of them (the in-process bus posts it to
-    // each worker's port before the `shutdown` that follows; with Redis each catches up first).
-    for (const w of workers) w.send({ kind: 'drain' });
-    const drainWait = new Promise<void>((resolve) => setTimeout(resolve, config.shutdownGraceMs + 1000).unref());
-    await Promise.race([Promise.all(workers.map((w) => w.drained)), drainWait]);
-    for (const w of workers) w.send({ kind: 'shutdown' });
-    await Promise.all(
-      workers.map(async (w) => {
-        // A thread that reported closed but lingers (a handle left open) must not hold the process.
-        const watchdog = setInterval(() => {
-          if (w.closed) {
-            clearInterval(watchdog);
-            setTimeout(() => void w.thread.terminate(), EXIT_AFTER_CLOSE_MS).unref();
-          }
-        }, 50);
-        await w.exited;
-        clearInterval(watchdog);
-      }),
-    );
+    await closeWorkers([...running.values()], config.shutdownGraceMs);
     await host?.close();
   }
 
