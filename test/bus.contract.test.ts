@@ -7,7 +7,7 @@
 // a comment naming the difference: the suite then passes, and turns red the day the bus is fixed.
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { EventBus, NewEvent } from '../src/bus/bus.js';
+import type { EventBus, IdempotentPublish, NewEvent } from '../src/bus/bus.js';
 import { GatewayError } from '../src/errors.js';
 import { compareIds, isEventId, ZERO_ID } from '../src/protocol/event-id.js';
 import { eventData, type ProjectEvent } from '../src/protocol/events.js';
@@ -44,6 +44,8 @@ const guid = () => randomUUID();
 const ev = (n: number, tag = 'contract'): NewEvent => ({ type: 'project_message', data: { n, tag } });
 const evs = (from: number, count: number, tag?: string): NewEvent[] => Array.from({ length: count }, (_, i) => ev(from + i, tag));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** A keyed publish by `producer`. */
+const by = (producer: string, idempotencyKey: string): IdempotentPublish => ({ idempotencyKey, producer });
 
 async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -130,7 +132,7 @@ describe.each(CASES)('EventBus contract: $name', (c) => {
     const s = await open();
     const g = guid();
     expect(await s.bus.publish(g, [])).toEqual({ ids: [], replayed: false });
-    expect(await s.bus.publish(g, [], 'empty-batch')).toEqual({ ids: [], replayed: false });
+    expect(await s.bus.publish(g, [], by('A', 'empty-batch'))).toEqual({ ids: [], replayed: false });
     expect((await s.bus.range(g, ZERO_ID, 10)).events).toEqual([]);
   });
 
@@ -348,13 +350,13 @@ describe.each(CASES)('EventBus contract: $name', (c) => {
     const g = guid();
     await s.bus.watch(g);
     const body = evs(0, 2);
-    const first = await s.bus.publish(g, body, 'order-1');
+    const first = await s.bus.publish(g, body, by('A', 'order-1'));
     expect(first.replayed).toBe(false);
     expect(first.ids).toHaveLength(2);
-    expect(await s.bus.publish(g, evs(0, 2), 'order-1')).toEqual({ ids: first.ids, replayed: true });
+    expect(await s.bus.publish(g, evs(0, 2), by('A', 'order-1'))).toEqual({ ids: first.ids, replayed: true });
     // The same body given as its JSON (as the gateway passes checked data) is the same body.
-    expect(await s.bus.publish(g, body.map((e) => ({ ...e, dataJson: JSON.stringify(e.data) })), 'order-1')).toEqual({ ids: first.ids, replayed: true });
-    const refused = await s.bus.publish(g, evs(5, 1), 'order-1').then(
+    expect(await s.bus.publish(g, body.map((e) => ({ ...e, dataJson: JSON.stringify(e.data) })), by('A', 'order-1'))).toEqual({ ids: first.ids, replayed: true });
+    const refused = await s.bus.publish(g, evs(5, 1), by('A', 'order-1')).then(
       () => null,
       (err: unknown) => err,
     );
@@ -365,17 +367,47 @@ describe.each(CASES)('EventBus contract: $name', (c) => {
     expect(s.journal.ids(g)).toEqual(first.ids);
   });
 
-  it('idempotency: a key is per project, and shared with every writer on the log', async () => {
+  it('idempotency: a key is per project and producer, and a producer\'s key holds for every writer on the log', async () => {
     const s = await open();
     const [a, b] = [guid(), guid()];
-    const onA = await s.bus.publish(a, evs(0, 1), 'shared-key');
-    const onB = await s.bus.publish(b, evs(0, 1), 'shared-key');
+    const onA = await s.bus.publish(a, evs(0, 1), by('A', 'shared-key'));
+    const onB = await s.bus.publish(b, evs(0, 1), by('A', 'shared-key'));
     expect(onB.replayed).toBe(false);
     expect(onB.ids).toHaveLength(1);
-    expect(await s.peerPublish(a, evs(0, 1), 'shared-key')).toEqual({ ids: onA.ids, replayed: true });
-    const byPeer = await s.peerPublish(a, evs(1, 2), 'peer-key');
-    expect(await s.bus.publish(a, evs(1, 2), 'peer-key')).toEqual({ ids: byPeer.ids, replayed: true });
-    await expect(s.bus.publish(a, evs(9, 1), 'peer-key')).rejects.toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' });
+    // Another writer (gateway, exported producer, worker thread) publishing for the same producer.
+    expect(await s.peerPublish(a, evs(0, 1), by('A', 'shared-key'))).toEqual({ ids: onA.ids, replayed: true });
+    const byPeer = await s.peerPublish(a, evs(1, 2), by('A', 'peer-key'));
+    expect(await s.bus.publish(a, evs(1, 2), by('A', 'peer-key'))).toEqual({ ids: byPeer.ids, replayed: true });
+    await expect(s.bus.publish(a, evs(9, 1), by('A', 'peer-key'))).rejects.toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' });
+  });
+
+  it('idempotency: another producer\'s same key is another request: appended, neither replayed nor refused, and the first producer\'s record is untouched', async () => {
+    const s = await open();
+    const g = guid();
+    await s.bus.watch(g);
+    const byA = await s.bus.publish(g, evs(0, 2), by('A', 'order-7'));
+    // B, same key, same body: no replay of A's ids (B would learn that A used the key, and lose its events).
+    const sameBody = await s.bus.publish(g, evs(0, 2), by('B', 'order-7'));
+    expect(sameBody.replayed).toBe(false);
+    expect(sameBody.ids).toHaveLength(2);
+    expect(sameBody.ids.some((id) => byA.ids.includes(id))).toBe(false);
+    // C, same key, another body: no 422 (which would say A used it); through another writer too.
+    const otherBody = await s.peerPublish(g, evs(10, 1), by('C', 'order-7'));
+    expect(otherBody.replayed).toBe(false);
+    expect(otherBody.ids).toHaveLength(1);
+    // Each producer's retry returns its own ids; a producer's own other body is still refused.
+    expect(await s.bus.publish(g, evs(0, 2), by('A', 'order-7'))).toEqual({ ids: byA.ids, replayed: true });
+    expect(await s.peerPublish(g, evs(0, 2), by('B', 'order-7'))).toEqual({ ids: sameBody.ids, replayed: true });
+    expect(await s.bus.publish(g, evs(10, 1), by('C', 'order-7'))).toEqual({ ids: otherBody.ids, replayed: true });
+    await expect(s.bus.publish(g, evs(10, 1), by('A', 'order-7'))).rejects.toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' });
+    // A producer named like another's key, or a key like a producer: no two of them meet.
+    const split = [await s.bus.publish(g, evs(20, 1), by('x', 'y:z')), await s.bus.publish(g, evs(20, 1), by('x:y', 'z'))];
+    expect(split.map((r) => r.replayed)).toEqual([false, false]);
+    const appended = [...byA.ids, ...sameBody.ids, ...otherBody.ids, ...split.flatMap((r) => r.ids)];
+    expectIncreasing(appended);
+    await settle(s);
+    expect((await s.bus.range(g, ZERO_ID, 100)).events.map((e) => e.id)).toEqual(appended);
+    expect(s.journal.ids(g)).toEqual(appended);
   });
 
   it('catchUp resolves once every event another writer appended to a watched project has reached the sink', async () => {

@@ -79,11 +79,12 @@ export function createMemoryBus(sink: EventSink, options: MemoryBusOptions): Eve
   return {
     kind: 'memory',
     appendsInline: true,
-    async publish(guid, input: readonly NewEvent[], idempotencyKey) {
+    async publish(guid, input: readonly NewEvent[], keyed) {
       let recordKey: string | null = null;
       let fingerprint = '';
-      if (idempotencyKey !== undefined) {
-        recordKey = `${guid}\n${idempotencyKey}`;
+      if (keyed !== undefined) {
+        // The producer last: neither a GUID nor a key holds a newline, so the three read one way only.
+        recordKey = `${guid}\n${keyed.idempotencyKey}\n${keyed.producer}`;
         fingerprint = fingerprintEvents(input.map((e) => [e.type, e.dataJson ?? JSON.stringify(e.data)]));
         const record = recordFor(recordKey, Date.now());
         if (record) {

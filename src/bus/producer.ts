@@ -2,10 +2,10 @@ import type { Cluster, Redis } from 'ioredis';
 import { GatewayError } from '../errors.js';
 import { DEFAULT_DATA_LIMITS, type DataLimits } from '../protocol/limits.js';
 import type { EventType } from '../protocol/messages.js';
-import type { AppendResult, NewEvent } from './bus.js';
-import { fingerprintEvents } from './idempotency.js';
+import type { AppendResult, IdempotentPublish, NewEvent } from './bus.js';
+import { checkProducerName, DEFAULT_EXPORTED_PRODUCER, fingerprintEvents } from './idempotency.js';
 import { checkEvents } from './ingress.js';
-import { eventsKey, FIELD_DATA, FIELD_ORIGIN, FIELD_TYPE, idempotencyKey } from '../redis/keys.js';
+import { eventsKey, FIELD_DATA, FIELD_ORIGIN, FIELD_TYPE, idempotencyKeys } from '../redis/keys.js';
 
 export interface ProducerOptions {
   /** Key prefix, REDIS_PREFIX on the gateways (default 'autocode'). */
@@ -22,6 +22,12 @@ export interface ProducerOptions {
   limits?: DataLimits;
   /** How long an idempotency key is remembered (IDEMPOTENCY_WINDOW_S on the gateways). */
   idempotencyWindowS?: number;
+  /**
+   * Who this producer is: its idempotency keys are its own (another producer's same key is another
+   * request). 1–128 of A-Z a-z 0-9 . _ -; default 'producer', shared by every producer that names
+   * none: give each service its own.
+   */
+  producer?: string;
 }
 
 export interface ProducerEvent {
@@ -60,11 +66,12 @@ type AppendOnce = (stream: string, record: string, ...args: (string | number)[])
  * The producer side of the contract, for TypeScript backends: appends project events to the stream
  * every gateway instance reads. Events of one call are appended in order in one round trip.
  *
- *   const producer = createProducer(new Redis(url));
+ *   const producer = createProducer(new Redis(url), { producer: 'billing' });
  *   const [id] = await producer.publish(guid, [{ type: 'project_message', data: { text: 'hi' } }], { idempotencyKey: requestId });
  *
  * With an idempotency key, a call retried after a timeout or an error never appends twice within
- * the idempotency window: the retry returns the ids of the first append.
+ * the idempotency window: the retry returns the ids of the first append. Keys are this producer's
+ * own (options.producer): see bus/idempotency.ts.
  */
 export function createProducer(redis: Redis | Cluster, options: ProducerOptions = {}) {
   const prefix = options.prefix ?? 'autocode';
@@ -73,6 +80,7 @@ export function createProducer(redis: Redis | Cluster, options: ProducerOptions 
   const maxAgeS = options.maxAgeS ?? 0;
   const limits = options.limits ?? DEFAULT_DATA_LIMITS;
   const windowS = options.idempotencyWindowS ?? 3600;
+  const producerName = checkProducerName(options.producer ?? DEFAULT_EXPORTED_PRODUCER);
   // Refreshing the TTL on every append doubles the commands per publish; once per tenth of the TTL
   // per key keeps an active stream alive just the same.
   const ttlRefreshedAt = new Map<string, number>();
@@ -81,12 +89,12 @@ export function createProducer(redis: Redis | Cluster, options: ProducerOptions 
   const appendOnce = (redis as unknown as { autocodeAppendOnce: AppendOnce }).autocodeAppendOnce.bind(redis);
 
 
-  async function appendKeyed(key: string, guid: string, encoded: [EventType, string][], idemKey: string): Promise<AppendResult> {
+  async function appendKeyed(key: string, guid: string, encoded: [EventType, string][], keyed: IdempotentPublish): Promise<AppendResult> {
     const args: (string | number)[] = [maxLen, windowS, fingerprintEvents(encoded), ttlS, maxAgeS > 0 ? `${Date.now() - maxAgeS * 1000}-0` : '', options.origin ?? ''];
     for (const [type, json] of encoded) args.push(type, json);
     let reply: [number, string];
     try {
-      reply = await appendOnce(key, idempotencyKey(prefix, guid, idemKey), ...args);
+      reply = await appendOnce(key, idempotencyKeys(prefix, guid, keyed.producer, keyed.idempotencyKey).record, ...args);
     } catch (err) {
       if ((err as Error).message?.includes('IDEMPOTENCY_MISMATCH')) throw new GatewayError('IDEMPOTENCY_KEY_REUSED');
       throw err;
@@ -96,12 +104,13 @@ export function createProducer(redis: Redis | Cluster, options: ProducerOptions 
 
   /**
    * Appends events that went through checkEvents (bus/ingress.ts): the gateway's own appends, whose
-   * data is encoded already. Anyone else calls publish(), which checks first.
+   * data is encoded already, keyed for the producer they name. Anyone else calls publish(), which
+   * checks first and keys for this producer (options.producer).
    */
-  async function append(guid: string, events: readonly NewEvent[], opts: { idempotencyKey?: string } = {}): Promise<AppendResult> {
+  async function append(guid: string, events: readonly NewEvent[], keyed?: IdempotentPublish): Promise<AppendResult> {
     const key = eventsKey(prefix, guid);
     const encoded = events.map((e): [EventType, string] => [e.type, e.dataJson ?? JSON.stringify(e.data)]);
-    if (opts.idempotencyKey !== undefined) return appendKeyed(key, guid, encoded, opts.idempotencyKey);
+    if (keyed !== undefined) return appendKeyed(key, guid, encoded, keyed);
     const pipeline = redis.pipeline();
     for (const [type, json] of encoded) {
       const fields = [FIELD_TYPE, type, FIELD_DATA, json];
@@ -131,13 +140,14 @@ export function createProducer(redis: Redis | Cluster, options: ProducerOptions 
   return {
     append,
     /**
-     * Appends in order and resolves with the ids (the first call's ids for a repeated idempotency
-     * key). The events pass the gateways' own check first (a GatewayError names what is wrong), so
-     * nothing is appended that the gateways would skip.
+     * Appends in order and resolves with the ids (the first call's ids for an idempotency key this
+     * producer repeated). The events pass the gateways' own check first (a GatewayError names what
+     * is wrong), so nothing is appended that the gateways would skip.
      */
     async publish(projectGuid: string, events: readonly ProducerEvent[], opts: { idempotencyKey?: string } = {}): Promise<string[]> {
       const checked = checkEvents(projectGuid, events, limits, opts.idempotencyKey);
-      return (await append(checked.guid, checked.events, opts)).ids;
+      const keyed = opts.idempotencyKey === undefined ? undefined : { idempotencyKey: opts.idempotencyKey, producer: producerName };
+      return (await append(checked.guid, checked.events, keyed)).ids;
     },
   };
 }

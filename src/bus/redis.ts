@@ -118,10 +118,10 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
   return {
     kind: 'redis',
     appendsInline: false,
-    async publish(guid, events, idempotencyKey) {
+    async publish(guid, events, keyed) {
       ensureReady();
       try {
-        return await producer.append(guid, events as ProducerEvent[], idempotencyKey === undefined ? {} : { idempotencyKey });
+        return await producer.append(guid, events as ProducerEvent[], keyed);
       } catch (err) {
         if (err instanceof GatewayError) throw err;
         logError('redis publish failed', err);

@@ -1,4 +1,4 @@
-import type { AppendResult, HistoryCheck, HistoryPage, NewEvent } from '../bus/bus.js';
+import type { AppendResult, HistoryCheck, HistoryPage, IdempotentPublish, NewEvent } from '../bus/bus.js';
 import type { MessagePort } from 'node:worker_threads';
 import type { Principal } from '../auth/tokens.js';
 import type { EdgeStateMemory } from '../edge/admission.js';
@@ -36,7 +36,7 @@ export type SyncReply = { readonly requestId: number } & ({ readonly ok: true; r
 
 /** Bus calls a worker makes on the main thread's in-process bus. */
 export type BusRequest =
-  | { readonly op: 'publish'; readonly guid: string; readonly events: readonly NewEvent[]; readonly idempotencyKey?: string | undefined }
+  | { readonly op: 'publish'; readonly guid: string; readonly events: readonly NewEvent[]; readonly keyed?: IdempotentPublish | undefined }
   | { readonly op: 'watch'; readonly guid: string }
   | { readonly op: 'range'; readonly guid: string; readonly afterId: string; readonly count: number }
   | { readonly op: 'checkHistory'; readonly guid: string; readonly afterId: string }

@@ -15,7 +15,7 @@ import pino from 'pino';
 import { createMemoryBus } from '../../src/bus/memory.js';
 import { createProducer } from '../../src/bus/producer.js';
 import { createRedisBus } from '../../src/bus/redis.js';
-import type { AppendResult, EventBus, EventSink, NewEvent } from '../../src/bus/bus.js';
+import type { AppendResult, EventBus, EventSink, IdempotentPublish, NewEvent } from '../../src/bus/bus.js';
 import { GatewayError, type ErrorCode } from '../../src/errors.js';
 import type { ProjectEvent } from '../../src/protocol/events.js';
 import { DEFAULT_DATA_LIMITS } from '../../src/protocol/limits.js';
@@ -82,7 +82,7 @@ export interface BusSubject {
   /** Whether publish() settled within the microtasks of its caller, seen in the bus's own thread. */
   publishSettlesInline(guid: string, events: readonly NewEvent[]): Promise<boolean>;
   /** Appends as another writer on the same log (another gateway, producer or worker thread). */
-  peerPublish(guid: string, events: readonly NewEvent[], idempotencyKey?: string): Promise<AppendResult>;
+  peerPublish(guid: string, events: readonly NewEvent[], keyed?: IdempotentPublish): Promise<AppendResult>;
   /** Redis only: appends a raw entry, as any XADD can (e.g. one that is not a valid event). */
   readonly appendRaw?: (guid: string, fields: string[]) => Promise<string>;
   /** Closes everything the subject opened (the bus too, if the test did not). */
@@ -140,7 +140,7 @@ function journaledBus(bus: EventBus, sequence: BusSubject['sequence'], isReady: 
   return {
     kind: bus.kind,
     appendsInline: bus.appendsInline,
-    publish: (guid, events, key) => one(key === undefined ? ['publish', guid, events] : ['publish', guid, events, key]),
+    publish: (guid, events, keyed) => one(keyed === undefined ? ['publish', guid, events] : ['publish', guid, events, keyed]),
     watch: (guid) => one(['watch', guid]),
     unwatch(guid) {
       void sequence([['unwatch', guid]]);
@@ -166,7 +166,7 @@ export const openMemory: OpenSubject = async (options) => {
     journal,
     ...calls,
     // One process, one log: another writer appends to this same bus.
-    peerPublish: (guid, events, key) => raw.publish(guid, events, key),
+    peerPublish: (guid, events, keyed) => raw.publish(guid, events, keyed),
     dispose: () => raw.close(),
   };
 };
@@ -197,7 +197,7 @@ export function openRedis(target: RedisTarget, name = 'redis'): OpenSubject {
       bus: journaledBus(raw, calls.sequence),
       journal,
       ...calls,
-      peerPublish: (guid, events, key) => peer.append(guid, events as Parameters<typeof peer.append>[1], key === undefined ? {} : { idempotencyKey: key }),
+      peerPublish: (guid, events, keyed) => peer.append(guid, events as Parameters<typeof peer.append>[1], keyed),
       appendRaw: async (guid, fields) => String(await peerClient.xadd(eventsKey(redis.prefix, guid), '*', ...fields)),
       async dispose() {
         if (closed) return;
@@ -302,7 +302,7 @@ export const openWorkerPort: OpenSubject = async (options) => {
     journal,
     sequence,
     publishSettlesInline: async (guid, events) => (await sequence([['publishSettlesInline', guid, events] as unknown as Call]))[0] as boolean,
-    peerPublish: (guid, events, key) => host.run(PEER_WORKER_ID, { op: 'publish', guid, events, idempotencyKey: key }) as Promise<AppendResult>,
+    peerPublish: (guid, events, keyed) => host.run(PEER_WORKER_ID, { op: 'publish', guid, events, keyed }) as Promise<AppendResult>,
     async dispose() {
       if (disposed) return;
       disposed = true;
