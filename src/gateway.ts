@@ -323,6 +323,7 @@ async function defaultBusFactory(config: Config, instanceId: string, log: Logger
       log,
       dataLimits: config.dataLimits,
       idempotencyWindowS: config.idempotencyWindowS,
+      idempotencyKeysPerProducer: config.idempotencyKeysPerProducer,
       onSkippedEntry: () => metrics.busEntriesSkipped.inc(),
     });
 }

@@ -30,14 +30,20 @@ interface BusCase {
   /** What the interface says for this bus (bus.ts: kind, appendsInline). */
   readonly kind: EventBus['kind'];
   readonly appendsInline: boolean;
+  /**
+   * What a producer's bound of unexpired idempotency keys counts (bus/idempotency.ts): on Redis its
+   * keys on one project (counted in the project's slot, by the append script); in process its keys
+   * on every project (one process's memory).
+   */
+  readonly keysBoundedPer: 'project' | 'process';
 }
 
 const CASES: BusCase[] = [
-  { name: 'memory', open: openMemory, kind: 'memory', appendsInline: true },
-  { name: 'redis', open: (o) => openRedis({ url: redis!.url }, 'redis')(o), kind: 'redis', appendsInline: false },
-  { name: 'redis-cluster', open: (o) => openRedis({ clusterNodes: cluster!.nodes }, 'redis-cluster')(o), kind: 'redis', appendsInline: false },
+  { name: 'memory', open: openMemory, kind: 'memory', appendsInline: true, keysBoundedPer: 'process' },
+  { name: 'redis', open: (o) => openRedis({ url: redis!.url }, 'redis')(o), kind: 'redis', appendsInline: false, keysBoundedPer: 'project' },
+  { name: 'redis-cluster', open: (o) => openRedis({ clusterNodes: cluster!.nodes }, 'redis-cluster')(o), kind: 'redis', appendsInline: false, keysBoundedPer: 'project' },
   // The port bus's appends are synchronous calls on the main thread (sync-calls.ts): inline too.
-  { name: 'worker-port', open: openWorkerPort, kind: 'memory', appendsInline: true },
+  { name: 'worker-port', open: openWorkerPort, kind: 'memory', appendsInline: true, keysBoundedPer: 'process' },
 ];
 
 const guid = () => randomUUID();
@@ -408,6 +414,79 @@ describe.each(CASES)('EventBus contract: $name', (c) => {
     await settle(s);
     expect((await s.bus.range(g, ZERO_ID, 100)).events.map((e) => e.id)).toEqual(appended);
     expect(s.journal.ids(g)).toEqual(appended);
+  });
+
+  /** What a call threw (or null if it did not). */
+  const thrown = (p: Promise<unknown>) =>
+    p.then(
+      () => null,
+      (err: unknown) => err,
+    );
+
+  it('idempotency: a producer at its bound of unexpired keys is refused (nothing appended, Retry-After); its replays, its unkeyed publishes and other producers go on', async () => {
+    const s = await open({ keysPerProducer: 3, idempotencyWindowS: 30 });
+    const [g, h] = [guid(), guid()];
+    await s.bus.watch(g);
+    // The bound counts the producer's keys whichever writer published them.
+    const held = [await s.bus.publish(g, evs(0, 1), by('A', 'k1')), await s.peerPublish(g, evs(1, 1), by('A', 'k2')), await s.bus.publish(g, evs(2, 2), by('A', 'k3'))];
+    expect(held.map((r) => r.replayed)).toEqual([false, false, false]);
+    for (const refused of [await thrown(s.bus.publish(g, evs(4, 1), by('A', 'k4'))), await thrown(s.peerPublish(g, evs(4, 1), by('A', 'k4')))]) {
+      expect(refused).toBeInstanceOf(GatewayError);
+      expect(refused).toMatchObject({ code: 'IDEMPOTENCY_KEYS_EXHAUSTED' });
+      // Until the oldest of A's keys expires: within the window.
+      expect((refused as GatewayError).retryAfterS).toBeGreaterThanOrEqual(1);
+      expect((refused as GatewayError).retryAfterS).toBeLessThanOrEqual(30);
+    }
+    // What A holds still answers: replays, and the refusal of another body.
+    expect(await s.bus.publish(g, evs(0, 1), by('A', 'k1'))).toEqual({ ids: held[0]!.ids, replayed: true });
+    expect(await s.peerPublish(g, evs(2, 2), by('A', 'k3'))).toEqual({ ids: held[2]!.ids, replayed: true });
+    await expect(s.bus.publish(g, evs(9, 1), by('A', 'k2'))).rejects.toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' });
+    // Without a key A still publishes.
+    const unkeyed = await s.bus.publish(g, evs(5, 1));
+    // Another producer, on this project and on another, is unaffected.
+    const byB = [await s.bus.publish(g, evs(6, 1), by('B', 'k4')), await s.peerPublish(g, evs(7, 1), by('B', 'k1')), await s.bus.publish(h, evs(0, 1), by('B', 'k4'))];
+    expect(byB.map((r) => r.replayed)).toEqual([false, false, false]);
+    // A on another project: on Redis another bound (per project); in process the same one.
+    const elsewhere = await thrown(s.bus.publish(h, evs(0, 1), by('A', 'k4')));
+    if (c.keysBoundedPer === 'project') expect(elsewhere).toBeNull();
+    else expect(elsewhere).toMatchObject({ code: 'IDEMPOTENCY_KEYS_EXHAUSTED' });
+    const appended = [...held.flatMap((r) => r.ids), ...unkeyed.ids, ...byB[0]!.ids, ...byB[1]!.ids];
+    await settle(s);
+    expect((await s.bus.range(g, ZERO_ID, 100)).events.map((e) => e.id)).toEqual(appended);
+    expect(s.journal.ids(g)).toEqual(appended);
+  });
+
+  it('idempotency: a flood of keyed publishes from one producer neither evicts another producer\'s records nor blocks its new keys', async () => {
+    const s = await open({ keysPerProducer: 5 });
+    const g = guid();
+    const first = await s.bus.publish(g, evs(0, 1), by('A', 'a-1'));
+    const flood = await Promise.all(Array.from({ length: 60 }, (_, i) => thrown((i % 2 ? s.peerPublish : s.bus.publish)(g, evs(100 + i, 1), by('B', `b-${i}`)))));
+    expect(flood.filter((e) => e === null)).toHaveLength(5);
+    expect(flood.filter((e) => e !== null).every((e) => (e as GatewayError).code === 'IDEMPOTENCY_KEYS_EXHAUSTED')).toBe(true);
+    // A's retry is still a replay (not a duplicate), and A's next key is accepted.
+    expect(await s.bus.publish(g, evs(0, 1), by('A', 'a-1'))).toEqual({ ids: first.ids, replayed: true });
+    const next = await s.peerPublish(g, evs(1, 1), by('A', 'a-2'));
+    expect(next.replayed).toBe(false);
+    const held = (await s.bus.range(g, ZERO_ID, 100)).events;
+    expect(held).toHaveLength(1 + 5 + 1);
+    expect(held.filter((e) => (eventData(e) as { n: number }).n === 0)).toHaveLength(1);
+  });
+
+  it('idempotency: a record expires after the window: its key appends anew, and the producer\'s bound frees', async () => {
+    const s = await open({ keysPerProducer: 1, idempotencyWindowS: 1 });
+    const g = guid();
+    const first = await s.bus.publish(g, evs(0, 1), by('A', 'k1'));
+    const refused = await thrown(s.bus.publish(g, evs(1, 1), by('A', 'k2')));
+    expect(refused).toMatchObject({ code: 'IDEMPOTENCY_KEYS_EXHAUSTED', retryAfterS: 1 });
+    await sleep(1250);
+    // k1 is no longer remembered: the same body appends again; and the bound had room for it.
+    const again = await s.bus.publish(g, evs(0, 1), by('A', 'k1'));
+    expect(again.replayed).toBe(false);
+    expect(again.ids).toHaveLength(1);
+    expect(again.ids).not.toEqual(first.ids);
+    expect(await s.peerPublish(g, evs(0, 1), by('A', 'k1'))).toEqual({ ids: again.ids, replayed: true });
+    await expect(s.bus.publish(g, evs(1, 1), by('A', 'k2'))).rejects.toMatchObject({ code: 'IDEMPOTENCY_KEYS_EXHAUSTED' });
+    expect((await s.bus.range(g, ZERO_ID, 100)).events.map((e) => e.id)).toEqual([...first.ids, ...again.ids]);
   });
 
   it('catchUp resolves once every event another writer appended to a watched project has reached the sink', async () => {

@@ -32,7 +32,11 @@ export interface SyncChannel {
 }
 
 /** A synchronous call's answer on a SyncChannel; `requestId` tells a late answer from the current one. */
-export type SyncReply = { readonly requestId: number } & ({ readonly ok: true; readonly value: MainResult } | { readonly ok: false; readonly message: string; readonly code?: ErrorCode | undefined });
+export type SyncReply = { readonly requestId: number } & (
+  | { readonly ok: true; readonly value: MainResult }
+  /** code and retryAfterS: a GatewayError's, so a refusal (IDEMPOTENCY_KEYS_EXHAUSTED, OVERLOADED, …) keeps its meaning and its Retry-After. */
+  | { readonly ok: false; readonly message: string; readonly code?: ErrorCode | undefined; readonly retryAfterS?: number | undefined }
+);
 
 /** Bus calls a worker makes on the main thread's in-process bus. */
 export type BusRequest =

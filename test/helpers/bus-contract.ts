@@ -92,6 +92,10 @@ export interface BusSubject {
 export interface SubjectOptions {
   /** Retention per project: STREAM_MAXLEN (approximate, whole stream nodes, on Redis). */
   readonly maxLen: number;
+  /** IDEMPOTENCY_WINDOW_S (default 60), for the bus and its peer writer alike. */
+  readonly idempotencyWindowS?: number;
+  /** IDEMPOTENCY_KEYS_PER_PRODUCER (default its default), for the bus and its peer writer alike. */
+  readonly keysPerProducer?: number;
 }
 
 export type OpenSubject = (options: SubjectOptions) => Promise<BusSubject>;
@@ -99,7 +103,7 @@ export type OpenSubject = (options: SubjectOptions) => Promise<BusSubject>;
 const IDEMPOTENCY_WINDOW_S = 60;
 
 function memoryOptions(options: SubjectOptions) {
-  return { maxLen: options.maxLen, maxEvents: 1_000_000, maxBytes: 256 * 1024 * 1024, idempotencyWindowS: IDEMPOTENCY_WINDOW_S };
+  return { maxLen: options.maxLen, maxEvents: 1_000_000, maxBytes: 256 * 1024 * 1024, idempotencyWindowS: options.idempotencyWindowS ?? IDEMPOTENCY_WINDOW_S, keysPerProducer: options.keysPerProducer };
 }
 
 function sinkInto(journal: Journal): EventSink {
@@ -186,10 +190,18 @@ export function openRedis(target: RedisTarget, name = 'redis'): OpenSubject {
       nodeId: `contract-${Math.random().toString(36).slice(2, 8)}`,
       log: pino({ level: 'silent' }),
       dataLimits: DEFAULT_DATA_LIMITS,
-      idempotencyWindowS: IDEMPOTENCY_WINDOW_S,
+      idempotencyWindowS: options.idempotencyWindowS ?? IDEMPOTENCY_WINDOW_S,
+      idempotencyKeysPerProducer: options.keysPerProducer,
     });
     const peerClient = createRedisClient(redis, 'contract-peer', 'cmd');
-    const peer = createProducer(peerClient, { prefix: redis.prefix, maxLen: options.maxLen, ttlS: 0, origin: 'contract-peer', idempotencyWindowS: IDEMPOTENCY_WINDOW_S });
+    const peer = createProducer(peerClient, {
+      prefix: redis.prefix,
+      maxLen: options.maxLen,
+      ttlS: 0,
+      origin: 'contract-peer',
+      idempotencyWindowS: options.idempotencyWindowS ?? IDEMPOTENCY_WINDOW_S,
+      idempotencyKeysPerProducer: options.keysPerProducer,
+    });
     const calls = inThread(raw, journal);
     let closed = false;
     return {
@@ -216,7 +228,7 @@ type FromPortWorker =
   | { kind: 'sink'; guid: string; events: ProjectEvent[] }
   | { kind: 'mark'; method: string; args: unknown[]; value: unknown }
   | { kind: 'rpc-result'; id: number; ok: true; values: unknown[]; ready: boolean }
-  | { kind: 'rpc-result'; id: number; ok: false; message: string; code?: ErrorCode; ready: boolean };
+  | { kind: 'rpc-result'; id: number; ok: false; message: string; code?: ErrorCode; retryAfterS?: number; ready: boolean };
 
 const WORKER_ID = 1;
 /** The id the host knows the second writer by: another worker thread of the same process. */
@@ -276,7 +288,7 @@ export const openWorkerPort: OpenSubject = async (options) => {
         if (!p) return;
         pending.delete(message.id);
         if (message.ok) p.resolve(message.values);
-        else p.reject(message.code ? new GatewayError(message.code, message.message) : new Error(message.message));
+        else p.reject(message.code ? new GatewayError(message.code, message.message, message.retryAfterS) : new Error(message.message));
         return;
       }
       default:
