@@ -4,6 +4,7 @@ import { availableParallelism } from 'node:os';
 import { createAjv, describeAjvErrors } from './protocol/ajv.js';
 import type { DataLimits } from './protocol/limits.js';
 import { isCidr } from './edge/client-address.js';
+import { DEFAULT_KEYS_PER_PRODUCER } from './bus/idempotency.js';
 
 /**
  * The environment variables the gateway reads, their types and defaults. This schema IS the
@@ -58,6 +59,7 @@ interface Env {
   STREAM_MAX_AGE_S: number;
   HISTORY_PAGE_SIZE: number;
   IDEMPOTENCY_WINDOW_S: number;
+  IDEMPOTENCY_KEYS_PER_PRODUCER: number;
   MEMORY_BUS_MAX_EVENTS: number;
   RECENT_EVENTS_PER_ROOM: number;
   AGENTS_URL?: string;
@@ -128,6 +130,7 @@ const envSchema: JSONSchemaType<Env> = {
     STREAM_MAX_AGE_S: { type: 'integer', minimum: 0, maximum: 31536000, default: 0 },
     HISTORY_PAGE_SIZE: { type: 'integer', minimum: 1, maximum: 10000, default: 500 },
     IDEMPOTENCY_WINDOW_S: { type: 'integer', minimum: 1, maximum: 604800, default: 3600 },
+    IDEMPOTENCY_KEYS_PER_PRODUCER: { type: 'integer', minimum: 1, maximum: 100000000, default: DEFAULT_KEYS_PER_PRODUCER },
     MEMORY_BUS_MAX_EVENTS: { type: 'integer', minimum: 1000, maximum: 100000000, default: 100000 },
     RECENT_EVENTS_PER_ROOM: { type: 'integer', minimum: 16, maximum: 1000000, default: 256 },
     AGENTS_URL: { type: 'string', pattern: '^wss?://', nullable: true },
@@ -211,6 +214,11 @@ export interface Config {
   readonly recentEventsPerRoom: number;
   /** How long a publish's Idempotency-Key is remembered. */
   readonly idempotencyWindowS: number;
+  /**
+   * Unexpired Idempotency-Keys one producer may hold (per project with Redis, over all projects on the
+   * in-process bus); past it, publishes with a new key are refused (IDEMPOTENCY_KEYS_EXHAUSTED).
+   */
+  readonly idempotencyKeysPerProducer: number;
   /** In-process bus only: events kept over all projects; the least recently active projects' history goes first. */
   readonly memoryBusMaxEvents: number;
   readonly agents?: {
@@ -335,6 +343,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     stream: { maxLen: e.STREAM_MAXLEN, ttlS: e.STREAM_TTL_S, maxAgeS: e.STREAM_MAX_AGE_S, historyPageSize: e.HISTORY_PAGE_SIZE },
     recentEventsPerRoom: e.RECENT_EVENTS_PER_ROOM,
     idempotencyWindowS: e.IDEMPOTENCY_WINDOW_S,
+    idempotencyKeysPerProducer: e.IDEMPOTENCY_KEYS_PER_PRODUCER,
     memoryBusMaxEvents: e.MEMORY_BUS_MAX_EVENTS,
     ...(e.AGENTS_URL
       ? { agents: { url: e.AGENTS_URL, ...(e.AGENTS_TOKEN ? { token: e.AGENTS_TOKEN } : {}), heartbeatMs: e.AGENTS_HEARTBEAT_MS, reconnectMaxMs: e.AGENTS_RECONNECT_MAX_MS } }

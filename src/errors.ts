@@ -19,6 +19,8 @@ export const ErrorCodes = {
   NOT_JOINED: { http: 409, message: 'join the project first' },
   IDEMPOTENCY_KEY_REUSED: { http: 422, message: 'this Idempotency-Key was used with a different body' },
   RATE_LIMITED: { http: 429, message: 'too many messages' },
+  /** A publish with a new Idempotency-Key refused: its producer holds IDEMPOTENCY_KEYS_PER_PRODUCER unexpired keys. Nothing was appended; retry after Retry-After (its oldest key expires then), or publish without a key. */
+  IDEMPOTENCY_KEYS_EXHAUSTED: { http: 429, message: 'this producer holds too many unexpired Idempotency-Keys; nothing appended, retry after Retry-After' },
   TOO_MANY_CONNECTIONS: { http: 429, message: 'connection limit reached' },
   TOO_MANY_ROOMS: { http: 429, message: 'too many joined projects on this connection' },
   UNAVAILABLE: { http: 503, message: 'event bus unavailable, retry later' },

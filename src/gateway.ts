@@ -3,6 +3,7 @@ import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import { createAgentsRelay, type RelayHub } from './agents/relay.js';
 import { createSharedBus } from './bus/shared-watches.js';
 import { createIngress } from './bus/ingress.js';
+import { checkProducerName, DEFAULT_IN_PROCESS_PRODUCER } from './bus/idempotency.js';
 import { createMemoryTicketStore, createRedisTicketStore, ticketLimits, type TicketStore } from './auth/tickets.js';
 import { createTokenVerifier } from './auth/tokens.js';
 import { createEdgeStateMemory, edgeCaps, openEdgeState, type EdgeState, type EdgeStateMemory } from './edge/admission.js';
@@ -29,6 +30,11 @@ import { createWebSocketServer } from './ws/server.js';
 
 export interface PublishOptions {
   readonly idempotencyKey?: string;
+  /**
+   * Who publishes, for idempotencyKey: keys are each producer's own (bus/idempotency.ts). 1–128 of
+   * A-Z a-z 0-9 . _ -; default 'gateway' (every in-process caller that names none).
+   */
+  readonly producer?: string;
 }
 
 export interface GatewayDeps {
@@ -62,7 +68,8 @@ export interface Gateway {
   listen(): Promise<number>;
   /**
    * Same path as the HTTP producer API: checks the data against the limits, appends to the bus,
-   * resolves with the event id. With an idempotency key, a repeat appends nothing (see bus/idempotency.ts).
+   * resolves with the event id. With an idempotency key, a repeat by the same producer appends
+   * nothing (see bus/idempotency.ts).
    */
   publish(projectGuid: string, event: NewEvent, options?: PublishOptions): Promise<string>;
   publishMany(projectGuid: string, events: readonly NewEvent[], options?: PublishOptions): Promise<string[]>;
@@ -162,7 +169,11 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   });
   app.ws('/ws', websockets.behavior);
 
-  const publishMany = async (guid: string, events: readonly NewEvent[], options: PublishOptions = {}) => (await ingress.append(guid, events, options.idempotencyKey)).ids;
+  const publishMany = async (guid: string, events: readonly NewEvent[], options: PublishOptions = {}) => {
+    const { idempotencyKey } = options;
+    const keyed = idempotencyKey === undefined ? undefined : { idempotencyKey, producer: checkProducerName(options.producer ?? DEFAULT_IN_PROCESS_PRODUCER) };
+    return (await ingress.append(guid, events, keyed)).ids;
+  };
 
   // What GET /metrics answers: this gateway's registry, or (a worker thread) the whole process's.
   const renderMetrics =
@@ -324,6 +335,7 @@ async function defaultBusFactory(config: Config, instanceId: string, log: Logger
       log,
       dataLimits: config.dataLimits,
       idempotencyWindowS: config.idempotencyWindowS,
+      idempotencyKeysPerProducer: config.idempotencyKeysPerProducer,
       onSkippedEntry: () => metrics.busEntriesSkipped.inc(),
     });
 }

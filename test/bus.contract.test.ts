@@ -7,7 +7,7 @@
 // a comment naming the difference: the suite then passes, and turns red the day the bus is fixed.
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { EventBus, NewEvent } from '../src/bus/bus.js';
+import type { EventBus, IdempotentPublish, NewEvent } from '../src/bus/bus.js';
 import { GatewayError } from '../src/errors.js';
 import { compareIds, isEventId, ZERO_ID } from '../src/protocol/event-id.js';
 import { eventData, type ProjectEvent } from '../src/protocol/events.js';
@@ -30,20 +30,28 @@ interface BusCase {
   /** What the interface says for this bus (bus.ts: kind, appendsInline). */
   readonly kind: EventBus['kind'];
   readonly appendsInline: boolean;
+  /**
+   * What a producer's bound of unexpired idempotency keys counts (bus/idempotency.ts): on Redis its
+   * keys on one project (counted in the project's slot, by the append script); in process its keys
+   * on every project (one process's memory).
+   */
+  readonly keysBoundedPer: 'project' | 'process';
 }
 
 const CASES: BusCase[] = [
-  { name: 'memory', open: openMemory, kind: 'memory', appendsInline: true },
-  { name: 'redis', open: (o) => openRedis({ url: redis!.url }, 'redis')(o), kind: 'redis', appendsInline: false },
-  { name: 'redis-cluster', open: (o) => openRedis({ clusterNodes: cluster!.nodes }, 'redis-cluster')(o), kind: 'redis', appendsInline: false },
+  { name: 'memory', open: openMemory, kind: 'memory', appendsInline: true, keysBoundedPer: 'process' },
+  { name: 'redis', open: (o) => openRedis({ url: redis!.url }, 'redis')(o), kind: 'redis', appendsInline: false, keysBoundedPer: 'project' },
+  { name: 'redis-cluster', open: (o) => openRedis({ clusterNodes: cluster!.nodes }, 'redis-cluster')(o), kind: 'redis', appendsInline: false, keysBoundedPer: 'project' },
   // The port bus's appends are synchronous calls on the main thread (sync-calls.ts): inline too.
-  { name: 'worker-port', open: openWorkerPort, kind: 'memory', appendsInline: true },
+  { name: 'worker-port', open: openWorkerPort, kind: 'memory', appendsInline: true, keysBoundedPer: 'process' },
 ];
 
 const guid = () => randomUUID();
 const ev = (n: number, tag = 'contract'): NewEvent => ({ type: 'project_message', data: { n, tag } });
 const evs = (from: number, count: number, tag?: string): NewEvent[] => Array.from({ length: count }, (_, i) => ev(from + i, tag));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** A keyed publish by `producer`. */
+const by = (producer: string, idempotencyKey: string): IdempotentPublish => ({ idempotencyKey, producer });
 
 async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -130,7 +138,7 @@ describe.each(CASES)('EventBus contract: $name', (c) => {
     const s = await open();
     const g = guid();
     expect(await s.bus.publish(g, [])).toEqual({ ids: [], replayed: false });
-    expect(await s.bus.publish(g, [], 'empty-batch')).toEqual({ ids: [], replayed: false });
+    expect(await s.bus.publish(g, [], by('A', 'empty-batch'))).toEqual({ ids: [], replayed: false });
     expect((await s.bus.range(g, ZERO_ID, 10)).events).toEqual([]);
   });
 
@@ -348,13 +356,13 @@ describe.each(CASES)('EventBus contract: $name', (c) => {
     const g = guid();
     await s.bus.watch(g);
     const body = evs(0, 2);
-    const first = await s.bus.publish(g, body, 'order-1');
+    const first = await s.bus.publish(g, body, by('A', 'order-1'));
     expect(first.replayed).toBe(false);
     expect(first.ids).toHaveLength(2);
-    expect(await s.bus.publish(g, evs(0, 2), 'order-1')).toEqual({ ids: first.ids, replayed: true });
+    expect(await s.bus.publish(g, evs(0, 2), by('A', 'order-1'))).toEqual({ ids: first.ids, replayed: true });
     // The same body given as its JSON (as the gateway passes checked data) is the same body.
-    expect(await s.bus.publish(g, body.map((e) => ({ ...e, dataJson: JSON.stringify(e.data) })), 'order-1')).toEqual({ ids: first.ids, replayed: true });
-    const refused = await s.bus.publish(g, evs(5, 1), 'order-1').then(
+    expect(await s.bus.publish(g, body.map((e) => ({ ...e, dataJson: JSON.stringify(e.data) })), by('A', 'order-1'))).toEqual({ ids: first.ids, replayed: true });
+    const refused = await s.bus.publish(g, evs(5, 1), by('A', 'order-1')).then(
       () => null,
       (err: unknown) => err,
     );
@@ -365,17 +373,120 @@ describe.each(CASES)('EventBus contract: $name', (c) => {
     expect(s.journal.ids(g)).toEqual(first.ids);
   });
 
-  it('idempotency: a key is per project, and shared with every writer on the log', async () => {
+  it('idempotency: a key is per project and producer, and a producer\'s key holds for every writer on the log', async () => {
     const s = await open();
     const [a, b] = [guid(), guid()];
-    const onA = await s.bus.publish(a, evs(0, 1), 'shared-key');
-    const onB = await s.bus.publish(b, evs(0, 1), 'shared-key');
+    const onA = await s.bus.publish(a, evs(0, 1), by('A', 'shared-key'));
+    const onB = await s.bus.publish(b, evs(0, 1), by('A', 'shared-key'));
     expect(onB.replayed).toBe(false);
     expect(onB.ids).toHaveLength(1);
-    expect(await s.peerPublish(a, evs(0, 1), 'shared-key')).toEqual({ ids: onA.ids, replayed: true });
-    const byPeer = await s.peerPublish(a, evs(1, 2), 'peer-key');
-    expect(await s.bus.publish(a, evs(1, 2), 'peer-key')).toEqual({ ids: byPeer.ids, replayed: true });
-    await expect(s.bus.publish(a, evs(9, 1), 'peer-key')).rejects.toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' });
+    // Another writer (gateway, exported producer, worker thread) publishing for the same producer.
+    expect(await s.peerPublish(a, evs(0, 1), by('A', 'shared-key'))).toEqual({ ids: onA.ids, replayed: true });
+    const byPeer = await s.peerPublish(a, evs(1, 2), by('A', 'peer-key'));
+    expect(await s.bus.publish(a, evs(1, 2), by('A', 'peer-key'))).toEqual({ ids: byPeer.ids, replayed: true });
+    await expect(s.bus.publish(a, evs(9, 1), by('A', 'peer-key'))).rejects.toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' });
+  });
+
+  it('idempotency: another producer\'s same key is another request: appended, neither replayed nor refused, and the first producer\'s record is untouched', async () => {
+    const s = await open();
+    const g = guid();
+    await s.bus.watch(g);
+    const byA = await s.bus.publish(g, evs(0, 2), by('A', 'order-7'));
+    // B, same key, same body: no replay of A's ids (B would learn that A used the key, and lose its events).
+    const sameBody = await s.bus.publish(g, evs(0, 2), by('B', 'order-7'));
+    expect(sameBody.replayed).toBe(false);
+    expect(sameBody.ids).toHaveLength(2);
+    expect(sameBody.ids.some((id) => byA.ids.includes(id))).toBe(false);
+    // C, same key, another body: no 422 (which would say A used it); through another writer too.
+    const otherBody = await s.peerPublish(g, evs(10, 1), by('C', 'order-7'));
+    expect(otherBody.replayed).toBe(false);
+    expect(otherBody.ids).toHaveLength(1);
+    // Each producer's retry returns its own ids; a producer's own other body is still refused.
+    expect(await s.bus.publish(g, evs(0, 2), by('A', 'order-7'))).toEqual({ ids: byA.ids, replayed: true });
+    expect(await s.peerPublish(g, evs(0, 2), by('B', 'order-7'))).toEqual({ ids: sameBody.ids, replayed: true });
+    expect(await s.bus.publish(g, evs(10, 1), by('C', 'order-7'))).toEqual({ ids: otherBody.ids, replayed: true });
+    await expect(s.bus.publish(g, evs(10, 1), by('A', 'order-7'))).rejects.toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' });
+    // A producer named like another's key, or a key like a producer: no two of them meet.
+    const split = [await s.bus.publish(g, evs(20, 1), by('x', 'y:z')), await s.bus.publish(g, evs(20, 1), by('x:y', 'z'))];
+    expect(split.map((r) => r.replayed)).toEqual([false, false]);
+    const appended = [...byA.ids, ...sameBody.ids, ...otherBody.ids, ...split.flatMap((r) => r.ids)];
+    expectIncreasing(appended);
+    await settle(s);
+    expect((await s.bus.range(g, ZERO_ID, 100)).events.map((e) => e.id)).toEqual(appended);
+    expect(s.journal.ids(g)).toEqual(appended);
+  });
+
+  /** What a call threw (or null if it did not). */
+  const thrown = (p: Promise<unknown>) =>
+    p.then(
+      () => null,
+      (err: unknown) => err,
+    );
+
+  it('idempotency: a producer at its bound of unexpired keys is refused (nothing appended, Retry-After); its replays, its unkeyed publishes and other producers go on', async () => {
+    const s = await open({ keysPerProducer: 3, idempotencyWindowS: 30 });
+    const [g, h] = [guid(), guid()];
+    await s.bus.watch(g);
+    // The bound counts the producer's keys whichever writer published them.
+    const held = [await s.bus.publish(g, evs(0, 1), by('A', 'k1')), await s.peerPublish(g, evs(1, 1), by('A', 'k2')), await s.bus.publish(g, evs(2, 2), by('A', 'k3'))];
+    expect(held.map((r) => r.replayed)).toEqual([false, false, false]);
+    for (const refused of [await thrown(s.bus.publish(g, evs(4, 1), by('A', 'k4'))), await thrown(s.peerPublish(g, evs(4, 1), by('A', 'k4')))]) {
+      expect(refused).toBeInstanceOf(GatewayError);
+      expect(refused).toMatchObject({ code: 'IDEMPOTENCY_KEYS_EXHAUSTED' });
+      // Until the oldest of A's keys expires: within the window.
+      expect((refused as GatewayError).retryAfterS).toBeGreaterThanOrEqual(1);
+      expect((refused as GatewayError).retryAfterS).toBeLessThanOrEqual(30);
+    }
+    // What A holds still answers: replays, and the refusal of another body.
+    expect(await s.bus.publish(g, evs(0, 1), by('A', 'k1'))).toEqual({ ids: held[0]!.ids, replayed: true });
+    expect(await s.peerPublish(g, evs(2, 2), by('A', 'k3'))).toEqual({ ids: held[2]!.ids, replayed: true });
+    await expect(s.bus.publish(g, evs(9, 1), by('A', 'k2'))).rejects.toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' });
+    // Without a key A still publishes.
+    const unkeyed = await s.bus.publish(g, evs(5, 1));
+    // Another producer, on this project and on another, is unaffected.
+    const byB = [await s.bus.publish(g, evs(6, 1), by('B', 'k4')), await s.peerPublish(g, evs(7, 1), by('B', 'k1')), await s.bus.publish(h, evs(0, 1), by('B', 'k4'))];
+    expect(byB.map((r) => r.replayed)).toEqual([false, false, false]);
+    // A on another project: on Redis another bound (per project); in process the same one.
+    const elsewhere = await thrown(s.bus.publish(h, evs(0, 1), by('A', 'k4')));
+    if (c.keysBoundedPer === 'project') expect(elsewhere).toBeNull();
+    else expect(elsewhere).toMatchObject({ code: 'IDEMPOTENCY_KEYS_EXHAUSTED' });
+    const appended = [...held.flatMap((r) => r.ids), ...unkeyed.ids, ...byB[0]!.ids, ...byB[1]!.ids];
+    await settle(s);
+    expect((await s.bus.range(g, ZERO_ID, 100)).events.map((e) => e.id)).toEqual(appended);
+    expect(s.journal.ids(g)).toEqual(appended);
+  });
+
+  it('idempotency: a flood of keyed publishes from one producer neither evicts another producer\'s records nor blocks its new keys', async () => {
+    const s = await open({ keysPerProducer: 5 });
+    const g = guid();
+    const first = await s.bus.publish(g, evs(0, 1), by('A', 'a-1'));
+    const flood = await Promise.all(Array.from({ length: 60 }, (_, i) => thrown((i % 2 ? s.peerPublish : s.bus.publish)(g, evs(100 + i, 1), by('B', `b-${i}`)))));
+    expect(flood.filter((e) => e === null)).toHaveLength(5);
+    expect(flood.filter((e) => e !== null).every((e) => (e as GatewayError).code === 'IDEMPOTENCY_KEYS_EXHAUSTED')).toBe(true);
+    // A's retry is still a replay (not a duplicate), and A's next key is accepted.
+    expect(await s.bus.publish(g, evs(0, 1), by('A', 'a-1'))).toEqual({ ids: first.ids, replayed: true });
+    const next = await s.peerPublish(g, evs(1, 1), by('A', 'a-2'));
+    expect(next.replayed).toBe(false);
+    const held = (await s.bus.range(g, ZERO_ID, 100)).events;
+    expect(held).toHaveLength(1 + 5 + 1);
+    expect(held.filter((e) => (eventData(e) as { n: number }).n === 0)).toHaveLength(1);
+  });
+
+  it('idempotency: a record expires after the window: its key appends anew, and the producer\'s bound frees', async () => {
+    const s = await open({ keysPerProducer: 1, idempotencyWindowS: 1 });
+    const g = guid();
+    const first = await s.bus.publish(g, evs(0, 1), by('A', 'k1'));
+    const refused = await thrown(s.bus.publish(g, evs(1, 1), by('A', 'k2')));
+    expect(refused).toMatchObject({ code: 'IDEMPOTENCY_KEYS_EXHAUSTED', retryAfterS: 1 });
+    await sleep(1250);
+    // k1 is no longer remembered: the same body appends again; and the bound had room for it.
+    const again = await s.bus.publish(g, evs(0, 1), by('A', 'k1'));
+    expect(again.replayed).toBe(false);
+    expect(again.ids).toHaveLength(1);
+    expect(again.ids).not.toEqual(first.ids);
+    expect(await s.peerPublish(g, evs(0, 1), by('A', 'k1'))).toEqual({ ids: again.ids, replayed: true });
+    await expect(s.bus.publish(g, evs(1, 1), by('A', 'k2'))).rejects.toMatchObject({ code: 'IDEMPOTENCY_KEYS_EXHAUSTED' });
+    expect((await s.bus.range(g, ZERO_ID, 100)).events.map((e) => e.id)).toEqual([...first.ids, ...again.ids]);
   });
 
   it('catchUp resolves once every event another writer appended to a watched project has reached the sink', async () => {

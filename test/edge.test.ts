@@ -500,6 +500,62 @@ describe.each(SHAPES)('$name', (shape) => {
     });
   });
 
+  describe('Idempotency-Keys per principal', () => {
+    for (const bus of ['in-process', 'Redis'] as const) {
+      it(`a key is its principal's own: another principal can neither replay, read nor block it; each is bounded (${bus} bus)`, async () => {
+        const g = await shape.start({ IDEMPOTENCY_KEYS_PER_PRODUCER: '3', ...(bus === 'Redis' ? { REDIS_URL: ticketRedis.url } : {}) });
+        try {
+          const room = randomGuid();
+          const c = await connect(g.wsUrl, userToken());
+          await c.join(room);
+          // Two backends, two tokens of different `sub`; both may publish to every project.
+          const [a, b] = [producerToken('*', 'service-a'), producerToken('*', 'service-b')];
+          const post = async (token: string, key: string | null, n: unknown) => {
+            const res = await request(`${g.httpUrl}/v1/projects/${room}/events`, 'POST', { type: 'project_message', data: { n } }, { authorization: `Bearer ${token}`, ...(key ? { 'idempotency-key': key } : {}) });
+            return { status: res.status, id: res.body?.id as string | undefined, code: res.body?.error?.code as string | undefined, replayed: res.headers['idempotent-replayed'] === 'true', retryAfter: res.headers['retry-after'] };
+          };
+          const a1 = await post(a, 'order-1', 'a1');
+          // B sends A's key with A's very body: appended as B's own (not A's id, not "replayed").
+          const b1 = await post(b, 'order-1', 'a1');
+          expect([a1, b1].map((r) => [r.status, r.replayed])).toEqual([[202, false], [202, false]]);
+          expect(b1.id).not.toBe(a1.id);
+          // B sends A's key with another body: no 422 (which would tell B that A used the key).
+          const a2 = await post(a, 'order-2', 'a2');
+          const b2 = await post(b, 'order-2', 'b2');
+          expect([a2.status, b2.status, b2.replayed]).toEqual([202, 202, false]);
+          // Each retry gets its own principal's answer.
+          expect(await post(a, 'order-1', 'a1')).toMatchObject({ status: 202, id: a1.id, replayed: true });
+          expect(await post(b, 'order-1', 'a1')).toMatchObject({ status: 202, id: b1.id, replayed: true });
+          expect(await post(b, 'order-2', 'b2')).toMatchObject({ status: 202, id: b2.id, replayed: true });
+          expect(await post(a, 'order-2', 'b2')).toMatchObject({ status: 422, code: 'IDEMPOTENCY_KEY_REUSED' });
+          // A's third key fills its bound (3): a fourth is refused, nothing appended, until its oldest expires.
+          const a3 = await post(a, 'order-3', 'a3');
+          expect(a3.status).toBe(202);
+          const full = await post(a, 'order-4', 'a4');
+          expect(full).toMatchObject({ status: 429, code: 'IDEMPOTENCY_KEYS_EXHAUSTED', replayed: false });
+          expect(Number(full.retryAfter)).toBeGreaterThanOrEqual(3599);
+          expect(Number(full.retryAfter)).toBeLessThanOrEqual(3600);
+          // A's held keys still replay, A publishes without a key, and B is not held back by A.
+          expect(await post(a, 'order-1', 'a1')).toMatchObject({ status: 202, id: a1.id, replayed: true });
+          const unkeyed = await post(a, null, 'a-unkeyed');
+          const b3 = await post(b, 'order-4', 'b3');
+          expect([unkeyed.status, b3.status, b3.replayed]).toEqual([202, 202, false]);
+          expect((await post(b, 'order-5', 'b4')).code).toBe('IDEMPOTENCY_KEYS_EXHAUSTED');
+          // The room got each appended event once, and nothing else.
+          const sentinel = await post(b, null, 'sentinel');
+          await c.waitForEvents(room, 8);
+          await new Promise((r) => setTimeout(r, 100));
+          expect(c.events(room).map((e) => [e.id, e.data.n])).toEqual([
+            [a1.id, 'a1'], [b1.id, 'a1'], [a2.id, 'a2'], [b2.id, 'b2'], [a3.id, 'a3'], [unkeyed.id, 'a-unkeyed'], [b3.id, 'b3'], [sentinel.id, 'sentinel'],
+          ]);
+          await c.close();
+        } finally {
+          await close(g);
+        }
+      });
+    }
+  });
+
   describe('frame size and memory budget', () => {
     it('closes a client frame over MAX_PAYLOAD_BYTES with 1009', async () => {
       const g = await shape.start({ MAX_PAYLOAD_BYTES: '1024' });

@@ -408,6 +408,32 @@ describe('producer HTTP API', () => {
   });
 });
 
+describe('in-process publish with an idempotency key', () => {
+  it('keys by the producer the caller names (default "gateway"), a namespace no HTTP principal shares', async () => {
+    const guid = randomGuid();
+    const event = { type: 'project_message' as const, data: { text: 'once' } };
+    const byDefault = await g.gw.publish(guid, event, { idempotencyKey: 'job-1' });
+    expect(await g.gw.publish(guid, event, { idempotencyKey: 'job-1' })).toBe(byDefault);
+    expect(await g.gw.publish(guid, event, { idempotencyKey: 'job-1', producer: 'gateway' })).toBe(byDefault);
+    const byScheduler = await g.gw.publish(guid, event, { idempotencyKey: 'job-1', producer: 'scheduler' });
+    expect(byScheduler).not.toBe(byDefault);
+    expect(await g.gw.publishMany(guid, [event], { idempotencyKey: 'job-1', producer: 'scheduler' })).toEqual([byScheduler]);
+    // A name with ':' (the form of an HTTP principal's identity) is refused before anything is appended.
+    await expect(g.gw.publish(guid, event, { idempotencyKey: 'job-1', producer: 'http:service-a' })).rejects.toMatchObject({ code: 'INVALID_FRAME' });
+    // A token whose sub is "gateway" is not the in-process default producer: its key is its own.
+    const res = await fetch(`${g.httpUrl}/v1/projects/${guid}/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${producerToken('*', 'gateway')}`, 'idempotency-key': 'job-1' },
+      body: JSON.stringify(event),
+    });
+    expect(res.status).toBe(202);
+    expect(res.headers.get('idempotent-replayed')).toBeNull();
+    const { id } = (await res.json()) as { id: string };
+    expect([byDefault, byScheduler]).not.toContain(id);
+    expect((await g.gw.bus.range(guid, '0-0', 10)).events.map((e) => e.id)).toEqual([byDefault, byScheduler, id]);
+  });
+});
+
 describe('MessagePack subprotocol', () => {
   it('speaks MessagePack end to end when negotiated, batches included', async () => {
     const guid = randomGuid();

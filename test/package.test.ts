@@ -42,7 +42,13 @@ import { createProducer } from 'autocode-ws-producer';
 const { REDIS_URL, GUID } = process.env;
 const redis = new Redis(REDIS_URL);
 const [id] = await createProducer(redis, { maxLen: 1000 }).publish(GUID, [{ type: 'project_stage_update', data: { stage: 'test' } }]);
-console.log(JSON.stringify({ id, entries: await redis.xrange('autocode:{' + GUID + '}:events', '-', '+') }));
+// Keyed: a retry replays; another producer's same key is its own request.
+const events = [{ type: 'project_message', data: { text: 'once' } }];
+const backend = createProducer(redis, { maxLen: 1000, producer: 'backend-1' });
+const [keyed] = await backend.publish(GUID, events, { idempotencyKey: 'req-1' });
+const [retried] = await backend.publish(GUID, events, { idempotencyKey: 'req-1' });
+const [other] = await createProducer(redis, { maxLen: 1000, producer: 'backend-2' }).publish(GUID, events, { idempotencyKey: 'req-1' });
+console.log(JSON.stringify({ id, keyed, retried, other, entries: await redis.xrange('autocode:{' + GUID + '}:events', '-', '+') }));
 await redis.quit();
 `;
 
@@ -111,7 +117,12 @@ describe('the packed package', () => {
     writeFileSync(path.join(app, 'produce.mjs'), PRODUCER_ONLY);
     const guid = randomGuid();
     const { stdout } = await run(process.execPath, ['produce.mjs'], { cwd: app, timeout: 20_000, env: { ...process.env, REDIS_URL: redis.url, GUID: guid } });
-    const result = JSON.parse(stdout.trim()) as { id: string; entries: [string, string[]][] };
-    expect(result.entries).toEqual([[result.id, ['type', 'project_stage_update', 'data', '{"stage":"test"}']]]);
+    const result = JSON.parse(stdout.trim()) as { id: string; keyed: string; retried: string; other: string; entries: [string, string[]][] };
+    expect(result.retried).toBe(result.keyed);
+    expect(result.entries).toEqual([
+      [result.id, ['type', 'project_stage_update', 'data', '{"stage":"test"}']],
+      [result.keyed, ['type', 'project_message', 'data', '{"text":"once"}']],
+      [result.other, ['type', 'project_message', 'data', '{"text":"once"}']],
+    ]);
   });
 });

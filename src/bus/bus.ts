@@ -9,6 +9,20 @@ export interface NewEvent {
   readonly dataJson?: string;
 }
 
+/**
+ * A keyed publish: the producer's idempotency key, and who the producer is. A key is the producer's
+ * own (see idempotency.ts): another producer's same key is another request, and a producer holds a
+ * bounded number of unexpired keys.
+ */
+export interface IdempotentPublish {
+  readonly idempotencyKey: string;
+  /**
+   * Who publishes: an HTTP API caller is its token's principal (httpProducer), an in-process or
+   * exported-producer caller names itself (PRODUCER_NAME_PATTERN).
+   */
+  readonly producer: string;
+}
+
 /** What an append did: the ids of the events, and whether an idempotency key made it a replay. */
 export interface AppendResult {
   readonly ids: string[];
@@ -44,9 +58,10 @@ export interface EventBus {
   readonly appendsInline: boolean;
   /**
    * Appends events to a project's log, in order; resolves with their ids. With an idempotency key,
-   * a repeat within the window appends nothing and resolves with the first call's ids (see idempotency.ts).
+   * a repeat by the same producer within the window appends nothing and resolves with the first
+   * call's ids; a producer at its bound of unexpired keys is refused (see idempotency.ts).
    */
-  publish(projectGuid: string, events: readonly NewEvent[], idempotencyKey?: string): Promise<AppendResult>;
+  publish(projectGuid: string, events: readonly NewEvent[], keyed?: IdempotentPublish): Promise<AppendResult>;
   /**
    * Starts live delivery of a project's events to the sink; resolves with the id of the newest
    * event at that moment ('0-0' if none). Every later event reaches the sink exactly once.

@@ -1,7 +1,7 @@
 import { GatewayError } from '../errors.js';
 import { encodeCheckedData, type DataLimits } from '../protocol/limits.js';
 import { isEventType, isGuid } from '../protocol/messages.js';
-import type { AppendResult, EventBus, NewEvent } from './bus.js';
+import type { AppendResult, EventBus, IdempotentPublish, NewEvent } from './bus.js';
 import { IDEMPOTENCY_KEY_PATTERN } from './idempotency.js';
 
 /** An event as a caller hands it in: nothing about it is trusted yet. */
@@ -40,8 +40,8 @@ export function checkEvents(projectGuid: string, events: readonly IncomingEvent[
 }
 
 export interface Ingress {
-  /** Checks (checkEvents) and appends; resolves with the ids (the first call's for a replayed key). */
-  append(projectGuid: string, events: readonly IncomingEvent[], idempotencyKey?: string): Promise<AppendResult>;
+  /** Checks (checkEvents) and appends; resolves with the ids (the first call's for a key its producer replayed). */
+  append(projectGuid: string, events: readonly IncomingEvent[], keyed?: IdempotentPublish): Promise<AppendResult>;
 }
 
 export interface IngressDeps {
@@ -63,8 +63,8 @@ export interface IngressDeps {
 export function createIngress(deps: IngressDeps): Ingress {
   const maxDelay = deps.maxFanoutDelayMs ?? Infinity;
   return {
-    async append(projectGuid, events, idempotencyKey) {
-      const { guid, events: checked } = checkEvents(projectGuid, events, deps.limits, idempotencyKey);
+    async append(projectGuid, events, keyed) {
+      const { guid, events: checked } = checkEvents(projectGuid, events, deps.limits, keyed?.idempotencyKey);
       // Nothing to append (and no key to record for nothing).
       if (checked.length === 0) return { ids: [], replayed: false };
       const behind = deps.fanoutDelayOf?.(guid) ?? 0;
@@ -72,7 +72,7 @@ export function createIngress(deps: IngressDeps): Ingress {
         deps.onOverloaded?.(checked.length);
         throw new GatewayError('OVERLOADED', `fan-out of this project is ${Math.round(behind)} ms behind (bound ${maxDelay} ms); nothing appended, retry after Retry-After`, 1);
       }
-      const result = await deps.bus.publish(guid, checked, idempotencyKey);
+      const result = await deps.bus.publish(guid, checked, keyed);
       if (!result.replayed) deps.onAppended?.(result.ids.length);
       return result;
     },

@@ -2,7 +2,7 @@ import { compareIds, nextEventId, ZERO_ID } from '../protocol/event-id.js';
 import { envelopeJsonOf, retainedSize, type ProjectEvent } from '../protocol/events.js';
 import type { Config } from '../config.js';
 import { GatewayError } from '../errors.js';
-import { fingerprintEvents } from './idempotency.js';
+import { DEFAULT_KEYS_PER_PRODUCER, fingerprintEvents, keysExhausted } from './idempotency.js';
 import { classifyHistory, type EventBus, type EventSink, type HistoryCheck, type NewEvent } from './bus.js';
 
 interface Log {
@@ -21,11 +21,32 @@ export interface MemoryBusOptions {
   readonly maxEvents: number;
   readonly maxBytes: number;
   readonly idempotencyWindowS: number;
+  /** Unexpired idempotency keys one producer may hold, over all projects (IDEMPOTENCY_KEYS_PER_PRODUCER; default its default). */
+  readonly keysPerProducer?: number;
+}
+
+interface IdempotencyRecord {
+  readonly fingerprint: string;
+  readonly ids: string[];
+  readonly expiresAt: number;
+  readonly producer: string;
+}
+
+/** When each of a producer's unexpired records expires, oldest first: a queue read from `head`. */
+interface ProducerKeys {
+  expiries: number[];
+  head: number;
 }
 
 /** The in-process bus's settings, from the one place that knows their names (a gateway or the worker pool). */
 export function memoryBusOptions(config: Config): MemoryBusOptions {
-  return { maxLen: config.stream.maxLen, maxEvents: config.memoryBusMaxEvents, maxBytes: config.memoryBusMaxBytes, idempotencyWindowS: config.idempotencyWindowS };
+  return {
+    maxLen: config.stream.maxLen,
+    maxEvents: config.memoryBusMaxEvents,
+    maxBytes: config.memoryBusMaxBytes,
+    idempotencyWindowS: config.idempotencyWindowS,
+    keysPerProducer: config.idempotencyKeysPerProducer,
+  };
 }
 
 export function createMemoryBus(sink: EventSink, options: MemoryBusOptions): EventBus {
@@ -35,16 +56,37 @@ export function createMemoryBus(sink: EventSink, options: MemoryBusOptions): Eve
   let retained = 0;
   let closed = false;
   let retainedBytes = 0;
-  /** Idempotency records, oldest first (a Map keeps insertion order), so expiry looks only at the head. */
-  const records = new Map<string, { fingerprint: string; ids: string[]; expiresAt: number }>();
-  const MAX_RECORDS = 100_000;
+  /**
+   * Idempotency records of every producer, oldest first (a Map keeps insertion order; one window for
+   * all), so expiry looks only at the head. A record goes only when it expires: what bounds them is
+   * each producer's count (see bus/idempotency.ts), never another producer's publishes.
+   */
+  const records = new Map<string, IdempotencyRecord>();
+  /** The producers holding unexpired records; a producer's queue is its subsequence of `records`. */
+  const producers = new Map<string, ProducerKeys>();
+  const keysPerProducer = options.keysPerProducer ?? DEFAULT_KEYS_PER_PRODUCER;
 
-  const recordFor = (key: string, now: number) => {
+  const expireRecords = (now: number) => {
     for (const [k, r] of records) {
-      if (r.expiresAt > now && records.size <= MAX_RECORDS) break;
+      if (r.expiresAt > now) break;
       records.delete(k);
+      // This record is the oldest left of all, so the oldest left of its producer: its queue's head.
+      const keys = producers.get(r.producer)!;
+      if (++keys.head === keys.expiries.length) {
+        producers.delete(r.producer);
+      } else if (keys.head >= 1024 && keys.head * 2 >= keys.expiries.length) {
+        keys.expiries = keys.expiries.slice(keys.head);
+        keys.head = 0;
+      }
     }
-    return records.get(key);
+  };
+
+  const remember = (recordKey: string, producer: string, fingerprint: string, ids: string[]) => {
+    const expiresAt = Date.now() + options.idempotencyWindowS * 1000;
+    records.set(recordKey, { fingerprint, ids, expiresAt, producer });
+    const keys = producers.get(producer);
+    if (keys) keys.expiries.push(expiresAt);
+    else producers.set(producer, { expiries: [expiresAt], head: 0 });
   };
 
   const logOf = (guid: string): Log => {
@@ -79,17 +121,23 @@ export function createMemoryBus(sink: EventSink, options: MemoryBusOptions): Eve
   return {
     kind: 'memory',
     appendsInline: true,
-    async publish(guid, input: readonly NewEvent[], idempotencyKey) {
+    async publish(guid, input: readonly NewEvent[], keyed) {
       let recordKey: string | null = null;
       let fingerprint = '';
-      if (idempotencyKey !== undefined) {
-        recordKey = `${guid}\n${idempotencyKey}`;
+      if (keyed !== undefined) {
+        // The producer last: neither a GUID nor a key holds a newline, so the three read one way only.
+        recordKey = `${guid}\n${keyed.idempotencyKey}\n${keyed.producer}`;
         fingerprint = fingerprintEvents(input.map((e) => [e.type, e.dataJson ?? JSON.stringify(e.data)]));
-        const record = recordFor(recordKey, Date.now());
+        const now = Date.now();
+        expireRecords(now);
+        const record = records.get(recordKey);
         if (record) {
           if (record.fingerprint !== fingerprint) throw new GatewayError('IDEMPOTENCY_KEY_REUSED');
           return { ids: record.ids, replayed: true };
         }
+        // A new key: refused (nothing appended) while the producer holds its bound of unexpired ones.
+        const keys = producers.get(keyed.producer);
+        if (keys && keys.expiries.length - keys.head >= keysPerProducer) throw keysExhausted(keysPerProducer, keys.expiries[keys.head]! - now);
       }
       const log = logOf(guid);
       const timestamp = new Date().toISOString();
@@ -114,7 +162,7 @@ export function createMemoryBus(sink: EventSink, options: MemoryBusOptions): Eve
       if (over()) enforceTotal();
       if (watched.has(guid)) sink(guid, added);
       const ids = added.map((e) => e.id);
-      if (recordKey) records.set(recordKey, { fingerprint, ids, expiresAt: Date.now() + options.idempotencyWindowS * 1000 });
+      if (keyed !== undefined && recordKey !== null) remember(recordKey, keyed.producer, fingerprint, ids);
       return { ids, replayed: false };
     },
     async watch(guid) {

@@ -2,10 +2,10 @@ import type { Cluster, Redis } from 'ioredis';
 import { GatewayError } from '../errors.js';
 import { DEFAULT_DATA_LIMITS, type DataLimits } from '../protocol/limits.js';
 import type { EventType } from '../protocol/messages.js';
-import type { AppendResult, NewEvent } from './bus.js';
-import { fingerprintEvents } from './idempotency.js';
+import type { AppendResult, IdempotentPublish, NewEvent } from './bus.js';
+import { checkProducerName, DEFAULT_EXPORTED_PRODUCER, DEFAULT_KEYS_PER_PRODUCER, fingerprintEvents, keysExhausted } from './idempotency.js';
 import { checkEvents } from './ingress.js';
-import { eventsKey, FIELD_DATA, FIELD_ORIGIN, FIELD_TYPE, idempotencyKey } from '../redis/keys.js';
+import { eventsKey, FIELD_DATA, FIELD_ORIGIN, FIELD_TYPE, idempotencyKeys } from '../redis/keys.js';
 
 export interface ProducerOptions {
   /** Key prefix, REDIS_PREFIX on the gateways (default 'autocode'). */
@@ -22,6 +22,18 @@ export interface ProducerOptions {
   limits?: DataLimits;
   /** How long an idempotency key is remembered (IDEMPOTENCY_WINDOW_S on the gateways). */
   idempotencyWindowS?: number;
+  /**
+   * Who this producer is: its idempotency keys are its own (another producer's same key is another
+   * request). 1–128 of A-Z a-z 0-9 . _ -; default 'producer', shared by every producer that names
+   * none: give each service its own.
+   */
+  producer?: string;
+  /**
+   * Unexpired idempotency keys one producer may hold per project (IDEMPOTENCY_KEYS_PER_PRODUCER on
+   * the gateways, default 100000); past it a publish with a new key is refused with a GatewayError
+   * IDEMPOTENCY_KEYS_EXHAUSTED (retryAfterS: until the producer's oldest key there expires).
+   */
+  idempotencyKeysPerProducer?: number;
 }
 
 export interface ProducerEvent {
@@ -29,9 +41,16 @@ export interface ProducerEvent {
   data: object;
 }
 
-// Check the record, append, trim, expire and record, as one atomic step: a retry that reaches Redis
-// while (or after) the first attempt runs sees the record and appends nothing. ARGV: maxLen,
-// windowS, fingerprint, ttlS, minId ('' = none), origin ('' = none), then type/data pairs.
+// Check the record, check the producer's bound, append, trim, expire and record, as one atomic step:
+// a retry that reaches Redis while (or after) the first attempt runs sees the record and appends
+// nothing. KEYS: the stream, the producer's record of this key, the producer's index of its keys on
+// this project (a sorted set: key -> when it expires, ms of the server's clock). ARGV: maxLen,
+// windowS, fingerprint, ttlS, minId ('' = none), origin ('' = none), the key, the bound, then
+// type/data pairs. Replies {0, ids} appended, {1, ids} replayed, {2, ms until the producer's oldest
+// key here expires} refused at the bound (nothing appended).
+//
+// Index entries of expired keys go at most 100 a call (a whole window's keys expiring at once must
+// not be one long command); those left are known by score and not counted.
 const APPEND_ONCE_LUA = `
 local rec = redis.call('GET', KEYS[2])
 if rec then
@@ -39,8 +58,20 @@ if rec then
   if string.sub(rec, 1, sep - 1) ~= ARGV[3] then return redis.error_reply('IDEMPOTENCY_MISMATCH') end
   return {1, string.sub(rec, sep + 1)}
 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local stale = redis.call('ZCOUNT', KEYS[3], '-inf', now)
+if stale > 0 then
+  local n = math.min(stale, 100)
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, n - 1)
+  stale = stale - n
+end
+if redis.call('ZCARD', KEYS[3]) - stale >= tonumber(ARGV[8]) then
+  local oldest = redis.call('ZRANGE', KEYS[3], stale, stale, 'WITHSCORES')
+  return {2, tonumber(oldest[2]) - now}
+end
 local ids = {}
-for i = 7, #ARGV, 2 do
+for i = 9, #ARGV, 2 do
   if ARGV[6] ~= '' then
     ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', '${FIELD_TYPE}', ARGV[i], '${FIELD_DATA}', ARGV[i + 1], '${FIELD_ORIGIN}', ARGV[6])
   else
@@ -51,20 +82,24 @@ if ARGV[5] ~= '' then redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[5]) end
 if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
 local joined = table.concat(ids, ',')
 redis.call('SET', KEYS[2], ARGV[3] .. '|' .. joined, 'EX', ARGV[2])
+local windowMs = tonumber(ARGV[2]) * 1000
+redis.call('ZADD', KEYS[3], now + windowMs, ARGV[7])
+redis.call('PEXPIRE', KEYS[3], windowMs)
 return {0, joined}
 `;
 
-type AppendOnce = (stream: string, record: string, ...args: (string | number)[]) => Promise<[number, string]>;
+type AppendOnce = (stream: string, record: string, index: string, ...args: (string | number)[]) => Promise<[number, string | number]>;
 
 /**
  * The producer side of the contract, for TypeScript backends: appends project events to the stream
  * every gateway instance reads. Events of one call are appended in order in one round trip.
  *
- *   const producer = createProducer(new Redis(url));
+ *   const producer = createProducer(new Redis(url), { producer: 'billing' });
  *   const [id] = await producer.publish(guid, [{ type: 'project_message', data: { text: 'hi' } }], { idempotencyKey: requestId });
  *
  * With an idempotency key, a call retried after a timeout or an error never appends twice within
- * the idempotency window: the retry returns the ids of the first append.
+ * the idempotency window: the retry returns the ids of the first append. Keys are this producer's
+ * own (options.producer): see bus/idempotency.ts.
  */
 export function createProducer(redis: Redis | Cluster, options: ProducerOptions = {}) {
   const prefix = options.prefix ?? 'autocode';
@@ -73,35 +108,42 @@ export function createProducer(redis: Redis | Cluster, options: ProducerOptions 
   const maxAgeS = options.maxAgeS ?? 0;
   const limits = options.limits ?? DEFAULT_DATA_LIMITS;
   const windowS = options.idempotencyWindowS ?? 3600;
+  const producerName = checkProducerName(options.producer ?? DEFAULT_EXPORTED_PRODUCER);
+  const keysPerProducer = options.idempotencyKeysPerProducer ?? DEFAULT_KEYS_PER_PRODUCER;
   // Refreshing the TTL on every append doubles the commands per publish; once per tenth of the TTL
   // per key keeps an active stream alive just the same.
   const ttlRefreshedAt = new Map<string, number>();
   const refreshEveryMs = (ttlS * 1000) / 10;
-  if (!('autocodeAppendOnce' in redis)) redis.defineCommand('autocodeAppendOnce', { numberOfKeys: 2, lua: APPEND_ONCE_LUA });
+  if (!('autocodeAppendOnce' in redis)) redis.defineCommand('autocodeAppendOnce', { numberOfKeys: 3, lua: APPEND_ONCE_LUA });
   const appendOnce = (redis as unknown as { autocodeAppendOnce: AppendOnce }).autocodeAppendOnce.bind(redis);
 
 
-  async function appendKeyed(key: string, guid: string, encoded: [EventType, string][], idemKey: string): Promise<AppendResult> {
-    const args: (string | number)[] = [maxLen, windowS, fingerprintEvents(encoded), ttlS, maxAgeS > 0 ? `${Date.now() - maxAgeS * 1000}-0` : '', options.origin ?? ''];
+  async function appendKeyed(key: string, guid: string, encoded: [EventType, string][], keyed: IdempotentPublish): Promise<AppendResult> {
+    const minId = maxAgeS > 0 ? `${Date.now() - maxAgeS * 1000}-0` : '';
+    const args: (string | number)[] = [maxLen, windowS, fingerprintEvents(encoded), ttlS, minId, options.origin ?? '', keyed.idempotencyKey, keysPerProducer];
     for (const [type, json] of encoded) args.push(type, json);
-    let reply: [number, string];
+    const { record, index } = idempotencyKeys(prefix, guid, keyed.producer, keyed.idempotencyKey);
+    let reply: [number, string | number];
     try {
-      reply = await appendOnce(key, idempotencyKey(prefix, guid, idemKey), ...args);
+      reply = await appendOnce(key, record, index, ...args);
     } catch (err) {
       if ((err as Error).message?.includes('IDEMPOTENCY_MISMATCH')) throw new GatewayError('IDEMPOTENCY_KEY_REUSED');
       throw err;
     }
-    return { ids: reply[1] === '' ? [] : reply[1].split(','), replayed: Number(reply[0]) === 1 };
+    const [outcome, value] = [Number(reply[0]), String(reply[1])];
+    if (outcome === 2) throw keysExhausted(keysPerProducer, Number(value));
+    return { ids: value === '' ? [] : value.split(','), replayed: outcome === 1 };
   }
 
   /**
    * Appends events that went through checkEvents (bus/ingress.ts): the gateway's own appends, whose
-   * data is encoded already. Anyone else calls publish(), which checks first.
+   * data is encoded already, keyed for the producer they name. Anyone else calls publish(), which
+   * checks first and keys for this producer (options.producer).
    */
-  async function append(guid: string, events: readonly NewEvent[], opts: { idempotencyKey?: string } = {}): Promise<AppendResult> {
+  async function append(guid: string, events: readonly NewEvent[], keyed?: IdempotentPublish): Promise<AppendResult> {
     const key = eventsKey(prefix, guid);
     const encoded = events.map((e): [EventType, string] => [e.type, e.dataJson ?? JSON.stringify(e.data)]);
-    if (opts.idempotencyKey !== undefined) return appendKeyed(key, guid, encoded, opts.idempotencyKey);
+    if (keyed !== undefined) return appendKeyed(key, guid, encoded, keyed);
     const pipeline = redis.pipeline();
     for (const [type, json] of encoded) {
       const fields = [FIELD_TYPE, type, FIELD_DATA, json];
@@ -131,13 +173,14 @@ export function createProducer(redis: Redis | Cluster, options: ProducerOptions 
   return {
     append,
     /**
-     * Appends in order and resolves with the ids (the first call's ids for a repeated idempotency
-     * key). The events pass the gateways' own check first (a GatewayError names what is wrong), so
-     * nothing is appended that the gateways would skip.
+     * Appends in order and resolves with the ids (the first call's ids for an idempotency key this
+     * producer repeated). The events pass the gateways' own check first (a GatewayError names what
+     * is wrong), so nothing is appended that the gateways would skip.
      */
     async publish(projectGuid: string, events: readonly ProducerEvent[], opts: { idempotencyKey?: string } = {}): Promise<string[]> {
       const checked = checkEvents(projectGuid, events, limits, opts.idempotencyKey);
-      return (await append(checked.guid, checked.events, opts)).ids;
+      const keyed = opts.idempotencyKey === undefined ? undefined : { idempotencyKey: opts.idempotencyKey, producer: producerName };
+      return (await append(checked.guid, checked.events, keyed)).ids;
     },
   };
 }

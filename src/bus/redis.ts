@@ -19,6 +19,8 @@ export interface RedisBusOptions {
   /** Entries whose data is over these are logged and skipped, like malformed ones. */
   dataLimits: DataLimits;
   idempotencyWindowS: number;
+  /** Unexpired idempotency keys one producer may hold per project (IDEMPOTENCY_KEYS_PER_PRODUCER; default its default). */
+  idempotencyKeysPerProducer?: number;
   /** Called for every entry read and skipped (malformed or over the limits). */
   onSkippedEntry?: () => void;
   /** Redis must answer a PING within this long for the bus to count as ready (a frozen Redis keeps its sockets open). */
@@ -67,6 +69,7 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
     origin: options.nodeId,
     limits: options.dataLimits,
     idempotencyWindowS: options.idempotencyWindowS,
+    idempotencyKeysPerProducer: options.idempotencyKeysPerProducer,
   });
   let running = true;
 
@@ -118,10 +121,10 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
   return {
     kind: 'redis',
     appendsInline: false,
-    async publish(guid, events, idempotencyKey) {
+    async publish(guid, events, keyed) {
       ensureReady();
       try {
-        return await producer.append(guid, events as ProducerEvent[], idempotencyKey === undefined ? {} : { idempotencyKey });
+        return await producer.append(guid, events as ProducerEvent[], keyed);
       } catch (err) {
         if (err instanceof GatewayError) throw err;
         logError('redis publish failed', err);

@@ -64,7 +64,7 @@ export function createSharedBus(factory: EventBusFactory, log: Logger): SharedBu
       watches.delete(guid);
       bus.unwatch(guid);
     },
-    publish: (guid, events, idempotencyKey) => bus.publish(guid, events, idempotencyKey),
+    publish: (guid, events, keyed) => bus.publish(guid, events, keyed),
     range: (guid, afterId, count) => bus.range(guid, afterId, count),
     checkHistory: (guid, afterId) => bus.checkHistory(guid, afterId),
     catchUp: (timeoutMs) => bus.catchUp(timeoutMs),

@@ -4,8 +4,8 @@ import type { HttpRequest } from 'uWebSockets.js';
 import type { TicketStore } from '../auth/tickets.js';
 import { PUBLISH_SCOPE, bearerToken, canAccessProject, type Principal, type TokenVerifier } from '../auth/tokens.js';
 import type { EdgeState } from '../edge/admission.js';
-import type { EventBus, NewEvent } from '../bus/bus.js';
-import type { AppendResult } from '../bus/bus.js';
+import type { AppendResult, EventBus, IdempotentPublish, NewEvent } from '../bus/bus.js';
+import { httpProducer } from '../bus/idempotency.js';
 import { GatewayError, toGatewayError, type ErrorCode } from '../errors.js';
 import { isGuid } from '../protocol/messages.js';
 import { validateProducerEvents } from '../protocol/schemas.js';
@@ -14,7 +14,7 @@ import { framingProblem, holdReads, pending, readBody, sendError, sendJson, sett
 
 export interface HttpDeps {
   readonly verifyToken: TokenVerifier;
-  readonly publish: (projectGuid: string, events: readonly NewEvent[], idempotencyKey?: string) => Promise<AppendResult>;
+  readonly publish: (projectGuid: string, events: readonly NewEvent[], keyed?: IdempotentPublish) => Promise<AppendResult>;
   readonly bus: EventBus;
   readonly metrics: Metrics;
   readonly log: Logger;
@@ -105,11 +105,13 @@ export function registerHttpRoutes(app: TemplatedApp, deps: HttpDeps): void {
     if (!isGuid(guid)) return fail(p, 'INVALID_GUID');
     // Publish tokens name their projects like any other (`"*"` for a trusted backend).
     if (!canAccessProject(principal, guid.toLowerCase())) return fail(p, 'FORBIDDEN', 'token does not grant publishing to this project');
+    // A key is the principal's own (bus/idempotency.ts): the token's `sub`, as the rate limit above.
+    const keyed = idempotencyKey === undefined ? undefined : { idempotencyKey, producer: httpProducer(principal.userId) };
     deps.inflight.count++;
-    handlePublish(p, guid.toLowerCase(), idempotencyKey).finally(() => deps.inflight.count--);
+    handlePublish(p, guid.toLowerCase(), keyed).finally(() => deps.inflight.count--);
   });
 
-  async function handlePublish(p: PendingResponse, guid: string, idempotencyKey: string | undefined): Promise<void> {
+  async function handlePublish(p: PendingResponse, guid: string, keyed: IdempotentPublish | undefined): Promise<void> {
     const body = await readBody(p, deps.maxBodyBytes);
     if (body === null) return;
     if (body === 'too_large') return fail(p, 'PAYLOAD_TOO_LARGE', `body over ${deps.maxBodyBytes} bytes`);
@@ -124,7 +126,7 @@ export function registerHttpRoutes(app: TemplatedApp, deps: HttpDeps): void {
       // Nothing is appended for a request that can no longer be answered (see settledRead). An
       // inline append is answered before uWS reads on, so it needs no wait (and pipelining works).
       if (!deps.bus.appendsInline && !(await settledRead(p))) return;
-      const { ids, replayed } = await deps.publish(guid, events, idempotencyKey);
+      const { ids, replayed } = await deps.publish(guid, events, keyed);
       // A replayed key answers exactly as the first time, and says so (as Stripe's Idempotent-Replayed).
       sendJson(p, 202, ids.length === 1 && !('events' in (parsed as object)) ? { id: ids[0] } : { ids }, replayed ? { 'idempotent-replayed': 'true' } : {});
     } catch (err) {

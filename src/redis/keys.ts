@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+
 /**
  * The only module that builds Redis key names. One stream per project; the `{guid}` hash tag keeps
  * every key of one project in one Cluster slot, and spreads projects over all masters.
@@ -10,12 +12,18 @@ export function eventsKey(prefix: string, projectGuid: string): string {
 }
 
 /**
- * An idempotency record: the ids a keyed publish appended, kept for the idempotency window so a
- * retry returns them instead of appending again. Same hash tag as the stream: one Cluster slot,
- * so the check and the append run in one script.
+ * A producer's idempotency records on one project (see bus/idempotency.ts): `record` holds the ids a
+ * keyed publish appended, kept for the idempotency window so the producer's retry returns them
+ * instead of appending again; `index` is a sorted set of the producer's unexpired keys on the
+ * project (score: when each expires, ms), which bounds how many it holds. Same hash tag as the
+ * stream: one Cluster slot, so the check, the bound and the append run in one script.
+ *
+ * The producer is named by a hash of its identity (an HTTP principal's `sub` may be long or hold any
+ * character): 32 hex digits, no `:`, so `<producer>:<key>` is read one way only.
  */
-export function idempotencyKey(prefix: string, projectGuid: string, key: string): string {
-  return `${prefix}:{${projectGuid}}:idem:${key}`;
+export function idempotencyKeys(prefix: string, projectGuid: string, producer: string, key: string): { record: string; index: string } {
+  const tag = createHash('sha256').update(producer).digest('hex').slice(0, 32);
+  return { record: `${prefix}:{${projectGuid}}:idem:${tag}:${key}`, index: `${prefix}:{${projectGuid}}:idem-keys:${tag}` };
 }
 
 /** A one-time connection ticket (src/auth/tickets.ts); expires by itself. */

@@ -37,7 +37,7 @@ export function createBusHost(options: MemoryBusOptions): BusHost {
   async function run(workerId: number, request: BusRequest): Promise<MainResult> {
     switch (request.op) {
       case 'publish':
-        return bus.publish(request.guid, request.events, request.idempotencyKey);
+        return bus.publish(request.guid, request.events, request.keyed);
       case 'watch': {
         // Registered before the head is read: any event after the head reaches this worker.
         let watching = watchers.get(request.guid);

@@ -1,4 +1,4 @@
-import type { AppendResult, HistoryCheck, HistoryPage, NewEvent } from '../bus/bus.js';
+import type { AppendResult, HistoryCheck, HistoryPage, IdempotentPublish, NewEvent } from '../bus/bus.js';
 import type { MessagePort } from 'node:worker_threads';
 import type { Principal } from '../auth/tokens.js';
 import type { EdgeStateMemory } from '../edge/admission.js';
@@ -32,11 +32,15 @@ export interface SyncChannel {
 }
 
 /** A synchronous call's answer on a SyncChannel; `requestId` tells a late answer from the current one. */
-export type SyncReply = { readonly requestId: number } & ({ readonly ok: true; readonly value: MainResult } | { readonly ok: false; readonly message: string; readonly code?: ErrorCode | undefined });
+export type SyncReply = { readonly requestId: number } & (
+  | { readonly ok: true; readonly value: MainResult }
+  /** code and retryAfterS: a GatewayError's, so a refusal (IDEMPOTENCY_KEYS_EXHAUSTED, OVERLOADED, …) keeps its meaning and its Retry-After. */
+  | { readonly ok: false; readonly message: string; readonly code?: ErrorCode | undefined; readonly retryAfterS?: number | undefined }
+);
 
 /** Bus calls a worker makes on the main thread's in-process bus. */
 export type BusRequest =
-  | { readonly op: 'publish'; readonly guid: string; readonly events: readonly NewEvent[]; readonly idempotencyKey?: string | undefined }
+  | { readonly op: 'publish'; readonly guid: string; readonly events: readonly NewEvent[]; readonly keyed?: IdempotentPublish | undefined }
   | { readonly op: 'watch'; readonly guid: string }
   | { readonly op: 'range'; readonly guid: string; readonly afterId: string; readonly count: number }
   | { readonly op: 'checkHistory'; readonly guid: string; readonly afterId: string }

@@ -25,9 +25,9 @@ export function createPortBus(caller: MainCaller, append: (request: BusRequest) 
     kind: 'memory',
     // Appends are synchronous calls on the main thread (sync-calls.ts); the other calls are messages.
     appendsInline: true,
-    publish(guid, events, idempotencyKey) {
+    publish(guid, events, keyed) {
       try {
-        return Promise.resolve(append({ op: 'publish', guid, events, idempotencyKey }) as AppendResult);
+        return Promise.resolve(append({ op: 'publish', guid, events, keyed }) as AppendResult);
       } catch (err) {
         return Promise.reject(err);
       }

@@ -32,7 +32,12 @@ export function serveSyncCalls(run: (request: BusRequest) => Promise<MainResult>
     };
     run(request).then(
       (value) => answer({ requestId, ok: true, value }),
-      (err: unknown) => answer({ requestId, ok: false, message: (err as Error).message, code: err instanceof GatewayError ? err.code : undefined }),
+      (err: unknown) =>
+        answer(
+          err instanceof GatewayError
+            ? { requestId, ok: false, message: err.message, code: err.code, retryAfterS: err.retryAfterS }
+            : { requestId, ok: false, message: (err as Error).message },
+        ),
     );
   });
   return { channel: { port: port2, flag }, transfer: port2, close: () => port1.close() };
@@ -57,7 +62,7 @@ export function createSyncCaller(channel: SyncChannel): (request: BusRequest) =>
         const reply = got.message as SyncReply;
         if (reply.requestId !== requestId) continue;
         if (reply.ok) return reply.value;
-        throw reply.code ? new GatewayError(reply.code, reply.message) : new Error(reply.message);
+        throw reply.code ? new GatewayError(reply.code, reply.message, reply.retryAfterS) : new Error(reply.message);
       }
       Atomics.store(word, 0, WAITING);
     }

@@ -15,7 +15,7 @@ import pino from 'pino';
 import { createMemoryBus } from '../../src/bus/memory.js';
 import { createProducer } from '../../src/bus/producer.js';
 import { createRedisBus } from '../../src/bus/redis.js';
-import type { AppendResult, EventBus, EventSink, NewEvent } from '../../src/bus/bus.js';
+import type { AppendResult, EventBus, EventSink, IdempotentPublish, NewEvent } from '../../src/bus/bus.js';
 import { GatewayError, type ErrorCode } from '../../src/errors.js';
 import type { ProjectEvent } from '../../src/protocol/events.js';
 import { DEFAULT_DATA_LIMITS } from '../../src/protocol/limits.js';
@@ -82,7 +82,7 @@ export interface BusSubject {
   /** Whether publish() settled within the microtasks of its caller, seen in the bus's own thread. */
   publishSettlesInline(guid: string, events: readonly NewEvent[]): Promise<boolean>;
   /** Appends as another writer on the same log (another gateway, producer or worker thread). */
-  peerPublish(guid: string, events: readonly NewEvent[], idempotencyKey?: string): Promise<AppendResult>;
+  peerPublish(guid: string, events: readonly NewEvent[], keyed?: IdempotentPublish): Promise<AppendResult>;
   /** Redis only: appends a raw entry, as any XADD can (e.g. one that is not a valid event). */
   readonly appendRaw?: (guid: string, fields: string[]) => Promise<string>;
   /** Closes everything the subject opened (the bus too, if the test did not). */
@@ -92,6 +92,10 @@ export interface BusSubject {
 export interface SubjectOptions {
   /** Retention per project: STREAM_MAXLEN (approximate, whole stream nodes, on Redis). */
   readonly maxLen: number;
+  /** IDEMPOTENCY_WINDOW_S (default 60), for the bus and its peer writer alike. */
+  readonly idempotencyWindowS?: number;
+  /** IDEMPOTENCY_KEYS_PER_PRODUCER (default its default), for the bus and its peer writer alike. */
+  readonly keysPerProducer?: number;
 }
 
 export type OpenSubject = (options: SubjectOptions) => Promise<BusSubject>;
@@ -99,7 +103,7 @@ export type OpenSubject = (options: SubjectOptions) => Promise<BusSubject>;
 const IDEMPOTENCY_WINDOW_S = 60;
 
 function memoryOptions(options: SubjectOptions) {
-  return { maxLen: options.maxLen, maxEvents: 1_000_000, maxBytes: 256 * 1024 * 1024, idempotencyWindowS: IDEMPOTENCY_WINDOW_S };
+  return { maxLen: options.maxLen, maxEvents: 1_000_000, maxBytes: 256 * 1024 * 1024, idempotencyWindowS: options.idempotencyWindowS ?? IDEMPOTENCY_WINDOW_S, keysPerProducer: options.keysPerProducer };
 }
 
 function sinkInto(journal: Journal): EventSink {
@@ -140,7 +144,7 @@ function journaledBus(bus: EventBus, sequence: BusSubject['sequence'], isReady: 
   return {
     kind: bus.kind,
     appendsInline: bus.appendsInline,
-    publish: (guid, events, key) => one(key === undefined ? ['publish', guid, events] : ['publish', guid, events, key]),
+    publish: (guid, events, keyed) => one(keyed === undefined ? ['publish', guid, events] : ['publish', guid, events, keyed]),
     watch: (guid) => one(['watch', guid]),
     unwatch(guid) {
       void sequence([['unwatch', guid]]);
@@ -166,7 +170,7 @@ export const openMemory: OpenSubject = async (options) => {
     journal,
     ...calls,
     // One process, one log: another writer appends to this same bus.
-    peerPublish: (guid, events, key) => raw.publish(guid, events, key),
+    peerPublish: (guid, events, keyed) => raw.publish(guid, events, keyed),
     dispose: () => raw.close(),
   };
 };
@@ -186,10 +190,18 @@ export function openRedis(target: RedisTarget, name = 'redis'): OpenSubject {
       nodeId: `contract-${Math.random().toString(36).slice(2, 8)}`,
       log: pino({ level: 'silent' }),
       dataLimits: DEFAULT_DATA_LIMITS,
-      idempotencyWindowS: IDEMPOTENCY_WINDOW_S,
+      idempotencyWindowS: options.idempotencyWindowS ?? IDEMPOTENCY_WINDOW_S,
+      idempotencyKeysPerProducer: options.keysPerProducer,
     });
     const peerClient = createRedisClient(redis, 'contract-peer', 'cmd');
-    const peer = createProducer(peerClient, { prefix: redis.prefix, maxLen: options.maxLen, ttlS: 0, origin: 'contract-peer', idempotencyWindowS: IDEMPOTENCY_WINDOW_S });
+    const peer = createProducer(peerClient, {
+      prefix: redis.prefix,
+      maxLen: options.maxLen,
+      ttlS: 0,
+      origin: 'contract-peer',
+      idempotencyWindowS: options.idempotencyWindowS ?? IDEMPOTENCY_WINDOW_S,
+      idempotencyKeysPerProducer: options.keysPerProducer,
+    });
     const calls = inThread(raw, journal);
     let closed = false;
     return {
@@ -197,7 +209,7 @@ export function openRedis(target: RedisTarget, name = 'redis'): OpenSubject {
       bus: journaledBus(raw, calls.sequence),
       journal,
       ...calls,
-      peerPublish: (guid, events, key) => peer.append(guid, events as Parameters<typeof peer.append>[1], key === undefined ? {} : { idempotencyKey: key }),
+      peerPublish: (guid, events, keyed) => peer.append(guid, events as Parameters<typeof peer.append>[1], keyed),
       appendRaw: async (guid, fields) => String(await peerClient.xadd(eventsKey(redis.prefix, guid), '*', ...fields)),
       async dispose() {
         if (closed) return;
@@ -216,7 +228,7 @@ type FromPortWorker =
   | { kind: 'sink'; guid: string; events: ProjectEvent[] }
   | { kind: 'mark'; method: string; args: unknown[]; value: unknown }
   | { kind: 'rpc-result'; id: number; ok: true; values: unknown[]; ready: boolean }
-  | { kind: 'rpc-result'; id: number; ok: false; message: string; code?: ErrorCode; ready: boolean };
+  | { kind: 'rpc-result'; id: number; ok: false; message: string; code?: ErrorCode; retryAfterS?: number; ready: boolean };
 
 const WORKER_ID = 1;
 /** The id the host knows the second writer by: another worker thread of the same process. */
@@ -276,7 +288,7 @@ export const openWorkerPort: OpenSubject = async (options) => {
         if (!p) return;
         pending.delete(message.id);
         if (message.ok) p.resolve(message.values);
-        else p.reject(message.code ? new GatewayError(message.code, message.message) : new Error(message.message));
+        else p.reject(message.code ? new GatewayError(message.code, message.message, message.retryAfterS) : new Error(message.message));
         return;
       }
       default:
@@ -302,7 +314,7 @@ export const openWorkerPort: OpenSubject = async (options) => {
     journal,
     sequence,
     publishSettlesInline: async (guid, events) => (await sequence([['publishSettlesInline', guid, events] as unknown as Call]))[0] as boolean,
-    peerPublish: (guid, events, key) => host.run(PEER_WORKER_ID, { op: 'publish', guid, events, idempotencyKey: key }) as Promise<AppendResult>,
+    peerPublish: (guid, events, keyed) => host.run(PEER_WORKER_ID, { op: 'publish', guid, events, keyed }) as Promise<AppendResult>,
     async dispose() {
       if (disposed) return;
       disposed = true;

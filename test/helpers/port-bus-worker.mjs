@@ -67,6 +67,7 @@ port.on('message', (message) => {
             ok: false,
             message: err?.message ?? String(err),
             code: err instanceof GatewayError ? err.code : undefined,
+            retryAfterS: err instanceof GatewayError ? err.retryAfterS : undefined,
             ready: bus.isReady(),
           }),
       );
