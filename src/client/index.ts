@@ -7,7 +7,6 @@ import { compareIds, isEventId } from '../protocol/event-id.js';
 import { EVENT_TYPES, SUBPROTOCOLS, type Envelope } from '../protocol/messages.js';
 import {
   GatewayClientError,
-  type ClientEvents,
   type ConnectionState,
   type ConnectWith,
   type FeedbackResponse,
@@ -21,6 +20,7 @@ import {
   type WebSocketCtor,
   type WebSocketLike,
 } from './api.js';
+import { createListeners, safeCall } from './listeners.js';
 import {
   CLIENT_ABANDONED,
   DEFAULT_RECONNECT,
@@ -113,7 +113,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
   const renewBeforeMs = options.renewBeforeMs ?? 30_000;
   const rc: ReconnectPolicy = { ...DEFAULT_RECONNECT, ...options.reconnect };
 
-  const listeners = new Map<keyof ClientEvents, Set<(payload: never) => void>>();
+  const { emit, on } = createListeners();
   const rooms = new Map<string, Room>();
   const pending = new Map<string, Pending>();
   const outbox: Outgoing[] = []; // feedback sent while disconnected, flushed after the re-joins
@@ -135,13 +135,6 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
   let counter = 0;
   const nextId = (): string => `${idPrefix}-${(++counter).toString(36)}`;
 
-  function emit<K extends keyof ClientEvents>(event: K, payload: ClientEvents[K]): void {
-    for (const fn of listeners.get(event) ?? []) safeCall(() => (fn as (p: ClientEvents[K]) => void)(payload));
-  }
-  // A throwing app handler must not break frame processing; rethrow later so it still gets reported.
-  function safeCall(fn: () => void): void {
-    try { fn(); } catch (err) { setTimeout(() => { throw err; }, 0); }
-  }
   function setState(next: ConnectionState): void {
     if (state === next) return;
     state = next;
@@ -556,12 +549,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
       });
     },
 
-    on(event, fn) {
-      let set = listeners.get(event);
-      if (!set) listeners.set(event, (set = new Set()));
-      set.add(fn as (payload: never) => void);
-      return () => { set.delete(fn as (payload: never) => void); };
-    },
+    on,
 
     lastEventId(projectGuid) {
       return rooms.get(projectGuid.toLowerCase())?.lastId ?? null;
