@@ -30,11 +30,13 @@ import {
   tokenExpiryMs,
   type ReconnectPolicy,
 } from './policy.js';
+import { defaultTicketsUrl, requestTicket, type TicketEndpoint } from './tickets.js';
 
 export { compareIds as compareEventIds, isEventId } from '../protocol/event-id.js';
 export { CloseCodes, ErrorCodes, type ErrorCode } from '../errors.js';
 export { EVENT_TYPES, SUBPROTOCOLS, type Envelope, type EventType } from '../protocol/messages.js';
 export { backoffDelay, closeDecision, renewalDelayMs, tokenExpiryMs, type CloseDecision, type ReconnectOptions } from './policy.js';
+export { defaultTicketsUrl } from './tickets.js';
 export {
   GatewayClientError,
   type ClientErrorCode,
@@ -85,13 +87,6 @@ const TRANSIENT_CODES: ReadonlySet<string> = new Set<ErrorCode>(['UNAVAILABLE', 
 /** A failed getToken() during renewal is retried this often until the token expires. */
 const RENEW_RETRY_MS = 5_000;
 
-/** `/v1/tickets` on the gateway's host: http for ws, https for wss. */
-export function defaultTicketsUrl(wsUrl: string): string {
-  const url = new URL('/v1/tickets', wsUrl);
-  url.protocol = url.protocol === 'wss:' || url.protocol === 'https:' ? 'https:' : 'http:';
-  return url.toString();
-}
-
 export function createGatewayClient(options: GatewayClientOptions): GatewayClient {
   const Impl = options.WebSocketImpl ?? (globalThis as { WebSocket?: WebSocketCtor }).WebSocket;
   if (!Impl) throw new Error('no WebSocket implementation: pass options.WebSocketImpl');
@@ -107,8 +102,9 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
   const fetchImpl = options.fetchImpl ?? (globalThis as { fetch?: FetchLike }).fetch;
   if (connectWith === 'ticket' && !fetchImpl) throw new Error("no fetch implementation for tickets: pass options.fetchImpl (or connectWith: 'query-token')");
   const fetchTicket: FetchLike = (url, init) => fetchImpl!(url, init); // called unbound: `window.fetch` must not see `this` = options
-  const hbInterval = options.heartbeatIntervalMs ?? 25_000;
   const hbTimeout = options.heartbeatTimeoutMs ?? 10_000;
+  const ticketEndpoint: TicketEndpoint = { url: ticketsUrl, fetch: fetchTicket, timeoutMs: hbTimeout };
+  const hbInterval = options.heartbeatIntervalMs ?? 25_000;
   const reqTimeout = options.requestTimeoutMs ?? 10_000;
   const renewBeforeMs = options.renewBeforeMs ?? 30_000;
   const rc: ReconnectPolicy = { ...DEFAULT_RECONNECT, ...options.reconnect };
@@ -162,7 +158,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     if (gen !== generation || closedByUser) return;
     const url = new URL(baseUrl);
     if (connectWith === 'ticket') {
-      const got = await requestTicket(token);
+      const got = await requestTicket(token, ticketEndpoint);
       if (gen !== generation || closedByUser) return;
       if ('error' in got) {
         // Like a failed connect: report, back off (at least Retry-After), and the next attempt calls getToken() again.
@@ -191,33 +187,6 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     sock.onmessage = (ev: { data: unknown }) => { if (ws === sock) onFrame(ev.data); };
     sock.onerror = () => {}; // a close event always follows; `ws` also needs a listener to not throw
     sock.onclose = (ev: { code: number; reason?: unknown }) => { if (ws === sock) onSocketGone(ev.code, String(ev.reason ?? '')); };
-  }
-
-  /**
-   * Trades the token for a one-time ticket (POST, token in the Authorization header: a header is
-   * not written to access logs the way a URL is). A failure carries the error to report and the
-   * server's Retry-After, if any.
-   */
-  async function requestTicket(token: string): Promise<{ ticket: string } | { error: GatewayClientError; retryAfterMs: number }> {
-    const abort = new AbortController();
-    // A request that hangs (black-holed network) is given up like a connect that hangs.
-    const timer = setTimeout(() => abort.abort(), hbTimeout);
-    try {
-      const res = await fetchTicket(ticketsUrl, { method: 'POST', headers: { authorization: `Bearer ${token}` }, signal: abort.signal });
-      const body = (await res.json().catch(() => null)) as { ticket?: unknown; error?: { code?: unknown; message?: unknown } } | null;
-      if (res.status === 201 && typeof body?.ticket === 'string') return { ticket: body.ticket };
-      const code = typeof body?.error?.code === 'string' ? body.error.code : 'CONNECT_ERROR';
-      const detail = typeof body?.error?.message === 'string' ? `: ${body.error.message}` : '';
-      const retryAfterS = Number(res.headers.get('retry-after')); // seconds; an HTTP-date is NaN and ignored
-      return {
-        error: new GatewayClientError(code, `ticket request answered HTTP ${res.status}${detail}`),
-        retryAfterMs: Number.isFinite(retryAfterS) && retryAfterS > 0 ? retryAfterS * 1000 : 0,
-      };
-    } catch (err) {
-      return { error: new GatewayClientError('CONNECT_ERROR', `ticket request failed: ${String(err)}`), retryAfterMs: 0 };
-    } finally {
-      clearTimeout(timer);
-    }
   }
 
   function onOpen(): void {
