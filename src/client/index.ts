@@ -8,29 +8,19 @@ import { EVENT_TYPES, SUBPROTOCOLS, type Envelope } from '../protocol/messages.j
 import {
   GatewayClientError,
   type ConnectionState,
-  type ConnectWith,
   type FeedbackResponse,
-  type FetchLike,
   type GatewayClient,
   type GatewayClientOptions,
   type JoinAck,
   type ProjectEventEnvelope,
   type ProjectHandlers,
   type ResyncInfo,
-  type WebSocketCtor,
   type WebSocketLike,
 } from './api.js';
 import { createListeners, safeCall } from './listeners.js';
-import {
-  CLIENT_ABANDONED,
-  DEFAULT_RECONNECT,
-  backoffDelay,
-  closeDecision,
-  renewalDelayMs,
-  tokenExpiryMs,
-  type ReconnectPolicy,
-} from './policy.js';
-import { defaultTicketsUrl, requestTicket, type TicketEndpoint } from './tickets.js';
+import { CLIENT_ABANDONED, backoffDelay, closeDecision, renewalDelayMs, tokenExpiryMs } from './policy.js';
+import { resolveSettings } from './settings.js';
+import { requestTicket } from './tickets.js';
 
 export { compareIds as compareEventIds, isEventId } from '../protocol/event-id.js';
 export { CloseCodes, ErrorCodes, type ErrorCode } from '../errors.js';
@@ -88,26 +78,12 @@ const TRANSIENT_CODES: ReadonlySet<string> = new Set<ErrorCode>(['UNAVAILABLE', 
 const RENEW_RETRY_MS = 5_000;
 
 export function createGatewayClient(options: GatewayClientOptions): GatewayClient {
-  const Impl = options.WebSocketImpl ?? (globalThis as { WebSocket?: WebSocketCtor }).WebSocket;
-  if (!Impl) throw new Error('no WebSocket implementation: pass options.WebSocketImpl');
-  const WebSocketImpl: WebSocketCtor = Impl; // narrowed binding for the nested functions
-  const useMsgpack = options.protocol === 'msgpack';
-  if (useMsgpack && !options.msgpack) throw new Error("protocol 'msgpack' needs options.msgpack ({ encode, decode })");
-  const msgpack = options.msgpack;
-  // Resolved once, so a bad URL throws here, to the caller, instead of inside a reconnect loop.
-  const here = (globalThis as { location?: { href: string } }).location?.href;
-  const baseUrl = new URL(options.url, here).toString();
-  const connectWith: ConnectWith = options.connectWith ?? 'ticket';
-  const ticketsUrl = new URL(options.ticketsUrl ?? defaultTicketsUrl(baseUrl), here).toString();
-  const fetchImpl = options.fetchImpl ?? (globalThis as { fetch?: FetchLike }).fetch;
-  if (connectWith === 'ticket' && !fetchImpl) throw new Error("no fetch implementation for tickets: pass options.fetchImpl (or connectWith: 'query-token')");
-  const fetchTicket: FetchLike = (url, init) => fetchImpl!(url, init); // called unbound: `window.fetch` must not see `this` = options
-  const hbTimeout = options.heartbeatTimeoutMs ?? 10_000;
-  const ticketEndpoint: TicketEndpoint = { url: ticketsUrl, fetch: fetchTicket, timeoutMs: hbTimeout };
-  const hbInterval = options.heartbeatIntervalMs ?? 25_000;
-  const reqTimeout = options.requestTimeoutMs ?? 10_000;
-  const renewBeforeMs = options.renewBeforeMs ?? 30_000;
-  const rc: ReconnectPolicy = { ...DEFAULT_RECONNECT, ...options.reconnect };
+  const settings = resolveSettings(options);
+  const { WebSocketImpl, useMsgpack, msgpack, baseUrl, connectWith, reconnect: rc } = settings;
+  const hbInterval = settings.heartbeatIntervalMs;
+  const hbTimeout = settings.heartbeatTimeoutMs;
+  const reqTimeout = settings.requestTimeoutMs;
+  const renewBeforeMs = settings.renewBeforeMs;
 
   const { emit, on } = createListeners();
   const rooms = new Map<string, Room>();
@@ -148,7 +124,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     const gen = ++generation;
     let token: string;
     try {
-      token = freshToken ?? (await options.getToken());
+      token = freshToken ?? (await settings.getToken());
     } catch (err) {
       if (gen !== generation || closedByUser) return;
       emit('error', new GatewayClientError('TOKEN_ERROR', `getToken failed: ${String(err)}`));
@@ -158,7 +134,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     if (gen !== generation || closedByUser) return;
     const url = new URL(baseUrl);
     if (connectWith === 'ticket') {
-      const got = await requestTicket(token, ticketEndpoint);
+      const got = await requestTicket(token, settings.tickets);
       if (gen !== generation || closedByUser) return;
       if ('error' in got) {
         // Like a failed connect: report, back off (at least Retry-After), and the next attempt calls getToken() again.
@@ -281,7 +257,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     const sock = ws;
     let token: string;
     try {
-      token = await options.getToken();
+      token = await settings.getToken();
     } catch (err) {
       if (ws !== sock || closedByUser) return;
       emit('error', new GatewayClientError('TOKEN_ERROR', `token renewal failed: ${String(err)}`));
