@@ -4,7 +4,7 @@
 // dist/browser/ can be served as-is; the gateway does, at /client/index.js.
 import type { ErrorCode } from '../errors.js';
 import { compareIds, isEventId } from '../protocol/event-id.js';
-import { EVENT_TYPES, SUBPROTOCOLS, type Envelope } from '../protocol/messages.js';
+import { EVENT_TYPES, type Envelope } from '../protocol/messages.js';
 import {
   GatewayClientError,
   type ConnectionState,
@@ -21,6 +21,7 @@ import { createListeners, safeCall } from './listeners.js';
 import { CLIENT_ABANDONED, backoffDelay, closeDecision, renewalDelayMs, tokenExpiryMs } from './policy.js';
 import { resolveSettings } from './settings.js';
 import { requestTicket } from './tickets.js';
+import { createIdSource, wireFormat, type Outgoing } from './wire.js';
 
 export { compareIds as compareEventIds, isEventId } from '../protocol/event-id.js';
 export { CloseCodes, ErrorCodes, type ErrorCode } from '../errors.js';
@@ -68,8 +69,6 @@ interface Pending {
   timer?: ReturnType<typeof setTimeout>;
 }
 
-type Outgoing = { type: string; projectGuid?: string; id: string; data?: Record<string, unknown> };
-
 const OPEN = 1;
 const EVENT_TYPE_SET: ReadonlySet<string> = new Set(EVENT_TYPES);
 // Errors after which re-sending the same join on the same connection may succeed.
@@ -79,7 +78,8 @@ const RENEW_RETRY_MS = 5_000;
 
 export function createGatewayClient(options: GatewayClientOptions): GatewayClient {
   const settings = resolveSettings(options);
-  const { WebSocketImpl, useMsgpack, msgpack, baseUrl, connectWith, reconnect: rc } = settings;
+  const { WebSocketImpl, baseUrl, connectWith, reconnect: rc } = settings;
+  const wire = wireFormat(settings.useMsgpack, settings.msgpack);
   const hbInterval = settings.heartbeatIntervalMs;
   const hbTimeout = settings.heartbeatTimeoutMs;
   const reqTimeout = settings.requestTimeoutMs;
@@ -102,10 +102,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
   let stableTimer: ReturnType<typeof setTimeout> | undefined;
   let renewTimer: ReturnType<typeof setTimeout> | undefined;
 
-  // A random prefix keeps ids unique across tabs/clients in server logs; the counter keeps them short.
-  const idPrefix = Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) => b.toString(36).padStart(2, '0')).join('');
-  let counter = 0;
-  const nextId = (): string => `${idPrefix}-${(++counter).toString(36)}`;
+  const nextId = createIdSource();
 
   function setState(next: ConnectionState): void {
     if (state === next) return;
@@ -114,7 +111,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
   }
   const isOpen = (): boolean => ws !== null && state === 'open' && ws.readyState === OPEN;
   function send(frame: Outgoing): void {
-    ws!.send(useMsgpack ? msgpack!.encode(frame) : JSON.stringify(frame));
+    ws!.send(wire.encode(frame));
   }
 
   // ---- connection lifecycle ----
@@ -148,7 +145,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     }
     let sock: WebSocketLike;
     try {
-      sock = new WebSocketImpl(url.toString(), useMsgpack ? SUBPROTOCOLS.msgpack : SUBPROTOCOLS.json);
+      sock = new WebSocketImpl(url.toString(), wire.subprotocol);
     } catch (err) {
       emit('error', new GatewayClientError('CONNECT_ERROR', String(err)));
       scheduleReconnect('backoff');
@@ -321,19 +318,11 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
 
   // ---- inbound ----
 
-  function decodeFrame(raw: unknown): unknown {
-    if (typeof raw === 'string') return JSON.parse(raw);
-    if (!msgpack) throw new Error('binary frame on a JSON connection');
-    if (raw instanceof ArrayBuffer) return msgpack.decode(new Uint8Array(raw));
-    if (ArrayBuffer.isView(raw)) return msgpack.decode(new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength));
-    throw new Error('unexpected frame type');
-  }
-
   function onFrame(raw: unknown): void {
     clearTimeout(deadTimer); // any frame proves the connection is alive
     deadTimer = undefined;
     let parsed: unknown;
-    try { parsed = decodeFrame(raw); } catch (err) {
+    try { parsed = wire.decode(raw); } catch (err) {
       emit('error', new GatewayClientError('BAD_FRAME', `server sent a frame that does not decode: ${String(err)}`));
       return;
     }
