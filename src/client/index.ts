@@ -8,7 +8,6 @@ import { EVENT_TYPES, type Envelope } from '../protocol/messages.js';
 import {
   GatewayClientError,
   type ConnectionState,
-  type FeedbackResponse,
   type GatewayClient,
   type GatewayClientOptions,
   type JoinAck,
@@ -19,9 +18,10 @@ import {
 } from './api.js';
 import { createListeners, safeCall } from './listeners.js';
 import { CLIENT_ABANDONED, backoffDelay, closeDecision, renewalDelayMs, tokenExpiryMs } from './policy.js';
+import { createRequests } from './requests.js';
 import { resolveSettings } from './settings.js';
 import { requestTicket } from './tickets.js';
-import { createIdSource, wireFormat, type Outgoing } from './wire.js';
+import { createIdSource, wireFormat, type Link, type Outgoing } from './wire.js';
 
 export { compareIds as compareEventIds, isEventId } from '../protocol/event-id.js';
 export { CloseCodes, ErrorCodes, type ErrorCode } from '../errors.js';
@@ -60,15 +60,6 @@ interface Room {
   settle: { resolve: (ack: JoinAck) => void; reject: (err: Error) => void };
 }
 
-interface Pending {
-  reply: (env: Envelope) => void;
-  fail: (err: GatewayClientError) => void;
-  /** Called instead of fail() when the socket it was sent on dies. */
-  lost?: () => void;
-  inFlight: boolean;
-  timer?: ReturnType<typeof setTimeout>;
-}
-
 const OPEN = 1;
 const EVENT_TYPE_SET: ReadonlySet<string> = new Set(EVENT_TYPES);
 // Errors after which re-sending the same join on the same connection may succeed.
@@ -87,8 +78,6 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
 
   const { emit, on } = createListeners();
   const rooms = new Map<string, Room>();
-  const pending = new Map<string, Pending>();
-  const outbox: Outgoing[] = []; // feedback sent while disconnected, flushed after the re-joins
 
   let state: ConnectionState = 'connecting';
   let ws: WebSocketLike | null = null;
@@ -113,6 +102,8 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
   function send(frame: Outgoing): void {
     ws!.send(wire.encode(frame));
   }
+  const link: Link = { get socket() { return ws; }, get closed() { return closedByUser; }, isOpen, send };
+  const requests = createRequests({ link, nextId, timeoutMs: reqTimeout });
 
   // ---- connection lifecycle ----
 
@@ -170,12 +161,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     scheduleRenewal(socketToken);
     // Joins first, so queued feedback reaches the server after the room membership it needs.
     for (const room of rooms.values()) sendJoin(room);
-    for (const frame of outbox.splice(0)) {
-      const p = pending.get(frame.id);
-      if (!p) continue; // timed out while queued
-      p.inFlight = true;
-      send(frame);
-    }
+    requests.flushQueued();
     heartbeatTimer = setInterval(() => {
       if (!isOpen()) return;
       send({ type: 'ping', id: nextId() });
@@ -218,13 +204,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
       ws.onerror = noop;
       ws = null;
     }
-    for (const [id, p] of pending) {
-      if (!p.inFlight) continue;
-      pending.delete(id);
-      clearTimeout(p.timer);
-      if (p.lost) p.lost();
-      else p.fail(new GatewayClientError('CONNECTION_LOST', 'connection lost before the reply arrived'));
-    }
+    requests.failInFlight();
   }
 
   /** `atLeastMs` (a server's Retry-After) comes on top of the backoff, whose jitter then spreads the clients told the same. */
@@ -291,7 +271,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
       setState('reconnecting');
       void connect(token);
     };
-    pending.set(id, {
+    requests.track(id, {
       inFlight: true,
       reply: () => {
         if (ws !== sock) return;
@@ -300,8 +280,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
       },
       fail: (err) => { if (err.code === 'UNKNOWN_TYPE') fallback(); },
       lost: () => {},
-      timer: setTimeout(() => { if (pending.delete(id)) fallback(); }, reqTimeout),
-    });
+    }, fallback);
     send({ type: 'auth_refresh', id, data: { token } });
   }
 
@@ -335,11 +314,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     // Room events carry event ids; a targeted agent_message carries the id its sender chose.
     if (EVENT_TYPE_SET.has(env.type) && isEventId(env.id)) return deliverEvent(env as ProjectEventEnvelope);
     if (env.type === 'leave_project' && env.id === null && (env.data as { reason?: unknown } | null)?.reason === 'access_revoked') return onRevoked(env);
-    const p = typeof env.id === 'string' ? pending.get(env.id) : undefined;
-    if (p) {
-      pending.delete(env.id!);
-      clearTimeout(p.timer);
-    }
+    const p = typeof env.id === 'string' ? requests.take(env.id) : undefined;
     if (!p && (env.type === 'user_feedback_response' || env.type === 'agent_message')) return emit('reply', env);
     if (env.type === 'error') {
       const data = (env.data ?? {}) as { code?: string; message?: string };
@@ -368,7 +343,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     // A room that was joined but has seen no event still resumes from the beginning of its
     // history, otherwise events published while we were away would be lost.
     const since = room.lastId ?? (room.acked ? '0-0' : undefined);
-    pending.set(id, {
+    requests.track(id, {
       inFlight: true,
       reply: (env) => onJoinAck(room, env.data as JoinAck, since),
       fail: (err) => onJoinError(room, err),
@@ -439,50 +414,8 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
       if (isOpen()) send({ type: 'leave_project', projectGuid: guid, id: nextId(), data: {} });
     },
 
-    sendFeedback(projectGuid, content, extra = {}) {
-      if (closedByUser) return Promise.reject(new GatewayClientError('CLIENT_CLOSED', 'client is closed'));
-      const id = nextId();
-      const frame: Outgoing = { type: 'user_feedback', projectGuid: projectGuid.toLowerCase(), id, data: { ...extra, content } };
-      return new Promise<FeedbackResponse>((resolve, reject) => {
-        const p: Pending = {
-          inFlight: false,
-          reply: (env) => resolve(env.data as FeedbackResponse),
-          fail: reject,
-          timer: setTimeout(() => {
-            pending.delete(id);
-            const i = outbox.indexOf(frame);
-            if (i >= 0) outbox.splice(i, 1);
-            reject(new GatewayClientError('TIMEOUT', `no user_feedback_response within ${reqTimeout} ms`));
-          }, reqTimeout),
-        };
-        pending.set(id, p);
-        if (isOpen()) {
-          p.inFlight = true;
-          send(frame);
-        } else {
-          outbox.push(frame);
-        }
-      });
-    },
-
-    ping() {
-      if (!isOpen()) return Promise.reject(new GatewayClientError('NOT_CONNECTED', 'ping needs an open connection'));
-      const id = nextId();
-      const t0 = performance.now();
-      return new Promise<number>((resolve, reject) => {
-        pending.set(id, {
-          inFlight: true,
-          reply: () => resolve(performance.now() - t0),
-          fail: reject,
-          timer: setTimeout(() => {
-            pending.delete(id);
-            reject(new GatewayClientError('TIMEOUT', `no pong within ${reqTimeout} ms`));
-          }, reqTimeout),
-        });
-        send({ type: 'ping', id });
-      });
-    },
-
+    sendFeedback: requests.sendFeedback,
+    ping: requests.ping,
     on,
 
     lastEventId(projectGuid) {
@@ -495,9 +428,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
       generation++;
       clearTimeout(reconnectTimer);
       const err = new GatewayClientError('CLIENT_CLOSED', 'client closed');
-      for (const p of pending.values()) { clearTimeout(p.timer); if (!p.lost) p.fail(err); }
-      pending.clear();
-      outbox.length = 0;
+      requests.failAll(err);
       const sock = ws;
       dropSocket();
       try { sock?.close(1000, 'client closed'); } catch { /* already closing */ }

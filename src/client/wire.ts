@@ -1,10 +1,22 @@
 // Frames on the wire, as the client writes and reads them: their ids, the subprotocol offered, and
 // encoding (JSON, or MessagePack with the app's codec).
 import { SUBPROTOCOLS } from '../protocol/messages.js';
-import type { MessagePackCodec } from './api.js';
+import type { MessagePackCodec, WebSocketLike } from './api.js';
 
 /** A frame the client sends. */
 export type Outgoing = { type: string; projectGuid?: string; id: string; data?: Record<string, unknown> };
+
+/** The connection as the parts that send on it see it (the transport keeps it). */
+export interface Link {
+  /** The socket in use, null between sockets: compared by identity to tell whether it is still the same one. */
+  readonly socket: WebSocketLike | null;
+  /** close() was called: nothing is (re)sent, re-joined or reconnected any more. */
+  readonly closed: boolean;
+  /** A socket is open (and its open event has been handled). */
+  isOpen(): boolean;
+  /** Sends on the open socket; check isOpen() first. */
+  send(frame: Outgoing): void;
+}
 
 /** Returns a function that hands out the ids of the client's frames, a new one per call. */
 export function createIdSource(): () => string {
