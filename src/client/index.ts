@@ -2,23 +2,20 @@
 // module: it imports only the browser-safe protocol modules it shares with the server (message
 // names and envelope types, event-id comparison, error and close codes), so the compiled tree
 // dist/browser/ can be served as-is; the gateway does, at /client/index.js.
-import type { ErrorCode } from '../errors.js';
-import { compareIds, isEventId } from '../protocol/event-id.js';
+import { isEventId } from '../protocol/event-id.js';
 import { EVENT_TYPES, type Envelope } from '../protocol/messages.js';
 import {
   GatewayClientError,
   type ConnectionState,
   type GatewayClient,
   type GatewayClientOptions,
-  type JoinAck,
   type ProjectEventEnvelope,
-  type ProjectHandlers,
-  type ResyncInfo,
   type WebSocketLike,
 } from './api.js';
-import { createListeners, safeCall } from './listeners.js';
+import { createListeners } from './listeners.js';
 import { CLIENT_ABANDONED, backoffDelay, closeDecision, renewalDelayMs, tokenExpiryMs } from './policy.js';
 import { createRequests } from './requests.js';
+import { createRooms } from './rooms.js';
 import { resolveSettings } from './settings.js';
 import { requestTicket } from './tickets.js';
 import { createIdSource, wireFormat, type Link, type Outgoing } from './wire.js';
@@ -50,20 +47,8 @@ export {
   type WebSocketLike,
 } from './api.js';
 
-interface Room {
-  guid: string;
-  handlers: ProjectHandlers;
-  lastId: string | null;
-  acked: boolean;
-  retries: number;
-  ready: Promise<JoinAck>;
-  settle: { resolve: (ack: JoinAck) => void; reject: (err: Error) => void };
-}
-
 const OPEN = 1;
 const EVENT_TYPE_SET: ReadonlySet<string> = new Set(EVENT_TYPES);
-// Errors after which re-sending the same join on the same connection may succeed.
-const TRANSIENT_CODES: ReadonlySet<string> = new Set<ErrorCode>(['UNAVAILABLE', 'RATE_LIMITED', 'INTERNAL']);
 /** A failed getToken() during renewal is retried this often until the token expires. */
 const RENEW_RETRY_MS = 5_000;
 
@@ -77,7 +62,6 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
   const renewBeforeMs = settings.renewBeforeMs;
 
   const { emit, on } = createListeners();
-  const rooms = new Map<string, Room>();
 
   let state: ConnectionState = 'connecting';
   let ws: WebSocketLike | null = null;
@@ -104,6 +88,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
   }
   const link: Link = { get socket() { return ws; }, get closed() { return closedByUser; }, isOpen, send };
   const requests = createRequests({ link, nextId, timeoutMs: reqTimeout });
+  const rooms = createRooms({ link, requests, nextId, emit, reconnect: rc });
 
   // ---- connection lifecycle ----
 
@@ -160,7 +145,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     stableTimer = setTimeout(() => { attempt = 0; }, rc.stableAfterMs);
     scheduleRenewal(socketToken);
     // Joins first, so queued feedback reaches the server after the room membership it needs.
-    for (const room of rooms.values()) sendJoin(room);
+    rooms.rejoinAll();
     requests.flushQueued();
     heartbeatTimer = setInterval(() => {
       if (!isOpen()) return;
@@ -284,17 +269,6 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     send({ type: 'auth_refresh', id, data: { token } });
   }
 
-  /** The server left a room for us (a refreshed token no longer grants it): stop tracking it. */
-  function onRevoked(env: Envelope): void {
-    const guid = typeof env.projectGuid === 'string' ? env.projectGuid.toLowerCase() : '';
-    const room = rooms.get(guid);
-    if (!room) return;
-    rooms.delete(guid);
-    const err = new GatewayClientError('FORBIDDEN', `access to project ${guid} was revoked`, env);
-    room.settle.reject(err);
-    emit('error', err);
-  }
-
   // ---- inbound ----
 
   function onFrame(raw: unknown): void {
@@ -312,8 +286,8 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
 
   function onEnvelope(env: Envelope): void {
     // Room events carry event ids; a targeted agent_message carries the id its sender chose.
-    if (EVENT_TYPE_SET.has(env.type) && isEventId(env.id)) return deliverEvent(env as ProjectEventEnvelope);
-    if (env.type === 'leave_project' && env.id === null && (env.data as { reason?: unknown } | null)?.reason === 'access_revoked') return onRevoked(env);
+    if (EVENT_TYPE_SET.has(env.type) && isEventId(env.id)) return rooms.deliver(env as ProjectEventEnvelope);
+    if (env.type === 'leave_project' && env.id === null && (env.data as { reason?: unknown } | null)?.reason === 'access_revoked') return rooms.revoke(env);
     const p = typeof env.id === 'string' ? requests.take(env.id) : undefined;
     if (!p && (env.type === 'user_feedback_response' || env.type === 'agent_message')) return emit('reply', env);
     if (env.type === 'error') {
@@ -326,59 +300,6 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     }
   }
 
-  function deliverEvent(env: ProjectEventEnvelope): void {
-    const room = typeof env.projectGuid === 'string' ? rooms.get(env.projectGuid.toLowerCase()) : undefined;
-    if (!room || !isEventId(env.id)) return;
-    // Replays after a reconnect may overlap what was already seen: ids only ever move forward.
-    if (room.lastId !== null && compareIds(env.id, room.lastId) <= 0) return;
-    room.lastId = env.id;
-    if (room.handlers.event) safeCall(() => room.handlers.event!(env));
-    emit('event', env);
-  }
-
-  // ---- rooms ----
-
-  function sendJoin(room: Room): void {
-    const id = nextId();
-    // A room that was joined but has seen no event still resumes from the beginning of its
-    // history, otherwise events published while we were away would be lost.
-    const since = room.lastId ?? (room.acked ? '0-0' : undefined);
-    requests.track(id, {
-      inFlight: true,
-      reply: (env) => onJoinAck(room, env.data as JoinAck, since),
-      fail: (err) => onJoinError(room, err),
-      lost: () => {}, // re-sent with a fresh id on the next open
-    });
-    send({ type: 'join_project', projectGuid: room.guid, id, data: since === undefined ? {} : { since } });
-  }
-
-  function onJoinAck(room: Room, ack: JoinAck, since: string | undefined): void {
-    if (rooms.get(room.guid) !== room) return; // left meanwhile
-    if (since !== undefined && ack.recovered === false) {
-      // History no longer reaches back: ids may even have restarted, so take the server's word.
-      room.lastId = isEventId(ack.latestId) ? ack.latestId : null;
-      const info: ResyncInfo = { projectGuid: room.guid, since, latestId: room.lastId };
-      if (room.handlers.resync) safeCall(() => room.handlers.resync!(info));
-      emit('resync', info);
-    } else if (isEventId(ack.latestId) && (room.lastId === null || compareIds(ack.latestId, room.lastId) > 0)) {
-      room.lastId = ack.latestId;
-    }
-    room.acked = true;
-    room.retries = 0;
-    room.settle.resolve(ack);
-  }
-
-  function onJoinError(room: Room, err: GatewayClientError): void {
-    if (rooms.get(room.guid) !== room) return;
-    if (TRANSIENT_CODES.has(err.code)) {
-      const sock = ws;
-      setTimeout(() => { if (ws === sock && isOpen() && rooms.get(room.guid) === room) sendJoin(room); }, backoffDelay(room.retries++, rc));
-      return;
-    }
-    rooms.delete(room.guid); // FORBIDDEN, INVALID_GUID, TOO_MANY_ROOMS: retrying cannot help
-    room.settle.reject(err);
-  }
-
   // ---- public API ----
 
   void connect();
@@ -387,40 +308,12 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     get state() { return state; },
     get protocol() { return (isOpen() && ws?.protocol) || ''; },
 
-    join(projectGuid, handlers) {
-      const guid = projectGuid.toLowerCase();
-      const existing = rooms.get(guid);
-      if (existing) {
-        if (handlers) existing.handlers = handlers;
-        return existing.ready;
-      }
-      if (closedByUser) return Promise.reject(new GatewayClientError('CLIENT_CLOSED', 'client is closed'));
-      let settle!: Room['settle'];
-      const ready = new Promise<JoinAck>((resolve, reject) => { settle = { resolve, reject }; });
-      ready.catch(() => {}); // failures are also emitted as 'error'; don't force callers to await
-      const room: Room = { guid, handlers: handlers ?? {}, lastId: null, acked: false, retries: 0, ready, settle };
-      rooms.set(guid, room);
-      if (isOpen()) sendJoin(room); // otherwise onOpen() joins every tracked room
-      return ready;
-    },
-
-    leave(projectGuid) {
-      const guid = projectGuid.toLowerCase();
-      const room = rooms.get(guid);
-      if (!room) return;
-      rooms.delete(guid);
-      room.settle.reject(new GatewayClientError('LEFT', 'left before the join completed'));
-      // Not queued when offline: a room we no longer track is simply not re-joined.
-      if (isOpen()) send({ type: 'leave_project', projectGuid: guid, id: nextId(), data: {} });
-    },
-
+    join: rooms.join,
+    leave: rooms.leave,
     sendFeedback: requests.sendFeedback,
     ping: requests.ping,
     on,
-
-    lastEventId(projectGuid) {
-      return rooms.get(projectGuid.toLowerCase())?.lastId ?? null;
-    },
+    lastEventId: rooms.lastEventId,
 
     close() {
       if (closedByUser) return;
@@ -432,8 +325,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
       const sock = ws;
       dropSocket();
       try { sock?.close(1000, 'client closed'); } catch { /* already closing */ }
-      for (const room of rooms.values()) room.settle.reject(err);
-      rooms.clear();
+      rooms.rejectAll(err);
       setState('closed');
     },
   };
