@@ -13,7 +13,8 @@ import {
   type WebSocketLike,
 } from './api.js';
 import { createListeners } from './listeners.js';
-import { CLIENT_ABANDONED, backoffDelay, closeDecision, renewalDelayMs, tokenExpiryMs } from './policy.js';
+import { CLIENT_ABANDONED, backoffDelay, closeDecision } from './policy.js';
+import { createRenewal } from './renewal.js';
 import { createRequests } from './requests.js';
 import { createRooms } from './rooms.js';
 import { resolveSettings } from './settings.js';
@@ -49,8 +50,6 @@ export {
 
 const OPEN = 1;
 const EVENT_TYPE_SET: ReadonlySet<string> = new Set(EVENT_TYPES);
-/** A failed getToken() during renewal is retried this often until the token expires. */
-const RENEW_RETRY_MS = 5_000;
 
 export function createGatewayClient(options: GatewayClientOptions): GatewayClient {
   const settings = resolveSettings(options);
@@ -59,7 +58,6 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
   const hbInterval = settings.heartbeatIntervalMs;
   const hbTimeout = settings.heartbeatTimeoutMs;
   const reqTimeout = settings.requestTimeoutMs;
-  const renewBeforeMs = settings.renewBeforeMs;
 
   const { emit, on } = createListeners();
 
@@ -73,7 +71,6 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
   let heartbeatTimer: ReturnType<typeof setInterval> | undefined;
   let deadTimer: ReturnType<typeof setTimeout> | undefined;
   let stableTimer: ReturnType<typeof setTimeout> | undefined;
-  let renewTimer: ReturnType<typeof setTimeout> | undefined;
 
   const nextId = createIdSource();
 
@@ -89,6 +86,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
   const link: Link = { get socket() { return ws; }, get closed() { return closedByUser; }, isOpen, send };
   const requests = createRequests({ link, nextId, timeoutMs: reqTimeout });
   const rooms = createRooms({ link, requests, nextId, emit, reconnect: rc });
+  const renewal = createRenewal({ getToken: settings.getToken, renewBeforeMs: settings.renewBeforeMs, link, requests, nextId, emit, reconnectWith });
 
   // ---- connection lifecycle ----
 
@@ -143,7 +141,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     deadTimer = undefined;
     setState('open');
     stableTimer = setTimeout(() => { attempt = 0; }, rc.stableAfterMs);
-    scheduleRenewal(socketToken);
+    renewal.start(socketToken);
     // Joins first, so queued feedback reaches the server after the room membership it needs.
     rooms.rejoinAll();
     requests.flushQueued();
@@ -181,8 +179,8 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     clearInterval(heartbeatTimer);
     clearTimeout(deadTimer);
     clearTimeout(stableTimer);
-    clearTimeout(renewTimer);
-    heartbeatTimer = deadTimer = stableTimer = renewTimer = undefined;
+    renewal.stop();
+    heartbeatTimer = deadTimer = stableTimer = undefined;
     if (ws) {
       const noop = () => {};
       ws.onopen = ws.onmessage = ws.onclose = noop;
@@ -190,6 +188,15 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
       ws = null;
     }
     requests.failInFlight();
+  }
+
+  /** A planned reconnect (a fresh token the socket could not take in band): this socket goes, the next comes at once. */
+  function reconnectWith(token: string): void {
+    abandonSocket('token renewal');
+    emit('disconnect', { code: CLIENT_ABANDONED, reason: 'token renewal' });
+    attempt = 0;
+    setState('reconnecting');
+    void connect(token);
   }
 
   /** `atLeastMs` (a server's Retry-After) comes on top of the backoff, whose jitter then spreads the clients told the same. */
@@ -201,72 +208,6 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     // 'max': an attempt number past any cap gives exactly the longest (jittered) delay.
     const ms = atLeastMs + backoffDelay(delay === 'max' ? 64 : attempt++, rc);
     reconnectTimer = setTimeout(() => { void connect(); }, ms);
-  }
-
-  // ---- token renewal ----
-
-  function scheduleRenewal(token: string): void {
-    clearTimeout(renewTimer);
-    renewTimer = undefined;
-    if (renewBeforeMs <= 0) return;
-    const delay = renewalDelayMs(tokenExpiryMs(token), Date.now(), renewBeforeMs);
-    if (delay === null) return;
-    renewTimer = setTimeout(() => { void renewSession(); }, delay);
-  }
-
-  /** Gets a fresh token before the current one expires and hands it to applyFreshToken(). */
-  async function renewSession(): Promise<void> {
-    const sock = ws;
-    let token: string;
-    try {
-      token = await settings.getToken();
-    } catch (err) {
-      if (ws !== sock || closedByUser) return;
-      emit('error', new GatewayClientError('TOKEN_ERROR', `token renewal failed: ${String(err)}`));
-      // Try again while the old token still works; if it runs out the server closes with 4401
-      // and the ordinary reconnect takes over.
-      renewTimer = setTimeout(() => { void renewSession(); }, RENEW_RETRY_MS);
-      return;
-    }
-    if (ws !== sock || sock === null || closedByUser) return; // that socket is gone: its successor fetched its own token
-    // getToken() handed back the same token (or one that expires no later): reconnecting would not
-    // help, and would repeat ever faster as exp nears. The server ends it with 4401 at expiry.
-    const oldExp = tokenExpiryMs(socketToken);
-    const newExp = tokenExpiryMs(token);
-    if (token === socketToken || (oldExp !== null && newExp !== null && newExp <= oldExp)) return;
-    applyFreshToken(token);
-  }
-
-  /**
-   * Puts a fresh token into effect without dropping the connection: the in-band `auth_refresh`
-   * frame. The server checks it as at connect; on success expiry follows the new token. If the
-   * server refuses it, it closes with 4401 and the ordinary reconnect fetches a fresh token; a
-   * gateway too old to know the frame (UNKNOWN_TYPE) or one that does not answer gets a planned
-   * reconnect with the token instead (resuming with `since`, so no event is lost).
-   */
-  function applyFreshToken(token: string): void {
-    if (!isOpen()) return; // the next connect fetches its own token
-    const sock = ws;
-    const id = nextId();
-    const fallback = () => {
-      if (ws !== sock || closedByUser) return;
-      abandonSocket('token renewal');
-      emit('disconnect', { code: CLIENT_ABANDONED, reason: 'token renewal' });
-      attempt = 0;
-      setState('reconnecting');
-      void connect(token);
-    };
-    requests.track(id, {
-      inFlight: true,
-      reply: () => {
-        if (ws !== sock) return;
-        socketToken = token;
-        scheduleRenewal(token);
-      },
-      fail: (err) => { if (err.code === 'UNKNOWN_TYPE') fallback(); },
-      lost: () => {},
-    }, fallback);
-    send({ type: 'auth_refresh', id, data: { token } });
   }
 
   // ---- inbound ----
