@@ -2,16 +2,8 @@
 // module: it imports only the browser-safe protocol modules it shares with the server (message
 // names and envelope types, event-id comparison, error and close codes), so the compiled tree
 // dist/browser/ can be served as-is; the gateway does, at /client/index.js.
-import { isEventId } from '../protocol/event-id.js';
-import { EVENT_TYPES, type Envelope } from '../protocol/messages.js';
-import {
-  GatewayClientError,
-  type ConnectionState,
-  type GatewayClient,
-  type GatewayClientOptions,
-  type ProjectEventEnvelope,
-  type WebSocketLike,
-} from './api.js';
+import { GatewayClientError, type ConnectionState, type GatewayClient, type GatewayClientOptions, type WebSocketLike } from './api.js';
+import { createFrameRouter } from './inbound.js';
 import { createListeners } from './listeners.js';
 import { CLIENT_ABANDONED, backoffDelay, closeDecision } from './policy.js';
 import { createRenewal } from './renewal.js';
@@ -49,7 +41,6 @@ export {
 } from './api.js';
 
 const OPEN = 1;
-const EVENT_TYPE_SET: ReadonlySet<string> = new Set(EVENT_TYPES);
 
 export function createGatewayClient(options: GatewayClientOptions): GatewayClient {
   const settings = resolveSettings(options);
@@ -86,6 +77,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
   const link: Link = { get socket() { return ws; }, get closed() { return closedByUser; }, isOpen, send };
   const requests = createRequests({ link, nextId, timeoutMs: reqTimeout });
   const rooms = createRooms({ link, requests, nextId, emit, reconnect: rc });
+  const routeFrame = createFrameRouter({ wire, rooms, requests, emit });
   const renewal = createRenewal({ getToken: settings.getToken, renewBeforeMs: settings.renewBeforeMs, link, requests, nextId, emit, reconnectWith });
 
   // ---- connection lifecycle ----
@@ -210,35 +202,10 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     reconnectTimer = setTimeout(() => { void connect(); }, ms);
   }
 
-  // ---- inbound ----
-
   function onFrame(raw: unknown): void {
     clearTimeout(deadTimer); // any frame proves the connection is alive
     deadTimer = undefined;
-    let parsed: unknown;
-    try { parsed = wire.decode(raw); } catch (err) {
-      emit('error', new GatewayClientError('BAD_FRAME', `server sent a frame that does not decode: ${String(err)}`));
-      return;
-    }
-    for (const env of Array.isArray(parsed) ? parsed : [parsed]) {
-      if (env && typeof env === 'object' && typeof (env as Envelope).type === 'string') onEnvelope(env as Envelope);
-    }
-  }
-
-  function onEnvelope(env: Envelope): void {
-    // Room events carry event ids; a targeted agent_message carries the id its sender chose.
-    if (EVENT_TYPE_SET.has(env.type) && isEventId(env.id)) return rooms.deliver(env as ProjectEventEnvelope);
-    if (env.type === 'leave_project' && env.id === null && (env.data as { reason?: unknown } | null)?.reason === 'access_revoked') return rooms.revoke(env);
-    const p = typeof env.id === 'string' ? requests.take(env.id) : undefined;
-    if (!p && (env.type === 'user_feedback_response' || env.type === 'agent_message')) return emit('reply', env);
-    if (env.type === 'error') {
-      const data = (env.data ?? {}) as { code?: string; message?: string };
-      const err = new GatewayClientError(data.code ?? 'UNKNOWN', data.message ?? 'error frame', env);
-      emit('error', err);
-      p?.fail(err);
-    } else {
-      p?.reply(env);
-    }
+    routeFrame(raw);
   }
 
   // ---- public API ----
