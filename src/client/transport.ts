@@ -3,7 +3,8 @@
 // close(). The connection state the app sees ('connecting', 'open', ...) is kept here.
 import { GatewayClientError, type ConnectionState, type WebSocketLike } from './api.js';
 import type { Emit } from './listeners.js';
-import { CLIENT_ABANDONED, backoffDelay, closeDecision } from './policy.js';
+import { createHeartbeat } from './heartbeat.js';
+import { CLIENT_ABANDONED, backoffDelay, closeDecision, type CloseDecision, type ReconnectPolicy } from './policy.js';
 import type { ClientSettings } from './settings.js';
 import { requestTicket } from './tickets.js';
 import type { Link, Outgoing, WireFormat } from './wire.js';
@@ -41,17 +42,11 @@ export interface TransportDeps {
 
 export function createTransport(deps: TransportDeps, hooks: TransportHooks): Transport {
   const { settings, wire, nextId, emit } = deps;
-  const rc = settings.reconnect;
 
   let state: ConnectionState = 'connecting';
   let ws: WebSocketLike | null = null;
   let closedByUser = false;
-  let attempt = 0;
   let generation = 0; // bumps on every connect/close so a slow getToken() cannot resurrect an old attempt
-  let reconnectTimer: ReturnType<typeof setTimeout> | undefined;
-  let heartbeatTimer: ReturnType<typeof setInterval> | undefined;
-  let deadTimer: ReturnType<typeof setTimeout> | undefined;
-  let stableTimer: ReturnType<typeof setTimeout> | undefined;
 
   function setState(next: ConnectionState): void {
     if (state === next) return;
@@ -62,6 +57,14 @@ export function createTransport(deps: TransportDeps, hooks: TransportHooks): Tra
   function send(frame: Outgoing): void {
     ws!.send(wire.encode(frame));
   }
+  const heartbeat = createHeartbeat({
+    intervalMs: settings.heartbeatIntervalMs,
+    timeoutMs: settings.heartbeatTimeoutMs,
+    isOpen,
+    sendPing: () => send({ type: 'ping', id: nextId() }),
+    onDead,
+  });
+  const schedule = createReconnectSchedule(settings.reconnect, () => { void connect(); });
 
   /** Opens a socket with `freshToken`, or with one from getToken(). */
   async function connect(freshToken?: string): Promise<void> {
@@ -101,7 +104,7 @@ export function createTransport(deps: TransportDeps, hooks: TransportHooks): Tra
     sock.binaryType = 'arraybuffer'; // MessagePack frames as bytes, not Blobs that need an await
     ws = sock;
     // A connect that hangs (black-holed network) is handled like a dead heartbeat.
-    deadTimer = setTimeout(onDead, settings.heartbeatTimeoutMs);
+    heartbeat.connecting();
     sock.onopen = () => { if (ws === sock) onOpen(token); };
     sock.onmessage = (ev: { data: unknown }) => { if (ws === sock) onFrame(ev.data); };
     sock.onerror = () => {}; // a close event always follows; `ws` also needs a listener to not throw
@@ -109,21 +112,15 @@ export function createTransport(deps: TransportDeps, hooks: TransportHooks): Tra
   }
 
   function onOpen(token: string): void {
-    clearTimeout(deadTimer);
-    deadTimer = undefined;
+    heartbeat.alive();
     setState('open');
-    stableTimer = setTimeout(() => { attempt = 0; }, rc.stableAfterMs);
+    schedule.opened();
     hooks.opened(token);
-    heartbeatTimer = setInterval(() => {
-      if (!isOpen()) return;
-      send({ type: 'ping', id: nextId() });
-      deadTimer ??= setTimeout(onDead, settings.heartbeatTimeoutMs);
-    }, settings.heartbeatIntervalMs);
+    heartbeat.start();
   }
 
   function onFrame(raw: unknown): void {
-    clearTimeout(deadTimer); // any frame proves the connection is alive
-    deadTimer = undefined;
+    heartbeat.alive(); // any frame proves the connection is alive
     hooks.frame(raw);
   }
 
@@ -151,10 +148,8 @@ export function createTransport(deps: TransportDeps, hooks: TransportHooks): Tra
 
   /** Forgets the current socket; requests in flight on it can no longer be answered. */
   function dropSocket(): void {
-    clearInterval(heartbeatTimer);
-    clearTimeout(deadTimer);
-    clearTimeout(stableTimer);
-    heartbeatTimer = deadTimer = stableTimer = undefined;
+    heartbeat.stop();
+    schedule.dropped();
     if (ws) {
       const noop = () => {};
       ws.onopen = ws.onmessage = ws.onclose = noop;
@@ -164,15 +159,10 @@ export function createTransport(deps: TransportDeps, hooks: TransportHooks): Tra
     hooks.dropped();
   }
 
-  /** `atLeastMs` (a server's Retry-After) comes on top of the backoff, whose jitter then spreads the clients told the same. */
-  function scheduleReconnect(delay: 'reset' | 'backoff' | 'max', atLeastMs = 0): void {
+  function scheduleReconnect(delay: CloseDecision['delay'], atLeastMs = 0): void {
     if (closedByUser) return;
     setState('reconnecting');
-    clearTimeout(reconnectTimer);
-    if (delay === 'reset') attempt = 0;
-    // 'max': an attempt number past any cap gives exactly the longest (jittered) delay.
-    const ms = atLeastMs + backoffDelay(delay === 'max' ? 64 : attempt++, rc);
-    reconnectTimer = setTimeout(() => { void connect(); }, ms);
+    schedule.next(delay, atLeastMs);
   }
 
   return {
@@ -190,7 +180,7 @@ export function createTransport(deps: TransportDeps, hooks: TransportHooks): Tra
     reconnectWith(token) {
       abandonSocket('token renewal');
       emit('disconnect', { code: CLIENT_ABANDONED, reason: 'token renewal' });
-      attempt = 0;
+      schedule.startOver();
       setState('reconnecting');
       void connect(token);
     },
@@ -199,11 +189,45 @@ export function createTransport(deps: TransportDeps, hooks: TransportHooks): Tra
       if (closedByUser) return;
       closedByUser = true;
       generation++;
-      clearTimeout(reconnectTimer);
+      schedule.cancel();
       const sock = ws;
       dropSocket();
       try { sock?.close(1000, 'client closed'); } catch { /* already closing */ }
       setState('closed');
+    },
+  };
+}
+
+/**
+ * The reconnect loop's clock: the attempt number behind the backoff, the timer of the next
+ * attempt, and the fresh start once a socket has stayed open for stableAfterMs.
+ */
+function createReconnectSchedule(rc: ReconnectPolicy, reconnect: () => void) {
+  let attempt = 0;
+  let reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  let stableTimer: ReturnType<typeof setTimeout> | undefined;
+  return {
+    /** `atLeastMs` (a server's Retry-After) comes on top of the backoff, whose jitter then spreads the clients told the same. */
+    next(delay: CloseDecision['delay'], atLeastMs: number): void {
+      clearTimeout(reconnectTimer);
+      if (delay === 'reset') attempt = 0;
+      // 'max': an attempt number past any cap gives exactly the longest (jittered) delay.
+      const ms = atLeastMs + backoffDelay(delay === 'max' ? 64 : attempt++, rc);
+      reconnectTimer = setTimeout(reconnect, ms);
+    },
+    /** The next attempt counts as the first (a planned reconnect is no failure). */
+    startOver(): void {
+      attempt = 0;
+    },
+    cancel(): void {
+      clearTimeout(reconnectTimer);
+    },
+    opened(): void {
+      stableTimer = setTimeout(() => { attempt = 0; }, rc.stableAfterMs);
+    },
+    dropped(): void {
+      clearTimeout(stableTimer);
+      stableTimer = undefined;
     },
   };
 }
