@@ -2,11 +2,11 @@
 // it), watched by a heartbeat, and replaced after a backoff with jitter whenever it goes, until
 // close(). The connection state the app sees ('connecting', 'open', ...) is kept here.
 import { GatewayClientError, type ConnectionState, type WebSocketLike } from './api.js';
-import type { Emit } from './listeners.js';
+import { dial } from './dial.js';
 import { createHeartbeat } from './heartbeat.js';
+import type { Emit } from './listeners.js';
 import { CLIENT_ABANDONED, backoffDelay, closeDecision, type CloseDecision, type ReconnectPolicy } from './policy.js';
 import type { ClientSettings } from './settings.js';
-import { requestTicket } from './tickets.js';
 import type { Link, Outgoing, WireFormat } from './wire.js';
 
 const OPEN = 1;
@@ -64,43 +64,23 @@ export function createTransport(deps: TransportDeps, hooks: TransportHooks): Tra
     sendPing: () => send({ type: 'ping', id: nextId() }),
     onDead,
   });
-  const schedule = createReconnectSchedule(settings.reconnect, () => { void connect(); });
+  const schedule = createReconnectSchedule(settings.reconnect, () => connect());
 
   /** Opens a socket with `freshToken`, or with one from getToken(). */
-  async function connect(freshToken?: string): Promise<void> {
+  function connect(freshToken?: string): void {
     const gen = ++generation;
-    let token: string;
-    try {
-      token = freshToken ?? (await settings.getToken());
-    } catch (err) {
-      if (gen !== generation || closedByUser) return;
-      emit('error', new GatewayClientError('TOKEN_ERROR', `getToken failed: ${String(err)}`));
-      scheduleReconnect('backoff');
-      return;
-    }
-    if (gen !== generation || closedByUser) return;
-    const url = new URL(settings.baseUrl);
-    if (settings.connectWith === 'ticket') {
-      const got = await requestTicket(token, settings.tickets);
-      if (gen !== generation || closedByUser) return;
-      if ('error' in got) {
-        // Like a failed connect: report, back off (at least Retry-After), and the next attempt calls getToken() again.
-        emit('error', got.error);
-        scheduleReconnect('backoff', got.retryAfterMs);
-        return;
-      }
-      url.searchParams.set('ticket', got.ticket);
-    } else {
-      url.searchParams.set('token', token); // browsers cannot set an Authorization header on WebSockets
-    }
-    let sock: WebSocketLike;
-    try {
-      sock = new settings.WebSocketImpl(url.toString(), wire.subprotocol);
-    } catch (err) {
-      emit('error', new GatewayClientError('CONNECT_ERROR', String(err)));
-      scheduleReconnect('backoff');
-      return;
-    }
+    void dial(settings, wire, freshToken, {
+      stale: () => gen !== generation || closedByUser,
+      failed(error, atLeastMs) {
+        emit('error', error);
+        scheduleReconnect('backoff', atLeastMs);
+      },
+      created: attach,
+    });
+  }
+
+  /** Makes `sock` the current socket; its events count only while it is. */
+  function attach(sock: WebSocketLike, token: string): void {
     sock.binaryType = 'arraybuffer'; // MessagePack frames as bytes, not Blobs that need an await
     ws = sock;
     // A connect that hangs (black-holed network) is handled like a dead heartbeat.
@@ -174,7 +154,7 @@ export function createTransport(deps: TransportDeps, hooks: TransportHooks): Tra
     send,
 
     start() {
-      void connect();
+      connect();
     },
 
     reconnectWith(token) {
@@ -182,7 +162,7 @@ export function createTransport(deps: TransportDeps, hooks: TransportHooks): Tra
       emit('disconnect', { code: CLIENT_ABANDONED, reason: 'token renewal' });
       schedule.startOver();
       setState('reconnecting');
-      void connect(token);
+      connect(token);
     },
 
     close() {
