@@ -1,7 +1,11 @@
 // Browser client for the AutoCode WebSocket gateway (wire protocol: docs/protocol.md). Plain ES
-// module: it imports only the browser-safe protocol modules it shares with the server (message
-// names and envelope types, event-id comparison, error and close codes), so the compiled tree
-// dist/browser/ can be served as-is; the gateway does, at /client/index.js.
+// modules: src/client/ imports only the browser-safe protocol modules it shares with the server
+// (message names and envelope types, event-id comparison, error and close codes, the backoff), so
+// the compiled tree dist/browser/ can be served as-is; the gateway does, at /client/index.js.
+//
+// This module is the public face: every exported name, and createGatewayClient composing the parts
+// (settings, the transport with its dial and heartbeat, requests, rooms, renewal, the inbound frame
+// router, listeners).
 import { GatewayClientError, type GatewayClient, type GatewayClientOptions } from './api.js';
 import { createFrameRouter } from './inbound.js';
 import { createListeners } from './listeners.js';
@@ -89,7 +93,7 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
     close() {
       if (transport.closed) return;
       const err = new GatewayClientError('CLIENT_CLOSED', 'client closed');
-      // Before the socket goes: requests then fail as CLIENT_CLOSED, not CONNECTION_LOST.
+      // Before the socket goes, so that requests fail as CLIENT_CLOSED rather than CONNECTION_LOST.
       requests.failAll(err);
       rooms.rejectAll(err);
       transport.close();
