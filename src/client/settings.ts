@@ -35,7 +35,7 @@ export function resolveSettings(options: GatewayClientOptions): ClientSettings {
   const ticketsUrl = new URL(options.ticketsUrl ?? defaultTicketsUrl(baseUrl), here).toString();
   const fetchImpl = options.fetchImpl ?? (globalThis as { fetch?: FetchLike }).fetch;
   if (connectWith === 'ticket' && !fetchImpl) throw new Error("no fetch implementation for tickets: pass options.fetchImpl (or connectWith: 'query-token')");
-  const fetchTicket: FetchLike = (url, init) => fetchImpl!(url, init); // called unbound: `window.fetch` must not see `this` = options
+  const fetchTicket: FetchLike = (url, init) => fetchImpl!(url, init); // called unbound: `window.fetch` refuses any `this` but window (options, the endpoint)
   const heartbeatTimeoutMs = options.heartbeatTimeoutMs ?? 10_000;
   return {
     // Called as a method of the options each time, as the app wrote it (its `this`, and a getToken
