@@ -56,7 +56,7 @@ describe('static files', () => {
       for (const m of res.body.matchAll(/\bfrom\s+'([^']+)'/g)) queue.push(new URL(m[1]!, `http://x${path}`).pathname);
     }
     // The client has no copy of its own: it loads the server's protocol modules and backoff formula.
-    expect([...seen.keys()].sort()).toEqual(['/client/index.js', '/client/policy.js', '/common/backoff.js', '/errors.js', '/protocol/event-id.js', '/protocol/messages.js']);
+    expect([...seen.keys()].sort()).toEqual(['/client/api.js', '/client/dial.js', '/client/heartbeat.js', '/client/inbound.js', '/client/index.js', '/client/listeners.js', '/client/policy.js', '/client/renewal.js', '/client/requests.js', '/client/rooms.js', '/client/settings.js', '/client/tickets.js', '/client/transport.js', '/client/wire.js', '/common/backoff.js', '/errors.js', '/protocol/event-id.js', '/protocol/messages.js']);
     expect(seen.get('/protocol/event-id.js')).toContain('export function compareIds');
   });
 

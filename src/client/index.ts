@@ -1,693 +1,102 @@
 // Browser client for the AutoCode WebSocket gateway (wire protocol: docs/protocol.md). Plain ES
-// module: it imports only the browser-safe protocol modules it shares with the server (message
-// names and envelope types, event-id comparison, error and close codes), so the compiled tree
-// dist/browser/ can be served as-is; the gateway does, at /client/index.js.
-import type { ErrorCode } from '../errors.js';
-import { compareIds, isEventId } from '../protocol/event-id.js';
-import { EVENT_TYPES, SUBPROTOCOLS, type Envelope, type EventType } from '../protocol/messages.js';
-import {
-  CLIENT_ABANDONED,
-  DEFAULT_RECONNECT,
-  backoffDelay,
-  closeDecision,
-  renewalDelayMs,
-  tokenExpiryMs,
-  type ReconnectOptions,
-  type ReconnectPolicy,
-} from './policy.js';
+// modules: src/client/ imports only the browser-safe protocol modules it shares with the server
+// (message names and envelope types, event-id comparison, error and close codes, the backoff), so
+// the compiled tree dist/browser/ can be served as-is; the gateway does, at /client/index.js.
+//
+// This module is the public face: every exported name, and createGatewayClient composing the parts
+// (settings, the transport with its dial and heartbeat, requests, rooms, renewal, the inbound frame
+// router, listeners).
+import { GatewayClientError, type GatewayClient, type GatewayClientOptions } from './api.js';
+import { createFrameRouter } from './inbound.js';
+import { createListeners } from './listeners.js';
+import { createRenewal } from './renewal.js';
+import { createRequests } from './requests.js';
+import { createRooms } from './rooms.js';
+import { resolveSettings } from './settings.js';
+import { createTransport } from './transport.js';
+import { createIdSource, wireFormat } from './wire.js';
 
 export { compareIds as compareEventIds, isEventId } from '../protocol/event-id.js';
 export { CloseCodes, ErrorCodes, type ErrorCode } from '../errors.js';
 export { EVENT_TYPES, SUBPROTOCOLS, type Envelope, type EventType } from '../protocol/messages.js';
 export { backoffDelay, closeDecision, renewalDelayMs, tokenExpiryMs, type CloseDecision, type ReconnectOptions } from './policy.js';
-
-export type ConnectionState = 'connecting' | 'open' | 'closed' | 'reconnecting';
-
-/** Producers put any JSON object in `data`; the gateway passes it through untouched. */
-export type EventData = Record<string, unknown>;
-/** A project event, discriminated on `type` (one of the four event names of the protocol). */
-export type ProjectEventEnvelope = { [T in EventType]: Envelope<T, EventData> & { id: string; projectGuid: string } }[EventType];
-
-export interface JoinAck { latestId: string | null; recovered?: boolean; replayed?: number }
-/**
- * The gateway's answer to user_feedback: `status` "accepted" (stored in Redis, durable) or "queued"
- * (in one gateway's memory), with the `feedbackId` the agents-server will answer about.
- */
-export interface FeedbackResponse {
-  status?: 'accepted' | 'queued';
-  durable?: boolean;
-  feedbackId?: string;
-  accepted: boolean;
-  forwarded: boolean;
-  reason?: string;
-  [key: string]: unknown;
-}
-export interface ResyncInfo { projectGuid: string; since: string; latestId: string | null }
-export interface DisconnectInfo { code: number; reason: string }
-
-/** Codes the client reports itself, next to the server's ErrorCode set. */
-export type ClientErrorCode =
-  | 'TIMEOUT' | 'CONNECTION_LOST' | 'CLIENT_CLOSED' | 'NOT_CONNECTED' | 'LEFT'
-  | 'TOKEN_ERROR' | 'CONNECT_ERROR' | 'BAD_FRAME';
-
-/** Server error frames (code from the protocol table) and client-side failures (TIMEOUT, ...). */
-export class GatewayClientError extends Error {
-  readonly code: ErrorCode | ClientErrorCode | (string & {});
-  readonly frame: Envelope | undefined;
-  constructor(code: GatewayClientError['code'], message: string, frame?: Envelope) {
-    super(message);
-    this.name = 'GatewayClientError';
-    this.code = code;
-    this.frame = frame;
-  }
-}
-
-/** The subset of the WebSocket API used here; satisfied by the DOM WebSocket and by `ws`. */
-export interface WebSocketLike {
-  readonly readyState: number;
-  /** The subprotocol the server picked ('' when it named none). */
-  readonly protocol?: string;
-  binaryType?: string;
-  // `any` so that both the DOM and `ws` handler signatures are assignable.
-  onopen: ((ev: any) => void) | null;
-  onmessage: ((ev: any) => void) | null;
-  onclose: ((ev: any) => void) | null;
-  onerror: ((ev: any) => void) | null;
-  send(data: string | Uint8Array): void;
-  close(code?: number, reason?: string): void;
-}
-export type WebSocketCtor = new (url: string, protocols?: string | string[]) => WebSocketLike;
-
-/** The part of `fetch` the ticket request uses; the browser's and Node's global `fetch` both fit. */
-export type FetchLike = (
-  url: string,
-  init: { method: 'POST'; headers: Record<string, string>; signal: AbortSignal },
-) => Promise<{ status: number; headers: { get(name: string): string | null }; json(): Promise<unknown> }>;
-
-/**
- * How a socket authenticates. `'ticket'`: POST the token in an Authorization header for a one-time
- * ticket, then connect with `?ticket=`; `'query-token'`: the token itself as `?token=`, which puts a
- * long-lived credential in the URL (and so in proxy access logs).
- */
-export type ConnectWith = 'ticket' | 'query-token';
-
-/**
- * MessagePack is opt-in and brought by the app, so this library stays dependency-free: in the
- * browser, msgpackr's ES modules as the gateway serves them (/vendor/msgpackr/pack.js), in Node the
- * npm package. Must produce/read plain maps (msgpackr: `useRecords: false`).
- */
-export interface MessagePackCodec {
-  encode(value: unknown): Uint8Array;
-  decode(bytes: Uint8Array): unknown;
-}
-
-export interface GatewayClientOptions {
-  url: string;
-  /** Called on every (re)connect and before each token renewal. */
-  getToken: () => string | Promise<string>;
-  /**
-   * 'ticket' (default): before each (re)connect, trade the token for a one-time ticket at
-   * `ticketsUrl`, so the token never appears in a URL. 'query-token': send the token as `?token=`,
-   * for deployments where the client cannot reach the gateway's HTTP API.
-   */
-  connectWith?: ConnectWith;
-  /** Where tickets are requested; default `/v1/tickets` on the ws URL's host (http for ws, https for wss). */
-  ticketsUrl?: string;
-  /** `fetch` for the ticket request (default: the global one). */
-  fetchImpl?: FetchLike;
-  /** Wire format: 'json' (default) or 'msgpack' (needs `msgpack`). */
-  protocol?: 'json' | 'msgpack';
-  msgpack?: MessagePackCodec;
-  heartbeatIntervalMs?: number;
-  heartbeatTimeoutMs?: number;
-  /** Timeout for sendFeedback() and ping(), counted from the call (queue time included). */
-  requestTimeoutMs?: number;
-  /** Renew the session this long before the token's `exp` (0 turns renewal off). */
-  renewBeforeMs?: number;
-  reconnect?: ReconnectOptions;
-  WebSocketImpl?: WebSocketCtor;
-}
-
-export interface ProjectHandlers {
-  event?: (env: ProjectEventEnvelope) => void;
-  resync?: (info: ResyncInfo) => void;
-}
-
-export interface ClientEvents {
-  event: ProjectEventEnvelope;
-  resync: ResyncInfo;
-  state: ConnectionState;
-  error: GatewayClientError;
-  /** A socket went away (server close, network loss, heartbeat); a reconnect follows unless closed. */
-  disconnect: DisconnectInfo;
-  /**
-   * A frame the agents-server addressed to this user rather than to a room: a `user_feedback_response`
-   * answering their feedback (its `id` is the feedback's request id), or a targeted `agent_message`.
-   */
-  reply: Envelope;
-}
-
-export interface FeedbackExtra { replyTo?: string; meta?: Record<string, unknown> }
-
-export interface GatewayClient {
-  readonly state: ConnectionState;
-  /** The subprotocol in use on the open connection, e.g. 'autocode.v1.msgpack' ('' when none). */
-  readonly protocol: string;
-  join(projectGuid: string, handlers?: ProjectHandlers): Promise<JoinAck>;
-  leave(projectGuid: string): void;
-  sendFeedback(projectGuid: string, content: string, extra?: FeedbackExtra): Promise<FeedbackResponse>;
-  ping(): Promise<number>;
-  on<K extends keyof ClientEvents>(event: K, fn: (payload: ClientEvents[K]) => void): () => void;
-  /** Last event id delivered for a joined project (what the next reconnect resumes from). */
-  lastEventId(projectGuid: string): string | null;
-  close(): void;
-}
-
-interface Room {
-  guid: string;
-  handlers: ProjectHandlers;
-  lastId: string | null;
-  acked: boolean;
-  retries: number;
-  ready: Promise<JoinAck>;
-  settle: { resolve: (ack: JoinAck) => void; reject: (err: Error) => void };
-}
-
-interface Pending {
-  reply: (env: Envelope) => void;
-  fail: (err: GatewayClientError) => void;
-  /** Called instead of fail() when the socket it was sent on dies. */
-  lost?: () => void;
-  inFlight: boolean;
-  timer?: ReturnType<typeof setTimeout>;
-}
-
-type Outgoing = { type: string; projectGuid?: string; id: string; data?: Record<string, unknown> };
-
-const OPEN = 1;
-const EVENT_TYPE_SET: ReadonlySet<string> = new Set(EVENT_TYPES);
-// Errors after which re-sending the same join on the same connection may succeed.
-const TRANSIENT_CODES: ReadonlySet<string> = new Set<ErrorCode>(['UNAVAILABLE', 'RATE_LIMITED', 'INTERNAL']);
-/** A failed getToken() during renewal is retried this often until the token expires. */
-const RENEW_RETRY_MS = 5_000;
-
-/** `/v1/tickets` on the gateway's host: http for ws, https for wss. */
-export function defaultTicketsUrl(wsUrl: string): string {
-  const url = new URL('/v1/tickets', wsUrl);
-  url.protocol = url.protocol === 'wss:' || url.protocol === 'https:' ? 'https:' : 'http:';
-  return url.toString();
-}
+export { defaultTicketsUrl } from './tickets.js';
+export {
+  GatewayClientError,
+  type ClientErrorCode,
+  type ClientEvents,
+  type ConnectionState,
+  type ConnectWith,
+  type DisconnectInfo,
+  type EventData,
+  type FeedbackExtra,
+  type FeedbackResponse,
+  type FetchLike,
+  type GatewayClient,
+  type GatewayClientOptions,
+  type JoinAck,
+  type MessagePackCodec,
+  type ProjectEventEnvelope,
+  type ProjectHandlers,
+  type ResyncInfo,
+  type WebSocketCtor,
+  type WebSocketLike,
+} from './api.js';
 
 export function createGatewayClient(options: GatewayClientOptions): GatewayClient {
-  const Impl = options.WebSocketImpl ?? (globalThis as { WebSocket?: WebSocketCtor }).WebSocket;
-  if (!Impl) throw new Error('no WebSocket implementation: pass options.WebSocketImpl');
-  const WebSocketImpl: WebSocketCtor = Impl; // narrowed binding for the nested functions
-  const useMsgpack = options.protocol === 'msgpack';
-  if (useMsgpack && !options.msgpack) throw new Error("protocol 'msgpack' needs options.msgpack ({ encode, decode })");
-  const msgpack = options.msgpack;
-  // Resolved once, so a bad URL throws here, to the caller, instead of inside a reconnect loop.
-  const here = (globalThis as { location?: { href: string } }).location?.href;
-  const baseUrl = new URL(options.url, here).toString();
-  const connectWith: ConnectWith = options.connectWith ?? 'ticket';
-  const ticketsUrl = new URL(options.ticketsUrl ?? defaultTicketsUrl(baseUrl), here).toString();
-  const fetchImpl = options.fetchImpl ?? (globalThis as { fetch?: FetchLike }).fetch;
-  if (connectWith === 'ticket' && !fetchImpl) throw new Error("no fetch implementation for tickets: pass options.fetchImpl (or connectWith: 'query-token')");
-  const fetchTicket: FetchLike = (url, init) => fetchImpl!(url, init); // called unbound: `window.fetch` must not see `this` = options
-  const hbInterval = options.heartbeatIntervalMs ?? 25_000;
-  const hbTimeout = options.heartbeatTimeoutMs ?? 10_000;
-  const reqTimeout = options.requestTimeoutMs ?? 10_000;
-  const renewBeforeMs = options.renewBeforeMs ?? 30_000;
-  const rc: ReconnectPolicy = { ...DEFAULT_RECONNECT, ...options.reconnect };
+  const settings = resolveSettings(options);
+  const wire = wireFormat(settings.useMsgpack, settings.msgpack);
+  const nextId = createIdSource();
+  const { emit, on } = createListeners();
 
-  const listeners = new Map<keyof ClientEvents, Set<(payload: never) => void>>();
-  const rooms = new Map<string, Room>();
-  const pending = new Map<string, Pending>();
-  const outbox: Outgoing[] = []; // feedback sent while disconnected, flushed after the re-joins
+  // The parts below send on the transport, which calls back into them at the turns of a socket's
+  // life; those hooks only run once start() has connected, when every part exists.
+  const transport = createTransport({ settings, wire, nextId, emit }, {
+    opened(token) {
+      renewal.start(token);
+      // Joins first, so queued feedback reaches the server after the room membership it needs.
+      rooms.rejoinAll();
+      requests.flushQueued();
+    },
+    frame: (raw) => routeFrame(raw),
+    dropped() {
+      renewal.stop();
+      requests.failInFlight();
+    },
+  });
+  const requests = createRequests({ link: transport, nextId, timeoutMs: settings.requestTimeoutMs });
+  const rooms = createRooms({ link: transport, requests, nextId, emit, reconnect: settings.reconnect });
+  const routeFrame = createFrameRouter({ wire, rooms, requests, emit });
+  const renewal = createRenewal({
+    getToken: settings.getToken,
+    renewBeforeMs: settings.renewBeforeMs,
+    link: transport,
+    requests,
+    nextId,
+    emit,
+    reconnectWith: transport.reconnectWith,
+  });
 
-  let state: ConnectionState = 'connecting';
-  let ws: WebSocketLike | null = null;
-  let socketToken = ''; // the token the current socket was opened with
-  let closedByUser = false;
-  let attempt = 0;
-  let generation = 0; // bumps on every connect/close so a slow getToken() cannot resurrect an old attempt
-  let reconnectTimer: ReturnType<typeof setTimeout> | undefined;
-  let heartbeatTimer: ReturnType<typeof setInterval> | undefined;
-  let deadTimer: ReturnType<typeof setTimeout> | undefined;
-  let stableTimer: ReturnType<typeof setTimeout> | undefined;
-  let renewTimer: ReturnType<typeof setTimeout> | undefined;
-
-  // A random prefix keeps ids unique across tabs/clients in server logs; the counter keeps them short.
-  const idPrefix = Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) => b.toString(36).padStart(2, '0')).join('');
-  let counter = 0;
-  const nextId = (): string => `${idPrefix}-${(++counter).toString(36)}`;
-
-  function emit<K extends keyof ClientEvents>(event: K, payload: ClientEvents[K]): void {
-    for (const fn of listeners.get(event) ?? []) safeCall(() => (fn as (p: ClientEvents[K]) => void)(payload));
-  }
-  // A throwing app handler must not break frame processing; rethrow later so it still gets reported.
-  function safeCall(fn: () => void): void {
-    try { fn(); } catch (err) { setTimeout(() => { throw err; }, 0); }
-  }
-  function setState(next: ConnectionState): void {
-    if (state === next) return;
-    state = next;
-    emit('state', next);
-  }
-  const isOpen = (): boolean => ws !== null && state === 'open' && ws.readyState === OPEN;
-  function send(frame: Outgoing): void {
-    ws!.send(useMsgpack ? msgpack!.encode(frame) : JSON.stringify(frame));
-  }
-
-  // ---- connection lifecycle ----
-
-  /** Opens a socket with `freshToken`, or with one from getToken(). */
-  async function connect(freshToken?: string): Promise<void> {
-    const gen = ++generation;
-    let token: string;
-    try {
-      token = freshToken ?? (await options.getToken());
-    } catch (err) {
-      if (gen !== generation || closedByUser) return;
-      emit('error', new GatewayClientError('TOKEN_ERROR', `getToken failed: ${String(err)}`));
-      scheduleReconnect('backoff');
-      return;
-    }
-    if (gen !== generation || closedByUser) return;
-    const url = new URL(baseUrl);
-    if (connectWith === 'ticket') {
-      const got = await requestTicket(token);
-      if (gen !== generation || closedByUser) return;
-      if ('error' in got) {
-        // Like a failed connect: report, back off (at least Retry-After), and the next attempt calls getToken() again.
-        emit('error', got.error);
-        scheduleReconnect('backoff', got.retryAfterMs);
-        return;
-      }
-      url.searchParams.set('ticket', got.ticket);
-    } else {
-      url.searchParams.set('token', token); // browsers cannot set an Authorization header on WebSockets
-    }
-    let sock: WebSocketLike;
-    try {
-      sock = new WebSocketImpl(url.toString(), useMsgpack ? SUBPROTOCOLS.msgpack : SUBPROTOCOLS.json);
-    } catch (err) {
-      emit('error', new GatewayClientError('CONNECT_ERROR', String(err)));
-      scheduleReconnect('backoff');
-      return;
-    }
-    sock.binaryType = 'arraybuffer'; // MessagePack frames as bytes, not Blobs that need an await
-    ws = sock;
-    socketToken = token;
-    // A connect that hangs (black-holed network) is handled like a dead heartbeat.
-    deadTimer = setTimeout(onDead, hbTimeout);
-    sock.onopen = () => { if (ws === sock) onOpen(); };
-    sock.onmessage = (ev: { data: unknown }) => { if (ws === sock) onFrame(ev.data); };
-    sock.onerror = () => {}; // a close event always follows; `ws` also needs a listener to not throw
-    sock.onclose = (ev: { code: number; reason?: unknown }) => { if (ws === sock) onSocketGone(ev.code, String(ev.reason ?? '')); };
-  }
-
-  /**
-   * Trades the token for a one-time ticket (POST, token in the Authorization header: a header is
-   * not written to access logs the way a URL is). A failure carries the error to report and the
-   * server's Retry-After, if any.
-   */
-  async function requestTicket(token: string): Promise<{ ticket: string } | { error: GatewayClientError; retryAfterMs: number }> {
-    const abort = new AbortController();
-    // A request that hangs (black-holed network) is given up like a connect that hangs.
-    const timer = setTimeout(() => abort.abort(), hbTimeout);
-    try {
-      const res = await fetchTicket(ticketsUrl, { method: 'POST', headers: { authorization: `Bearer ${token}` }, signal: abort.signal });
-      const body = (await res.json().catch(() => null)) as { ticket?: unknown; error?: { code?: unknown; message?: unknown } } | null;
-      if (res.status === 201 && typeof body?.ticket === 'string') return { ticket: body.ticket };
-      const code = typeof body?.error?.code === 'string' ? body.error.code : 'CONNECT_ERROR';
-      const detail = typeof body?.error?.message === 'string' ? `: ${body.error.message}` : '';
-      const retryAfterS = Number(res.headers.get('retry-after')); // seconds; an HTTP-date is NaN and ignored
-      return {
-        error: new GatewayClientError(code, `ticket request answered HTTP ${res.status}${detail}`),
-        retryAfterMs: Number.isFinite(retryAfterS) && retryAfterS > 0 ? retryAfterS * 1000 : 0,
-      };
-    } catch (err) {
-      return { error: new GatewayClientError('CONNECT_ERROR', `ticket request failed: ${String(err)}`), retryAfterMs: 0 };
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  function onOpen(): void {
-    clearTimeout(deadTimer);
-    deadTimer = undefined;
-    setState('open');
-    stableTimer = setTimeout(() => { attempt = 0; }, rc.stableAfterMs);
-    scheduleRenewal(socketToken);
-    // Joins first, so queued feedback reaches the server after the room membership it needs.
-    for (const room of rooms.values()) sendJoin(room);
-    for (const frame of outbox.splice(0)) {
-      const p = pending.get(frame.id);
-      if (!p) continue; // timed out while queued
-      p.inFlight = true;
-      send(frame);
-    }
-    heartbeatTimer = setInterval(() => {
-      if (!isOpen()) return;
-      send({ type: 'ping', id: nextId() });
-      deadTimer ??= setTimeout(onDead, hbTimeout);
-    }, hbInterval);
-  }
-
-  /** Client-side end of a socket (dead heartbeat, renewal): forget it, then close it for the server's sake. */
-  function abandonSocket(reason: string): void {
-    const sock = ws;
-    dropSocket();
-    try { sock?.close(CLIENT_ABANDONED, reason); } catch { /* already closing */ }
-  }
-
-  function onDead(): void {
-    abandonSocket('heartbeat timeout');
-    emit('disconnect', { code: CLIENT_ABANDONED, reason: 'heartbeat timeout' });
-    scheduleReconnect('backoff');
-  }
-
-  function onSocketGone(code: number, reason: string): void {
-    dropSocket();
-    if (closedByUser) return;
-    emit('disconnect', { code, reason });
-    const decision = closeDecision(code);
-    if (decision.error) emit('error', new GatewayClientError(decision.error.code, decision.error.message));
-    scheduleReconnect(decision.delay);
-  }
-
-  /** Forgets the current socket; requests in flight on it can no longer be answered. */
-  function dropSocket(): void {
-    clearInterval(heartbeatTimer);
-    clearTimeout(deadTimer);
-    clearTimeout(stableTimer);
-    clearTimeout(renewTimer);
-    heartbeatTimer = deadTimer = stableTimer = renewTimer = undefined;
-    if (ws) {
-      const noop = () => {};
-      ws.onopen = ws.onmessage = ws.onclose = noop;
-      ws.onerror = noop;
-      ws = null;
-    }
-    for (const [id, p] of pending) {
-      if (!p.inFlight) continue;
-      pending.delete(id);
-      clearTimeout(p.timer);
-      if (p.lost) p.lost();
-      else p.fail(new GatewayClientError('CONNECTION_LOST', 'connection lost before the reply arrived'));
-    }
-  }
-
-  /** `atLeastMs` (a server's Retry-After) comes on top of the backoff, whose jitter then spreads the clients told the same. */
-  function scheduleReconnect(delay: 'reset' | 'backoff' | 'max', atLeastMs = 0): void {
-    if (closedByUser) return;
-    setState('reconnecting');
-    clearTimeout(reconnectTimer);
-    if (delay === 'reset') attempt = 0;
-    // 'max': an attempt number past any cap gives exactly the longest (jittered) delay.
-    const ms = atLeastMs + backoffDelay(delay === 'max' ? 64 : attempt++, rc);
-    reconnectTimer = setTimeout(() => { void connect(); }, ms);
-  }
-
-  // ---- token renewal ----
-
-  function scheduleRenewal(token: string): void {
-    clearTimeout(renewTimer);
-    renewTimer = undefined;
-    if (renewBeforeMs <= 0) return;
-    const delay = renewalDelayMs(tokenExpiryMs(token), Date.now(), renewBeforeMs);
-    if (delay === null) return;
-    renewTimer = setTimeout(() => { void renewSession(); }, delay);
-  }
-
-  /** Gets a fresh token before the current one expires and hands it to applyFreshToken(). */
-  async function renewSession(): Promise<void> {
-    const sock = ws;
-    let token: string;
-    try {
-      token = await options.getToken();
-    } catch (err) {
-      if (ws !== sock || closedByUser) return;
-      emit('error', new GatewayClientError('TOKEN_ERROR', `token renewal failed: ${String(err)}`));
-      // Try again while the old token still works; if it runs out the server closes with 4401
-      // and the ordinary reconnect takes over.
-      renewTimer = setTimeout(() => { void renewSession(); }, RENEW_RETRY_MS);
-      return;
-    }
-    if (ws !== sock || sock === null || closedByUser) return; // that socket is gone: its successor fetched its own token
-    // getToken() handed back the same token (or one that expires no later): reconnecting would not
-    // help, and would repeat ever faster as exp nears. The server ends it with 4401 at expiry.
-    const oldExp = tokenExpiryMs(socketToken);
-    const newExp = tokenExpiryMs(token);
-    if (token === socketToken || (oldExp !== null && newExp !== null && newExp <= oldExp)) return;
-    applyFreshToken(token);
-  }
-
-  /**
-   * Puts a fresh token into effect without dropping the connection: the in-band `auth_refresh`
-   * frame. The server checks it as at connect; on success expiry follows the new token. If the
-   * server refuses it, it closes with 4401 and the ordinary reconnect fetches a fresh token; a
-   * gateway too old to know the frame (UNKNOWN_TYPE) or one that does not answer gets a planned
-   * reconnect with the token instead (resuming with `since`, so no event is lost).
-   */
-  function applyFreshToken(token: string): void {
-    if (!isOpen()) return; // the next connect fetches its own token
-    const sock = ws;
-    const id = nextId();
-    const fallback = () => {
-      if (ws !== sock || closedByUser) return;
-      abandonSocket('token renewal');
-      emit('disconnect', { code: CLIENT_ABANDONED, reason: 'token renewal' });
-      attempt = 0;
-      setState('reconnecting');
-      void connect(token);
-    };
-    pending.set(id, {
-      inFlight: true,
-      reply: () => {
-        if (ws !== sock) return;
-        socketToken = token;
-        scheduleRenewal(token);
-      },
-      fail: (err) => { if (err.code === 'UNKNOWN_TYPE') fallback(); },
-      lost: () => {},
-      timer: setTimeout(() => { if (pending.delete(id)) fallback(); }, reqTimeout),
-    });
-    send({ type: 'auth_refresh', id, data: { token } });
-  }
-
-  /** The server left a room for us (a refreshed token no longer grants it): stop tracking it. */
-  function onRevoked(env: Envelope): void {
-    const guid = typeof env.projectGuid === 'string' ? env.projectGuid.toLowerCase() : '';
-    const room = rooms.get(guid);
-    if (!room) return;
-    rooms.delete(guid);
-    const err = new GatewayClientError('FORBIDDEN', `access to project ${guid} was revoked`, env);
-    room.settle.reject(err);
-    emit('error', err);
-  }
-
-  // ---- inbound ----
-
-  function decodeFrame(raw: unknown): unknown {
-    if (typeof raw === 'string') return JSON.parse(raw);
-    if (!msgpack) throw new Error('binary frame on a JSON connection');
-    if (raw instanceof ArrayBuffer) return msgpack.decode(new Uint8Array(raw));
-    if (ArrayBuffer.isView(raw)) return msgpack.decode(new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength));
-    throw new Error('unexpected frame type');
-  }
-
-  function onFrame(raw: unknown): void {
-    clearTimeout(deadTimer); // any frame proves the connection is alive
-    deadTimer = undefined;
-    let parsed: unknown;
-    try { parsed = decodeFrame(raw); } catch (err) {
-      emit('error', new GatewayClientError('BAD_FRAME', `server sent a frame that does not decode: ${String(err)}`));
-      return;
-    }
-    for (const env of Array.isArray(parsed) ? parsed : [parsed]) {
-      if (env && typeof env === 'object' && typeof (env as Envelope).type === 'string') onEnvelope(env as Envelope);
-    }
-  }
-
-  function onEnvelope(env: Envelope): void {
-    // Room events carry event ids; a targeted agent_message carries the id its sender chose.
-    if (EVENT_TYPE_SET.has(env.type) && isEventId(env.id)) return deliverEvent(env as ProjectEventEnvelope);
-    if (env.type === 'leave_project' && env.id === null && (env.data as { reason?: unknown } | null)?.reason === 'access_revoked') return onRevoked(env);
-    const p = typeof env.id === 'string' ? pending.get(env.id) : undefined;
-    if (p) {
-      pending.delete(env.id!);
-      clearTimeout(p.timer);
-    }
-    if (!p && (env.type === 'user_feedback_response' || env.type === 'agent_message')) return emit('reply', env);
-    if (env.type === 'error') {
-      const data = (env.data ?? {}) as { code?: string; message?: string };
-      const err = new GatewayClientError(data.code ?? 'UNKNOWN', data.message ?? 'error frame', env);
-      emit('error', err);
-      p?.fail(err);
-    } else {
-      p?.reply(env);
-    }
-  }
-
-  function deliverEvent(env: ProjectEventEnvelope): void {
-    const room = typeof env.projectGuid === 'string' ? rooms.get(env.projectGuid.toLowerCase()) : undefined;
-    if (!room || !isEventId(env.id)) return;
-    // Replays after a reconnect may overlap what was already seen: ids only ever move forward.
-    if (room.lastId !== null && compareIds(env.id, room.lastId) <= 0) return;
-    room.lastId = env.id;
-    if (room.handlers.event) safeCall(() => room.handlers.event!(env));
-    emit('event', env);
-  }
-
-  // ---- rooms ----
-
-  function sendJoin(room: Room): void {
-    const id = nextId();
-    // A room that was joined but has seen no event still resumes from the beginning of its
-    // history, otherwise events published while we were away would be lost.
-    const since = room.lastId ?? (room.acked ? '0-0' : undefined);
-    pending.set(id, {
-      inFlight: true,
-      reply: (env) => onJoinAck(room, env.data as JoinAck, since),
-      fail: (err) => onJoinError(room, err),
-      lost: () => {}, // re-sent with a fresh id on the next open
-    });
-    send({ type: 'join_project', projectGuid: room.guid, id, data: since === undefined ? {} : { since } });
-  }
-
-  function onJoinAck(room: Room, ack: JoinAck, since: string | undefined): void {
-    if (rooms.get(room.guid) !== room) return; // left meanwhile
-    if (since !== undefined && ack.recovered === false) {
-      // History no longer reaches back: ids may even have restarted, so take the server's word.
-      room.lastId = isEventId(ack.latestId) ? ack.latestId : null;
-      const info: ResyncInfo = { projectGuid: room.guid, since, latestId: room.lastId };
-      if (room.handlers.resync) safeCall(() => room.handlers.resync!(info));
-      emit('resync', info);
-    } else if (isEventId(ack.latestId) && (room.lastId === null || compareIds(ack.latestId, room.lastId) > 0)) {
-      room.lastId = ack.latestId;
-    }
-    room.acked = true;
-    room.retries = 0;
-    room.settle.resolve(ack);
-  }
-
-  function onJoinError(room: Room, err: GatewayClientError): void {
-    if (rooms.get(room.guid) !== room) return;
-    if (TRANSIENT_CODES.has(err.code)) {
-      const sock = ws;
-      setTimeout(() => { if (ws === sock && isOpen() && rooms.get(room.guid) === room) sendJoin(room); }, backoffDelay(room.retries++, rc));
-      return;
-    }
-    rooms.delete(room.guid); // FORBIDDEN, INVALID_GUID, TOO_MANY_ROOMS: retrying cannot help
-    room.settle.reject(err);
-  }
-
-  // ---- public API ----
-
-  void connect();
+  transport.start();
 
   return {
-    get state() { return state; },
-    get protocol() { return (isOpen() && ws?.protocol) || ''; },
+    get state() { return transport.state; },
+    get protocol() { return transport.protocol; },
 
-    join(projectGuid, handlers) {
-      const guid = projectGuid.toLowerCase();
-      const existing = rooms.get(guid);
-      if (existing) {
-        if (handlers) existing.handlers = handlers;
-        return existing.ready;
-      }
-      if (closedByUser) return Promise.reject(new GatewayClientError('CLIENT_CLOSED', 'client is closed'));
-      let settle!: Room['settle'];
-      const ready = new Promise<JoinAck>((resolve, reject) => { settle = { resolve, reject }; });
-      ready.catch(() => {}); // failures are also emitted as 'error'; don't force callers to await
-      const room: Room = { guid, handlers: handlers ?? {}, lastId: null, acked: false, retries: 0, ready, settle };
-      rooms.set(guid, room);
-      if (isOpen()) sendJoin(room); // otherwise onOpen() joins every tracked room
-      return ready;
-    },
-
-    leave(projectGuid) {
-      const guid = projectGuid.toLowerCase();
-      const room = rooms.get(guid);
-      if (!room) return;
-      rooms.delete(guid);
-      room.settle.reject(new GatewayClientError('LEFT', 'left before the join completed'));
-      // Not queued when offline: a room we no longer track is simply not re-joined.
-      if (isOpen()) send({ type: 'leave_project', projectGuid: guid, id: nextId(), data: {} });
-    },
-
-    sendFeedback(projectGuid, content, extra = {}) {
-      if (closedByUser) return Promise.reject(new GatewayClientError('CLIENT_CLOSED', 'client is closed'));
-      const id = nextId();
-      const frame: Outgoing = { type: 'user_feedback', projectGuid: projectGuid.toLowerCase(), id, data: { ...extra, content } };
-      return new Promise<FeedbackResponse>((resolve, reject) => {
-        const p: Pending = {
-          inFlight: false,
-          reply: (env) => resolve(env.data as FeedbackResponse),
-          fail: reject,
-          timer: setTimeout(() => {
-            pending.delete(id);
-            const i = outbox.indexOf(frame);
-            if (i >= 0) outbox.splice(i, 1);
-            reject(new GatewayClientError('TIMEOUT', `no user_feedback_response within ${reqTimeout} ms`));
-          }, reqTimeout),
-        };
-        pending.set(id, p);
-        if (isOpen()) {
-          p.inFlight = true;
-          send(frame);
-        } else {
-          outbox.push(frame);
-        }
-      });
-    },
-
-    ping() {
-      if (!isOpen()) return Promise.reject(new GatewayClientError('NOT_CONNECTED', 'ping needs an open connection'));
-      const id = nextId();
-      const t0 = performance.now();
-      return new Promise<number>((resolve, reject) => {
-        pending.set(id, {
-          inFlight: true,
-          reply: () => resolve(performance.now() - t0),
-          fail: reject,
-          timer: setTimeout(() => {
-            pending.delete(id);
-            reject(new GatewayClientError('TIMEOUT', `no pong within ${reqTimeout} ms`));
-          }, reqTimeout),
-        });
-        send({ type: 'ping', id });
-      });
-    },
-
-    on(event, fn) {
-      let set = listeners.get(event);
-      if (!set) listeners.set(event, (set = new Set()));
-      set.add(fn as (payload: never) => void);
-      return () => { set.delete(fn as (payload: never) => void); };
-    },
-
-    lastEventId(projectGuid) {
-      return rooms.get(projectGuid.toLowerCase())?.lastId ?? null;
-    },
+    join: rooms.join,
+    leave: rooms.leave,
+    sendFeedback: requests.sendFeedback,
+    ping: requests.ping,
+    on,
+    lastEventId: rooms.lastEventId,
 
     close() {
-      if (closedByUser) return;
-      closedByUser = true;
-      generation++;
-      clearTimeout(reconnectTimer);
+      if (transport.closed) return;
       const err = new GatewayClientError('CLIENT_CLOSED', 'client closed');
-      for (const p of pending.values()) { clearTimeout(p.timer); if (!p.lost) p.fail(err); }
-      pending.clear();
-      outbox.length = 0;
-      const sock = ws;
-      dropSocket();
-      try { sock?.close(1000, 'client closed'); } catch { /* already closing */ }
-      for (const room of rooms.values()) room.settle.reject(err);
-      rooms.clear();
-      setState('closed');
+      // Before the socket goes, so that requests fail as CLIENT_CLOSED rather than CONNECTION_LOST.
+      requests.failAll(err);
+      rooms.rejectAll(err);
+      transport.close();
     },
   };
 }
