@@ -74,6 +74,7 @@ interface Env {
   PRESENCE_EXPIRY_MS: number;
   AGENT_REPLY_OFFLINE_S: number;
   SHUTDOWN_GRACE_MS: number;
+  REVOCATION_TTL_S: number;
   WORKERS?: number;
 }
 
@@ -145,6 +146,7 @@ const envSchema: JSONSchemaType<Env> = {
     PRESENCE_EXPIRY_MS: { type: 'integer', minimum: 1000, maximum: 3600000, default: 30000 },
     AGENT_REPLY_OFFLINE_S: { type: 'integer', minimum: 0, maximum: 604800, default: 3600 },
     SHUTDOWN_GRACE_MS: { type: 'integer', minimum: 0, maximum: 600000, default: 3000 },
+    REVOCATION_TTL_S: { type: 'integer', minimum: 1, maximum: 31536000, default: 86400 },
     WORKERS: { type: 'integer', minimum: 1, maximum: 256, nullable: true },
   },
 };
@@ -247,6 +249,8 @@ export interface Config {
   /** Targeted replies for a user with no live connection are kept this long (0: dropped). */
   readonly agentReplyOfflineS: number;
   readonly shutdownGraceMs: number;
+  /** How long a project revocation of the server API is enforced (admin/sanctions.ts): longer than your tokens live. */
+  readonly revocationTtlS: number;
   /** uWS apps in worker threads on one port (main.ts only; createGateway is always one app). 1: no worker thread. */
   readonly workers: number;
 }
@@ -358,6 +362,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     presenceExpiryMs: e.PRESENCE_EXPIRY_MS,
     agentReplyOfflineS: e.AGENT_REPLY_OFFLINE_S,
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    revocationTtlS: e.REVOCATION_TTL_S,
     // The CPUs this process may run on (follows affinity / a container's cpuset).
     workers: e.WORKERS ?? availableParallelism(),
   };

@@ -16,6 +16,10 @@ export const ErrorCodes = {
   PAYLOAD_TOO_LARGE: { http: 413, message: 'payload too large' },
   UNAUTHORIZED: { http: 401, message: 'missing or invalid token' },
   FORBIDDEN: { http: 403, message: 'token does not grant access to this project' },
+  /** An upgrade refused: the server API blocked this user until a time (Retry-After says when it ends). */
+  USER_BLOCKED: { http: 403, message: 'this user is blocked' },
+  /** A join refused: the server API revoked this user's access to the project after the token was issued; a token issued later is accepted. */
+  ACCESS_REVOKED: { http: 403, message: 'access to this project was revoked; get a new token' },
   NOT_JOINED: { http: 409, message: 'join the project first' },
   IDEMPOTENCY_KEY_REUSED: { http: 422, message: 'this Idempotency-Key was used with a different body' },
   RATE_LIMITED: { http: 429, message: 'too many messages' },
@@ -59,6 +63,8 @@ export const CloseCodes = {
   MESSAGE_TOO_BIG: 1009,
   /** The token's `exp` passed while connected, or an `auth_refresh` was refused: get a fresh token, then reconnect. */
   TOKEN_EXPIRED: 4401,
+  /** Closed by the server API (disconnect, block): do not reconnect on your own; the app decides (a new token, a user action). */
+  DISCONNECTED: 4403,
   /** No frame and no pong within IDLE_TIMEOUT_S. */
   HEARTBEAT_TIMEOUT: 4408,
   /** The client kept sending after being rate limited. */

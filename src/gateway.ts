@@ -27,6 +27,11 @@ import { loadUws, type UwsModule } from './uws.js';
 import { createConnectionRegistry } from './connections/registry.js';
 import { createOutboundBudget } from './ws/outbound.js';
 import { createWebSocketServer } from './ws/server.js';
+import { openSanctions } from './admin/sanctions.js';
+import { createAdminService } from './admin/service.js';
+import type { AdminFabric, AdminLocal } from './admin/fabric.js';
+import { readHistory } from './admin/history.js';
+import { registerAdminRoutes } from './http/admin.js';
 
 export interface PublishOptions {
   readonly idempotencyKey?: string;
@@ -58,6 +63,8 @@ export interface GatewayDeps {
   workerId?: number;
   /** Without Redis, in a worker thread: where the agents relays of this process's threads meet (src/workers/agents-hub.ts). */
   agentsHub?: RelayHub;
+  /** Without Redis, in a worker thread: how the server API reaches the other threads (src/workers/admin-hub.ts). */
+  adminFabric?: (local: AdminLocal) => AdminFabric;
 }
 
 export interface Gateway {
@@ -120,6 +127,8 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   });
   const { edgeState, fanoutDelays } = edge;
 
+  // The server API's blocks and revocations: the process's (shared by its threads), loaded from Redis by the admin service.
+  const sanctions = openSanctions(edgeMemory.sanctions);
   const app: TemplatedApp = uws.App();
   const registry = createConnectionRegistry();
   const outbound = createOutboundBudget({ config, registry, edgeState, threadSlot: deps.workerId ?? 0, log, metrics });
@@ -158,6 +167,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     verifyToken,
     tickets: edge.tickets,
     edgeState,
+    sanctions,
     registry,
     rooms,
     outbound,
@@ -168,6 +178,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     isShuttingDown,
   });
   app.ws('/ws', websockets.behavior);
+  const admin = await createAdminService({ config, instanceId, sanctions, registry, sockets: websockets, pubsub, hub: deps.adminFabric, log });
 
   const publishMany = async (guid: string, events: readonly NewEvent[], options: PublishOptions = {}) => {
     const { idempotencyKey } = options;
@@ -184,6 +195,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     });
   let metricsServer: { close(): Promise<void> } | null = null;
   const inflight = { count: 0 };
+  registerAdminRoutes(app, { verifyToken, edgeState, metrics, isShuttingDown, inflight, admin, log, history: (guid, query) => readHistory(bus, guid, query) });
   registerStaticRoutes(app, { config, log }); // the page at /, /client/*.js; before the routes' catch-all 404
   registerHttpRoutes(app, {
     verifyToken,
@@ -250,6 +262,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
         await closeWithin(stepMs, 'agents relay', log, () => agents?.close());
         await closeWithin(stepMs, 'event bus', log, () => bus.close());
         await closeWithin(stepMs, 'edge (tickets, penalties)', log, () => edge.close());
+        await closeWithin(stepMs, 'server API', log, () => admin.close());
         pubsub?.close();
         await metricsServer?.close();
         log.info({ inflightAbandoned: inflight.count }, 'gateway closed');

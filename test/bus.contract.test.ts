@@ -281,6 +281,35 @@ describe.each(CASES)('EventBus contract: $name', (c) => {
     expect(await s.bus.range(none, ZERO_ID, 10)).toEqual({ events: [], lastId: ZERO_ID });
   });
 
+  it('rangeBack returns pages of at most count, newest first, lastId = the oldest entry read, or beforeId (0-0 for null) when nothing was read', async () => {
+    const s = await open();
+    const g = guid();
+    const ids = [...(await s.bus.publish(g, evs(0, 4))).ids, ...(await s.peerPublish(g, evs(4, 3))).ids];
+    const pages: string[][] = [];
+    let before: string | null = null;
+    for (;;) {
+      const page = await s.bus.rangeBack(g, before, 3);
+      expect(page.events.length).toBeLessThanOrEqual(3);
+      if (page.events.length === 0) {
+        expect(page.lastId).toBe(before ?? ZERO_ID);
+        break;
+      }
+      expect(page.lastId).toBe(page.events[page.events.length - 1]!.id);
+      pages.push(page.events.map((e) => e.id));
+      before = page.lastId;
+    }
+    const reversed = [...ids].reverse();
+    expect(pages).toEqual([reversed.slice(0, 3), reversed.slice(3, 6), reversed.slice(6)]);
+    // Before any id: only what precedes it; from past the end: everything.
+    expect((await s.bus.rangeBack(g, ids[4]!, 100)).events.map((e) => e.id)).toEqual(ids.slice(0, 4).reverse());
+    expect((await s.bus.rangeBack(g, later(ids[6]!), 2)).events.map((e) => e.id)).toEqual([ids[6], ids[5]]);
+    expect(await s.bus.rangeBack(guid(), null, 10)).toEqual({ events: [], lastId: ZERO_ID });
+    // Read forwards from where a backward page ended: the two meet with no gap and no repeat.
+    const back = await s.bus.rangeBack(g, null, 4);
+    expect((await s.bus.range(g, ZERO_ID, 3)).events.map((e) => e.id)).toEqual(ids.slice(0, 3));
+    expect((await s.bus.range(g, ids[2]!, 10)).events.map((e) => e.id)).toEqual(back.events.map((e) => e.id).reverse());
+  });
+
   // Only a Redis stream can hold entries that are not events (any XADD can write one).
   it.runIf(c.name.startsWith('redis'))('range moves lastId past entries that are not events, so a run of them cannot stall a resume', async () => {
     const s = await open();
@@ -295,6 +324,14 @@ describe.each(CASES)('EventBus contract: $name', (c) => {
     expect(page).toEqual({ events: [], lastId: bad[1] });
     const next = await s.bus.range(g, page.lastId, 2);
     expect(next).toEqual({ events: [], lastId: bad[2] });
+  });
+
+  it.runIf(c.name.startsWith('redis'))('rangeBack moves lastId past entries that are not events too', async () => {
+    const s = await open();
+    const g = guid();
+    const bad = await s.appendRaw!(g, ['type', 'project_message', 'data', 'not json']);
+    const good = await s.bus.publish(g, evs(0, 1));
+    expect(await s.bus.rangeBack(g, good.ids[0]!, 5)).toEqual({ events: [], lastId: bad });
   });
 
   it('checkHistory: complete for 0-0 and the head and any id still held; unknown for an id the log never issued', async () => {

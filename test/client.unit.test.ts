@@ -240,6 +240,16 @@ describe('close codes (README table)', () => {
     expect(errors).toEqual(['RATE_LIMITED', 'PAYLOAD_TOO_LARGE']);
   });
 
+  it('4403 (disconnected or blocked by the server API) is final: reported as DISCONNECTED, state closed, no reconnect', async () => {
+    expect(closeDecision(4403)).toMatchObject({ delay: 'stop', error: { code: 'DISCONNECTED' } });
+    const { errors, states } = await afterFailures(0);
+    last().drop(4403);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(sockets).toHaveLength(1);
+    expect(errors).toEqual(['DISCONNECTED']);
+    expect(states.at(-1)).toBe('closed');
+  });
+
   it('close() is final: no reconnect, state closed, pending requests rejected', async () => {
     const { client, states } = makeClient();
     await settle();

@@ -15,11 +15,15 @@ export interface Principal {
    * 16-byte heap number for every distinct principal (bench/results/conn-heap-gateway.md).
    */
   readonly expiresAtS: number | null;
+  /** Epoch SECONDS of the token's `iat`, or null without one: a revocation refuses tokens issued before it (admin/sanctions.ts). */
+  readonly issuedAtS?: number | null;
 }
 
 export type TokenVerifier = (token: string) => Principal;
 
 export const PUBLISH_SCOPE = 'events:publish';
+/** The server API (src/http/admin.ts): disconnect, revoke, block, presence, history, info. */
+export const ADMIN_SCOPE = 'gateway:admin';
 // Small on purpose: it only has to absorb the same token reconnecting, and every cached entry
 // (token string plus principal) is memory kept per distinct user.
 const PRINCIPAL_CACHE_SIZE = 1024;
@@ -82,6 +86,7 @@ function principalFromClaims(claims: Record<string, unknown>): Principal {
     projects: parseProjects(claims.projects),
     scopes: scopesOf(claims.scope),
     expiresAtS: typeof claims.exp === 'number' ? Math.floor(claims.exp) : null,
+    issuedAtS: typeof claims.iat === 'number' && Number.isFinite(claims.iat) ? Math.floor(claims.iat) : null,
   };
 }
 
@@ -137,10 +142,10 @@ export function upgradeCredential(queryToken: string, authorization: string, que
 
 /** A principal in a form that can be stored (tickets) and restored; `e` is epoch ms. */
 export function serializePrincipal(p: Principal): string {
-  return JSON.stringify({ u: p.userId, p: p.projects === 'all' ? '*' : [...p.projects], s: [...p.scopes], e: expiryMs(p) });
+  return JSON.stringify({ u: p.userId, p: p.projects === 'all' ? '*' : [...p.projects], s: [...p.scopes], e: expiryMs(p), i: p.issuedAtS ?? null });
 }
 
 export function deserializePrincipal(text: string): Principal {
-  const o = JSON.parse(text) as { u: string; p: '*' | string[]; s: string[]; e: number | null };
-  return { userId: o.u, projects: parseProjects(o.p), scopes: scopesOf(o.s), expiresAtS: o.e === null ? null : Math.floor(o.e / 1000) };
+  const o = JSON.parse(text) as { u: string; p: '*' | string[]; s: string[]; e: number | null; i?: number | null };
+  return { userId: o.u, projects: parseProjects(o.p), scopes: scopesOf(o.s), expiresAtS: o.e === null ? null : Math.floor(o.e / 1000), issuedAtS: typeof o.i === 'number' ? o.i : null };
 }

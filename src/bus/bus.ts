@@ -74,6 +74,12 @@ export interface EventBus {
    */
   range(projectGuid: string, afterId: string, count: number): Promise<HistoryPage>;
   /**
+   * Up to `count` entries with id < beforeId (null: the newest), NEWEST first: the server API's
+   * history read backwards. `lastId` is the oldest entry read (the next page's beforeId); malformed
+   * entries are left out of `events` but still move it. Equal to beforeId ('0-0' for null) when nothing was read.
+   */
+  rangeBack(projectGuid: string, beforeId: string | null, count: number): Promise<HistoryPage>;
+  /**
    * 'complete' if every event after `afterId` is still retained; 'trimmed' if some were dropped
    * by retention; 'unknown' if the id is not one this log ever issued (e.g. the log was wiped).
    */

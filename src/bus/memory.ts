@@ -184,6 +184,18 @@ export function createMemoryBus(sink: EventSink, options: MemoryBusOptions): Eve
       const page = events.slice(lo, lo + count);
       return { events: page, lastId: page.length ? page[page.length - 1]!.id : afterId };
     },
+    async rangeBack(guid, beforeId, count) {
+      const events = logs.get(guid)?.events ?? [];
+      let lo = 0;
+      let hi = events.length;
+      while (beforeId !== null && lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (compareIds(events[mid]!.id, beforeId) < 0) lo = mid + 1;
+        else hi = mid;
+      }
+      const page = events.slice(Math.max(0, hi - count), hi).reverse();
+      return { events: page, lastId: page.length ? page[page.length - 1]!.id : (beforeId ?? ZERO_ID) };
+    },
     async checkHistory(guid, afterId): Promise<HistoryCheck> {
       const log = logs.get(guid);
       if (!log) return afterId === ZERO_ID ? 'complete' : 'unknown';

@@ -148,6 +148,14 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
         throw unavailable(err);
       }
     },
+    async rangeBack(guid, beforeId, count) {
+      try {
+        const read = (await cmd.xrevrange(eventsKey(prefix, guid), beforeId === null ? '+' : `(${beforeId}`, '-', 'COUNT', count)) as StreamEntry[];
+        return { events: toEvents(guid, read, entries), lastId: read.length ? read[read.length - 1]![0] : (beforeId ?? ZERO_ID) };
+      } catch (err) {
+        throw unavailable(err);
+      }
+    },
     async checkHistory(guid, afterId): Promise<HistoryCheck> {
       let info: unknown[];
       try {

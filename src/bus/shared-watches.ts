@@ -66,6 +66,7 @@ export function createSharedBus(factory: EventBusFactory, log: Logger): SharedBu
     },
     publish: (guid, events, keyed) => bus.publish(guid, events, keyed),
     range: (guid, afterId, count) => bus.range(guid, afterId, count),
+    rangeBack: (guid, beforeId, count) => bus.rangeBack(guid, beforeId, count),
     checkHistory: (guid, afterId) => bus.checkHistory(guid, afterId),
     catchUp: (timeoutMs) => bus.catchUp(timeoutMs),
     isReady: () => bus.isReady(),

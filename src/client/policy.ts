@@ -35,16 +35,17 @@ export interface CloseDecision {
   /**
    * `reset`: reconnect after the shortest backoff (the server asked us to, or the cause is fixed by
    * the fresh token every connect fetches); `backoff`: the next step of the exponential backoff;
-   * `max`: wait the longest delay (the server says we are too noisy).
+   * `max`: wait the longest delay (the server says we are too noisy); `stop`: no reconnect at all
+   * (the server's API disconnected or blocked this user: reconnecting would be a loop of refusals).
    */
-  delay: 'reset' | 'backoff' | 'max';
+  delay: 'reset' | 'backoff' | 'max' | 'stop';
   /** A client-side error to report, for closes the app should know about. */
   error?: { code: string; message: string };
 }
 
 /**
  * The README's close-code table, from the client's side. Every close leads to a reconnect (only
- * `close()` stops the client): what differs is how soon, and whether the app hears about it.
+ * `close()` stops the client), except 4403: what differs is how soon, and whether the app hears about it.
  */
 export function closeDecision(code: number): CloseDecision {
   switch (code) {
@@ -57,6 +58,10 @@ export function closeDecision(code: number): CloseDecision {
       return { delay: 'reset' };
     case CloseCodes.RATE_LIMITED:
       return { delay: 'max', error: { code: 'RATE_LIMITED', message: 'closed by the gateway for flooding (4429)' } };
+    case CloseCodes.DISCONNECTED:
+      // The backend disconnected or blocked this user on purpose: the app decides what comes next
+      // (a fresh client after a new login, say), not a reconnect loop.
+      return { delay: 'stop', error: { code: 'DISCONNECTED', message: 'disconnected by the server (4403); not reconnecting' } };
     case MESSAGE_TOO_BIG:
       return { delay: 'backoff', error: { code: 'PAYLOAD_TOO_LARGE', message: 'the gateway closed the connection: a frame was over its MAX_PAYLOAD_BYTES (1009)' } };
     case CloseCodes.HEARTBEAT_TIMEOUT: // the server heard nothing from us: a network problem

@@ -123,6 +123,7 @@ export function createTransport(deps: TransportDeps, hooks: TransportHooks): Tra
     emit('disconnect', { code, reason });
     const decision = closeDecision(code);
     if (decision.error) emit('error', new GatewayClientError(decision.error.code, decision.error.message));
+    if (decision.delay === 'stop') return stopForGood();
     scheduleReconnect(decision.delay);
   }
 
@@ -139,10 +140,18 @@ export function createTransport(deps: TransportDeps, hooks: TransportHooks): Tra
     hooks.dropped();
   }
 
-  function scheduleReconnect(delay: CloseDecision['delay'], atLeastMs = 0): void {
+  function scheduleReconnect(delay: Exclude<CloseDecision['delay'], 'stop'>, atLeastMs = 0): void {
     if (closedByUser) return;
     setState('reconnecting');
     schedule.next(delay, atLeastMs);
+  }
+
+  /** The server said not to come back (4403): as close(), with the socket already gone. */
+  function stopForGood(): void {
+    closedByUser = true;
+    generation++;
+    schedule.cancel();
+    setState('closed');
   }
 
   return {

@@ -1,3 +1,4 @@
+import { createSanctionsMemory } from '../admin/sanctions.js';
 import { createFanoutDelayMemory } from './fanout-delay.js';
 import { createSharedTableMemory, openSharedTable, type SharedTableMemory } from './shared-table.js';
 
@@ -34,6 +35,8 @@ export interface EdgeStateMemory {
   readonly buffered: SharedArrayBuffer;
   /** How far behind each project's fan-out is, process-wide (fanout-delay.ts). */
   readonly fanoutDelays: SharedTableMemory;
+  /** The server API's blocks and project revocations (admin/sanctions.ts). */
+  readonly sanctions: SharedTableMemory;
 }
 
 /** Threads a process may run (WORKERS' maximum). */
@@ -50,6 +53,7 @@ export function createEdgeStateMemory(caps: Pick<EdgeCaps, 'total'>): EdgeStateM
     limits: createSharedTableMemory({ valueSlots: 3, maxCapacity: MAX_LIMIT_RECORDS }),
     buffered: new SharedArrayBuffer(MAX_THREADS * 4),
     fanoutDelays: createFanoutDelayMemory(),
+    sanctions: createSanctionsMemory(),
   };
 }
 

@@ -65,32 +65,8 @@ export function registerHttpRoutes(app: TemplatedApp, deps: HttpDeps): void {
   });
 
 
-  /**
-   * Everything a request must pass before its body is read: framing a proxy could disagree on,
-   * the token (so an anonymous client cannot make us buffer a megabyte), the token's rate.
-   * Runs synchronously inside the uWS handler, while `req` is valid.
-   */
-  function admit(p: PendingResponse, req: HttpRequest, needsJsonBody: boolean, headers: Record<string, string> = {}): Principal | null {
-    const framing = framingProblem(req, needsJsonBody);
-    if (framing) return fail(p, framing.code, framing.message, headers), null;
-    const token = bearerToken(req.getHeader('authorization'));
-    if (!token) return fail(p, 'UNAUTHORIZED', 'missing Authorization: Bearer token', headers), null;
-    let principal: Principal;
-    try {
-      principal = deps.verifyToken(token);
-    } catch (err) {
-      return fail(p, 'UNAUTHORIZED', (err as Error).message, headers), null;
-    }
-    // Keyed by who is asking, not by the token's text: a principal's tokens share one budget.
-    const rate = deps.edgeState.takeHttp(principal.userId);
-    if (!rate.ok) return fail(p, 'RATE_LIMITED', 'too many requests for this principal', { 'retry-after': String(rate.retryAfterS), ...headers }), null;
-    return principal;
-  }
-
-  function fail(p: PendingResponse, code: ErrorCode, message?: string, headers?: Record<string, string>): void {
-    metrics.errors.inc({ code });
-    sendError(p, code, message, headers);
-  }
+  const admit = (p: PendingResponse, req: HttpRequest, needsJsonBody: boolean, headers: Record<string, string> = {}) => admitRequest(deps, p, req, needsJsonBody, headers);
+  const fail = (p: PendingResponse, code: ErrorCode, message?: string, headers?: Record<string, string>) => failRequest(metrics, p, code, message, headers);
 
   app.post('/v1/projects/:projectGuid/events', (res, req) => {
     // Copy everything out of req before the first await: uWS invalidates it when we return.
@@ -180,4 +156,39 @@ export function registerHttpRoutes(app: TemplatedApp, deps: HttpDeps): void {
   });
 
   app.any('/*', (res) => sendError(pending(res), 'NOT_FOUND'));
+}
+
+/**
+ * Everything a request must pass before its body is read: framing a proxy could disagree on,
+ * the token (so an anonymous client cannot make us buffer a megabyte), the token's rate.
+ * Runs synchronously inside the uWS handler, while `req` is valid. Also the server API's (admin.ts).
+ */
+export function admitRequest(
+  deps: Pick<HttpDeps, 'verifyToken' | 'edgeState' | 'metrics'>,
+  p: PendingResponse,
+  req: HttpRequest,
+  needsJsonBody: boolean,
+  headers: Record<string, string> = {},
+): Principal | null {
+  const fail = (code: ErrorCode, message: string, extra: Record<string, string> = {}) => (failRequest(deps.metrics, p, code, message, { ...extra, ...headers }), null);
+  const framing = framingProblem(req, needsJsonBody);
+  if (framing) return fail(framing.code, framing.message);
+  const token = bearerToken(req.getHeader('authorization'));
+  if (!token) return fail('UNAUTHORIZED', 'missing Authorization: Bearer token');
+  let principal: Principal;
+  try {
+    principal = deps.verifyToken(token);
+  } catch (err) {
+    return fail('UNAUTHORIZED', (err as Error).message);
+  }
+  // Keyed by who is asking, not by the token's text: a principal's tokens share one budget.
+  const rate = deps.edgeState.takeHttp(principal.userId);
+  if (!rate.ok) return fail('RATE_LIMITED', 'too many requests for this principal', { 'retry-after': String(rate.retryAfterS) });
+  return principal;
+}
+
+/** An error answer, counted. */
+export function failRequest(metrics: Metrics, p: PendingResponse, code: ErrorCode, message?: string, headers?: Record<string, string>): void {
+  metrics.errors.inc({ code });
+  sendError(p, code, message, headers);
 }

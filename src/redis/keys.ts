@@ -46,6 +46,26 @@ export function overloadChannel(prefix: string): string {
   return `${prefix}:{edge}:overload`;
 }
 
+/**
+ * The server API across instances (src/admin/): `actions` carries disconnects, revocations, blocks
+ * and queries (presence, info) to every gateway; each answers a query on the asker's `replies`
+ * channel. Sanctions (blocks, revocations) are kept as one key each, with its expiry, plus an index
+ * (a sorted set scored by expiry) a starting instance reads them all from. One hash tag: one slot.
+ */
+export function adminActionsChannel(prefix: string): string {
+  return `${prefix}:{admin}:actions`;
+}
+export function adminRepliesChannel(prefix: string, instanceId: string): string {
+  return `${prefix}:{admin}:replies:${instanceId}`;
+}
+export function sanctionsIndexKey(prefix: string): string {
+  return `${prefix}:{admin}:sanctions`;
+}
+/** `field` is a sanction's name (admin/sanctions.ts: `b <userId>` or `r <projectGuid> <userId>`). */
+export function sanctionKey(prefix: string, field: string): string {
+  return `${prefix}:{admin}:sanction:${field}`;
+}
+
 /** Stream entry field names. */
 export const FIELD_TYPE = 'type';
 export const FIELD_DATA = 'data';

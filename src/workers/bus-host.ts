@@ -47,6 +47,8 @@ export function createBusHost(options: MemoryBusOptions): BusHost {
       }
       case 'range':
         return bus.range(request.guid, request.afterId, request.count);
+      case 'rangeBack':
+        return bus.rangeBack(request.guid, request.beforeId, request.count);
       case 'checkHistory':
         return bus.checkHistory(request.guid, request.afterId);
       case 'catchUp':

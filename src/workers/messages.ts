@@ -6,6 +6,7 @@ import type { ErrorCode } from '../errors.js';
 import type { Config } from '../config.js';
 import type { ProjectEvent } from '../protocol/events.js';
 import type { AgentsHubMessage, AgentsHubRequest } from './agents-hub.js';
+import type { AdminHubMessage, AdminHubRequest } from './admin-hub.js';
 
 /**
  * Messages between the main thread (the pool) and its worker threads, over each Worker's own
@@ -43,6 +44,7 @@ export type BusRequest =
   | { readonly op: 'publish'; readonly guid: string; readonly events: readonly NewEvent[]; readonly keyed?: IdempotentPublish | undefined }
   | { readonly op: 'watch'; readonly guid: string }
   | { readonly op: 'range'; readonly guid: string; readonly afterId: string; readonly count: number }
+  | { readonly op: 'rangeBack'; readonly guid: string; readonly beforeId: string | null; readonly count: number }
   | { readonly op: 'checkHistory'; readonly guid: string; readonly afterId: string }
   /** Answered at once: its answer comes after every event posted to the worker before it. */
   | { readonly op: 'catchUp' };
@@ -71,6 +73,8 @@ export type FromWorker =
   | { readonly kind: 'drained' }
   /** The agents relay's cross-thread parts without Redis (agents-hub.ts). */
   | { readonly kind: 'agents-hub'; readonly request: AgentsHubRequest }
+  /** The server API's actions and queries between threads without Redis (admin-hub.ts). */
+  | { readonly kind: 'admin'; readonly request: AdminHubRequest }
   | { readonly kind: 'closed' };
 
 export type ToWorker =
@@ -85,4 +89,5 @@ export type ToWorker =
   | { readonly kind: 'drain' }
   /** Second half, sent once every worker drained: deliver what the bus holds, close the sockets, end. */
   | { readonly kind: 'agents-hub'; readonly message: AgentsHubMessage }
+  | { readonly kind: 'admin'; readonly message: AdminHubMessage }
   | { readonly kind: 'shutdown' };

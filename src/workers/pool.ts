@@ -8,6 +8,7 @@ import { createBusHost, type BusHost } from './bus-host.js';
 import { serveSyncCalls } from './sync-calls.js';
 import type { FromWorker, MainRequest, MainResult, ToWorker, WorkerStart } from './messages.js';
 import { createAgentsHub } from './agents-hub.js';
+import { createAdminHub } from './admin-hub.js';
 import { createMemoryTicketStore, ticketLimits, type TicketStore } from '../auth/tickets.js';
 import { GatewayError } from '../errors.js';
 import { createMetricsCollector } from './metrics.js';
@@ -109,6 +110,8 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
   const edgeState = createEdgeStateMemory(edgeCaps(config.edge));
   // Without Redis the workers' agents relays share presence, replies and positions here (with Redis, there).
   const agentsHub = host && config.agents ? createAgentsHub({ offlineWindowS: config.agentReplyOfflineS, log }) : null;
+  // Without Redis the server API reaches every worker through the main thread (with Redis, over its channel).
+  const adminHub = host ? createAdminHub(log) : null;
   const running = new Map<number, Running>();
   let closing: Promise<void> | null = null;
   /** Until every worker listens, a lost worker fails the start instead. */
@@ -140,6 +143,7 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
     running.set(workerId, worker);
     host?.attach(workerId, send);
     agentsHub?.attach(workerId, (message) => send({ kind: 'agents-hub', message }));
+    adminHub?.attach(workerId, (message) => send({ kind: 'admin', message }));
 
     thread.on('message', (message: FromWorker) => {
       switch (message.kind) {
@@ -153,6 +157,8 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
           return host?.unwatch(workerId, message.guid);
         case 'agents-hub':
           return agentsHub?.handle(workerId, message.request);
+        case 'admin':
+          return adminHub?.handle(workerId, message.request);
         case 'metrics-request':
           void processMetrics().then(
             ({ text }) => send({ kind: 'metrics-reply', requestId: message.requestId, text }),
@@ -177,6 +183,7 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
       running.delete(workerId);
       host?.detach(workerId);
       agentsHub?.detach(workerId);
+      adminHub?.detach(workerId);
       rejectListening(new Error(`worker ${workerId} exited with code ${code} before listening`));
       if (started && !closing) {
         log.error({ worker: workerId, code }, 'worker thread ended unexpectedly');

@@ -47,6 +47,7 @@ export function createPortBus(caller: MainCaller, append: (request: BusRequest) 
       if (!closed) send({ kind: 'bus-unwatch', guid });
     },
     range: async (guid, afterId, count) => (await caller.call({ op: 'range', guid, afterId, count })) as HistoryPage,
+    rangeBack: async (guid, beforeId, count) => (await caller.call({ op: 'rangeBack', guid, beforeId, count })) as HistoryPage,
     checkHistory: async (guid, afterId) => (await caller.call({ op: 'checkHistory', guid, afterId })) as HistoryCheck,
     // A round trip on the port the events come on: its answer follows every event the host posted
     // before it (a port keeps order), including those of this worker's own appends.

@@ -7,6 +7,7 @@ import { createLogger } from '../logger.js';
 import { loadUws } from '../uws.js';
 import type { FromWorker, ToWorker, WorkerStart } from './messages.js';
 import { createAgentsHubPort } from './agents-hub-port.js';
+import { createAdminHubPort } from './admin-hub.js';
 import { createMainCaller, createPortTicketStore } from './main-calls.js';
 import { createPortBus, type PortBus } from './port-bus.js';
 import { createSyncCaller } from './sync-calls.js';
@@ -63,6 +64,9 @@ async function runWorker(): Promise<void> {
   // Without Redis the agents relay meets the other workers' in the main thread (agents-hub.ts), as the pool sets up.
   const agentsHubPort = sharedMemoryBus && config.agents ? createAgentsHubPort(send) : null;
   if (agentsHubPort) deps.agentsHub = agentsHubPort.hub;
+  // Without Redis the server API reaches the other workers through the main thread (admin-hub.ts).
+  const adminHubPort = sharedMemoryBus ? createAdminHubPort((request) => send({ kind: 'admin', request })) : null;
+  if (adminHubPort) deps.adminFabric = adminHubPort.connect;
 
   // Handle messages from the start: the bus answers createGateway's first calls through them.
   let gateway: Gateway | null = null;
@@ -76,6 +80,8 @@ async function runWorker(): Promise<void> {
         return;
       case 'agents-hub':
         return agentsHubPort?.receive(message.message);
+      case 'admin':
+        return adminHubPort?.receive(message.message);
       case 'collect-metrics': {
         if (!gateway) return send({ kind: 'metrics-snapshot', collectId: message.collectId, metrics: [] });
         gateway.metrics.busReady.set(gateway.bus.isReady() ? 1 : 0);

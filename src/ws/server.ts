@@ -4,7 +4,9 @@ import type { Config } from '../config.js';
 import { monotonicMs, type SocketData } from '../connections/connection.js';
 import type { ConnectionHooks } from '../connections/hooks.js';
 import type { ConnectionRegistry } from '../connections/registry.js';
+import { membershipOf } from '../connections/connection.js';
 import { releaseDrainWaiters } from '../connections/send.js';
+import { CloseCodes } from '../errors.js';
 import { closeCodeLabel, type Metrics } from '../metrics.js';
 import type { Rooms } from '../rooms/rooms.js';
 import type { OutboundBudget } from './outbound.js';
@@ -94,6 +96,24 @@ export function createWebSocketServer(deps: WebSocketServerDeps) {
     stop(): void {
       if (sweepTimer) clearInterval(sweepTimer);
       if (budgetTimer) clearInterval(budgetTimer);
+    },
+    /** The server API: closes a user's sockets on this thread with 4403 (the client library does not reconnect). */
+    disconnectUser(userId: string, reason: string): number {
+      const mine = [...(registry.ofUser(userId) ?? [])];
+      // A close reason is at most 123 bytes.
+      const why = Buffer.from(reason || 'disconnected by the server').subarray(0, 120).toString();
+      for (const conn of mine) conn.ws?.end(CloseCodes.DISCONNECTED, why);
+      return mine.length;
+    },
+    /** The server API: takes a user's sockets on this thread out of a project (leave_project, access_revoked). */
+    revokeProject(userId: string, projectGuid: string): number {
+      let n = 0;
+      for (const conn of [...(registry.ofUser(userId) ?? [])]) {
+        if (!membershipOf(conn, projectGuid)) continue;
+        session.revokeProject(conn, projectGuid);
+        n++;
+      }
+      return n;
     },
     /** Closes every socket (shutdown: 1001, so clients reconnect elsewhere and resume). */
     closeAll(code: number, reason: string): void {

@@ -4,6 +4,7 @@ import { canAccessProject, expiryMs, hasExpired, type Principal, type TokenVerif
 import type { Config } from '../config.js';
 import { membershipOf, membershipsOf, monotonicMs, roomCount, type Connection, type SocketData } from '../connections/connection.js';
 import type { ConnectionHooks } from '../connections/hooks.js';
+import type { Sanctions } from '../admin/sanctions.js';
 import type { ConnectionRegistry } from '../connections/registry.js';
 import { sendTo } from '../connections/send.js';
 import type { EdgeState } from '../edge/admission.js';
@@ -31,6 +32,8 @@ export interface SessionDeps {
   readonly hooks?: ConnectionHooks | undefined;
   /** Penalties for flooders (process-wide; every instance with Redis). */
   readonly edgeState: EdgeState;
+  /** The server API's project revocations (a join with a token issued before one is refused). */
+  readonly sanctions: Sanctions;
   readonly log: Logger;
   readonly metrics: Metrics;
 }
@@ -115,6 +118,7 @@ export function createSession(deps: SessionDeps) {
         return send(ws, conn, reply('pong', projectGuid, id, { serverTime: Date.now() }));
       case 'join_project': {
         if (!canAccessProject(conn.principal, frame.projectGuid)) return send(ws, conn, fail('FORBIDDEN', undefined, projectGuid, id));
+        if (deps.sanctions.isRevoked(conn.principal, frame.projectGuid)) return send(ws, conn, fail('ACCESS_REVOKED', undefined, projectGuid, id));
         if (!membershipOf(conn, frame.projectGuid) && roomCount(conn) >= config.maxRoomsPerConnection) {
           return send(ws, conn, fail('TOO_MANY_ROOMS', `at most ${config.maxRoomsPerConnection} projects per connection`, projectGuid, id));
         }
@@ -181,12 +185,19 @@ export function createSession(deps: SessionDeps) {
     }
     conn.principal = next;
     for (const { guid } of membershipsOf(conn)) {
-      if (canAccessProject(next, guid)) continue;
-      // Left as a leave_project would: the room, and everything following the socket (presence).
-      if (rooms.leave(conn, guid)) deps.hooks?.left(conn, guid);
-      send(ws, conn, reply('leave_project', guid, null, { reason: 'access_revoked' }));
+      if (!canAccessProject(next, guid)) revokeProject(conn, guid, (envelope) => send(ws, conn, envelope));
     }
     send(ws, conn, reply('auth_refresh', null, id, { userId: next.userId, expiresAt: expiryMs(next) }));
+  }
+
+  /**
+   * Takes the socket out of a project it may no longer see (an auth_refresh whose token lacks it, or
+   * the server API's revocation), as a leave_project would (the room, and everything following the
+   * socket: presence), and tells the client with a `leave_project` frame, reason `access_revoked`.
+   */
+  function revokeProject(conn: Connection, guid: string, transmit: (envelope: Envelope) => void = (envelope) => sendLater(conn, envelope)): void {
+    if (rooms.leave(conn, guid)) deps.hooks?.left(conn, guid);
+    transmit(reply('leave_project', guid, null, { reason: 'access_revoked' }));
   }
 
   /**
@@ -210,5 +221,5 @@ export function createSession(deps: SessionDeps) {
     }
   }
 
-  return { message, sweep };
+  return { message, sweep, revokeProject };
 }

@@ -5,6 +5,7 @@ import { hasExpired, upgradeCredential, type Principal, type TokenVerifier } fro
 import type { Config } from '../config.js';
 import { monotonicMs, type Connection, type SocketData } from '../connections/connection.js';
 import type { Admission, EdgeState } from '../edge/admission.js';
+import type { Sanctions } from '../admin/sanctions.js';
 import { createClientAddressResolver, type ClientAddress } from '../edge/client-address.js';
 import type { ErrorCode } from '../errors.js';
 import type { Metrics } from '../metrics.js';
@@ -17,6 +18,8 @@ export interface UpgradeDeps {
   readonly tickets: TicketStore;
   /** Connection caps, upgrade buckets and penalties: one per process (shared by its worker threads). */
   readonly edgeState: EdgeState;
+  /** The server API's blocks: a blocked user's upgrade is refused (403 USER_BLOCKED) until the block ends. */
+  readonly sanctions: Sanctions;
   readonly log: Logger;
   readonly metrics: Metrics;
   readonly isShuttingDown: () => boolean;
@@ -121,6 +124,11 @@ export function createUpgradeHandler(deps: UpgradeDeps): UpgradeHandler {
     secKey: string,
     extensions: string,
   ): void {
+    const blockedUntil = deps.sanctions.blockedUntil(principal.userId);
+    if (blockedUntil) {
+      metrics.errors.inc({ code: 'USER_BLOCKED' });
+      return reject(res, 403, 'USER_BLOCKED', `this user is blocked until ${new Date(blockedUntil).toISOString()}`, Math.ceil((blockedUntil - Date.now()) / 1000));
+    }
     // Counted from here (every thread of the process sees it); given back on close, or below if uWS never opens the socket.
     const capped = refused(edgeState.admit(principal.userId, client.key));
     if (capped) {

@@ -64,7 +64,7 @@ export class Journal {
   }
 }
 
-type Method = 'publish' | 'watch' | 'unwatch' | 'range' | 'checkHistory' | 'catchUp' | 'isReady' | 'waitUntilReady' | 'close';
+type Method = 'publish' | 'watch' | 'unwatch' | 'range' | 'rangeBack' | 'checkHistory' | 'catchUp' | 'isReady' | 'waitUntilReady' | 'close';
 /** One EventBus call: its name and arguments. */
 export type Call = { [M in Method]: [M, ...Parameters<EventBus[M]>] }[Method];
 
@@ -150,6 +150,7 @@ function journaledBus(bus: EventBus, sequence: BusSubject['sequence'], isReady: 
       void sequence([['unwatch', guid]]);
     },
     range: (guid, afterId, count) => one(['range', guid, afterId, count]),
+    rangeBack: (guid, beforeId, count) => one(['rangeBack', guid, beforeId, count]),
     checkHistory: (guid, afterId) => one(['checkHistory', guid, afterId]),
     catchUp: (timeoutMs) => one(['catchUp', timeoutMs]),
     isReady,

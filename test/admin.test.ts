@@ -1,0 +1,189 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connect, producerToken, randomGuid, userToken, until, type TestClient } from './helpers/gateway.js';
+import { adminCall, adminToken, tokenIssuedAt, tryUpgrade } from './helpers/admin.js';
+import { connectOnWorker, connectPlaced } from './helpers/workers.js';
+import { SHAPES, type Served } from './helpers/topology.js';
+
+/**
+ * The server API without Redis, in every shape (one thread; WORKERS=2, where an action taken by
+ * one thread must reach the other's sockets and a query must count both): disconnect, revoke,
+ * block, presence, info, history, and who may call it.
+ */
+
+/** One socket of `user` on each worker thread (one in all for a single thread). */
+async function socketsOnEveryThread(g: Served, token: string): Promise<TestClient[]> {
+  if (g.workers === 1) return [(await connectPlaced(g.wsUrl, token)).client];
+  return Promise.all(Array.from({ length: g.workers }, (_, w) => connectOnWorker(g.wsUrl, token, w)));
+}
+
+/** Upgrades until every thread answered (a single thread: once); each answer is checked. */
+async function everyThreadAnswers(g: Served, token: string, check: (t: Awaited<ReturnType<typeof tryUpgrade>>) => void): Promise<void> {
+  const seen = new Set<string | undefined>();
+  for (let i = 0; i < 100 && seen.size < g.workers; i++) {
+    const t = await tryUpgrade(g.wsUrl, token);
+    check(t);
+    seen.add(t.worker);
+  }
+  expect(seen.size).toBe(g.workers);
+}
+
+describe.each(SHAPES)('server API without Redis ($name)', (shape) => {
+  let g: Served;
+  beforeAll(async () => {
+    g = await shape.start({ REVOCATION_TTL_S: '60' });
+  }, 30_000);
+  afterAll(() => g?.close());
+
+  it('answers 401 without a token and 403 FORBIDDEN for a token without gateway:admin', async () => {
+    expect((await adminCall(g.httpUrl, 'GET', '/v1/admin/info', undefined, null)).status).toBe(401);
+    const publisher = await adminCall(g.httpUrl, 'POST', '/v1/admin/disconnect', { userId: 'x' }, producerToken());
+    expect(publisher.status).toBe(403);
+    expect(publisher.body.error.code).toBe('FORBIDDEN');
+    const bad = await adminCall(g.httpUrl, 'POST', '/v1/admin/block', { userId: 'x', until: 'tomorrow' });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.code).toBe('INVALID_DATA');
+  });
+
+  it("disconnect closes the user's sockets on every thread with 4403 and the reason, and no one else's", async () => {
+    const user = `dis-${randomGuid()}`;
+    const sockets = await socketsOnEveryThread(g, userToken('*', user));
+    const bystander = await connect(g.wsUrl, userToken('*', `other-${randomGuid()}`));
+    const res = await adminCall(g.httpUrl, 'POST', '/v1/admin/disconnect', { userId: user, reason: 'account deleted' });
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ userId: user, closeCode: 4403 });
+    const closes = await Promise.all(sockets.map((s) => Promise.race([s.closed, new Promise((r) => setTimeout(() => r('still open'), 1000))])));
+    for (const c of closes) expect(c).toEqual({ code: 4403, reason: 'account deleted' });
+    expect((await bystander.request({ type: 'ping', id: 'p' }, 'pong')).type).toBe('pong');
+    await bystander.close();
+  });
+
+  it('revoke takes the user out of the project on every thread, refuses a re-join with a token issued before, accepts one issued after', async () => {
+    const user = `rev-${randomGuid()}`;
+    const [p, q] = [randomGuid(), randomGuid()];
+    const oldToken = userToken('*', user);
+    const sockets = await socketsOnEveryThread(g, oldToken);
+    for (const s of sockets) (await s.join(p), await s.join(q));
+    const res = await adminCall(g.httpUrl, 'POST', '/v1/admin/revoke', { userId: user, projectGuid: p.toUpperCase() });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ userId: user, projectGuid: p });
+    expect(res.body.expiresAt - res.body.revokedAt).toBe(60_000);
+    for (const s of sockets) {
+      const left = await s.next((f) => f.type === 'leave_project' && f.projectGuid === p, 1000);
+      expect(left.data).toEqual({ reason: 'access_revoked' });
+    }
+    // Still in the other project: its events arrive.
+    const id = await g.publish(q, { type: 'project_message', data: { still: 'here' } });
+    for (const s of sockets) expect((await s.next((f) => f.id === id)).projectGuid).toBe(q);
+    // A re-join with the old token, on the same sockets and on new ones on every thread, is refused.
+    for (const s of sockets) expect((await s.request({ type: 'join_project', id: 'again', projectGuid: p, data: {} })).data.code).toBe('ACCESS_REVOKED');
+    for (const s of await socketsOnEveryThread(g, oldToken)) {
+      expect((await s.request({ type: 'join_project', id: 'fresh', projectGuid: p, data: {} })).data.code).toBe('ACCESS_REVOKED');
+      await s.close();
+    }
+    // A token issued after the revocation (the next second) joins.
+    const renewed = await connect(g.wsUrl, tokenIssuedAt(user, Math.floor(res.body.revokedAt / 1000) + 1));
+    expect((await renewed.join(p)).type).toBe('join_project');
+    await Promise.all([...sockets, renewed].map((s) => s.close()));
+  });
+
+  it('block closes the sockets (4403) and refuses upgrades on every thread with 403 USER_BLOCKED until it ends', async () => {
+    const user = `blk-${randomGuid()}`;
+    const token = userToken('*', user);
+    const sockets = await socketsOnEveryThread(g, token);
+    const until = Date.now() + 2500;
+    const res = await adminCall(g.httpUrl, 'POST', '/v1/admin/block', { userId: user, until, reason: 'abuse' });
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ userId: user, blockedUntil: until, active: true });
+    for (const s of sockets) expect(await s.closed).toEqual({ code: 4403, reason: 'abuse' });
+    await everyThreadAnswers(g, token, (t) => {
+      expect(t).toMatchObject({ status: 403, code: 'USER_BLOCKED' });
+      expect(Number(t.retryAfter)).toBeGreaterThanOrEqual(1);
+    });
+    await new Promise((r) => setTimeout(r, until - Date.now() + 50));
+    await everyThreadAnswers(g, token, (t) => expect(t.status).toBe(101));
+  });
+
+  it('a block with a time already past lifts it', async () => {
+    const user = `lift-${randomGuid()}`;
+    const token = userToken('*', user);
+    expect((await adminCall(g.httpUrl, 'POST', '/v1/admin/block', { userId: user, until: Date.now() + 60_000 })).status).toBe(200);
+    await everyThreadAnswers(g, token, (t) => expect(t.status).toBe(403));
+    expect((await adminCall(g.httpUrl, 'POST', '/v1/admin/block', { userId: user, until: 0 })).body.active).toBe(false);
+    await everyThreadAnswers(g, token, (t) => expect(t.status).toBe(101));
+  });
+
+  it('presence and info count what is connected on every thread', async () => {
+    const project = randomGuid();
+    const [alice, bob] = [`alice-${randomGuid()}`, `bob-${randomGuid()}`];
+    const aliceSockets = await socketsOnEveryThread(g, userToken('*', alice));
+    const bobSocket = await connect(g.wsUrl, userToken('*', bob));
+    const idle = await connect(g.wsUrl, userToken('*', `idle-${randomGuid()}`));
+    for (const s of [...aliceSockets, bobSocket]) await s.join(project);
+    const presence = await adminCall(g.httpUrl, 'GET', `/v1/admin/projects/${project}/presence`);
+    expect(presence.status).toBe(200);
+    expect(presence.body).toEqual({
+      projectGuid: project,
+      users: [
+        { userId: alice, connections: g.workers },
+        { userId: bob, connections: 1 },
+      ].sort((a, b) => (a.userId < b.userId ? -1 : 1)),
+      connections: g.workers + 1,
+      nodes: g.workers,
+    });
+    const open = [...aliceSockets, bobSocket, idle];
+    // Earlier tests' sockets may still be closing: info settles on exactly the open ones.
+    let info: Awaited<ReturnType<typeof adminCall>> | undefined;
+    await until(async () => (info = await adminCall(g.httpUrl, 'GET', '/v1/admin/info')).body.connections === open.length, 3000, 'info counting the open sockets');
+    expect(info!.body.nodes).toHaveLength(g.workers);
+    expect(info!.body.nodes.reduce((n: number, x: { rooms: number }) => n + x.rooms, 0)).toBe(g.workers === 1 ? 1 : g.workers);
+    await Promise.all(open.map((s) => s.close()));
+  });
+
+  it('history pages join up with a resume from the same id, oldest or newest first', async () => {
+    const project = randomGuid();
+    const ids = await g.publishMany(project, Array.from({ length: 25 }, (_, i) => ({ type: 'project_message' as const, data: { i } })));
+    const since = ids[4]!;
+    // Oldest first from `since`, 10 a page, until a page reads nothing.
+    const paged: string[] = [];
+    for (let cursor: string | null = since; cursor; ) {
+      const page: Awaited<ReturnType<typeof adminCall>> = await adminCall(g.httpUrl, 'GET', `/v1/admin/projects/${project}/history?since=${cursor}&limit=10`);
+      expect(page.status).toBe(200);
+      expect(page.body.recovered).toBe(true);
+      paged.push(...page.body.events.map((e: { id: string }) => e.id));
+      cursor = page.body.next;
+    }
+    const resumed = await connect(g.wsUrl, userToken());
+    const ack = await resumed.join(project, since);
+    expect(ack.data).toMatchObject({ recovered: true, replayed: 20 });
+    const replayed = (await resumed.waitForEvents(project, 20)).map((e) => e.id);
+    expect(paged).toEqual(replayed);
+    expect(paged).toEqual(ids.slice(5));
+    await resumed.close();
+    // Newest first, back from the end: the same ids reversed, down to the first.
+    const back: string[] = [];
+    for (let cursor: string | null = null, n = 0; n === 0 || cursor; n++) {
+      const page: Awaited<ReturnType<typeof adminCall>> = await adminCall(g.httpUrl, 'GET', `/v1/admin/projects/${project}/history?order=newest&limit=7${cursor ? `&since=${cursor}` : ''}`);
+      back.push(...page.body.events.map((e: { id: string }) => e.id));
+      cursor = page.body.next;
+    }
+    expect(back).toEqual([...ids].reverse());
+    const badLimit = await adminCall(g.httpUrl, 'GET', `/v1/admin/projects/${project}/history?limit=0`);
+    expect(badLimit.body.error.code).toBe('INVALID_DATA');
+  });
+});
+
+describe('server API tokens', () => {
+  it('gateway:admin is a scope of its own: an admin token cannot publish', async () => {
+    const g = await SHAPES[0]!.start();
+    try {
+      const res = await fetch(`${g.httpUrl}/v1/projects/${randomGuid()}/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${adminToken()}` },
+        body: JSON.stringify({ type: 'project_message', data: {} }),
+      });
+      expect(res.status).toBe(403);
+    } finally {
+      await g.close();
+    }
+  });
+});
