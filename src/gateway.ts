@@ -32,6 +32,7 @@ import { createAdminService } from './admin/service.js';
 import type { AdminFabric, AdminLocal } from './admin/fabric.js';
 import { readHistory } from './admin/history.js';
 import { registerAdminRoutes } from './http/admin.js';
+import { registerOpenApiRoute } from './http/openapi.js';
 
 export interface PublishOptions {
   readonly idempotencyKey?: string;
@@ -196,6 +197,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   let metricsServer: { close(): Promise<void> } | null = null;
   const inflight = { count: 0 };
   registerAdminRoutes(app, { verifyToken, edgeState, metrics, isShuttingDown, inflight, admin, log, history: (guid, query) => readHistory(bus, guid, query) });
+  registerOpenApiRoute(app);
   registerStaticRoutes(app, { config, log }); // the page at /, /client/*.js; before the routes' catch-all 404
   registerHttpRoutes(app, {
     verifyToken,

@@ -158,6 +158,9 @@ describe.each(SHAPES)('server API without Redis ($name)', (shape) => {
     const replayed = (await resumed.waitForEvents(project, 20)).map((e) => e.id);
     expect(paged).toEqual(replayed);
     expect(paged).toEqual(ids.slice(5));
+    // Each event as a WebSocket client receives it, and nothing more.
+    const first = await adminCall(g.httpUrl, 'GET', `/v1/admin/projects/${project}/history?since=${since}&limit=1`);
+    expect(first.body.events).toEqual([(await resumed.waitForEvents(project, 20))[0]]);
     await resumed.close();
     // Newest first, back from the end: the same ids reversed, down to the first.
     const back: string[] = [];

@@ -43,6 +43,8 @@ export interface AdminFabric {
   close(): Promise<void>;
 }
 
+/** How long a start waits for the admin channels' subscription before going on without it. */
+const SUBSCRIBE_WAIT_MS = 2000;
 /** How long a query waits for the other gateways' answers at most. */
 export const GATHER_MS = 1000;
 
@@ -160,7 +162,16 @@ export async function createRedisFabric(options: {
       log.warn('malformed admin reply skipped');
     }
   };
-  await Promise.all([pubsub.subscribe(actions, onAction), pubsub.subscribe(adminRepliesChannel(prefix, instanceId), onReply)]);
+  // A subscribe waits for Redis (the subscriber is a blocking connection): a start while Redis is
+  // away must not hang on it, so it is awaited for a bounded time; ioredis subscribes when Redis is back.
+  const subscribed = Promise.all([pubsub.subscribe(actions, onAction), pubsub.subscribe(adminRepliesChannel(prefix, instanceId), onReply)]).then(
+    () => true,
+    (err: unknown) => (log.warn({ err: (err as Error).message }, 'admin channels not subscribed'), false),
+  );
+  let timer: NodeJS.Timeout | undefined;
+  const ok = await Promise.race([subscribed, new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), SUBSCRIBE_WAIT_MS)))]);
+  clearTimeout(timer);
+  if (!ok) log.warn('admin channels not subscribed yet (Redis unreachable): server API actions from other instances reach this one once it is');
 
   return {
     async broadcast(action) {

@@ -1,5 +1,6 @@
 import type { EventBus } from '../bus/bus.js';
-import type { ProjectEvent } from '../protocol/events.js';
+import { eventEnvelope } from '../protocol/events.js';
+import type { Envelope, EventType } from '../protocol/messages.js';
 import { ZERO_ID } from '../protocol/event-id.js';
 
 export interface HistoryQuery {
@@ -12,7 +13,8 @@ export interface HistoryQuery {
 export interface HistoryAnswer {
   readonly projectGuid: string;
   readonly order: 'oldest' | 'newest';
-  readonly events: ProjectEvent[];
+  /** As a WebSocket client receives them: type, projectGuid, data, timestamp, id. */
+  readonly events: Envelope<EventType>[];
   /**
    * As a resume's `recovered`. Oldest first: true when the history holds every event after `since`
    * (the pages from there join up with what a socket resuming from `since` gets); false when some
@@ -35,12 +37,12 @@ export async function readHistory(bus: Pick<EventBus, 'range' | 'rangeBack' | 'c
   if (q.order === 'newest') {
     const [page, whole] = await Promise.all([bus.rangeBack(projectGuid, q.since ?? null, q.limit), bus.checkHistory(projectGuid, ZERO_ID)]);
     const ended = page.lastId === (q.since ?? ZERO_ID);
-    return { projectGuid, order: 'newest', events: page.events, recovered: whole === 'complete', next: ended ? null : page.lastId };
+    return { projectGuid, order: 'newest', events: page.events.map(eventEnvelope), recovered: whole === 'complete', next: ended ? null : page.lastId };
   }
   const since = q.since ?? ZERO_ID;
   const check = await bus.checkHistory(projectGuid, since);
   const from = check === 'complete' ? since : ZERO_ID;
   const page = await bus.range(projectGuid, from, q.limit);
   const ended = page.lastId === from;
-  return { projectGuid, order: 'oldest', events: page.events, recovered: check === 'complete', next: ended ? null : page.lastId };
+  return { projectGuid, order: 'oldest', events: page.events.map(eventEnvelope), recovered: check === 'complete', next: ended ? null : page.lastId };
 }
