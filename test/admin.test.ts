@@ -175,6 +175,28 @@ describe.each(SHAPES)('server API without Redis ($name)', (shape) => {
   });
 });
 
+describe('server API history once retention dropped events (in-process bus, one thread)', () => {
+  it('says recovered: false, oldest first from a dropped id (starting at the oldest kept) and newest first', async () => {
+    const g = await SHAPES[0]!.start({ STREAM_MAXLEN: '10' });
+    try {
+      const project = randomGuid();
+      const ids = await g.publishMany(project, Array.from({ length: 40 }, (_, i) => ({ type: 'project_message' as const, data: { i } })));
+      const oldest = await adminCall(g.httpUrl, 'GET', `/v1/admin/projects/${project}/history?since=${ids[1]}&limit=1000`);
+      expect(oldest.body.recovered).toBe(false);
+      const kept = oldest.body.events.map((e: { id: string }) => e.id);
+      expect(kept.length).toBeLessThan(39);
+      expect(kept).toEqual(ids.slice(ids.length - kept.length));
+      const newest = await adminCall(g.httpUrl, 'GET', `/v1/admin/projects/${project}/history?order=newest&limit=3`);
+      expect(newest.body).toMatchObject({ recovered: false, next: ids[37] });
+      expect(newest.body.events.map((e: { id: string }) => e.id)).toEqual([ids[39], ids[38], ids[37]]);
+      // Still recovered from an id that was kept.
+      expect((await adminCall(g.httpUrl, 'GET', `/v1/admin/projects/${project}/history?since=${ids[38]}`)).body).toMatchObject({ recovered: true, next: ids[39] });
+    } finally {
+      await g.close();
+    }
+  });
+});
+
 describe('server API tokens', () => {
   it('gateway:admin is a scope of its own: an admin token cannot publish', async () => {
     const g = await SHAPES[0]!.start();
