@@ -128,7 +128,14 @@ export async function createAdminService(deps: AdminServiceDeps): Promise<AdminS
   }
 
   async function gather(query: AdminQuery): Promise<NodeReport[]> {
-    return [local.report(query), ...(await fabric.gather(query))];
+    const mine = local.report(query);
+    try {
+      return [mine, ...(await fabric.gather(query))];
+    } catch (err) {
+      // A partial count presented as the whole would mislead: refuse instead.
+      log.warn({ err: (err as Error).message, op: query.op }, 'admin query not sent to the other instances');
+      throw new GatewayError('UNAVAILABLE', 'Redis unavailable: the other instances cannot be asked, retry');
+    }
   }
 
   return {
