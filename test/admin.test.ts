@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { createGatewayClient } from '../src/client/index.js';
 import { connect, producerToken, randomGuid, userToken, until, type TestClient } from './helpers/gateway.js';
 import { adminCall, adminToken, tokenIssuedAt, tryUpgrade } from './helpers/admin.js';
 import { connectOnWorker, connectPlaced } from './helpers/workers.js';
@@ -208,6 +210,37 @@ describe('server API tokens', () => {
       });
       expect(res.status).toBe(403);
     } finally {
+      await g.close();
+    }
+  });
+});
+
+describe('the client library and the server API (Node, real gateway)', () => {
+  it('a disconnect ends the client for good: DISCONNECTED, state closed, no reconnect', async () => {
+    const g = await SHAPES[0]!.start();
+    const user = `lib-${randomGuid()}`;
+    let sockets = 0;
+    class CountingWS extends WebSocket {
+      constructor(url: string, protocols?: string | string[]) {
+        super(url, protocols);
+        sockets++;
+      }
+    }
+    const client = createGatewayClient({ url: g.wsUrl, getToken: () => userToken('*', user), WebSocketImpl: CountingWS, connectWith: 'query-token', reconnect: { minDelayMs: 20, maxDelayMs: 50 } });
+    const errors: string[] = [];
+    const states: string[] = [];
+    client.on('error', (e) => errors.push(e.code));
+    client.on('state', (s) => states.push(s));
+    try {
+      await until(() => client.state === 'open', 5000, 'client open');
+      expect((await adminCall(g.httpUrl, 'POST', '/v1/admin/disconnect', { userId: user, reason: 'banned' })).status).toBe(200);
+      await until(() => client.state === 'closed', 2000, 'client closed');
+      await new Promise((r) => setTimeout(r, 500));
+      expect(sockets).toBe(1);
+      expect(errors).toEqual(['DISCONNECTED']);
+      expect(states.at(-1)).toBe('closed');
+    } finally {
+      client.close();
       await g.close();
     }
   });
