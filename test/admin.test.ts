@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import http from 'node:http';
 import WebSocket from 'ws';
 import { createGatewayClient } from '../src/client/index.js';
 import { connect, producerToken, randomGuid, userToken, until, type TestClient } from './helpers/gateway.js';
@@ -44,6 +45,21 @@ describe.each(SHAPES)('server API without Redis ($name)', (shape) => {
     const bad = await adminCall(g.httpUrl, 'POST', '/v1/admin/block', { userId: 'x', until: 'tomorrow' });
     expect(bad.status).toBe(400);
     expect(bad.body.error.code).toBe('INVALID_DATA');
+  });
+
+  it('reads a body that arrives in pieces (chunked, with pauses) before answering', async () => {
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = http.request(`${g.httpUrl}/v1/admin/block`, { method: 'POST', agent: false, headers: { 'content-type': 'application/json', authorization: `Bearer ${adminToken()}` } }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', reject);
+      const body = JSON.stringify({ userId: `chunked-${randomGuid()}`, until: 0, reason: 'x'.repeat(90) });
+      req.write(body.slice(0, 20));
+      setTimeout(() => req.write(body.slice(20, 60)), 100);
+      setTimeout(() => req.end(body.slice(60)), 200);
+    });
+    expect(status).toBe(200);
   });
 
   it("disconnect closes the user's sockets on every thread with 4403 and the reason, and no one else's", async () => {

@@ -6,7 +6,7 @@ import { CloseCodes, GatewayError, toGatewayError, type ErrorCode } from '../err
 import type { Metrics } from '../metrics.js';
 import { createAjv, describeAjvErrors } from '../protocol/ajv.js';
 import { isGuid } from '../protocol/messages.js';
-import { holdReads, pending, readBody, sendJson, type PendingResponse } from './respond.js';
+import { holdReads, pending, readBody, sendJson, settledRead, type PendingResponse } from './respond.js';
 import { admitRequest, failRequest, type HttpDeps } from './routes.js';
 import { ADMIN_BODIES, type BlockBody, type DisconnectBody, type RevokeBody } from './admin-schemas.js';
 import type { HistoryAnswer, HistoryQuery } from '../admin/history.js';
@@ -46,9 +46,13 @@ export function registerAdminRoutes(app: TemplatedApp, deps: AdminHttpDeps): voi
     return true;
   }
 
-  /** Runs an answer that awaits, counting it as in flight and mapping refusals to their codes. */
-  function answer(p: PendingResponse, work: () => Promise<{ status: number; body: unknown } | null>): void {
-    holdReads(p);
+  /**
+   * Runs an answer that awaits, counting it as in flight and mapping refusals to their codes. A GET
+   * holds the connection's reads until answered (pipelining, see respond.ts); a POST's body must
+   * still flow in, and readBody holds the reads once it has all of it.
+   */
+  function answer(p: PendingResponse, work: () => Promise<{ status: number; body: unknown } | null>, readsBody = true): void {
+    if (!readsBody) holdReads(p);
     deps.inflight.count++;
     work()
       .then(
@@ -74,7 +78,8 @@ export function registerAdminRoutes(app: TemplatedApp, deps: AdminHttpDeps): voi
       throw new GatewayError('BAD_JSON', 'body is not valid JSON');
     }
     if (!validate(parsed)) throw new GatewayError('INVALID_DATA', describeAjvErrors(validate.errors as never));
-    return parsed;
+    // Nothing is applied for a request that can no longer be answered (a pipelined one behind it closed the connection).
+    return (await settledRead(p)) ? parsed : null;
   }
 
   app.post('/v1/admin/disconnect', (res, req) => {
@@ -115,7 +120,7 @@ export function registerAdminRoutes(app: TemplatedApp, deps: AdminHttpDeps): voi
   app.get('/v1/admin/info', (res, req) => {
     const p = pending(res);
     if (!admitAdmin(p, req, false)) return;
-    answer(p, async () => ({ status: 200, body: await admin.info() }));
+    answer(p, async () => ({ status: 200, body: await admin.info() }), false);
   });
 
   app.get('/v1/admin/projects/:projectGuid/presence', (res, req) => {
@@ -123,7 +128,7 @@ export function registerAdminRoutes(app: TemplatedApp, deps: AdminHttpDeps): voi
     const p = pending(res);
     if (!admitAdmin(p, req, false)) return;
     if (!isGuid(guid)) return fail(p, 'INVALID_GUID');
-    answer(p, async () => ({ status: 200, body: await admin.presence(guid.toLowerCase()) }));
+    answer(p, async () => ({ status: 200, body: await admin.presence(guid.toLowerCase()) }), false);
   });
 
   app.get('/v1/admin/projects/:projectGuid/history', (res, req) => {
@@ -134,7 +139,7 @@ export function registerAdminRoutes(app: TemplatedApp, deps: AdminHttpDeps): voi
     if (!isGuid(guid)) return fail(p, 'INVALID_GUID');
     const parsed = historyQuery(query);
     if (typeof parsed === 'string') return fail(p, 'INVALID_DATA', parsed);
-    answer(p, async () => ({ status: 200, body: await deps.history(guid.toLowerCase(), parsed) }));
+    answer(p, async () => ({ status: 200, body: await deps.history(guid.toLowerCase(), parsed) }), false);
   });
 }
 
