@@ -2,9 +2,8 @@ import type { JSONSchemaType } from 'ajv';
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { createAjv, describeAjvErrors } from './protocol/ajv.js';
-import type { DataLimits } from './protocol/limits.js';
-import { isCidr } from './edge/client-address.js';
-import { DEFAULT_KEYS_PER_PRODUCER } from './bus/idempotency.js';
+import { DEFAULT_KEYS_PER_PRODUCER, type DataLimits } from './protocol/limits.js';
+import { isIP } from 'node:net';
 
 /**
  * The environment variables the gateway reads, their types and defaults. This schema IS the
@@ -372,3 +371,13 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
+/** TRUSTED_PROXIES entries: an IPv4/IPv6 address in its ordinary form, optionally with a /prefix. */
+function isCidr(value: string): boolean {
+  const [address, bits, extra] = value.split('/');
+  if (extra !== undefined || !address) return false;
+  const family = isIP(address);
+  if (family === 0) return false;
+  if (bits === undefined) return true;
+  const n = Number(bits);
+  return /^\d{1,3}$/.test(bits) && n <= (family === 6 ? 128 : 32);
+}
