@@ -4,7 +4,7 @@
 // a sample before the first event).
 import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../src/errors.js';
-import { BUS_ERROR_KINDS, UPGRADE_REFUSAL_REASONS } from '../src/metrics.js';
+import { BUS_ERROR_KINDS, UPGRADE_REFUSAL_REASONS, upgradeReasonLabel } from '../src/metrics.js';
 import { eventsKey } from '../src/redis/keys.js';
 import { connect, randomGuid, until, userToken, type TestClient } from './helpers/gateway.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
@@ -41,6 +41,15 @@ async function attempt(wsUrl: string, token: string | null, options: Parameters<
     return { code: (JSON.parse(body) as { error: { code: string } }).error.code };
   }
 }
+
+describe('upgradeReasonLabel', () => {
+  it('keeps the listed refusal codes and counts any other code as other', () => {
+    for (const reason of UPGRADE_REFUSAL_REASONS) expect(upgradeReasonLabel(reason)).toBe(reason);
+    // A code the upgrade does not refuse with today (one added later reads as other until listed).
+    expect(upgradeReasonLabel('INTERNAL')).toBe('other');
+    expect(upgradeReasonLabel('OVERLOADED')).toBe('other');
+  });
+});
 
 describe('metrics the dashboards and alerts read', () => {
   let served: Served | null = null;
