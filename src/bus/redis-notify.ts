@@ -1,5 +1,6 @@
 import type { Cluster, Redis } from 'ioredis';
 import type { Config } from '../config.js';
+import type { BusErrorKind } from '../metrics.js';
 import { redisRetryStrategy, type RedisClient } from '../redis/client.js';
 import { slotOf } from '../redis/slots.js';
 import type { Watch, WatchSet } from './redis-watches.js';
@@ -43,7 +44,7 @@ export function createNotifyReads(options: {
   wake(): void;
   /** A node refused to enable the notifications. */
   onRefused(node: string, reason: string): void;
-  logError(message: string, err: unknown): void;
+  reportError(kind: BusErrorKind, message: string, err: unknown): void;
 }): NotifyReads {
   const { cmd, watches } = options;
   const clustered = !!options.redis.clusterNodes;
@@ -77,7 +78,8 @@ export function createNotifyReads(options: {
           for (const key of keys) markDirty(watches.byKey(key));
         },
         onRefused: options.onRefused,
-        onError: options.logError,
+        // The subscriber connection's errors (one per failed connect or reconnect attempt).
+        onError: (message, err) => options.reportError('connection', message, err),
       });
 
   return {

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
+import type { BusErrorKind } from '../metrics.js';
 import { redisRetryStrategy, type RedisClient } from '../redis/client.js';
 import type { StreamEntry } from './redis-entries.js';
 import { createNotifyReads } from './redis-notify.js';
@@ -15,7 +16,8 @@ export interface StreamReaderOptions {
   /** The reader's own connection: blocking reads never delay publishes or history reads. */
   reader: RedisClient;
   log: Logger;
-  logError(message: string, err: unknown): void;
+  /** Counts the error by kind and logs it (throttled). */
+  reportError(kind: BusErrorKind, message: string, err: unknown): void;
   /** New entries of a watched project, in id order, each once. */
   onEntries(guid: string, entries: StreamEntry[]): void;
   /** As in RedisBusOptions (with their defaults filled in). */
@@ -39,7 +41,7 @@ export interface StreamReader {
  * the first to the second when Redis refuses to publish notifications. docs/redis-wakeup.md.
  */
 export function createStreamReader(options: StreamReaderOptions): StreamReader {
-  const { cmd, reader, log, logError } = options;
+  const { cmd, reader, log, reportError } = options;
   const clustered = !!options.redis.clusterNodes;
   /** A read that has not finished in this long counts as a stuck reader. */
   const readStallMs = options.blockMs + 10000;
@@ -52,7 +54,7 @@ export function createStreamReader(options: StreamReaderOptions): StreamReader {
   let readerHealthy = false;
   let wake: (() => void) | null = null;
 
-  reader.on('error', (err) => logError('redis reader connection error', err));
+  reader.on('error', (err) => reportError('connection', 'redis reader connection error', err));
   reader.on('close', () => (readerHealthy = false));
   reader.on('ready', () => (readerHealthy = true));
 
@@ -74,7 +76,7 @@ export function createStreamReader(options: StreamReaderOptions): StreamReader {
     wake?.();
   }
 
-  const notify = createNotifyReads({ redis: options.redis, nodeId: options.nodeId, cmd, reader, watches, subscribe: mode === 'notify', wake: () => wake?.(), onRefused: fallBackToPolling, logError });
+  const notify = createNotifyReads({ redis: options.redis, nodeId: options.nodeId, cmd, reader, watches, subscribe: mode === 'notify', wake: () => wake?.(), onRefused: fallBackToPolling, reportError });
   const poll = createPollReads({
     watches,
     reader,
@@ -97,7 +99,7 @@ export function createStreamReader(options: StreamReaderOptions): StreamReader {
     markDirty: (key) => notify.markDirty(watches.byKey(key)),
     fallBackToPolling,
     log,
-    logError,
+    reportError,
     healthTimeoutMs: options.healthTimeoutMs,
     resyncMs: options.resyncMs,
     topologyRefreshMs: options.topologyRefreshMs,
@@ -130,7 +132,7 @@ export function createStreamReader(options: StreamReaderOptions): StreamReader {
         if (!running) break;
         readerHealthy = false;
         poll.lost();
-        logError('stream read failed; retrying from the last delivered ids', err);
+        reportError('read', 'stream read failed; retrying from the last delivered ids', err);
         await sleep(redisRetryStrategy(++failures));
       }
     }

@@ -1,5 +1,6 @@
 import { ReplyError, type Cluster, type Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { BusErrorKind } from '../metrics.js';
 import type { RedisClient } from '../redis/client.js';
 import { ensureNotifyFlags, type KeyspaceWakeup } from './wakeup.js';
 
@@ -26,7 +27,7 @@ export interface ResyncOptions {
   /** A master refused the notification flags: the reader must poll instead. */
   fallBackToPolling(node: string, reason: string): void;
   log: Logger;
-  logError(message: string, err: unknown): void;
+  reportError(kind: BusErrorKind, message: string, err: unknown): void;
   /** How long a subscriber has to answer the PING of each resync. */
   healthTimeoutMs: number;
   /** How often every watched stream is checked once anyway (one script per master per 2,000 keys). */
@@ -66,7 +67,7 @@ export function startResync(options: ResyncOptions): { close(): void } {
         }),
       ).then(
         () => options.wakeup() && options.log.info({ masters: masters.length }, 'redis wake-up: keyspace notifications (notify-keyspace-events has K and t)'),
-        (err: unknown) => options.logError('redis keyspace notification check failed; the subscriber checks again when it connects', err),
+        (err: unknown) => options.reportError('resync', 'redis keyspace notification check failed; the subscriber checks again when it connects', err),
       );
     });
   }
@@ -92,8 +93,9 @@ export function startResync(options: ResyncOptions): { close(): void } {
       } catch (err) {
         if (!(err instanceof ReplyError)) throw err;
         // Redis refused the script (before 7.0 there are no script flags, or scripting is
-        // disabled): read these streams the plain way, one XREAD per slot.
-        options.logError('redis resync script refused; re-reading the watched streams with XREAD', err);
+        // disabled): read these streams the plain way, one XREAD per slot. Logged, not counted in
+        // bus_errors_total: on such a Redis it happens at every resync and nothing is lost.
+        options.log.warn({ err: (err as Error).message }, 'redis resync script refused; re-reading the watched streams with XREAD');
         changed = args.filter((_, j) => j % 2 === 0);
       }
       for (const key of changed) options.markDirty(key);
@@ -124,7 +126,7 @@ export function startResync(options: ResyncOptions): { close(): void } {
         await markChanged(admin, keys);
       }
     } catch (err) {
-      options.logError('redis resync failed; retrying at the next one', err);
+      options.reportError('resync', 'redis resync failed; retrying at the next one', err);
     } finally {
       resyncing = false;
     }
