@@ -1,0 +1,116 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startAgentsGateway, type AgentsGateway } from './helpers/agents-gateway.js';
+import { randomGuid, until, type Frame, type TestClient } from './helpers/gateway.js';
+import { startRedis, type RedisServer } from './helpers/redis.js';
+
+/**
+ * Pending-feedback quotas (issue 22): while the agents-server is away, one user flooding feedback
+ * must not fill the store for everyone. The store here is small (40: FEEDBACK_MEMORY_QUEUE, or
+ * FEEDBACK_STREAM_MAX on one shard), so without the quotas the flood fills it and the other user is
+ * refused, which this test then fails on.
+ */
+const PER_USER = 10;
+const PER_PROJECT = 15;
+const STORE = 40;
+const QUOTAS = { FEEDBACK_PENDING_PER_USER: String(PER_USER), FEEDBACK_PENDING_PER_PROJECT: String(PER_PROJECT) };
+const STORE_BOUND = { FEEDBACK_MEMORY_QUEUE: String(STORE), FEEDBACK_STREAM_MAX: String(STORE), FEEDBACK_STREAM_SHARDS: '1' };
+
+/** Sockets of one user, spread over every worker (on a WORKERS=2 process the counts must be the process's, not a thread's). */
+async function socketsOf(fx: AgentsGateway, userId: string, count: number): Promise<TestClient[]> {
+  const out: TestClient[] = [];
+  for (let i = 0; i < count; i++) out.push(fx.workers > 1 ? await fx.userOn(i % fx.workers, userId) : (await fx.user(userId)).client);
+  return out;
+}
+
+/** Sends `perSocket` feedbacks on every socket at once; resolves every answer. */
+async function flood(sockets: TestClient[], projectGuid: string, perSocket: number, tag: string): Promise<Frame[]> {
+  const sent: Promise<Frame>[] = [];
+  for (const [s, socket] of sockets.entries()) {
+    for (let n = 0; n < perSocket; n++) sent.push(socket.request({ type: 'user_feedback', id: `${tag}-${s}-${n}`, projectGuid, data: { content: `${tag} ${s}/${n}` } }, 'user_feedback_response', 10_000));
+  }
+  return Promise.all(sent);
+}
+
+const taken = (answers: Frame[]) => answers.filter((a) => a.type === 'user_feedback_response');
+const refused = (answers: Frame[]) => answers.filter((a) => a.type === 'error');
+
+async function expectQuotasHold(fx: AgentsGateway, status: 'accepted' | 'queued', pendingSetSize?: (key: string) => Promise<number>): Promise<void> {
+  const { standIn } = fx;
+  // The agents-server goes away: every link is refused until it is back.
+  standIn.options.refuse = () => true;
+  standIn.dropLinks();
+  await until(() => standIn.openLinks().length === 0, 5000, 'every link down');
+
+  const flooded = randomGuid();
+  const mallory = await socketsOf(fx, 'mallory', 4);
+  const floods = await flood(mallory, flooded, 15, 'flood');
+  // Exactly her quota is taken (over every worker together); the rest is refused, to her.
+  expect(taken(floods)).toHaveLength(PER_USER);
+  for (const a of taken(floods)) expect(a.data.status).toBe(status);
+  expect(refused(floods)).toHaveLength(60 - PER_USER);
+  for (const a of refused(floods)) expect(a.data).toMatchObject({ code: 'FEEDBACK_QUEUE_FULL', message: expect.stringContaining('FEEDBACK_PENDING_PER_USER') });
+
+  // Another user of the flooded project meets the project's quota.
+  const trudy = await socketsOf(fx, 'trudy', 2);
+  const trudys = await flood(trudy, flooded, 5, 'same-project');
+  expect(taken(trudys)).toHaveLength(PER_PROJECT - PER_USER);
+  for (const a of refused(trudys)) expect(a.data).toMatchObject({ code: 'FEEDBACK_QUEUE_FULL', message: expect.stringContaining('FEEDBACK_PENDING_PER_PROJECT') });
+
+  // A different user in a different project is not affected.
+  const alice = await socketsOf(fx, 'alice', fx.workers);
+  const alices = await flood(alice, randomGuid(), 3, 'other');
+  expect(refused(alices)).toEqual([]);
+  expect(taken(alices)).toHaveLength(3 * fx.workers);
+
+  // The agents-server comes back and acks everything it gets: every taken feedback is delivered,
+  // nothing refused ever was, and the flooder's quota has room again.
+  const accepted = [...taken(floods), ...taken(trudys), ...taken(alices)].map((a) => a.data.feedbackId as string);
+  standIn.options.refuse = undefined;
+  await until(() => standIn.openLinks().length === fx.workers, 10_000, 'links back');
+  await until(() => accepted.every((id) => standIn.processed.has(id)), 10_000, 'every accepted feedback delivered');
+  expect(standIn.processed.size).toBe(accepted.length);
+  let again: Frame | undefined;
+  await until(async () => {
+    again = await mallory[0]!.request({ type: 'user_feedback', id: `again-${Math.random()}`, projectGuid: flooded, data: { content: 'after the acks' } }, 'user_feedback_response');
+    return again.type === 'user_feedback_response';
+  }, 5000, 'the flooder accepted again after the acks');
+  // The rest of a quota's worth, at once (acked as they arrive, but sent faster than that; `again` may still count).
+  const refill = await flood(mallory.slice(0, 1), flooded, PER_USER - 1, 'refill');
+  expect(refused(refill)).toEqual([]);
+  await until(() => standIn.processed.size === accepted.length + PER_USER, 10_000, 'the refill delivered');
+  if (pendingSetSize) {
+    // Nothing stays counted once everything is acked (with Redis: the sets empty, no leak).
+    await until(async () => (await pendingSetSize(`autocode:{user:mallory}:feedback-pending`)) === 0, 5000, "mallory's pending set empty");
+    expect(await pendingSetSize(`autocode:{${flooded}}:feedback-pending`)).toBe(0);
+  }
+  await fx.closeClients();
+}
+
+for (const workers of [1, 2]) {
+  describe(`pending-feedback quotas without Redis, WORKERS=${workers}`, () => {
+    let fx: AgentsGateway;
+    beforeAll(async () => {
+      fx = await startAgentsGateway({ workers, nodeId: `quota-m${workers}`, env: { ...QUOTAS, ...STORE_BOUND } });
+    });
+    afterAll(() => fx?.stop());
+
+    it('one user flooding while the agents-server is away gets FEEDBACK_QUEUE_FULL at their quota; another user in another project is accepted; the acks release the quota', () =>
+      expectQuotasHold(fx, 'queued'));
+  });
+
+  describe(`pending-feedback quotas on Redis, WORKERS=${workers}`, () => {
+    let redis: RedisServer;
+    let fx: AgentsGateway;
+    beforeAll(async () => {
+      redis = await startRedis();
+      fx = await startAgentsGateway({ workers, redisUrl: redis.url, nodeId: `quota-r${workers}`, env: { ...QUOTAS, ...STORE_BOUND } });
+    });
+    afterAll(async () => {
+      await fx?.stop();
+      await redis?.stop();
+    });
+
+    it('one user flooding while the agents-server is away gets FEEDBACK_QUEUE_FULL at their quota; another user in another project is accepted; the acks release the quota', () =>
+      expectQuotasHold(fx, 'accepted', async (key) => Number(await redis.cli('ZCARD', key))));
+  });
+}
