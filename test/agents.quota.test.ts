@@ -1,6 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAgentsGateway, type AgentsGateway } from './helpers/agents-gateway.js';
-import { randomGuid, until, type Frame, type TestClient } from './helpers/gateway.js';
+import { startAgentsStandIn, type AgentsStandIn } from './helpers/agents-server.js';
+import { connect, randomGuid, SECRET, until, userToken, type Frame, type TestClient } from './helpers/gateway.js';
+import { freePort } from './helpers/ports.js';
+import { spawnGateway, type GatewayProcess } from './helpers/processes.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
 import { metricValue } from './helpers/topology.js';
 
@@ -129,3 +132,68 @@ for (const workers of [1, 2]) {
       expectQuotasHold(fx, 'accepted', async () => Number(await redis.cli('EVAL', "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do n = n + redis.call('ZCARD', k) end return n", '0', 'autocode:*:feedback-pending')) === 0));
   });
 }
+
+describe('pending-feedback quotas on Redis, two instances, one killed with feedback in flight', () => {
+  let redis: RedisServer;
+  let standIn: AgentsStandIn;
+  const gateways: GatewayProcess[] = [];
+  const clients: TestClient[] = [];
+  beforeAll(async () => {
+    redis = await startRedis();
+    // Up, but acking nothing (what is sent stays pending), and for A only until A is gone.
+    standIn = await startAgentsStandIn({ autoAck: false, refuse: (node) => node === 'qb' });
+    for (const node of ['qa', 'qb']) {
+      gateways.push(
+        await spawnGateway({
+          PORT: String(await freePort()),
+          HOST: '127.0.0.1',
+          JWT_SECRET: SECRET,
+          LOG_LEVEL: 'warn',
+          NODE_ID: node,
+          REDIS_URL: redis.url,
+          AGENTS_URL: standIn.url,
+          AGENTS_RECONNECT_MAX_MS: '200',
+          FEEDBACK_CLAIM_IDLE_MS: '1000',
+          RATE_LIMIT_PER_S: '1000',
+          RATE_LIMIT_BURST: '1000',
+          ...QUOTAS,
+        }),
+      );
+    }
+    await until(() => standIn.openLinks().length === 1, 10_000, "A's link");
+  });
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => c.close()));
+    await Promise.all(gateways.map((g) => g.stop()));
+    await standIn?.stop();
+    await redis?.stop();
+  });
+
+  it('counts a user over every instance, and a SIGKILLed instance leaves no count behind: the instance that delivers its feedback releases it', async () => {
+    const [a, b] = gateways as [GatewayProcess, GatewayProcess];
+    const onA = await connect(a.wsUrl, userToken('*', 'mallory'));
+    const onB = await connect(b.wsUrl, userToken('*', 'mallory'));
+    clients.push(onA, onB);
+    const guid = randomGuid();
+    const floods = await flood([onA], guid, 15, 'on-a');
+    expect(taken(floods)).toHaveLength(PER_USER);
+    // Her quota is the same on the other instance.
+    const elsewhere = await flood([onB], guid, 1, 'on-b');
+    expect(elsewhere[0]).toMatchObject({ type: 'error', data: { code: 'FEEDBACK_QUEUE_FULL', message: expect.stringContaining('FEEDBACK_PENDING_PER_USER') } });
+    const ids = taken(floods).map((f) => f.data.feedbackId as string);
+    await until(() => ids.every((id) => standIn.processed.has(id)), 10_000, 'all sent upstream, unacked');
+    expect(ids.every((id) => standIn.deliveredBy.get(id) === 'qa')).toBe(true);
+
+    // A dies with all of them sent and unacked (pending for A's consumer); from now on the
+    // agents-server takes B's link and acks. B claims A's entries after FEEDBACK_CLAIM_IDLE_MS,
+    // sends them again, gets the acks and releases them: the counts A took go with the feedback, not with A.
+    await a.stop('SIGKILL');
+    standIn.options.autoAck = true;
+    standIn.options.refuse = undefined;
+    const counted = async () => Number(await redis.cli('EVAL', "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do n = n + redis.call('ZCARD', k) end return n", '0', 'autocode:*:feedback-pending'));
+    await until(async () => (await counted()) === 0, 15_000, 'every count released after the takeover');
+    expect(Number(await redis.cli('XLEN', 'autocode:{feedback:0}:stream')) + Number(await redis.cli('XLEN', 'autocode:{feedback:1}:stream')) + Number(await redis.cli('XLEN', 'autocode:{feedback:2}:stream')) + Number(await redis.cli('XLEN', 'autocode:{feedback:3}:stream'))).toBe(0);
+    const again = await flood([onB], guid, PER_USER, 'after');
+    expect(refused(again)).toEqual([]);
+  });
+});

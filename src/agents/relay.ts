@@ -113,7 +113,7 @@ function createStateParts(options: AgentsRelayOptions) {
         prefix,
         shards: config.feedback.streamShards,
         streamMax: config.feedback.streamMax,
-        ledger: createRedisLedger({ cmd, prefix, quotas, healMs: config.feedback.quotaHealS * 1000, onReleaseError: (err) => log.warn({ err: (err as Error).message }, 'agents relay: pending-feedback count not released (heals after FEEDBACK_QUOTA_HEAL_S)') }),
+        ledger: createRedisLedger({ cmd, prefix, quotas, clustered: !!redisConfig!.clusterNodes, healMs: config.feedback.quotaHealS * 1000, onReleaseError: (err) => log.warn({ err: (err as Error).message }, 'agents relay: pending-feedback count not released (heals after FEEDBACK_QUOTA_HEAL_S)') }),
       })
     : createMemoryOutbox({
         ...common,
