@@ -105,19 +105,35 @@ export function createStreamReader(options: StreamReaderOptions): StreamReader {
     topologyRefreshMs: options.topologyRefreshMs,
   });
 
-  /** One step of the loop: a read pass or round, or a sleep until there is something to read. */
+  /** A notify-mode pass that failed, thrown by the next step (so the loop backs off as for a poll round). */
+  let passFailure: { err: unknown } | null = null;
+  /** Reads that failed in a row: the back-off grows with it. */
+  let failures = 0;
+  function passEnded(err?: unknown): void {
+    if (err === undefined) {
+      readerHealthy = true;
+      failures = 0;
+    } else passFailure ??= { err };
+    wake?.();
+  }
+
+  /**
+   * One step of the loop: a read round (poll), or starting a read pass (notify: passes overlap,
+   * see startPass), or a sleep until there is something to read or a pass ended.
+   */
   async function step(): Promise<void> {
     if (mode === 'poll') return poll.read();
-    if (!notify.hasDirty()) {
-      lastReadAt = Date.now();
-      return sleep(60000);
+    if (passFailure) {
+      const { err } = passFailure;
+      passFailure = null;
+      throw err;
     }
-    await notify.readDirty();
-    readerHealthy = true;
+    if (notify.canStart()) return notify.startPass(passEnded);
+    if (!notify.reading()) lastReadAt = Date.now();
+    return sleep(60000);
   }
 
   async function readLoop(): Promise<void> {
-    let failures = 0;
     while (running) {
       if (watches.size === 0 && !notify.hasDirty()) {
         await sleep(60000);
@@ -127,7 +143,8 @@ export function createStreamReader(options: StreamReaderOptions): StreamReader {
       try {
         await step();
         lastReadAt = Date.now();
-        failures = 0;
+        // Notify mode: a started pass has not succeeded yet (passEnded says when it has).
+        if (mode === 'poll') failures = 0;
       } catch (err) {
         if (!running) break;
         readerHealthy = false;

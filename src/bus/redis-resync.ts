@@ -3,10 +3,12 @@ import type { Logger } from 'pino';
 import type { BusErrorKind } from '../metrics.js';
 import type { RedisClient } from '../redis/client.js';
 import { ensureNotifyFlags, type KeyspaceWakeup } from './wakeup.js';
+import { readWriteMarker } from './redis-write-marker.js';
 
 /**
  * The safety net under the keyspace notifications (docs/redis-wakeup.md): the flags checked on every
- * master at startup, a slow resync that finds the watched streams that got entries nobody said, and,
+ * master at startup, a slow resync that finds the watched streams that got entries nobody said (only
+ * on the masters whose write marker moved since their last sweep: redis-write-marker.ts), and,
  * in a Cluster, following the slot table so that each watched key stays subscribed on the master
  * that holds it.
  */
@@ -30,7 +32,10 @@ export interface ResyncOptions {
   reportError(kind: BusErrorKind, message: string, err: unknown): void;
   /** How long a subscriber has to answer the PING of each resync. */
   healthTimeoutMs: number;
-  /** How often every watched stream is checked once anyway (one script per master per 2,000 keys). */
+  /**
+   * How often each master is checked: its write marker (one INFO), and, when the marker moved since
+   * the last sweep, every watched stream on it (one script per 2,000 keys).
+   */
   resyncMs: number;
   /** Cluster: how often the slot table is checked for resharding. */
   topologyRefreshMs: number;
@@ -102,10 +107,25 @@ export function startResync(options: ResyncOptions): { close(): void } {
     }
   }
 
+  /** Per master: its write marker read just before its last complete sweep. */
+  const sweptAt = new Map<string, string>();
+
+  /**
+   * Sweeps the master's watched streams unless no stream on it can have got an entry since the
+   * last sweep: the marker is read before the sweep, so an entry appended during the sweep is
+   * either found by it or moves the marker for the next resync.
+   */
+  async function sweepIfWritten(address: string, admin: Redis, keys: string[]): Promise<void> {
+    const marker = await readWriteMarker(admin);
+    if (marker !== null && sweptAt.get(address) === marker) return;
+    await markChanged(admin, keys);
+    if (marker !== null) sweptAt.set(address, marker);
+  }
+
   /**
    * Every resyncMs, per master: re-check the flags (an operator may have reset them), PING the
-   * subscribers, and find the watched streams that got entries we have not read. Cost: flat in
-   * the watched projects.
+   * subscribers, and find the watched streams that got entries we have not read, on the masters
+   * where anything was written. Idle cost: a few commands per master, flat in the watched projects.
    */
   let resyncing = false;
   async function resync(): Promise<void> {
@@ -123,7 +143,7 @@ export function startResync(options: ResyncOptions): { close(): void } {
         }
         const refusal = await ensureNotifyFlags(admin);
         if (refusal !== null) return options.fallBackToPolling(address, refusal);
-        await markChanged(admin, keys);
+        await sweepIfWritten(address, admin, keys);
       }
     } catch (err) {
       options.reportError('resync', 'redis resync failed; retrying at the next one', err);

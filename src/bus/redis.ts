@@ -37,8 +37,9 @@ export interface RedisBusOptions {
   /** Poll interval when a Cluster read round found nothing (Cluster cannot block across slots). */
   clusterPollMs?: number;
   /**
-   * With keyspace notifications: how often every watched stream is checked once anyway (one script
-   * per master), so a notification lost for any reason delays an event by at most this long.
+   * With keyspace notifications: how often each master's write marker is compared with the one
+   * of its last sweep, and its watched streams swept (one script per master per 2,000 keys) when it
+   * moved, so a notification lost for any reason delays an event by at most about this long.
    */
   resyncMs?: number;
   /** Cluster with keyspace notifications: how often the slot table is refreshed to follow resharding. */
