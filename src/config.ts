@@ -2,9 +2,8 @@ import type { JSONSchemaType } from 'ajv';
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { createAjv, describeAjvErrors } from './protocol/ajv.js';
-import type { DataLimits } from './protocol/limits.js';
-import { isCidr } from './edge/client-address.js';
-import { DEFAULT_KEYS_PER_PRODUCER } from './bus/idempotency.js';
+import { DEFAULT_KEYS_PER_PRODUCER, type DataLimits } from './protocol/limits.js';
+import { isIP } from 'node:net';
 
 /**
  * The environment variables the gateway reads, their types and defaults. This schema IS the
@@ -71,6 +70,9 @@ interface Env {
   FEEDBACK_MEMORY_QUEUE: number;
   FEEDBACK_CLAIM_IDLE_MS: number;
   FEEDBACK_MAX_INFLIGHT: number;
+  FEEDBACK_PENDING_PER_USER: number;
+  FEEDBACK_PENDING_PER_PROJECT: number;
+  FEEDBACK_QUOTA_HEAL_S: number;
   PRESENCE_EXPIRY_MS: number;
   AGENT_REPLY_OFFLINE_S: number;
   SHUTDOWN_GRACE_MS: number;
@@ -143,6 +145,9 @@ const envSchema: JSONSchemaType<Env> = {
     FEEDBACK_MEMORY_QUEUE: { type: 'integer', minimum: 1, maximum: 1000000, default: 1000 },
     FEEDBACK_CLAIM_IDLE_MS: { type: 'integer', minimum: 200, maximum: 86400000, default: 30000 },
     FEEDBACK_MAX_INFLIGHT: { type: 'integer', minimum: 1, maximum: 100000, default: 1000 },
+    FEEDBACK_PENDING_PER_USER: { type: 'integer', minimum: 0, maximum: 100000000, default: 100 },
+    FEEDBACK_PENDING_PER_PROJECT: { type: 'integer', minimum: 0, maximum: 100000000, default: 500 },
+    FEEDBACK_QUOTA_HEAL_S: { type: 'integer', minimum: 60, maximum: 604800, default: 3600 },
     PRESENCE_EXPIRY_MS: { type: 'integer', minimum: 1000, maximum: 3600000, default: 30000 },
     AGENT_REPLY_OFFLINE_S: { type: 'integer', minimum: 0, maximum: 604800, default: 3600 },
     SHUTDOWN_GRACE_MS: { type: 'integer', minimum: 0, maximum: 600000, default: 3000 },
@@ -237,12 +242,21 @@ export interface Config {
     readonly streamShards: number;
     /** Undelivered entries per feedback stream before new feedback is refused (FEEDBACK_QUEUE_FULL). */
     readonly streamMax: number;
-    /** Without Redis: feedback kept in memory before new feedback is refused. */
+    /** Without Redis: feedback kept in memory before new feedback is refused (per process: every worker thread's queue together). */
     readonly memoryQueue: number;
     /** Feedback sent but not acked for this long is sent again (by any instance with a link: XAUTOCLAIM). */
     readonly claimIdleMs: number;
     /** Feedback sent over one link and not yet acked, at most. */
     readonly maxInflight: number;
+    /**
+     * Feedback accepted and not yet acked, at most per user and per project (0: no quota), so one
+     * user or project cannot fill the store for everyone while the agents-server is away. Per process
+     * without Redis (every worker thread together), over every instance with Redis.
+     */
+    readonly pendingPerUser: number;
+    readonly pendingPerProject: number;
+    /** With Redis: a feedback pending this long stops counting towards the quotas (a count left by an instance that died mid-accept heals). */
+    readonly quotaHealS: number;
   };
   /** An instance that stopped refreshing its presence this long ago is dead: its users go offline. */
   readonly presenceExpiryMs: number;
@@ -358,6 +372,9 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
       memoryQueue: e.FEEDBACK_MEMORY_QUEUE,
       claimIdleMs: e.FEEDBACK_CLAIM_IDLE_MS,
       maxInflight: e.FEEDBACK_MAX_INFLIGHT,
+      pendingPerUser: e.FEEDBACK_PENDING_PER_USER,
+      pendingPerProject: e.FEEDBACK_PENDING_PER_PROJECT,
+      quotaHealS: e.FEEDBACK_QUOTA_HEAL_S,
     },
     presenceExpiryMs: e.PRESENCE_EXPIRY_MS,
     agentReplyOfflineS: e.AGENT_REPLY_OFFLINE_S,
@@ -377,3 +394,13 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
+/** TRUSTED_PROXIES entries: an IPv4/IPv6 address in its ordinary form, optionally with a /prefix. */
+function isCidr(value: string): boolean {
+  const [address, bits, extra] = value.split('/');
+  if (extra !== undefined || !address) return false;
+  const family = isIP(address);
+  if (family === 0) return false;
+  if (bits === undefined) return true;
+  const n = Number(bits);
+  return /^\d{1,3}$/.test(bits) && n <= (family === 6 ? 128 : 32);
+}

@@ -30,7 +30,7 @@ export const ErrorCodes = {
   UNAVAILABLE: { http: 503, message: 'event bus unavailable, retry later' },
   /** A publish refused because the project's fan-out is behind (FANOUT_MAX_DELAY_MS): nothing was appended; slow down, retry after Retry-After. */
   OVERLOADED: { http: 503, message: 'fan-out is behind for this project; nothing appended, retry after Retry-After' },
-  /** user_feedback refused: the undelivered-feedback store is at its bound (FEEDBACK_STREAM_MAX / FEEDBACK_MEMORY_QUEUE). Nothing was stored. */
+  /** user_feedback refused: the undelivered-feedback store is at its bound (FEEDBACK_STREAM_MAX / FEEDBACK_MEMORY_QUEUE), or the user's or project's pending quota (FEEDBACK_PENDING_PER_USER / _PER_PROJECT; the message says which). Nothing was stored. */
   FEEDBACK_QUEUE_FULL: { http: 503, message: 'too much feedback waiting for the agents-server; not accepted, retry later' },
   NOT_FOUND: { http: 404, message: 'no such route' },
   INTERNAL: { http: 500, message: 'internal error' },

@@ -352,5 +352,7 @@ async function defaultBusFactory(config: Config, instanceId: string, log: Logger
       idempotencyWindowS: config.idempotencyWindowS,
       idempotencyKeysPerProducer: config.idempotencyKeysPerProducer,
       onSkippedEntry: () => metrics.busEntriesSkipped.inc(),
+      onError: (kind) => metrics.busErrors.inc({ kind }),
+      onReadLag: (seconds) => metrics.busReadLag.observe(seconds),
     });
 }

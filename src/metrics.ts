@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { CloseCodes } from './errors.js';
+import { CloseCodes, ErrorCodes, type ErrorCode } from './errors.js';
 
 /**
  * The close codes that get a series of their own in ws_connections_closed_total: the standard ones
@@ -14,6 +14,25 @@ export function closeCodeLabel(code: number): string {
 }
 
 /**
+ * The error codes an upgrade is refused with (src/ws/upgrade.ts), the `reason` of
+ * ws_upgrades_rejected_total; a code not listed here (one added later) counts as 'other' until it is.
+ */
+export const UPGRADE_REFUSAL_REASONS = ['UNAUTHORIZED', 'FORBIDDEN', 'RATE_LIMITED', 'TOO_MANY_CONNECTIONS', 'UNSUPPORTED_PROTOCOL', 'UNAVAILABLE', 'USER_BLOCKED'] as const satisfies readonly ErrorCode[];
+const UPGRADE_REASON_LABELS = new Set<string>(UPGRADE_REFUSAL_REASONS);
+export function upgradeReasonLabel(code: ErrorCode): string {
+  return UPGRADE_REASON_LABELS.has(code) ? code : 'other';
+}
+
+/**
+ * What the Redis bus counts in bus_errors_total{kind} (README: Metrics): a connection's error (each
+ * failed connect or reconnect attempt), a failed read of the watched streams, a failed watch or
+ * history command, an unconfirmed append, a failed resync or notification check, and an entry read
+ * and skipped as not an event (also in bus_entries_skipped_total).
+ */
+export const BUS_ERROR_KINDS = ['connection', 'read', 'command', 'publish', 'resync', 'entry_skipped'] as const;
+export type BusErrorKind = (typeof BUS_ERROR_KINDS)[number];
+
+/**
  * Prometheus metrics, one registry per gateway so several gateways in one test process do not
  * collide. Hot paths count per batch (per room per tick), never per recipient.
  */
@@ -21,12 +40,12 @@ export function createMetrics(nodeId: string) {
   const registry = new Registry();
   registry.setDefaultLabels({ node: nodeId });
   collectDefaultMetrics({ register: registry });
-  return {
+  const metrics = {
     registry,
     connections: new Gauge({ name: 'ws_connections', help: 'Open WebSocket connections', registers: [registry] }),
     connectionsOpened: new Counter({ name: 'ws_connections_opened_total', help: 'WebSocket connections accepted', registers: [registry] }),
     connectionsClosed: new Counter({ name: 'ws_connections_closed_total', help: 'WebSocket connections closed, by close code (the documented ones; any other is other)', labelNames: ['code'], registers: [registry] }),
-    upgradesRejected: new Counter({ name: 'ws_upgrades_rejected_total', help: 'Upgrade requests refused before the WebSocket opened', labelNames: ['status'], registers: [registry] }),
+    upgradesRejected: new Counter({ name: 'ws_upgrades_rejected_total', help: 'Upgrade requests refused before the WebSocket opened, by HTTP status and error code', labelNames: ['status', 'reason'], registers: [registry] }),
     rooms: new Gauge({ name: 'ws_rooms', help: 'Projects watched by this instance', registers: [registry] }),
     framesReceived: new Counter({ name: 'ws_frames_received_total', help: 'Client frames received, by type', labelNames: ['type'], registers: [registry] }),
     errors: new Counter({ name: 'ws_errors_total', help: 'Error frames and HTTP errors sent, by code', labelNames: ['code'], registers: [registry] }),
@@ -53,6 +72,14 @@ export function createMetrics(nodeId: string) {
     eventsRefusedOverload: new Counter({ name: 'events_refused_overload_total', help: 'Events refused (OVERLOADED, nothing appended) because their project\'s fan-out was behind FANOUT_MAX_DELAY_MS', registers: [registry] }),
     slowConsumersDropped: new Counter({ name: 'ws_slow_consumers_dropped_total', help: 'Sockets cut for not reading, by reason (process_budget, write_timeout)', labelNames: ['reason'], registers: [registry] }),
     busReady: new Gauge({ name: 'bus_ready', help: '1 while the event bus is connected', registers: [registry] }),
+    // The Redis bus's reader (src/bus/redis.ts); nothing on the in-process bus.
+    busReadLag: new Histogram({
+      name: 'bus_read_lag_seconds',
+      help: "From a stream entry's id time (Redis's clock at XADD) to this instance reading it: one sample per stream per read, its oldest entry",
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 1, 2.5, 10, 30, 120],
+      registers: [registry],
+    }),
+    busErrors: new Counter({ name: 'bus_errors_total', help: 'Redis bus errors, by kind (connection, read, command, publish, resync, entry_skipped)', labelNames: ['kind'], registers: [registry] }),
     // Agents-server relay (src/agents/).
     agentsLinkUp: new Gauge({ name: 'agents_link_up', help: '1 while the WebSocket to the agents-server is open', registers: [registry] }),
     agentsLinkConnects: new Counter({ name: 'agents_link_connects_total', help: 'Agents-server link openings', registers: [registry] }),
@@ -71,6 +98,25 @@ export function createMetrics(nodeId: string) {
     projectUpdatesSent: new Counter({ name: 'agents_project_updates_sent_total', help: 'project_update frames sent upstream', registers: [registry] }),
     presenceChangesSent: new Counter({ name: 'agents_presence_frames_sent_total', help: 'project_status_sync frames sent upstream, by kind', labelNames: ['kind'], registers: [registry] }),
   };
+  zeroKnownSeries(metrics);
+  return metrics;
+}
+
+/**
+ * Every series of a counter with a fixed label set exists from the start at 0, so rate() and the
+ * alerts read a first event as a rise (a series born at 1 has no earlier sample to rise from).
+ */
+function zeroKnownSeries(m: Omit<Metrics, 'registry'>): void {
+  for (const reason of UPGRADE_REFUSAL_REASONS) m.upgradesRejected.inc({ status: String(ErrorCodes[reason].http), reason }, 0);
+  for (const code of [...CLOSE_CODE_LABELS, 'other']) m.connectionsClosed.inc({ code }, 0);
+  for (const code of Object.keys(ErrorCodes)) m.errors.inc({ code }, 0);
+  for (const kind of BUS_ERROR_KINDS) m.busErrors.inc({ kind }, 0);
+  for (const reason of ['process_budget', 'write_timeout']) m.slowConsumersDropped.inc({ reason }, 0);
+  for (const codec of ['json', 'msgpack']) m.eventsUnencodable.inc({ codec }, 0);
+  for (const reason of ['binary', 'malformed', 'invalid', 'data']) m.agentsFramesInvalid.inc({ reason }, 0);
+  for (const outcome of ['live', 'stored', 'dropped']) m.agentReplies.inc({ outcome }, 0);
+  for (const kind of ['snapshot', 'change']) m.presenceChangesSent.inc({ kind }, 0);
+  m.feedbackRefused.inc({ code: 'FEEDBACK_QUEUE_FULL' }, 0);
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -3,8 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { createAgentsHub, type AgentsHubMessage } from '../src/workers/agents-hub.js';
 
 /** The main-thread agents hub on its own: what each worker is told (test/agents.workers.test.ts runs it in a process). */
-function hubWithWorkers(offlineWindowS = 60) {
-  const hub = createAgentsHub({ offlineWindowS, log: pino({ level: 'silent' }) });
+function hubWithWorkers(offlineWindowS = 60, feedback = { perUser: 100, perProject: 500, total: 1000 }) {
+  const hub = createAgentsHub({ offlineWindowS, log: pino({ level: 'silent' }), feedback });
   const inbox = new Map<number, AgentsHubMessage[]>();
   for (const workerId of [0, 1]) {
     inbox.set(workerId, []);
@@ -85,5 +85,39 @@ describe('agents hub', () => {
       { op: 'answer', requestId: 9, value: '1-0' },
       { op: 'answer', requestId: 10, value: null },
     ]);
+  });
+
+  it('counts pending feedback for the whole process: per user, per project and in all, across workers; releases on ack (own entries only) and when a worker ends', () => {
+    const { hub, told } = hubWithWorkers(60, { perUser: 2, perProject: 3, total: 4 });
+    let requestId = 0;
+    const reserve = (workerId: number, feedbackId: string, userId: string, projectGuid: string) => {
+      hub.handle(workerId, { op: 'feedback-reserve', requestId: ++requestId, entry: { feedbackId, userId, projectGuid } });
+      const answers = told(workerId);
+      expect(answers).toHaveLength(1);
+      return (answers[0] as { value: unknown }).value;
+    };
+    // alice's quota holds over both workers: 2 in all, not 2 per worker.
+    expect(reserve(0, 'a1', 'alice', 'P')).toBeNull();
+    expect(reserve(1, 'a2', 'alice', 'P')).toBeNull();
+    expect(reserve(1, 'a3', 'alice', 'Q')).toBe('user');
+    // Project P's quota (3) is shared by its users.
+    expect(reserve(1, 'b1', 'bob', 'P')).toBeNull();
+    expect(reserve(0, 'c1', 'carol', 'P')).toBe('project');
+    // The store's bound (4) for the process.
+    expect(reserve(0, 'c2', 'carol', 'Q')).toBeNull();
+    expect(reserve(1, 'd1', 'dave', 'R')).toBe('store');
+
+    // A worker releases only what it counted: worker 1 cannot release worker 0's a1.
+    hub.handle(1, { op: 'feedback-release', feedbackIds: ['a1', 'unknown'] });
+    expect(reserve(1, 'd2', 'dave', 'R')).toBe('store');
+    hub.handle(0, { op: 'feedback-release', feedbackIds: ['a1', 'a1'] });
+    expect(reserve(1, 'a4', 'alice', 'R')).toBeNull();
+    expect(reserve(1, 'd3', 'dave', 'R')).toBe('store');
+
+    // Worker 1 ends: its queue (a2, b1, a4) died with it, and so do its counts.
+    hub.detach(1);
+    expect(reserve(0, 'a5', 'alice', 'P')).toBeNull();
+    expect(reserve(0, 'a6', 'alice', 'P')).toBeNull();
+    expect(reserve(0, 'a7', 'alice', 'P')).toBe('user');
   });
 });

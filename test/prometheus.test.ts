@@ -1,6 +1,6 @@
 // The dashboards and alerts in deploy/ (deploy/prometheus, deploy/grafana), checked by the tools that
 // read them: promtool checks and unit-tests the rules and the config, and a real Prometheus scrapes a
-// real gateway (WORKERS=2: the summed /metrics of a worker pool) with alerts.yml loaded, so the
+// real gateway (WORKERS=2: the summed /metrics of a worker pool; Redis: the bus reader's series) with alerts.yml loaded, so the
 // series, the rules and every dashboard query meet the metrics the gateway really exports.
 // promtool or prometheus missing is a failure, never a skip: .ci/run installs Debian's prometheus.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -13,6 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, postEvent, randomGuid, SECRET, until, upgradeStatus, userToken, type TestClient } from './helpers/gateway.js';
 import { freePorts } from './helpers/ports.js';
 import { spawnGateway, trackChild, type GatewayProcess } from './helpers/processes.js';
+import { startRedis, type RedisServer } from './helpers/redis.js';
+import { eventsKey } from '../src/redis/keys.js';
 
 const DEPLOY = fileURLToPath(new URL('../deploy/', import.meta.url));
 const ALERTS = path.join(DEPLOY, 'prometheus/alerts.yml');
@@ -232,8 +234,9 @@ async function startPrometheus(metricsTarget: string, port: number): Promise<Pro
   return { url, output: () => output, stop };
 }
 
-describe('a real Prometheus scraping a real gateway (WORKERS=2) with deploy/prometheus/alerts.yml', () => {
+describe('a real Prometheus scraping a real gateway (WORKERS=2, Redis) with deploy/prometheus/alerts.yml', () => {
   const NODE = 'gw-prom-test';
+  let redis: RedisServer;
   let gateway: GatewayProcess;
   let prometheus: Prometheus;
   let metricsPort: number;
@@ -245,29 +248,41 @@ describe('a real Prometheus scraping a real gateway (WORKERS=2) with deploy/prom
     findBinary('prometheus');
     const [port, metrics, promPort] = (await freePorts(3)) as [number, number, number];
     metricsPort = metrics;
-    gateway = await spawnGateway({ PORT: String(port), METRICS_PORT: String(metricsPort), HOST: '127.0.0.1', JWT_SECRET: SECRET, LOG_LEVEL: 'warn', WORKERS: '2', NODE_ID: NODE });
+    redis = await startRedis();
+    gateway = await spawnGateway({ PORT: String(port), METRICS_PORT: String(metricsPort), HOST: '127.0.0.1', JWT_SECRET: SECRET, LOG_LEVEL: 'error', WORKERS: '2', NODE_ID: NODE, REDIS_URL: redis.url });
     prometheus = await startPrometheus(`127.0.0.1:${metricsPort}`, promPort);
   });
   afterAll(async () => {
     await client?.close();
     await prometheus?.stop();
     await gateway?.stop();
+    await redis?.stop();
   });
 
-  it('scrapes the gateway: the target is up and its series arrive (a connection, a refused upgrade, a delivered event)', async () => {
+  it('scrapes the gateway: the target is up and its series arrive (a connection, a refused upgrade, a delivered event, the Redis reader)', async () => {
+    const job = 'autocode-ws-gateway';
+    const value = async (q: string) => Number((await query(prometheus.url, q))[0]?.value[1] ?? NaN);
+    // Counters with a fixed label set are there at 0 before anything happened, so the first event
+    // is a rise that rate() and increase() (GatewayBusEntriesSkipped below) can see.
+    await until(async () => (await value(`bus_errors_total{job="${job}", node="${NODE}", kind="entry_skipped"}`)) === 0, 10_000, 'bus_errors_total{kind="entry_skipped"} = 0 in Prometheus');
+    expect(await value(`ws_upgrades_rejected_total{job="${job}", node="${NODE}", reason="UNAUTHORIZED", status="401"}`)).toBe(0);
+
     const guid = randomGuid();
     client = await connect(gateway.wsUrl, userToken());
     await client.join(guid);
     expect(await upgradeStatus(gateway.wsUrl, null)).toBe(401);
     expect((await postEvent(gateway.url, guid, { type: 'project_message', data: { n: 1 } })).status).toBe(202);
     await client.waitForEvents(guid, 1);
+    // An entry someone appended that is not an event: read, counted and skipped.
+    await redis.cli('XADD', eventsKey('autocode', guid), '*', 'type', 'project_message', 'data', 'not json');
 
-    const job = 'autocode-ws-gateway';
-    const value = async (q: string) => Number((await query(prometheus.url, q))[0]?.value[1] ?? NaN);
     await until(async () => (await value(`ws_connections{job="${job}", node="${NODE}"}`)) === 1, 10_000, 'ws_connections = 1 in Prometheus');
     // Two samples of it, so the dashboard's rate() of it has a series.
-    await until(async () => (await value(`count_over_time(ws_upgrades_rejected_total{job="${job}", node="${NODE}", status="401"}[1m])`)) >= 2, 5000, 'a 401 in Prometheus, scraped twice');
+    await until(async () => (await value(`ws_upgrades_rejected_total{job="${job}", node="${NODE}", reason="UNAUTHORIZED", status="401"}`)) === 1, 5000, 'a 401 UNAUTHORIZED in Prometheus');
     await until(async () => (await value(`event_delivery_lag_seconds_count{job="${job}", node="${NODE}"}`)) >= 1, 5000, 'a delivery lag sample in Prometheus');
+    await until(async () => (await value(`bus_read_lag_seconds_count{job="${job}", node="${NODE}"}`)) >= 1, 5000, 'a Redis reader lag sample in Prometheus');
+    await until(async () => (await value(`bus_errors_total{job="${job}", node="${NODE}", kind="entry_skipped"}`)) === 1, 5000, 'the skipped entry in Prometheus');
+    expect(await value(`sum(bus_errors_total{job="${job}", node="${NODE}", kind!="entry_skipped"})`)).toBe(0);
     expect(await value(`ws_connections_opened_total{job="${job}", node="${NODE}"}`)).toBeGreaterThanOrEqual(1);
     expect(await value(`gateway_workers{job="${job}", node="${NODE}"}`)).toBe(2);
     expect(await value(`nodejs_eventloop_lag_p99_seconds{job="${job}", node="${NODE}"}`)).toBeGreaterThan(0);
@@ -305,10 +320,11 @@ describe('a real Prometheus scraping a real gateway (WORKERS=2) with deploy/prom
 
     // The rules read the gateway's real series and labels: this gateway has no AGENTS_URL, so its
     // agents_link_up is 0 against gateway_workers 2 (why alerts.yml says to leave the agents group
-    // out without one), and nothing else is active on a healthy gateway. The event-loop alert is
-    // left out of that: on this shared 2-core machine a busy neighbour can delay the loop itself.
+    // out without one); the malformed entry fires GatewayBusEntriesSkipped (no `for:`), from the
+    // series' 0 to its 1; nothing else is active. The event-loop alert is left out of that: on
+    // this shared 2-core machine a busy neighbour can delay the loop itself.
     const active = loaded.flatMap((r) => r.alerts.map((a) => ({ name: r.name, state: a.state, labels: a.labels })));
-    expect(active.filter((a) => a.name !== 'GatewayEventLoopDelayHigh').map((a) => `${a.name} ${a.state}`).sort()).toEqual(['AgentsLinkDown pending', 'AgentsLinkDownEverywhere pending']);
+    expect(active.filter((a) => a.name !== 'GatewayEventLoopDelayHigh').map((a) => `${a.name} ${a.state}`).sort()).toEqual(['AgentsLinkDown pending', 'AgentsLinkDownEverywhere pending', 'GatewayBusEntriesSkipped firing']);
     expect(active.find((a) => a.name === 'AgentsLinkDown')?.labels).toEqual({ alertname: 'AgentsLinkDown', severity: 'warning', job: 'autocode-ws-gateway', instance: `127.0.0.1:${metricsPort}`, node: NODE });
   });
 
@@ -357,7 +373,12 @@ describe('a real Prometheus scraping a real gateway (WORKERS=2) with deploy/prom
       return (results.get(expr) ?? []).map((s) => ({ ...s.metric, value: Number(s.value[1]) }));
     };
     expect(shown('Open WebSockets')).toEqual([{ node: NODE, value: 1 }]);
-    expect(shown('Upgrades refused by status')).toEqual([expect.objectContaining({ status: '401' })]);
+    // Every reason is there (at 0 but the one refused), each with its own status.
+    const refused = shown('Upgrades refused by reason') as { reason?: string; status?: string; value: number }[];
+    expect(refused.map((s) => `${s.reason}/${s.status}`).sort()).toEqual(['FORBIDDEN/403', 'RATE_LIMITED/429', 'TOO_MANY_CONNECTIONS/429', 'UNAUTHORIZED/401', 'UNAVAILABLE/503', 'UNSUPPORTED_PROTOCOL/400']);
+    expect(refused.filter((s) => s.value > 0).map((s) => s.reason)).toEqual(['UNAUTHORIZED']);
+    expect(shown('Redis bus errors').filter((s) => s.value > 0)).toEqual([expect.objectContaining({ node: NODE, kind: 'entry_skipped' })]);
+    expect(shown('Redis reader lag')).toEqual([expect.objectContaining({ node: NODE })]);
     expect(shown('Event bus ready')).toEqual([{ node: NODE, value: 1 }]);
     expect(shown('Agents-server links', 1)).toEqual([{ node: NODE, value: 2 }]);
     expect(shown('Event-loop delay')).toEqual([expect.objectContaining({ node: NODE })]);

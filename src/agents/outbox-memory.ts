@@ -1,4 +1,4 @@
-import { GatewayError } from '../errors.js';
+import { quotaError, type FeedbackLedger, type PendingQuotas } from './feedback-quotas.js';
 import { newRecord, type SendUpstream, type Outbox, type OutboxCommon, type FeedbackRecord } from './outbox.js';
 
 interface QueuedFeedback {
@@ -11,8 +11,10 @@ interface QueuedFeedback {
  * Without Redis: a bounded in-memory queue used for feedback only. Same delivery rules as the
  * durable outbox (kept until acked, sent again after a link loss or claimIdleMs without an ack), but
  * a restart of this process loses what it holds; the reply to the user says `durable: false`.
+ * The bounds (FEEDBACK_MEMORY_QUEUE and the per-user and per-project quotas) are the ledger's: one
+ * per process, shared by every worker thread's queue (feedback-quotas.ts, workers/agents-hub.ts).
  */
-export function createMemoryOutbox(options: OutboxCommon & { maxQueued: number }): Outbox {
+export function createMemoryOutbox(options: OutboxCommon & { ledger: FeedbackLedger; quotas: PendingQuotas; maxQueued: number }): Outbox {
   const { metrics } = options;
   const queue = new Map<string, QueuedFeedback>(); // insertion order = acceptance order
   let sendUpstream: SendUpstream | null = null;
@@ -51,8 +53,9 @@ export function createMemoryOutbox(options: OutboxCommon & { maxQueued: number }
   return {
     durable: false,
     async accept(input) {
-      if (queue.size >= options.maxQueued) throw new GatewayError('FEEDBACK_QUEUE_FULL');
       const record = newRecord(input, options.nodeId);
+      const refusal = await options.ledger.reserve(record);
+      if (refusal) throw quotaError(refusal, { ...options.quotas, store: `FEEDBACK_MEMORY_QUEUE ${options.maxQueued}` });
       queue.set(record.feedbackId, { record, sentAt: null, sends: 0 });
       metrics.feedbackAccepted.inc();
       sample();
@@ -69,15 +72,21 @@ export function createMemoryOutbox(options: OutboxCommon & { maxQueued: number }
       sendUpstream = null;
     },
     ack(feedbackIds) {
-      let acked = 0;
-      for (const fid of feedbackIds) if (queue.delete(fid)) acked++;
-      metrics.feedbackAcked.inc(acked);
+      const acked = [];
+      for (const fid of feedbackIds) {
+        const q = queue.get(fid);
+        if (q && queue.delete(fid)) acked.push(q.record);
+      }
+      // No longer pending: its user's and project's quotas have room again.
+      options.ledger.release(acked);
+      metrics.feedbackAcked.inc(acked.length);
       sample();
       pump();
     },
     async close() {
       clearInterval(timer);
       sendUpstream = null;
+      options.ledger.release([...queue.values()].map((q) => q.record));
       if (queue.size) options.log.warn({ lost: queue.size }, 'agents relay: shutting down with undelivered feedback in memory (no Redis): it is lost');
     },
   };

@@ -1,6 +1,7 @@
 import { GatewayError } from '../errors.js';
 import { throttledWarn } from '../logger.js';
 import type { RedisClient } from '../redis/client.js';
+import { quotaError, type FeedbackLedger, type PendingEntry, type PendingQuotas } from './feedback-quotas.js';
 import { createFeedbackStreams, recordOf, type Entry, type FeedbackStreams } from './feedback-streams.js';
 import { newRecord, type SendUpstream, type Outbox, type OutboxCommon } from './outbox.js';
 
@@ -32,7 +33,17 @@ function readinessWaiter(client: RedisClient): (ms: number) => Promise<boolean> 
 }
 
 type LogError = (msg: string, err: unknown) => void;
-type RedisOutboxOptions = OutboxCommon & { cmd: RedisClient; reader: RedisClient; clustered: boolean; prefix: string; shards: number; streamMax: number };
+type RedisOutboxOptions = OutboxCommon & {
+  cmd: RedisClient;
+  reader: RedisClient;
+  clustered: boolean;
+  prefix: string;
+  shards: number;
+  streamMax: number;
+  /** The per-user and per-project quotas, counted in Redis (feedback-quotas-redis.ts). */
+  ledger: FeedbackLedger;
+  quotas: PendingQuotas;
+};
 
 /**
  * The durable outbox: `FEEDBACK_STREAM_SHARDS` streams, a project's feedback always on the same one
@@ -72,14 +83,27 @@ export function createRedisOutbox(options: RedisOutboxOptions): Outbox {
         throw new GatewayError('UNAVAILABLE', 'feedback store (Redis) unavailable; not accepted, retry later');
       }
       const record = newRecord(input, nodeId);
+      const unavailable = (err: unknown) => {
+        logError('agents relay: could not store feedback', err);
+        return new GatewayError('UNAVAILABLE', 'feedback store (Redis) unavailable; not accepted, retry later');
+      };
+      const refusal = await options.ledger.reserve(record).catch((err: unknown) => {
+        throw unavailable(err);
+      });
+      if (refusal) throw quotaError(refusal, { ...options.quotas, store: `FEEDBACK_STREAM_MAX ${options.streamMax}` });
       let entryId: string | null;
       try {
         entryId = await streams.append(record);
       } catch (err) {
-        logError('agents relay: could not store feedback', err);
-        throw new GatewayError('UNAVAILABLE', 'feedback store (Redis) unavailable; not accepted, retry later');
+        // Perhaps appended after all (a stalled reply): it then goes uncounted (one over the quota
+        // per such failure, never a count that stays).
+        options.ledger.release([record]);
+        throw unavailable(err);
       }
-      if (entryId === null) throw new GatewayError('FEEDBACK_QUEUE_FULL');
+      if (entryId === null) {
+        options.ledger.release([record]);
+        throw quotaError('store', { ...options.quotas, store: `FEEDBACK_STREAM_MAX ${options.streamMax}` });
+      }
       metrics.feedbackAccepted.inc();
       return { feedbackId: record.feedbackId, durable: true };
     },
@@ -116,8 +140,8 @@ interface Sender {
 
 function createSender(options: RedisOutboxOptions, streams: FeedbackStreams): Sender {
   const { metrics, log } = options;
-  /** Feedback id → where it is stored and when it was sent. */
-  const inflight = new Map<string, { key: string; entryId: string; sentAt: number }>();
+  /** Feedback id → where it is stored, when it was sent, and whose it is (to release its quotas on ack). */
+  const inflight = new Map<string, { key: string; entryId: string; sentAt: number; userId: string; projectGuid: string }>();
   let sendUpstream: SendUpstream | null = null;
   let session = 0;
 
@@ -150,7 +174,7 @@ function createSender(options: RedisOutboxOptions, streams: FeedbackStreams): Se
           ok = false;
           break;
         }
-        inflight.set(record.feedbackId, { key, entryId, sentAt: Date.now() });
+        inflight.set(record.feedbackId, { key, entryId, sentAt: Date.now(), userId: record.userId, projectGuid: record.projectGuid });
         metrics.feedbackSent.inc();
         if (redelivery) metrics.feedbackRedeliveries.inc();
       }
@@ -159,17 +183,24 @@ function createSender(options: RedisOutboxOptions, streams: FeedbackStreams): Se
       return ok;
     },
     ack(feedbackIds, logError) {
-      const byKey = new Map<string, string[]>();
+      const byKey = new Map<string, { entryIds: string[]; pending: PendingEntry[] }>();
       for (const fid of feedbackIds) {
         const at = inflight.get(fid);
         if (!at) continue;
         inflight.delete(fid);
-        byKey.set(at.key, [...(byKey.get(at.key) ?? []), at.entryId]);
+        let group = byKey.get(at.key);
+        if (!group) byKey.set(at.key, (group = { entryIds: [], pending: [] }));
+        group.entryIds.push(at.entryId);
+        group.pending.push({ feedbackId: fid, userId: at.userId, projectGuid: at.projectGuid });
       }
       metrics.feedbackInflight.set(inflight.size);
-      for (const [key, ids] of byKey) {
+      for (const [key, { entryIds: ids, pending }] of byKey) {
         streams.remove(key, ids).then(
-          () => metrics.feedbackAcked.inc(ids.length),
+          () => {
+            metrics.feedbackAcked.inc(ids.length);
+            // Gone from the stream: no longer pending (if this instance dies right here, the counts heal by age).
+            options.ledger.release(pending);
+          },
           // Still pending in the group: claimed and sent again after claimIdleMs; the agents-server dedupes.
           (err: unknown) => logError('agents relay: XACK failed; the feedback will be sent again', err),
         );

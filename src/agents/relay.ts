@@ -13,6 +13,8 @@ import type { AgentFrame } from './agent-frames.js';
 import { createAgentsLink } from './link.js';
 import type { FeedbackRecord, Outbox } from './outbox.js';
 import { createMemoryOutbox } from './outbox-memory.js';
+import { createPendingCounts, localLedger, type FeedbackLedger } from './feedback-quotas.js';
+import { createRedisLedger } from './feedback-quotas-redis.js';
 import { createRedisOutbox } from './outbox-redis.js';
 import { createPresence, type PresenceHub } from './presence.js';
 import { createRedisClient, type RedisClient } from '../redis/client.js';
@@ -44,6 +46,8 @@ export interface RelayHub {
   presence: PresenceHub;
   replies: RepliesHub;
   cursors: CursorStore;
+  /** The process's pending-feedback counts (FEEDBACK_MEMORY_QUEUE and the quotas hold per process). */
+  feedback: FeedbackLedger;
 }
 
 /** The relay follows every socket's life (ConnectionHooks: targeted replies, presence). */
@@ -97,11 +101,26 @@ function createStateParts(options: AgentsRelayOptions) {
   if (cmd && !pubsub) throw new Error('createAgentsRelay: Redis is configured but no pub/sub router was passed');
   const prefix = redisConfig?.prefix ?? '';
 
-  const common = { nodeId: instanceId, log, metrics, claimIdleMs: config.feedback.claimIdleMs, maxInflight: config.feedback.maxInflight };
-  const outbox: Outbox = cmd
-    ? createRedisOutbox({ ...common, cmd, reader: client('feedback-reader'), clustered: !!redisConfig!.clusterNodes, prefix, shards: config.feedback.streamShards, streamMax: config.feedback.streamMax })
-    : createMemoryOutbox({ ...common, maxQueued: config.feedback.memoryQueue });
+  const quotas = { perUser: config.feedback.pendingPerUser, perProject: config.feedback.pendingPerProject };
+  const common = { nodeId: instanceId, log, metrics, claimIdleMs: config.feedback.claimIdleMs, maxInflight: config.feedback.maxInflight, quotas };
   const hub = cmd ? undefined : options.hub;
+  const outbox: Outbox = cmd
+    ? createRedisOutbox({
+        ...common,
+        cmd,
+        reader: client('feedback-reader'),
+        clustered: !!redisConfig!.clusterNodes,
+        prefix,
+        shards: config.feedback.streamShards,
+        streamMax: config.feedback.streamMax,
+        ledger: createRedisLedger({ cmd, prefix, quotas, clustered: !!redisConfig!.clusterNodes, healMs: config.feedback.quotaHealS * 1000, onReleaseError: (err) => log.warn({ err: (err as Error).message }, 'agents relay: pending-feedback count not released (heals after FEEDBACK_QUOTA_HEAL_S)') }),
+      })
+    : createMemoryOutbox({
+        ...common,
+        maxQueued: config.feedback.memoryQueue,
+        // Worker threads share the process's counts through the hub; a single thread keeps its own.
+        ledger: hub?.feedback ?? localLedger(createPendingCounts({ ...quotas, total: config.feedback.memoryQueue })),
+      });
   const redis = cmd && pubsub ? { redis: { cmd, pubsub, prefix } } : {};
   const replies = createReplies({ ...redis, ...(hub ? { hub: hub.replies } : {}), nodeId: instanceId, log, metrics, offlineWindowS: config.agentReplyOfflineS });
   const presence = createPresence({ ...redis, ...(hub ? { hub: hub.presence } : {}), nodeId: instanceId, log, expiryMs: config.presenceExpiryMs });

@@ -31,9 +31,6 @@ export const DEFAULT_IN_PROCESS_PRODUCER = 'gateway';
 /** The producer of createProducer(...) when its options name none. */
 export const DEFAULT_EXPORTED_PRODUCER = 'producer';
 
-/** Default bound of one producer's unexpired keys (IDEMPOTENCY_KEYS_PER_PRODUCER). */
-export const DEFAULT_KEYS_PER_PRODUCER = 100_000;
-
 /** The producer identity of an HTTP API caller: its token's `sub` (the principal the rate limits key on too). */
 export function httpProducer(sub: string): string {
   return `http:${sub}`;

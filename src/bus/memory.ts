@@ -2,7 +2,8 @@ import { compareIds, nextEventId, ZERO_ID } from '../protocol/event-id.js';
 import { envelopeJsonOf, retainedSize, type ProjectEvent } from '../protocol/events.js';
 import type { Config } from '../config.js';
 import { GatewayError } from '../errors.js';
-import { DEFAULT_KEYS_PER_PRODUCER, fingerprintEvents, keysExhausted } from './idempotency.js';
+import { DEFAULT_KEYS_PER_PRODUCER } from '../protocol/limits.js';
+import { fingerprintEvents, keysExhausted } from './idempotency.js';
 import { classifyHistory, type EventBus, type EventSink, type HistoryCheck, type NewEvent } from './bus.js';
 
 interface Log {

@@ -1,9 +1,9 @@
 import type { Cluster, Redis } from 'ioredis';
 import { GatewayError } from '../errors.js';
-import { DEFAULT_DATA_LIMITS, type DataLimits } from '../protocol/limits.js';
+import { DEFAULT_DATA_LIMITS, DEFAULT_KEYS_PER_PRODUCER, type DataLimits } from '../protocol/limits.js';
 import type { EventType } from '../protocol/messages.js';
 import type { AppendResult, IdempotentPublish, NewEvent } from './bus.js';
-import { checkProducerName, DEFAULT_EXPORTED_PRODUCER, DEFAULT_KEYS_PER_PRODUCER, fingerprintEvents, keysExhausted } from './idempotency.js';
+import { checkProducerName, DEFAULT_EXPORTED_PRODUCER, fingerprintEvents, keysExhausted } from './idempotency.js';
 import { checkEvents } from './ingress.js';
 import { eventsKey, FIELD_DATA, FIELD_ORIGIN, FIELD_TYPE, idempotencyKeys } from '../redis/keys.js';
 

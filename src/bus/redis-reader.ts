@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
+import type { BusErrorKind } from '../metrics.js';
 import { redisRetryStrategy, type RedisClient } from '../redis/client.js';
 import type { StreamEntry } from './redis-entries.js';
 import { createNotifyReads } from './redis-notify.js';
@@ -15,7 +16,8 @@ export interface StreamReaderOptions {
   /** The reader's own connection: blocking reads never delay publishes or history reads. */
   reader: RedisClient;
   log: Logger;
-  logError(message: string, err: unknown): void;
+  /** Counts the error by kind and logs it (throttled). */
+  reportError(kind: BusErrorKind, message: string, err: unknown): void;
   /** New entries of a watched project, in id order, each once. */
   onEntries(guid: string, entries: StreamEntry[]): void;
   /** As in RedisBusOptions (with their defaults filled in). */
@@ -39,7 +41,7 @@ export interface StreamReader {
  * the first to the second when Redis refuses to publish notifications. docs/redis-wakeup.md.
  */
 export function createStreamReader(options: StreamReaderOptions): StreamReader {
-  const { cmd, reader, log, logError } = options;
+  const { cmd, reader, log, reportError } = options;
   const clustered = !!options.redis.clusterNodes;
   /** A read that has not finished in this long counts as a stuck reader. */
   const readStallMs = options.blockMs + 10000;
@@ -52,7 +54,7 @@ export function createStreamReader(options: StreamReaderOptions): StreamReader {
   let readerHealthy = false;
   let wake: (() => void) | null = null;
 
-  reader.on('error', (err) => logError('redis reader connection error', err));
+  reader.on('error', (err) => reportError('connection', 'redis reader connection error', err));
   reader.on('close', () => (readerHealthy = false));
   reader.on('ready', () => (readerHealthy = true));
 
@@ -74,7 +76,7 @@ export function createStreamReader(options: StreamReaderOptions): StreamReader {
     wake?.();
   }
 
-  const notify = createNotifyReads({ redis: options.redis, nodeId: options.nodeId, cmd, reader, watches, subscribe: mode === 'notify', wake: () => wake?.(), onRefused: fallBackToPolling, logError });
+  const notify = createNotifyReads({ redis: options.redis, nodeId: options.nodeId, cmd, reader, watches, subscribe: mode === 'notify', wake: () => wake?.(), onRefused: fallBackToPolling, reportError });
   const poll = createPollReads({
     watches,
     reader,
@@ -97,25 +99,41 @@ export function createStreamReader(options: StreamReaderOptions): StreamReader {
     markDirty: (key) => notify.markDirty(watches.byKey(key)),
     fallBackToPolling,
     log,
-    logError,
+    reportError,
     healthTimeoutMs: options.healthTimeoutMs,
     resyncMs: options.resyncMs,
     topologyRefreshMs: options.topologyRefreshMs,
   });
 
-  /** One step of the loop: a read pass or round, or a sleep until there is something to read. */
+  /** A notify-mode pass that failed, thrown by the next step (so the loop backs off as for a poll round). */
+  let passFailure: { err: unknown } | null = null;
+  /** Reads that failed in a row: the back-off grows with it. */
+  let failures = 0;
+  function passEnded(err?: unknown): void {
+    if (err === undefined) {
+      readerHealthy = true;
+      failures = 0;
+    } else passFailure ??= { err };
+    wake?.();
+  }
+
+  /**
+   * One step of the loop: a read round (poll), or starting a read pass (notify: passes overlap,
+   * see startPass), or a sleep until there is something to read or a pass ended.
+   */
   async function step(): Promise<void> {
     if (mode === 'poll') return poll.read();
-    if (!notify.hasDirty()) {
-      lastReadAt = Date.now();
-      return sleep(60000);
+    if (passFailure) {
+      const { err } = passFailure;
+      passFailure = null;
+      throw err;
     }
-    await notify.readDirty();
-    readerHealthy = true;
+    if (notify.canStart()) return notify.startPass(passEnded);
+    if (!notify.reading()) lastReadAt = Date.now();
+    return sleep(60000);
   }
 
   async function readLoop(): Promise<void> {
-    let failures = 0;
     while (running) {
       if (watches.size === 0 && !notify.hasDirty()) {
         await sleep(60000);
@@ -125,12 +143,13 @@ export function createStreamReader(options: StreamReaderOptions): StreamReader {
       try {
         await step();
         lastReadAt = Date.now();
-        failures = 0;
+        // Notify mode: a started pass has not succeeded yet (passEnded says when it has).
+        if (mode === 'poll') failures = 0;
       } catch (err) {
         if (!running) break;
         readerHealthy = false;
         poll.lost();
-        logError('stream read failed; retrying from the last delivered ids', err);
+        reportError('read', 'stream read failed; retrying from the last delivered ids', err);
         await sleep(redisRetryStrategy(++failures));
       }
     }

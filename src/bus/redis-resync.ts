@@ -1,11 +1,14 @@
 import { ReplyError, type Cluster, type Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { BusErrorKind } from '../metrics.js';
 import type { RedisClient } from '../redis/client.js';
 import { ensureNotifyFlags, type KeyspaceWakeup } from './wakeup.js';
+import { readWriteMarker } from './redis-write-marker.js';
 
 /**
  * The safety net under the keyspace notifications (docs/redis-wakeup.md): the flags checked on every
- * master at startup, a slow resync that finds the watched streams that got entries nobody said, and,
+ * master at startup, a slow resync that finds the watched streams that got entries nobody said (only
+ * on the masters whose write marker moved since their last sweep: redis-write-marker.ts), and,
  * in a Cluster, following the slot table so that each watched key stays subscribed on the master
  * that holds it.
  */
@@ -26,10 +29,13 @@ export interface ResyncOptions {
   /** A master refused the notification flags: the reader must poll instead. */
   fallBackToPolling(node: string, reason: string): void;
   log: Logger;
-  logError(message: string, err: unknown): void;
+  reportError(kind: BusErrorKind, message: string, err: unknown): void;
   /** How long a subscriber has to answer the PING of each resync. */
   healthTimeoutMs: number;
-  /** How often every watched stream is checked once anyway (one script per master per 2,000 keys). */
+  /**
+   * How often each master is checked: its write marker (one INFO), and, when the marker moved since
+   * the last sweep, every watched stream on it (one script per 2,000 keys).
+   */
   resyncMs: number;
   /** Cluster: how often the slot table is checked for resharding. */
   topologyRefreshMs: number;
@@ -66,7 +72,7 @@ export function startResync(options: ResyncOptions): { close(): void } {
         }),
       ).then(
         () => options.wakeup() && options.log.info({ masters: masters.length }, 'redis wake-up: keyspace notifications (notify-keyspace-events has K and t)'),
-        (err: unknown) => options.logError('redis keyspace notification check failed; the subscriber checks again when it connects', err),
+        (err: unknown) => options.reportError('resync', 'redis keyspace notification check failed; the subscriber checks again when it connects', err),
       );
     });
   }
@@ -92,18 +98,34 @@ export function startResync(options: ResyncOptions): { close(): void } {
       } catch (err) {
         if (!(err instanceof ReplyError)) throw err;
         // Redis refused the script (before 7.0 there are no script flags, or scripting is
-        // disabled): read these streams the plain way, one XREAD per slot.
-        options.logError('redis resync script refused; re-reading the watched streams with XREAD', err);
+        // disabled): read these streams the plain way, one XREAD per slot. Logged, not counted in
+        // bus_errors_total: on such a Redis it happens at every resync and nothing is lost.
+        options.log.warn({ err: (err as Error).message }, 'redis resync script refused; re-reading the watched streams with XREAD');
         changed = args.filter((_, j) => j % 2 === 0);
       }
       for (const key of changed) options.markDirty(key);
     }
   }
 
+  /** Per master: its write marker read just before its last complete sweep. */
+  const sweptAt = new Map<string, string>();
+
+  /**
+   * Sweeps the master's watched streams unless no stream on it can have got an entry since the
+   * last sweep: the marker is read before the sweep, so an entry appended during the sweep is
+   * either found by it or moves the marker for the next resync.
+   */
+  async function sweepIfWritten(address: string, admin: Redis, keys: string[]): Promise<void> {
+    const marker = await readWriteMarker(admin);
+    if (marker !== null && sweptAt.get(address) === marker) return;
+    await markChanged(admin, keys);
+    if (marker !== null) sweptAt.set(address, marker);
+  }
+
   /**
    * Every resyncMs, per master: re-check the flags (an operator may have reset them), PING the
-   * subscribers, and find the watched streams that got entries we have not read. Cost: flat in
-   * the watched projects.
+   * subscribers, and find the watched streams that got entries we have not read, on the masters
+   * where anything was written. Idle cost: a few commands per master, flat in the watched projects.
    */
   let resyncing = false;
   async function resync(): Promise<void> {
@@ -121,10 +143,10 @@ export function startResync(options: ResyncOptions): { close(): void } {
         }
         const refusal = await ensureNotifyFlags(admin);
         if (refusal !== null) return options.fallBackToPolling(address, refusal);
-        await markChanged(admin, keys);
+        await sweepIfWritten(address, admin, keys);
       }
     } catch (err) {
-      options.logError('redis resync failed; retrying at the next one', err);
+      options.reportError('resync', 'redis resync failed; retrying at the next one', err);
     } finally {
       resyncing = false;
     }

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { GatewayError } from '../errors.js';
 import { throttledWarn } from '../logger.js';
+import type { BusErrorKind } from '../metrics.js';
 import { compareIds, ZERO_ID } from '../protocol/event-id.js';
 import type { DataLimits } from '../protocol/limits.js';
 import { classifyHistory, type EventBus, type EventSink, type HistoryCheck } from './bus.js';
@@ -23,6 +24,10 @@ export interface RedisBusOptions {
   idempotencyKeysPerProducer?: number;
   /** Called for every entry read and skipped (malformed or over the limits). */
   onSkippedEntry?: () => void;
+  /** Called for every error, once each (the log has one line a second at most); entries skipped are `entry_skipped`. */
+  onError?: (kind: BusErrorKind) => void;
+  /** Called once per stream per read with the seconds since its oldest entry's id time (Redis's clock; 0 if ahead of ours). */
+  onReadLag?: (seconds: number) => void;
   /** Redis must answer a PING within this long for the bus to count as ready (a frozen Redis keeps its sockets open). */
   healthTimeoutMs?: number;
   /** Max entries per stream per read. */
@@ -32,8 +37,9 @@ export interface RedisBusOptions {
   /** Poll interval when a Cluster read round found nothing (Cluster cannot block across slots). */
   clusterPollMs?: number;
   /**
-   * With keyspace notifications: how often every watched stream is checked once anyway (one script
-   * per master), so a notification lost for any reason delays an event by at most this long.
+   * With keyspace notifications: how often each master's write marker is compared with the one
+   * of its last sweep, and its watched streams swept (one script per master per 2,000 keys) when it
+   * moved, so a notification lost for any reason delays an event by at most about this long.
    */
   resyncMs?: number;
   /** Cluster with keyspace notifications: how often the slot table is refreshed to follow resharding. */
@@ -53,14 +59,20 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
   const { log, stream } = options;
   const prefix = options.redis.prefix;
   const healthTimeoutMs = options.healthTimeoutMs ?? 2000;
-  const entries = { dataLimits: options.dataLimits, log, onSkippedEntry: options.onSkippedEntry };
-  // One line per second at most for all of the bus: a Redis outage must not flood the logs.
+  const onSkippedEntry = () => (options.onSkippedEntry?.(), options.onError?.('entry_skipped'));
+  const entries = { dataLimits: options.dataLimits, log, onSkippedEntry };
+  // One line per second at most for all of the bus: a Redis outage must not flood the logs. Each
+  // error is counted all the same (bus_errors_total).
   const logError = throttledWarn(log);
+  const reportError = (kind: BusErrorKind, message: string, err: unknown) => {
+    options.onError?.(kind);
+    logError(message, err);
+  };
 
   // Blocking reads get their own connection so they never delay publishes or history reads.
   const cmd = createRedisClient(options.redis, options.nodeId, 'cmd');
   const reader = createRedisClient(options.redis, options.nodeId, 'reader', { blocking: true });
-  cmd.on('error', (err) => logError('redis command connection error', err));
+  cmd.on('error', (err) => reportError('connection', 'redis command connection error', err));
   const producer = createProducer(cmd, {
     prefix,
     maxLen: stream.maxLen,
@@ -92,7 +104,7 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
   const answering = () => Date.now() - lastAnswerAt < healthTimeoutMs;
 
   const unavailable = (err: unknown): GatewayError => {
-    logError('redis operation failed', err);
+    reportError('command', 'redis operation failed', err);
     return new GatewayError('UNAVAILABLE', 'event bus unavailable, retry later');
   };
   const ensureReady = () => {
@@ -105,8 +117,10 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
     cmd,
     reader,
     log,
-    logError,
+    reportError,
     onEntries(guid, read) {
+      // The oldest entry of the read waited longest; its id's ms part is Redis's clock at XADD.
+      if (options.onReadLag && read.length) options.onReadLag(Math.max(0, Date.now() - idTimeMs(read[0]![0])) / 1000);
       const events = toEvents(guid, read, entries);
       if (events.length) sink(guid, events);
     },
@@ -127,7 +141,7 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
         return await producer.append(guid, events as ProducerEvent[], keyed);
       } catch (err) {
         if (err instanceof GatewayError) throw err;
-        logError('redis publish failed', err);
+        reportError('publish', 'redis publish failed', err);
         // A timeout does not mean nothing was appended: the command may still run once Redis answers.
         throw new GatewayError('UNAVAILABLE', 'event bus did not confirm the append; the outcome is unknown: retry with the same Idempotency-Key');
       }
@@ -196,4 +210,9 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
       await closeRedisClient(cmd);
     },
   };
+}
+
+/** The ms part of a stream id (`<ms>-<seq>`). */
+function idTimeMs(id: string): number {
+  return Number(id.slice(0, id.indexOf('-')));
 }

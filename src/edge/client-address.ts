@@ -1,5 +1,4 @@
 import ipaddr from 'ipaddr.js';
-import { isIP } from 'node:net';
 
 /**
  * The client a request comes from, as the edge limits count it.
@@ -59,17 +58,6 @@ export function parseAddress(text: string): Parsed | null {
   } catch {
     return null;
   }
-}
-
-/** TRUSTED_PROXIES entries: an IPv4/IPv6 address in its ordinary form, optionally with a /prefix. */
-export function isCidr(value: string): boolean {
-  const [address, bits, extra] = value.split('/');
-  if (extra !== undefined || !address) return false;
-  const family = isIP(address);
-  if (family === 0) return false;
-  if (bits === undefined) return true;
-  const n = Number(bits);
-  return /^\d{1,3}$/.test(bits) && n <= (family === 6 ? 128 : 32);
 }
 
 /** A CIDR as [network, bits] in the form addresses are compared in (an IPv4-mapped IPv6 range becomes IPv4). */

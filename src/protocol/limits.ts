@@ -16,6 +16,12 @@ export interface DataLimits {
 export const DEFAULT_DATA_LIMITS: DataLimits = { maxBytes: 65536, maxDepth: 32 };
 
 /**
+ * Default bound of one producer's unexpired idempotency keys (IDEMPOTENCY_KEYS_PER_PRODUCER): past it a
+ * keyed publish is refused with IDEMPOTENCY_KEYS_EXHAUSTED, never by evicting a record (bus/idempotency.ts).
+ */
+export const DEFAULT_KEYS_PER_PRODUCER = 100_000;
+
+/**
  * Why a value is not plain, bounded JSON, or null if it is. Only null, booleans, finite numbers,
  * strings, arrays and plain objects pass: a MessagePack 64-bit integer (a BigInt here), a
  * timestamp extension (a Date), binary, NaN or Infinity (JSON.parse turns 1e400 into Infinity)

@@ -90,6 +90,18 @@ export const FEEDBACK_GROUP = 'agents-relay';
 export const FIELD_FEEDBACK_ID = 'fid';
 export const FIELD_FEEDBACK_BODY = 'body';
 
+/**
+ * Pending feedback (accepted, not acked by the agents-server) of one user and of one project, for
+ * FEEDBACK_PENDING_PER_USER / _PER_PROJECT: sorted sets of feedback ids scored by when each was
+ * counted (agents/feedback-quotas-redis.ts). In the user's and the project's slots.
+ */
+export function feedbackPendingUserKey(prefix: string, userId: string): string {
+  return `${prefix}:{user:${userId}}:feedback-pending`;
+}
+export function feedbackPendingProjectKey(prefix: string, projectGuid: string): string {
+  return `${prefix}:{${projectGuid}}:feedback-pending`;
+}
+
 /** Replies for a user who had no live connection anywhere when the agents-server sent them. */
 export function userInboxKey(prefix: string, userId: string): string {
   return `${prefix}:{user:${userId}}:inbox`;

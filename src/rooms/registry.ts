@@ -3,7 +3,6 @@ import type { Metrics } from '../metrics.js';
 import { compareIds } from '../protocol/event-id.js';
 import { retainedSize, type ProjectEvent } from '../protocol/events.js';
 import { queuedEnd, type FanoutRoom, type FanoutShard } from './fanout.js';
-import type { Waiter } from './resume.js';
 import { roomTopic } from './topics.js';
 
 /**
@@ -18,6 +17,12 @@ import { roomTopic } from './topics.js';
  * 20-60 ms. A room publishes each frame once per shard: ~1 µs per extra uWS publish call.
  */
 export const SHARD_SIZE = 8;
+
+/** A resume waiting for its shard to publish up to `id` (an id the client saw on another instance). */
+export interface Waiter {
+  readonly id: string;
+  readonly resolve: (reached: boolean) => void;
+}
 
 export interface Shard extends FanoutShard {
   /** Memberships placed here (joined or joining). */

@@ -21,12 +21,6 @@ export interface JoinResult {
   replayed?: number;
 }
 
-/** A resume waiting for its shard to publish up to `id` (an id the client saw on another instance). */
-export interface Waiter {
-  readonly id: string;
-  readonly resolve: (reached: boolean) => void;
-}
-
 /** After a shard's flushedId moved: wakes the resumes it now satisfies. */
 export function settleWaiters(shard: Shard): void {
   if (shard.waiters.length === 0) return;

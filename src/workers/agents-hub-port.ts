@@ -1,3 +1,4 @@
+import type { QuotaRefusal } from '../agents/feedback-quotas.js';
 import type { PresenceChange, PresenceSnapshot } from '../agents/presence.js';
 import type { RelayHub } from '../agents/relay.js';
 import type { ReplyOutcome } from '../agents/replies.js';
@@ -48,6 +49,12 @@ export function createAgentsHubPort(send: (message: FromWorker) => void): Agents
     cursors: {
       get: (guid) => ask<string | null>((requestId) => ({ op: 'cursor-get', requestId, guid })),
       set: async (guid, eventId) => request({ op: 'cursor-set', guid, eventId }),
+    },
+    feedback: {
+      reserve: ({ feedbackId, userId, projectGuid }) => ask<QuotaRefusal | null>((requestId) => ({ op: 'feedback-reserve', requestId, entry: { feedbackId, userId, projectGuid } })),
+      release: (entries) => {
+        if (entries.length) request({ op: 'feedback-release', feedbackIds: entries.map((e) => e.feedbackId) });
+      },
     },
   };
 

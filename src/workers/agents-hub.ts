@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { PresenceChange, PresenceSnapshot } from '../agents/presence.js';
+import { createPendingCounts, type PendingEntry, type PendingQuotas, type QuotaRefusal } from '../agents/feedback-quotas.js';
 import { createMemoryInbox, type ReplyOutcome } from '../agents/replies.js';
 import type { Envelope } from '../protocol/messages.js';
 
@@ -11,14 +12,16 @@ export type AgentsHubRequest =
   | { readonly op: 'user-offline'; readonly userId: string }
   | { readonly op: 'reply'; readonly requestId: number; readonly userId: string; readonly envelope: Envelope }
   | { readonly op: 'cursor-get'; readonly requestId: number; readonly guid: string }
-  | { readonly op: 'cursor-set'; readonly guid: string; readonly eventId: string };
+  | { readonly op: 'cursor-set'; readonly guid: string; readonly eventId: string }
+  | { readonly op: 'feedback-reserve'; readonly requestId: number; readonly entry: PendingEntry }
+  | { readonly op: 'feedback-release'; readonly feedbackIds: readonly string[] };
 
 /** What the hub tells a worker (ToWorker 'agents-hub'). */
 export type AgentsHubMessage =
   | { readonly op: 'presence-change'; readonly change: PresenceChange }
   | { readonly op: 'deliver'; readonly userId: string; readonly envelope: Envelope }
-  /** The answer to the request with this id: a snapshot, a reply's outcome, a confirmed position (or null). */
-  | { readonly op: 'answer'; readonly requestId: number; readonly value: PresenceSnapshot | ReplyOutcome | string | null };
+  /** The answer to the request with this id: a snapshot, a reply's outcome, a confirmed position, a feedback's refusal (or null). */
+  | { readonly op: 'answer'; readonly requestId: number; readonly value: PresenceSnapshot | ReplyOutcome | QuotaRefusal | string | null };
 
 export interface AgentsHub {
   /** A worker's way in: the pool wraps each message for the worker's port. */
@@ -40,10 +43,11 @@ export interface AgentsHub {
  *   workers ('live'), or into an inbox for AGENT_REPLY_OFFLINE_S that the next worker to hold the
  *   user receives ('stored').
  * - Positions confirmed with project_update_ack, so a subscribe on any link resumes from them.
- *
- * Feedback needs nothing here: each worker's memory outbox sends what it accepted on its own link.
+ * - Pending feedback counted per user, per project and in all, so FEEDBACK_MEMORY_QUEUE and the
+ *   quotas hold per process. Each worker's memory outbox keeps and sends what it accepted on its
+ *   own link; it asks here before storing, and releases on ack. A worker that ends releases all it held.
  */
-export function createAgentsHub(options: { offlineWindowS: number; log: Logger }): AgentsHub {
+export function createAgentsHub(options: { offlineWindowS: number; log: Logger; feedback: PendingQuotas & { total: number } }): AgentsHub {
   const workers = new Map<number, (message: AgentsHubMessage) => void>();
   /** Per worker: its node name and the `<projectGuid> <userId>` fields online through it. */
   const presence = new Map<number, { node: string; fields: Set<string> }>();
@@ -52,6 +56,7 @@ export function createAgentsHub(options: { offlineWindowS: number; log: Logger }
   const holders = new Map<string, Set<number>>();
   const inbox = createMemoryInbox(options.offlineWindowS);
   const cursors = new Map<string, string>();
+  const pending = createPendingCounts(options.feedback);
 
   const post = (workerId: number, message: AgentsHubMessage) => workers.get(workerId)?.(message);
 
@@ -97,6 +102,10 @@ export function createAgentsHub(options: { offlineWindowS: number; log: Logger }
       case 'cursor-set':
         cursors.set(request.guid, request.eventId);
         return;
+      case 'feedback-reserve':
+        return post(workerId, { op: 'answer', requestId: request.requestId, value: pending.reserve(workerId, request.entry) });
+      case 'feedback-release':
+        return pending.release(workerId, request.feedbackIds);
       default:
         options.log.warn({ workerId, op: (request as { op?: unknown }).op }, 'agents hub: unknown request skipped');
     }
@@ -113,6 +122,8 @@ export function createAgentsHub(options: { offlineWindowS: number; log: Logger }
       // Its users go offline for the others, as a dead instance's do in Redis.
       for (const field of entry?.fields ?? []) transition(entry!.node, field, false);
       for (const [userId, workerIds] of holders) if (workerIds.delete(workerId) && workerIds.size === 0) holders.delete(userId);
+      // Its memory queue died with it.
+      pending.releaseOwner(workerId);
     },
     handle(workerId, request) {
       try {

@@ -109,7 +109,7 @@ export async function startWorkerPool(config: Config, log: Logger, onWorkerLost:
   // Caps, rate buckets and penalties are per process, not per thread: every worker opens this memory.
   const edgeState = createEdgeStateMemory(edgeCaps(config.edge));
   // Without Redis the workers' agents relays share presence, replies and positions here (with Redis, there).
-  const agentsHub = host && config.agents ? createAgentsHub({ offlineWindowS: config.agentReplyOfflineS, log }) : null;
+  const agentsHub = host && config.agents ? createAgentsHub({ offlineWindowS: config.agentReplyOfflineS, log, feedback: { perUser: config.feedback.pendingPerUser, perProject: config.feedback.pendingPerProject, total: config.feedback.memoryQueue } }) : null;
   // Without Redis the server API reaches every worker through the main thread (with Redis, over its channel).
   const adminHub = host ? createAdminHub(log) : null;
   const running = new Map<number, Running>();

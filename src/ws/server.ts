@@ -10,6 +10,7 @@ import { CloseCodes } from '../errors.js';
 import { closeCodeLabel, type Metrics } from '../metrics.js';
 import type { Rooms } from '../rooms/rooms.js';
 import type { OutboundBudget } from './outbound.js';
+import { sweepSockets } from './heartbeat.js';
 import { createSession, type SessionDeps } from './session.js';
 import { createUpgradeHandler, type UpgradeDeps } from './upgrade.js';
 
@@ -42,7 +43,7 @@ export function createWebSocketServer(deps: WebSocketServerDeps) {
     // A subscriber too slow for its buffer is closed rather than silently skipped (uWS #499):
     // it reconnects and resumes from its last id, so nothing is lost.
     closeOnBackpressureLimit: 1,
-    // Liveness is ours (session.sweep): uWS's own idle timer is reset by our sends, so it cannot tell
+    // Liveness is ours (heartbeat.ts): uWS's own idle timer is reset by our sends, so it cannot tell
     // a dead reader in a busy room from a live one. Kept only as a backstop well past our timeout.
     idleTimeout: Math.min(960, Math.max(16, Math.ceil((config.idleTimeoutMs * 2) / 4000) * 4)),
     sendPingsAutomatically: false,
@@ -88,7 +89,7 @@ export function createWebSocketServer(deps: WebSocketServerDeps) {
     behavior,
     /** Starts the once-a-second sweep (heartbeat, idle, expiry) and the budget check twice a second. */
     start(): void {
-      sweepTimer = setInterval(session.sweep, Math.min(1000, config.heartbeatIntervalMs));
+      sweepTimer = setInterval(() => sweepSockets(config, deps.registry), Math.min(1000, config.heartbeatIntervalMs));
       sweepTimer.unref();
       budgetTimer = setInterval(outbound.enforce, 500);
       budgetTimer.unref();

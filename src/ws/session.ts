@@ -1,6 +1,6 @@
 import type { WebSocket } from 'uWebSockets.js';
 import type { Logger } from 'pino';
-import { canAccessProject, expiryMs, hasExpired, type Principal, type TokenVerifier } from '../auth/tokens.js';
+import { canAccessProject, expiryMs, type Principal, type TokenVerifier } from '../auth/tokens.js';
 import type { Config } from '../config.js';
 import { membershipOf, membershipsOf, monotonicMs, roomCount, type Connection, type SocketData } from '../connections/connection.js';
 import type { ConnectionHooks } from '../connections/hooks.js';
@@ -43,8 +43,8 @@ type Socket = WebSocket<SocketData>;
 
 /**
  * What happens on an open socket: each client frame is size-checked, rate-limited, decoded,
- * validated and routed (join, leave, feedback, ping, auth_refresh), and once a second the sweep
- * closes the silent and the expired and pings the rest. The MessageRouter of the design document.
+ * validated and routed (join, leave, feedback, ping, auth_refresh). The MessageRouter of the design
+ * document; the heartbeat sweep over open sockets is heartbeat.ts.
  */
 export function createSession(deps: SessionDeps) {
   const { config, verifyToken, rooms, log, metrics } = deps;
@@ -200,26 +200,5 @@ export function createSession(deps: SessionDeps) {
     transmit(reply('leave_project', guid, null, { reason: 'access_revoked' }));
   }
 
-  /**
-   * One pass a second over all sockets (a few comparisons each, no timer per socket): closes a socket
-   * silent (no frame, no pong) for IDLE_TIMEOUT_S with 4408, one whose token expired with 4401, and
-   * pings a socket once per HEARTBEAT_INTERVAL_S since its last ping. Pings are therefore staggered
-   * by connection time instead of all going out in one burst.
-   */
-  function sweep(): void {
-    const now = monotonicMs();
-    const expiredBefore = Date.now() - config.jwt.clockToleranceMs;
-    for (const conn of deps.registry.all()) {
-      const ws = conn.ws;
-      if (!ws) continue;
-      if (now - conn.lastSeenAt > config.idleTimeoutMs) ws.end(CloseCodes.HEARTBEAT_TIMEOUT, 'heartbeat timeout');
-      else if (hasExpired(conn.principal, expiredBefore)) ws.end(CloseCodes.TOKEN_EXPIRED, 'token expired');
-      else if (now - conn.lastPingAt >= config.heartbeatIntervalMs) {
-        conn.lastPingAt = now;
-        ws.cork(() => ws.ping());
-      }
-    }
-  }
-
-  return { message, sweep, revokeProject };
+  return { message, revokeProject };
 }

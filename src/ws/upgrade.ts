@@ -8,7 +8,7 @@ import type { Admission, EdgeState } from '../edge/admission.js';
 import type { Sanctions } from '../admin/sanctions.js';
 import { createClientAddressResolver, type ClientAddress } from '../edge/client-address.js';
 import type { ErrorCode } from '../errors.js';
-import type { Metrics } from '../metrics.js';
+import { upgradeReasonLabel, type Metrics } from '../metrics.js';
 import { CODECS, negotiateSubprotocol, type CodecName } from '../protocol/codec.js';
 import { statusLine } from '../uws.js';
 
@@ -58,7 +58,7 @@ export function createUpgradeHandler(deps: UpgradeDeps): UpgradeHandler {
   const originAllowed = (origin: string) => !origin || edge.allowedOrigins === 'any' || edge.allowedOrigins.includes(origin.toLowerCase());
 
   function reject(res: HttpResponse, status: number, code: ErrorCode, message: string, retryAfterS?: number): void {
-    metrics.upgradesRejected.inc({ status: String(status) });
+    metrics.upgradesRejected.inc({ status: String(status), reason: upgradeReasonLabel(code) });
     res.cork(() => {
       res.writeStatus(statusLine(status)).writeHeader('content-type', 'application/json');
       if (retryAfterS !== undefined) res.writeHeader('retry-after', String(retryAfterS));
