@@ -263,7 +263,7 @@ export interface Config {
   /** Targeted replies for a user with no live connection are kept this long (0: dropped). */
   readonly agentReplyOfflineS: number;
   readonly shutdownGraceMs: number;
-  /** How long a project revocation of the server API is enforced (admin/sanctions.ts): longer than your tokens live. */
+  /** How long a project revocation of the server API is enforced (edge/sanctions.ts): longer than your tokens live. */
   readonly revocationTtlS: number;
   /** uWS apps in worker threads on one port (main.ts only; createGateway is always one app). 1: no worker thread. */
   readonly workers: number;

@@ -27,7 +27,7 @@ import { loadUws, type UwsModule } from './uws.js';
 import { createConnectionRegistry } from './connections/registry.js';
 import { createOutboundBudget } from './ws/outbound.js';
 import { createWebSocketServer } from './ws/server.js';
-import { openSanctions } from './admin/sanctions.js';
+import { openSanctions } from './edge/sanctions.js';
 import { createAdminService } from './admin/service.js';
 import type { AdminFabric, AdminLocal } from './admin/fabric.js';
 import { readHistory } from './admin/history.js';

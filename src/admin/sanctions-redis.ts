@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { RedisClient } from '../redis/client.js';
 import { sanctionKey, sanctionsIndexKey } from '../redis/keys.js';
-import { parseSanctionField, type Sanction, type Sanctions } from './sanctions.js';
+import { parseSanctionField, type Sanction, type Sanctions } from '../edge/sanctions.js';
 
 /**
  * Sanctions kept in Redis, so an instance that starts (or restarts) enforces what the others were

@@ -6,7 +6,7 @@ import { GatewayError } from '../errors.js';
 import type { PubSub } from '../redis/pubsub.js';
 import { ALONE, createRedisFabric, type AdminAction, type AdminFabric, type AdminLocal, type AdminQuery, type NodeReport } from './fabric.js';
 import { createSanctionStore, type SanctionStore } from './sanctions-redis.js';
-import { blockField, revocationField, type Sanction, type Sanctions } from './sanctions.js';
+import { blockField, revocationField, type Sanction, type Sanctions } from '../edge/sanctions.js';
 
 /** What the server API does to this gateway's own sockets (ws/server.ts). */
 export interface AdminSockets {

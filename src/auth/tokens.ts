@@ -15,7 +15,7 @@ export interface Principal {
    * 16-byte heap number for every distinct principal (bench/results/conn-heap-gateway.md).
    */
   readonly expiresAtS: number | null;
-  /** Epoch SECONDS of the token's `iat`, or null without one: a revocation refuses tokens issued before it (admin/sanctions.ts). */
+  /** Epoch SECONDS of the token's `iat`, or null without one: a revocation refuses tokens issued before it (edge/sanctions.ts). */
   readonly issuedAtS?: number | null;
 }
 

@@ -1,4 +1,4 @@
-import { createSanctionsMemory } from '../admin/sanctions.js';
+import { createSanctionsMemory } from './sanctions.js';
 import { createFanoutDelayMemory } from './fanout-delay.js';
 import { createSharedTableMemory, openSharedTable, type SharedTableMemory } from './shared-table.js';
 
@@ -35,7 +35,7 @@ export interface EdgeStateMemory {
   readonly buffered: SharedArrayBuffer;
   /** How far behind each project's fan-out is, process-wide (fanout-delay.ts). */
   readonly fanoutDelays: SharedTableMemory;
-  /** The server API's blocks and project revocations (admin/sanctions.ts). */
+  /** The server API's blocks and project revocations (edge/sanctions.ts). */
   readonly sanctions: SharedTableMemory;
 }
 

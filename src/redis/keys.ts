@@ -61,7 +61,7 @@ export function adminRepliesChannel(prefix: string, instanceId: string): string 
 export function sanctionsIndexKey(prefix: string): string {
   return `${prefix}:{admin}:sanctions`;
 }
-/** `field` is a sanction's name (admin/sanctions.ts: `b <userId>` or `r <projectGuid> <userId>`). */
+/** `field` is a sanction's name (edge/sanctions.ts: `b <userId>` or `r <projectGuid> <userId>`). */
 export function sanctionKey(prefix: string, field: string): string {
   return `${prefix}:{admin}:sanction:${field}`;
 }

@@ -4,7 +4,7 @@ import { canAccessProject, expiryMs, type Principal, type TokenVerifier } from '
 import type { Config } from '../config.js';
 import { membershipOf, membershipsOf, monotonicMs, roomCount, type Connection, type SocketData } from '../connections/connection.js';
 import type { ConnectionHooks } from '../connections/hooks.js';
-import type { Sanctions } from '../admin/sanctions.js';
+import type { Sanctions } from '../edge/sanctions.js';
 import type { ConnectionRegistry } from '../connections/registry.js';
 import { sendTo } from '../connections/send.js';
 import type { EdgeState } from '../edge/admission.js';

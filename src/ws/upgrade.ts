@@ -5,7 +5,7 @@ import { hasExpired, upgradeCredential, type Principal, type TokenVerifier } fro
 import type { Config } from '../config.js';
 import { monotonicMs, type Connection, type SocketData } from '../connections/connection.js';
 import type { Admission, EdgeState } from '../edge/admission.js';
-import type { Sanctions } from '../admin/sanctions.js';
+import type { Sanctions } from '../edge/sanctions.js';
 import { createClientAddressResolver, type ClientAddress } from '../edge/client-address.js';
 import type { ErrorCode } from '../errors.js';
 import { upgradeReasonLabel, type Metrics } from '../metrics.js';

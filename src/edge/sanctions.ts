@@ -1,5 +1,5 @@
 import type { Principal } from '../auth/tokens.js';
-import { createSharedTableMemory, openSharedTable, type SharedTableMemory } from '../edge/shared-table.js';
+import { createSharedTableMemory, openSharedTable, type SharedTableMemory } from './shared-table.js';
 
 /**
  * What the server API holds against users (blocks, project revocations), once per process whatever
