@@ -170,6 +170,8 @@ describe('the OpenAPI document', () => {
     await call(g, 'get', presence, `/v1/admin/projects/${project}/presence`, { headers: bearer(admin) });
     await call(g, 'get', presence, '/v1/admin/projects/nope/presence', { headers: bearer(admin) });
     await call(g, 'get', presence, `/v1/admin/projects/${project}/presence`, { headers: bearer(userToken()) });
+    // Redis down: a count of this instance alone is not presented as everyone's.
+    expect((await call(down, 'get', presence, `/v1/admin/projects/${project}/presence`, { headers: bearer(admin) })).body!.error.code).toBe('UNAVAILABLE');
     const history = '/v1/admin/projects/{projectGuid}/history';
     await g.gw.publishMany(project, [{ type: 'project_message', data: { i: 1 } }, { type: 'agent_message', data: { i: 2 } }]);
     expect((await call(g, 'get', history, `/v1/admin/projects/${project}/history?limit=1`, { headers: bearer(admin) })).body!.next).toMatch(/^\d+-\d+$/);
