@@ -27,6 +27,7 @@ import { loadUws, type UwsModule } from './uws.js';
 import { createConnectionRegistry } from './connections/registry.js';
 import { createOutboundBudget } from './ws/outbound.js';
 import { createWebSocketServer } from './ws/server.js';
+import { compressionFilter } from './connections/compression.js';
 
 export interface PublishOptions {
   readonly idempotencyKey?: string;
@@ -133,6 +134,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     historyPageSize: config.stream.historyPageSize,
     maxBackpressureBytes: config.maxBackpressureBytes,
     onFanOut: outbound.noteFanOut,
+    compress: compressionFilter(config.compression),
     onQueueDelay: (roomDelays, longestMs) => {
       fanoutDelays.report(roomDelays);
       metrics.fanoutQueueDelay.set(longestMs / 1000);
@@ -166,6 +168,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     log,
     metrics,
     isShuttingDown,
+    uws,
   });
   app.ws('/ws', websockets.behavior);
 

@@ -17,6 +17,7 @@ import { createRedisOutbox } from './outbox-redis.js';
 import { createPresence, type PresenceHub } from './presence.js';
 import { createRedisClient, type RedisClient } from '../redis/client.js';
 import type { PubSub } from '../redis/pubsub.js';
+import { compressionFilter } from '../connections/compression.js';
 import { createReplies, type RepliesHub } from './replies.js';
 import { createSubscriptions, type CursorStore } from './subscriptions.js';
 
@@ -103,7 +104,7 @@ function createStateParts(options: AgentsRelayOptions) {
     : createMemoryOutbox({ ...common, maxQueued: config.feedback.memoryQueue });
   const hub = cmd ? undefined : options.hub;
   const redis = cmd && pubsub ? { redis: { cmd, pubsub, prefix } } : {};
-  const replies = createReplies({ ...redis, ...(hub ? { hub: hub.replies } : {}), nodeId: instanceId, log, metrics, offlineWindowS: config.agentReplyOfflineS });
+  const replies = createReplies({ ...redis, ...(hub ? { hub: hub.replies } : {}), nodeId: instanceId, log, metrics, offlineWindowS: config.agentReplyOfflineS, compress: compressionFilter(config.compression) });
   const presence = createPresence({ ...redis, ...(hub ? { hub: hub.presence } : {}), nodeId: instanceId, log, expiryMs: config.presenceExpiryMs });
 
   const memoryCursors = new Map<string, string>();

@@ -7,6 +7,8 @@ import type { ConnectionRegistry } from '../connections/registry.js';
 import { releaseDrainWaiters } from '../connections/send.js';
 import { closeCodeLabel, type Metrics } from '../metrics.js';
 import type { Rooms } from '../rooms/rooms.js';
+import type { UwsModule } from '../uws.js';
+import { uwsCompression } from '../connections/compression.js';
 import type { OutboundBudget } from './outbound.js';
 import { createSession, type SessionDeps } from './session.js';
 import { createUpgradeHandler, type UpgradeDeps } from './upgrade.js';
@@ -20,6 +22,8 @@ export type WebSocketServerDeps = UpgradeDeps &
     readonly hooks?: ConnectionHooks | undefined;
     readonly log: Logger;
     readonly metrics: Metrics;
+    /** The loaded uWS module, for its compression constants. */
+    readonly uws: UwsModule;
   };
 
 /**
@@ -44,6 +48,8 @@ export function createWebSocketServer(deps: WebSocketServerDeps) {
     // a dead reader in a busy room from a live one. Kept only as a backstop well past our timeout.
     idleTimeout: Math.min(960, Math.max(16, Math.ceil((config.idleTimeoutMs * 2) / 4000) * 4)),
     sendPingsAutomatically: false,
+    // permessage-deflate for the clients that offer it (WS_COMPRESSION); which frames: compression.ts.
+    compression: uwsCompression(config.compression.mode, deps.uws),
     upgrade: upgrades.upgrade,
     open(ws) {
       const conn = ws.getUserData().conn;
