@@ -146,6 +146,21 @@ describe.each(SHAPES)('$name', (shape) => {
         await t.client.close();
       }
     });
+
+    it('a compressed client frame that inflates past the frame limit closes that socket only (a deflate bomb)', async () => {
+      const guid = randomGuid();
+      const bystander = await open(served, true);
+      await bystander.client.join(guid);
+      const bomber = await open(served, true);
+      // 4 MiB of one letter deflates to ~4 KB: under any frame limit on the wire, 32 times MAX_PAYLOAD_BYTES×2 inflated.
+      (bomber.client.ws as WebSocket).send(JSON.stringify({ type: 'ping', id: 'p', data: { pad: 'a'.repeat(4 * 1024 * 1024) } }));
+      const closed = await bomber.client.closed;
+      expect([1006, 1009]).toContain(closed.code);
+      const id = await served.publish(guid, { type: 'project_message', data: bigData(7) });
+      const [event] = await bystander.client.waitForEvents(guid, 1);
+      expect(event!.id).toBe(id);
+      await bystander.client.close();
+    });
   });
 
   describe('WS_COMPRESSION=dedicated-8kb', () => {

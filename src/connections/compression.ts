@@ -9,16 +9,30 @@ import type { UwsModule } from '../uws.js';
  * frames. A frame is compressed only when it is sent with `compress` set AND its socket negotiated;
  * for the others uWS clears the flag, so one publish serves both kinds of subscriber.
  *
- * Cost, read from the uWebSockets source (the same at tags v20.30 to v20.71; uWS.js 20.30 bundles one of them): App::publish
- * keeps the message once, and the topic tree's drain calls WebSocket::send for each subscriber, which
- * deflates there, per socket. So a compressed publish is deflated once PER SUBSCRIBER, with the shared
- * compressor too (it resets per message: the same output each time, recomputed). Deflating once per
- * publish arrived with App::publishPrepared in uWebSockets v20.72 (Jan 2025), which this glibc cannot
- * run. What is left to us: compress only frames worth it (WS_COMPRESSION_MIN_BYTES), and the per-tick
- * batching, which makes one frame (one deflate per socket) carry every event of a room's turn.
+ * Cost, read from the uWebSockets source (the same at tags v20.30 to v20.71; uWS.js 20.30 bundles one
+ * of them): App::publish keeps the message once, and the topic tree's drain calls WebSocket::send for
+ * each subscriber, which deflates there. So a compressed publish is deflated once PER SUBSCRIBER
+ * that negotiated, with the shared compressor too (it resets per message: the same output each time,
+ * recomputed). Deflating once per publish arrived with App::publishPrepared in uWebSockets v20.72
+ * (Jan 2025), a build this glibc cannot run. What is left to us: compress only the frames where it
+ * pays (WS_COMPRESSION_MIN_BYTES), and the per-tick batching, which makes one frame (one deflate per
+ * socket) carry every event of a room's turn.
  */
 
-/** uWS's export for each dedicated window: a sliding window of this size per socket, kept for the socket's life. */
+/**
+ * What a dedicated mode really gets in this uWS, said once at startup. Its negotiation
+ * (HttpResponse.h, the same from v20.30 to the newest tag) ends with
+ * `if (compression & DEDICATED_COMPRESSOR_3KB) compressOptions = DEDICATED_COMPRESSOR_3KB`, meant to
+ * turn 4 KB into 3 KB, but true for every dedicated size (each shares a bit with 0x91): every socket gets
+ * the 3 KB compressor (512-byte window, memLevel 1), whatever size was asked for. Measured
+ * (bench/compression.mjs): fewer bytes saved than `shared` and more CPU per event.
+ */
+export function dedicatedCollapse(mode: CompressionMode): string | null {
+  if (!mode.startsWith('dedicated-') || mode === 'dedicated-3kb') return null;
+  return `WS_COMPRESSION=${mode} runs as dedicated-3kb in this uWS (its negotiation maps every dedicated size to the 3 KB compressor); shared compresses better here`;
+}
+
+/** uWS's export for each dedicated size (named by its memory per socket; see dedicatedCollapse for what it becomes). */
 const DEDICATED = {
   'dedicated-3kb': 'DEDICATED_COMPRESSOR_3KB',
   'dedicated-4kb': 'DEDICATED_COMPRESSOR_4KB',

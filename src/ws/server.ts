@@ -8,7 +8,7 @@ import { releaseDrainWaiters } from '../connections/send.js';
 import { closeCodeLabel, type Metrics } from '../metrics.js';
 import type { Rooms } from '../rooms/rooms.js';
 import type { UwsModule } from '../uws.js';
-import { uwsCompression } from '../connections/compression.js';
+import { dedicatedCollapse, uwsCompression } from '../connections/compression.js';
 import type { OutboundBudget } from './outbound.js';
 import { createSession, type SessionDeps } from './session.js';
 import { createUpgradeHandler, type UpgradeDeps } from './upgrade.js';
@@ -36,6 +36,8 @@ export function createWebSocketServer(deps: WebSocketServerDeps) {
   const { config, registry, rooms, outbound, log, metrics } = deps;
   const upgrades = createUpgradeHandler(deps);
   const session = createSession(deps);
+  const collapsed = dedicatedCollapse(config.compression.mode);
+  if (collapsed) log.warn({ wsCompression: config.compression.mode }, collapsed);
 
   const behavior: WebSocketBehavior<SocketData> = {
     // Twice the limit, so a frame just over it is answered with 1009 (session.message) instead of uWS's abrupt cut.
