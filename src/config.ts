@@ -152,8 +152,8 @@ const envSchema: JSONSchemaType<Env> = {
     AGENT_REPLY_OFFLINE_S: { type: 'integer', minimum: 0, maximum: 604800, default: 3600 },
     SHUTDOWN_GRACE_MS: { type: 'integer', minimum: 0, maximum: 600000, default: 3000 },
     WORKERS: { type: 'integer', minimum: 1, maximum: 256, nullable: true },
-    WS_COMPRESSION: { type: 'string', enum: [...COMPRESSION_MODES], default: 'off' },
-    WS_COMPRESSION_MIN_BYTES: { type: 'integer', minimum: 1, maximum: 16777216, default: 256 },
+    WS_COMPRESSION: { type: 'string', enum: [...COMPRESSION_MODES], default: 'shared' },
+    WS_COMPRESSION_MIN_BYTES: { type: 'integer', minimum: 1, maximum: 16777216, default: 1024 },
   },
 };
 
