@@ -186,6 +186,32 @@ describe.each(SHAPES)('$name', (shape) => {
     });
   });
 
+  describe('the defaults (shared, from 1024 bytes)', () => {
+    let served: Served;
+    beforeAll(async () => {
+      served = await shape.start();
+    });
+    afterAll(() => served?.close());
+
+    it('sends a small event plain and a large one compressed to a client that offered deflate', async () => {
+      const guid = randomGuid();
+      const t = await open(served, true);
+      expect(t.extensions).toContain('server_no_context_takeover');
+      await t.client.join(guid);
+      const small = await served.publish(guid, { type: 'project_message', data: { text: 'x'.repeat(600) } });
+      await t.client.waitForEvents(guid, 1);
+      const large = await served.publish(guid, { type: 'project_message', data: bigData(3) });
+      expect((await t.client.waitForEvents(guid, 2)).map((e) => e.id)).toEqual([small, large]);
+      const frames = dataFrames(t);
+      const sizes = t.decodedBytes;
+      expect(sizes.at(-2)).toBeLessThan(1024);
+      expect(sizes.at(-1)).toBeGreaterThan(1024);
+      expect(frames.at(-2)!.rsv1).toBe(false);
+      expect(frames.at(-1)!.rsv1).toBe(true);
+      await t.client.close();
+    });
+  });
+
   describe('WS_COMPRESSION=off', () => {
     let served: Served;
     beforeAll(async () => {
