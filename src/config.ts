@@ -5,6 +5,10 @@ import { createAjv, describeAjvErrors } from './protocol/ajv.js';
 import { DEFAULT_KEYS_PER_PRODUCER, type DataLimits } from './protocol/limits.js';
 import { isIP } from 'node:net';
 
+/** WS_COMPRESSION: permessage-deflate off, one shared compressor, or a sliding window per socket (src/connections/compression.ts). */
+export const COMPRESSION_MODES = ['off', 'shared', 'dedicated-3kb', 'dedicated-4kb', 'dedicated-8kb', 'dedicated-16kb', 'dedicated-32kb', 'dedicated-64kb', 'dedicated-128kb', 'dedicated-256kb'] as const;
+export type CompressionMode = (typeof COMPRESSION_MODES)[number];
+
 /**
  * The environment variables the gateway reads, their types and defaults. This schema IS the
  * documentation of the configuration: README's table is generated from the same names.
@@ -78,6 +82,8 @@ interface Env {
   SHUTDOWN_GRACE_MS: number;
   REVOCATION_TTL_S: number;
   WORKERS?: number;
+  WS_COMPRESSION: CompressionMode;
+  WS_COMPRESSION_MIN_BYTES: number;
 }
 
 const envSchema: JSONSchemaType<Env> = {
@@ -153,6 +159,8 @@ const envSchema: JSONSchemaType<Env> = {
     SHUTDOWN_GRACE_MS: { type: 'integer', minimum: 0, maximum: 600000, default: 3000 },
     REVOCATION_TTL_S: { type: 'integer', minimum: 1, maximum: 31536000, default: 86400 },
     WORKERS: { type: 'integer', minimum: 1, maximum: 256, nullable: true },
+    WS_COMPRESSION: { type: 'string', enum: [...COMPRESSION_MODES], default: 'shared' },
+    WS_COMPRESSION_MIN_BYTES: { type: 'integer', minimum: 1, maximum: 16777216, default: 1024 },
   },
 };
 
@@ -267,6 +275,12 @@ export interface Config {
   readonly revocationTtlS: number;
   /** uWS apps in worker threads on one port (main.ts only; createGateway is always one app). 1: no worker thread. */
   readonly workers: number;
+  /** permessage-deflate for clients that offer it (src/ws/compression.ts). */
+  readonly compression: {
+    readonly mode: CompressionMode;
+    /** Frames shorter than this go out plain even to a socket that negotiated (a few bytes saved cost a deflate). */
+    readonly minBytes: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -382,6 +396,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     revocationTtlS: e.REVOCATION_TTL_S,
     // The CPUs this process may run on (follows affinity / a container's cpuset).
     workers: e.WORKERS ?? availableParallelism(),
+    compression: { mode: e.WS_COMPRESSION, minBytes: e.WS_COMPRESSION_MIN_BYTES },
   };
   return deepFreeze(config);
 }

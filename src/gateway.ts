@@ -33,6 +33,7 @@ import type { AdminFabric, AdminLocal } from './admin/fabric.js';
 import { readHistory } from './admin/history.js';
 import { registerAdminRoutes } from './http/admin.js';
 import { registerOpenApiRoute } from './http/openapi.js';
+import { compressionFilter } from './connections/compression.js';
 
 export interface PublishOptions {
   readonly idempotencyKey?: string;
@@ -143,6 +144,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     historyPageSize: config.stream.historyPageSize,
     maxBackpressureBytes: config.maxBackpressureBytes,
     onFanOut: outbound.noteFanOut,
+    compress: compressionFilter(config.compression),
     onQueueDelay: (roomDelays, longestMs) => {
       fanoutDelays.report(roomDelays);
       metrics.fanoutQueueDelay.set(longestMs / 1000);
@@ -177,6 +179,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     log,
     metrics,
     isShuttingDown,
+    uws,
   });
   app.ws('/ws', websockets.behavior);
   const admin = await createAdminService({ config, instanceId, sanctions, registry, sockets: websockets, pubsub, hub: deps.adminFabric, log });

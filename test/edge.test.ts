@@ -592,7 +592,8 @@ describe.each(SHAPES)('$name', (shape) => {
     });
 
     it('drops the clients holding the most unsent bytes when all buffers together pass MAX_BUFFERED_BYTES; they resume losslessly, others keep flowing', async () => {
-      const g = await shape.start({ MAX_BUFFERED_BYTES: '1048576', MAX_BACKPRESSURE_BYTES: '8388608', MAX_EVENT_DATA_BYTES: '65536' });
+      // WS_COMPRESSION off: the repeated-letter chunks below deflate ~300 times, and the buffers would never fill.
+      const g = await shape.start({ MAX_BUFFERED_BYTES: '1048576', MAX_BACKPRESSURE_BYTES: '8388608', MAX_EVENT_DATA_BYTES: '65536', WS_COMPRESSION: 'off' });
       try {
         const [flooded, calm] = [randomGuid(), randomGuid()];
         const deaf = await Promise.all(Array.from({ length: 4 }, () => connect(g.wsUrl, userToken())));
@@ -630,7 +631,8 @@ describe.each(SHAPES)('$name', (shape) => {
     });
 
     it('cuts a socket whose unsent bytes make no progress for WRITE_TIMEOUT_S, well under every byte limit; a reader of the same room stays; the cut one resumes losslessly', async () => {
-      const g = await shape.start({ WRITE_TIMEOUT_S: '1', MAX_BUFFERED_BYTES: '1073741824', MAX_BACKPRESSURE_BYTES: '268435456', MAX_EVENT_DATA_BYTES: '65536' });
+      // WS_COMPRESSION off: the repeated-letter chunks below deflate ~300 times, and the kernel would take them all.
+      const g = await shape.start({ WRITE_TIMEOUT_S: '1', MAX_BUFFERED_BYTES: '1073741824', MAX_BACKPRESSURE_BYTES: '268435456', MAX_EVENT_DATA_BYTES: '65536', WS_COMPRESSION: 'off' });
       try {
         const room = randomGuid();
         const deaf = await connect(g.wsUrl, userToken());

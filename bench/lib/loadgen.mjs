@@ -30,8 +30,9 @@ function nextSourceAddress() {
  *   host: string, port: number, path: string, mode: import('./servers.mjs').ClientMode, rooms: string[], count: number,
  *   workers?: number, rate?: number, latency?: boolean, joinKind?: 'gateway'|'none',
  *   joinTimeoutMs?: number, maxPending?: number, jwtSecret?: string,
- *   pauseAfterJoin?: boolean, trackIds?: number, indexOffset?: number
+ *   pauseAfterJoin?: boolean, trackIds?: number, indexOffset?: number, deflate?: boolean
  * }} LoadOpts
+ * deflate: every socket offers permessage-deflate and inflates what comes compressed (ws-worker.mjs).
  * pauseAfterJoin: never-reading clients (each socket stops reading after its join ack).
  * trackIds: per worker, how many sockets record the event ids they receive (see drainTracked).
  * indexOffset: first client index (token sub `u<index>`), so two LoadGens against one server are distinct users.
@@ -121,7 +122,7 @@ export class LoadGen {
         cmd: 'connect', host: o.host, port: o.port, path: o.path, mode: o.mode, rooms: o.rooms, count, offset,
         localAddress, rate: totalRate / n, maxPending: Math.max(50, o.maxPending ?? 256), latency: !!o.latency,
         joinTimeoutMs: o.joinTimeoutMs ?? 20_000, joinKind: o.joinKind ?? 'gateway', jwtSecret: o.jwtSecret, id,
-        pauseAfterJoin: !!o.pauseAfterJoin, trackIds: o.trackIds ?? 0,
+        pauseAfterJoin: !!o.pauseAfterJoin, trackIds: o.trackIds ?? 0, deflate: !!o.deflate,
       });
     })));
     /** @type {Record<string, number>} */ const errors = {};
@@ -148,11 +149,12 @@ export class LoadGen {
   /** Aggregate counters. */
   async stats() {
     const rs = await this.all({ cmd: 'stats' });
-    /** @type {{connected: number, joined: number, failed: number, closedByServer: number, frames: number, bytes: number, events: number, eventsAll: number, pings: number, joinErrors: number, errors: Record<string, number>, closeCodes: Record<string, number>, samples: string[]}} */
-    const agg = { connected: 0, joined: 0, failed: 0, closedByServer: 0, frames: 0, bytes: 0, events: 0, eventsAll: 0, pings: 0, joinErrors: 0, errors: {}, closeCodes: {}, samples: [] };
+    /** @type {{connected: number, joined: number, failed: number, closedByServer: number, frames: number, bytes: number, events: number, eventsAll: number, pings: number, joinErrors: number, wire: number, negotiated: number, compressedFrames: number, errors: Record<string, number>, closeCodes: Record<string, number>, samples: string[]}} */
+    const agg = { connected: 0, joined: 0, failed: 0, closedByServer: 0, frames: 0, bytes: 0, events: 0, eventsAll: 0, pings: 0, joinErrors: 0, wire: 0, negotiated: 0, compressedFrames: 0, errors: {}, closeCodes: {}, samples: [] };
     for (const r of rs) {
       const s = r.stats;
       agg.connected += s.connected; agg.joined += s.joined; agg.failed += s.failed; agg.closedByServer += s.closedByServer;
+      agg.wire += s.wire ?? 0; agg.negotiated += s.negotiated ?? 0; agg.compressedFrames += s.compressedFrames ?? 0;
       agg.frames += s.frames; agg.bytes += s.bytes; agg.events += s.events; agg.eventsAll += s.eventsAll; agg.pings += s.pings; agg.joinErrors += s.joinErrors;
       for (const [k, v] of Object.entries(s.errors)) agg.errors[k] = (agg.errors[k] ?? 0) + /** @type {number} */ (v);
       for (const [k, v] of Object.entries(s.closeCodes)) agg.closeCodes[k] = (agg.closeCodes[k] ?? 0) + /** @type {number} */ (v);

@@ -27,10 +27,11 @@ export function nowUs() { const t = process.hrtime(); return t[0] * 1e6 + Math.f
 
 export class Producer {
   /**
-   * @param {{ port: number, rooms: string[], concurrency?: number, xaddRedisUrl?: string, redisPrefix?: string, dataBytes?: number, api?: import('./servers.mjs').PublishApi, newConnection?: boolean }} o
+   * @param {{ port: number, rooms: string[], concurrency?: number, xaddRedisUrl?: string, redisPrefix?: string, dataBytes?: number, api?: import('./servers.mjs').PublishApi, newConnection?: boolean, dataFields?: () => string }} o
    *   xaddRedisUrl: publish with XADD straight into the gateway's Redis streams instead of HTTP
    *   dataBytes: pad each event's `data` JSON to about this many bytes (a `pad` string field); default: no pad (~30 B)
    *   api: which HTTP API (default the gateway's); newConnection: one TCP connection per request (always for Pusher: Soketi closes it)
+   *   dataFields: made anew for each event (gateway API only), appended after "n" instead of the pad: `,"k":…` (bench/compression.mjs: data that compresses like real data, not a run of x)
    */
   constructor(o) {
     /** @type {import('./servers.mjs').PublishApi} */
@@ -38,6 +39,7 @@ export class Producer {
     this.newConnection = !!o.newConnection || this.api.api === 'pusher';
     // `{"t":<16 digits>,"n":<~6 digits>,"pad":"…"}` is ~42 bytes without the pad itself
     this.padField = o.dataBytes && o.dataBytes > 42 ? `,"pad":"${'x'.repeat(o.dataBytes - 42)}"` : '';
+    this.dataFields = o.dataFields ?? (() => this.padField);
     /** @type {any} */
     this.redis = null;
     this.redisPrefix = o.redisPrefix ?? 'autocode';
@@ -67,11 +69,11 @@ export class Producer {
     if (this.api.api === 'pusher') return this.postPusher(guid, n, this.api);
     let body;
     if (n === 1) {
-      body = `{"type":"project_message","data":{"t":${nowUs()},"n":${this.seq++}${this.padField}}}`;
+      body = `{"type":"project_message","data":{"t":${nowUs()},"n":${this.seq++}${this.dataFields()}}}`;
     } else {
       const parts = new Array(n);
       const t = nowUs();
-      for (let i = 0; i < n; i++) parts[i] = `{"type":"project_message","data":{"t":${t},"n":${this.seq++}${this.padField}}}`;
+      for (let i = 0; i < n; i++) parts[i] = `{"type":"project_message","data":{"t":${t},"n":${this.seq++}${this.dataFields()}}}`;
       body = `{"events":[${parts.join(',')}]}`;
     }
     this.requests++;
@@ -228,10 +230,12 @@ export class Producer {
   stop() { this.stopped = true; }
 
   /**
-   * Open loop at `eventsPerSec` single-event requests, rooms round-robin.
-   * @param {{ eventsPerSec: number, durationMs: number, maxOutstanding?: number }} o
+   * Open loop at `eventsPerSec`, in requests of `batch` events (default 1), rooms round-robin.
+   * @param {{ eventsPerSec: number, durationMs: number, maxOutstanding?: number, batch?: number }} o
    */
   async runRate(o) {
+    const batch = o.batch ?? 1;
+    const requestsPerSec = o.eventsPerSec / batch;
     const start = performance.now();
     const maxOut = o.maxOutstanding ?? 512;
     let sent = 0, outstanding = 0, roomIdx = 0;
@@ -240,12 +244,12 @@ export class Producer {
       const timer = setInterval(() => {
         const el = performance.now() - start;
         if (el >= o.durationMs) { clearInterval(timer); resolve(undefined); return; }
-        const due = Math.floor((el / 1000) * o.eventsPerSec) - sent;
+        const due = Math.floor((el / 1000) * requestsPerSec) - sent;
         for (let i = 0; i < due; i++) {
           if (outstanding >= maxOut) { this.behind = (this.behind ?? 0) + (due - i); sent += due - i; break; }
           sent++;
           outstanding++;
-          this.post(this.rooms[roomIdx++ % this.rooms.length], 1).then(() => { outstanding--; });
+          this.post(this.rooms[roomIdx++ % this.rooms.length], batch).then(() => { outstanding--; });
         }
       }, 2);
     });

@@ -20,10 +20,16 @@
  * buffers fill, as with a client that hangs. `trackIds` keeps the event ids received by the first N
  * sockets of the worker; `drainTracked` later makes those sockets read again, until the server's cut
  * reaches them, and returns what they had received (the last id is what a real client resumes from).
+ * permessage-deflate (`deflate`, bench/compression.mjs): each socket offers it; a compressed message
+ * (RSV1) is inflated (zlib: at once, or through a per-socket stream for a sliding window) before it is counted, so `bytes` counts decoded payload
+ * bytes, while `wire` counts every byte the socket read (what `socket.bytesRead` counts: headers,
+ * frame headers, compressed payloads). `negotiated` counts sockets whose 101 accepted the offer,
+ * `compressedFrames` the messages that came compressed.
  * Every loop is bounded: connection count is fixed by the parent, connect attempts time out, and
  * the worker exits by itself if the parent goes away or after `maxLifeMs`.
  */
 import net from 'node:net';
+import zlib from 'node:zlib';
 import hdr from 'hdr-histogram-js';
 import { createSigner } from 'fast-jwt';
 
@@ -34,6 +40,8 @@ let T_PATTERN = Buffer.from('"t":');
 const PUSHER_EVENT_PATTERN = Buffer.from('{"event":"project_');
 const PUSHER_T_PATTERN = Buffer.from('\\"t\\":');
 const WS_KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
+/** What RFC 7692 strips from the end of each compressed message; put back before inflating. */
+const DEFLATE_TAIL = Buffer.from([0x00, 0x00, 0xff, 0xff]);
 
 /** @returns {number} CLOCK_MONOTONIC in microseconds (shared by all processes of the machine) */
 function nowUs() {
@@ -46,7 +54,7 @@ function nowUs() {
  *   host: string, port: number, path: string, mode: 'plain'|'eio'|'pusher',
  *   rooms: string[], count: number, offset: number, localAddress?: string,
  *   rate: number, maxPending: number, latency: boolean, joinTimeoutMs: number,
- *   joinKind: 'gateway'|'none', jwtSecret?: string, pauseAfterJoin?: boolean, trackIds?: number
+ *   joinKind: 'gateway'|'none', jwtSecret?: string, pauseAfterJoin?: boolean, trackIds?: number, deflate?: boolean
  * }} ConnectCmd
  * jwtSecret: sign a distinct client token per connection (sub `u<index>`) and append it to `path`
  * (which then ends with `token=`), as real users would each have their own token.
@@ -64,8 +72,11 @@ function nowUs() {
  * @typedef {{
  *   sock: net.Socket, room: string, state: number, chunks: Buffer[], pendLen: number, need: number,
  *   frag: Buffer[] | null, timer: NodeJS.Timeout | null, t0: number, tConn: number, tUp: number,
- *   sub?: string, tracked?: { joinLatestId: string | null, ids: string[] }, lastDataAt?: number
+ *   sub?: string, tracked?: { joinLatestId: string | null, ids: string[] }, lastDataAt?: number,
+ *   inflate?: { reset: boolean, stream: zlib.InflateRaw | null, out: Buffer[] }, fragCompressed?: boolean
  * }} Conn
+ * inflate: set when the server accepted permessage-deflate; `reset` when it compresses each message
+ * on its own (server_no_context_takeover), else one inflater keeps the window across messages.
  */
 
 const ST_HANDSHAKE = 0, ST_OPEN = 1, ST_JOINED = 2, ST_DEAD = 3;
@@ -80,6 +91,9 @@ const stats = {
   events: 0,
   pings: 0,
   joinErrors: 0,
+  wire: 0,
+  negotiated: 0,
+  compressedFrames: 0,
 };
 /** events counted before the last `reset`: `eventsAll` in the stats counts the whole run (loss checks) at no cost per frame */
 let eventsBeforeReset = 0;
@@ -260,18 +274,59 @@ function trackIds(t, buf, s, e) {
   }
 }
 
+/**
+ * Inflates a compressed message and hands it to onMessage: at once when the server compresses each
+ * message on its own (server_no_context_takeover), else through a zlib stream kept per socket (a
+ * sliding window spans messages; zlib's *Sync calls close their stream after one use), whose flush
+ * callbacks run in order, so messages are still counted in arrival order.
+ * @param {Conn} c @param {Buffer} payload
+ */
+function inflateThenCount(c, payload) {
+  stats.compressedFrames++;
+  const z = /** @type {NonNullable<Conn['inflate']>} */ (c.inflate);
+  const input = Buffer.concat([payload, DEFLATE_TAIL]);
+  if (z.reset) {
+    /** @type {Buffer} */ let m;
+    // The message ends at a sync flush, not at a final block: finishing with Z_FINISH would fail.
+    try { m = zlib.inflateRawSync(input, { finishFlush: zlib.constants.Z_SYNC_FLUSH }); } catch (err) { countError('inflate:' + /** @type {any} */ (err).code); kill(c, 'inflate'); return; }
+    onMessage(c, m, 0, m.length);
+    return;
+  }
+  if (!z.stream) {
+    const stream = zlib.createInflateRaw();
+    z.stream = stream;
+    stream.on('data', (d) => z.out.push(d));
+    stream.on('error', (err) => { countError('inflate:' + /** @type {any} */ (err).code); kill(c, 'inflate'); });
+  }
+  z.stream.write(input);
+  z.stream.flush(zlib.constants.Z_SYNC_FLUSH, () => {
+    if (c.state === ST_DEAD) return;
+    const m = Buffer.concat(z.out);
+    z.out = [];
+    onMessage(c, m, 0, m.length);
+  });
+}
+
 /** @param {Conn} c @param {Buffer} buf @param {number} b0 @param {number} s @param {number} e */
 function onFrame(c, buf, b0, s, e) {
   const opcode = b0 & 0x0f;
   const fin = (b0 & 0x80) !== 0;
+  const rsv1 = (b0 & 0x40) !== 0;
   if (opcode === 0) { // continuation
     if (!c.frag) { countError('protocol:stray-continuation'); return; }
     c.frag.push(Buffer.from(buf.subarray(s, e)));
-    if (fin) { const m = Buffer.concat(c.frag); c.frag = null; onMessage(c, m, 0, m.length); }
+    if (fin) {
+      const m = Buffer.concat(c.frag);
+      c.frag = null;
+      if (c.fragCompressed) inflateThenCount(c, m);
+      else onMessage(c, m, 0, m.length);
+    }
     return;
   }
   if (opcode === 1 || opcode === 2) {
-    if (!fin) { c.frag = [Buffer.from(buf.subarray(s, e))]; return; }
+    if (rsv1 && !c.inflate) { countError('protocol:rsv1-not-negotiated'); kill(c, 'protocol'); return; }
+    if (!fin) { c.frag = [Buffer.from(buf.subarray(s, e))]; c.fragCompressed = rsv1; return; }
+    if (rsv1) { inflateThenCount(c, buf.subarray(s, e)); return; }
     onMessage(c, buf, s, e);
     return;
   }
@@ -298,6 +353,7 @@ function onFrame(c, buf, b0, s, e) {
  */
 function onData(c, chunk) {
   if (c.state === ST_DEAD) return;
+  stats.wire += chunk.length;
   if (c.tracked) c.lastDataAt = performance.now();
   if (c.pendLen > 0) {
     c.chunks.push(chunk);
@@ -324,6 +380,11 @@ function onData(c, chunk) {
       return;
     }
     off = end + 4;
+    const ext = /\r\nsec-websocket-extensions:([^\r]*)/i.exec(head);
+    if (ext && /permessage-deflate/.test(ext[1])) {
+      c.inflate = { reset: /server_no_context_takeover/.test(ext[1]), stream: null, out: [] };
+      stats.negotiated++;
+    }
     c.tUp = performance.now();
     onUpgraded(c);
   }
@@ -401,7 +462,8 @@ function openOne() {
     c.tConn = performance.now();
     if (!cfg) return;
     sock.write(`GET ${path} HTTP/1.1\r\nHost: ${cfg.host}:${cfg.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-      `Sec-WebSocket-Key: ${WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+      `Sec-WebSocket-Key: ${WS_KEY}\r\nSec-WebSocket-Version: 13\r\n` +
+      (cfg.deflate ? 'Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n' : '') + '\r\n');
   });
   sock.on('data', (d) => onData(c, d));
   sock.on('error', (err) => {
@@ -488,7 +550,7 @@ process.on('message', (/** @type {any} */ m) => {
       break;
     case 'reset':
       eventsBeforeReset += stats.events;
-      stats.frames = 0; stats.bytes = 0; stats.events = 0; stats.pings = 0;
+      stats.frames = 0; stats.bytes = 0; stats.events = 0; stats.pings = 0; stats.wire = 0; stats.compressedFrames = 0;
       hist = newHist();
       send({ type: 'reset', id: m.id });
       break;

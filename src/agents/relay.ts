@@ -19,6 +19,7 @@ import { createRedisOutbox } from './outbox-redis.js';
 import { createPresence, type PresenceHub } from './presence.js';
 import { createRedisClient, type RedisClient } from '../redis/client.js';
 import type { PubSub } from '../redis/pubsub.js';
+import { compressionFilter } from '../connections/compression.js';
 import { createReplies, type RepliesHub } from './replies.js';
 import { createSubscriptions, type CursorStore } from './subscriptions.js';
 
@@ -122,7 +123,7 @@ function createStateParts(options: AgentsRelayOptions) {
         ledger: hub?.feedback ?? localLedger(createPendingCounts({ ...quotas, total: config.feedback.memoryQueue })),
       });
   const redis = cmd && pubsub ? { redis: { cmd, pubsub, prefix } } : {};
-  const replies = createReplies({ ...redis, ...(hub ? { hub: hub.replies } : {}), nodeId: instanceId, log, metrics, offlineWindowS: config.agentReplyOfflineS });
+  const replies = createReplies({ ...redis, ...(hub ? { hub: hub.replies } : {}), nodeId: instanceId, log, metrics, offlineWindowS: config.agentReplyOfflineS, compress: compressionFilter(config.compression) });
   const presence = createPresence({ ...redis, ...(hub ? { hub: hub.presence } : {}), nodeId: instanceId, log, expiryMs: config.presenceExpiryMs });
 
   const memoryCursors = new Map<string, string>();

@@ -112,6 +112,8 @@ export function createReplies(options: {
   log: Logger;
   metrics: Metrics;
   offlineWindowS: number;
+  /** Whether a reply frame goes out with uWS's `compress` flag (src/ws/compression.ts); default never. */
+  compress?: (frame: string | Uint8Array) => boolean;
 }): Replies {
   const { log, metrics, redis } = options;
   const hub = redis ? undefined : options.hub;
@@ -126,7 +128,10 @@ export function createReplies(options: {
     const conns = byUser.get(userId);
     if (!conns) return 0;
     let sent = 0;
-    for (const conn of conns) if (sendTo(conn, conn.codec.encode(envelope))) sent++;
+    for (const conn of conns) {
+      const frame = conn.codec.encode(envelope);
+      if (sendTo(conn, frame, options.compress?.(frame) ?? false)) sent++;
+    }
     return sent;
   }
 

@@ -25,16 +25,17 @@ export function releaseDrainWaiters(conn: Connection): void {
 
 /**
  * Sends one frame outside a uWS callback. Corked so the headers and payload leave in one syscall;
- * returns false if the socket is gone or uWS dropped the frame (over maxBackpressure).
+ * returns false if the socket is gone or uWS dropped the frame (over maxBackpressure). `compress`:
+ * deflate it if the socket negotiated permessage-deflate (src/ws/compression.ts decides).
  */
-export function sendTo(conn: Connection, frame: string | Uint8Array): boolean {
+export function sendTo(conn: Connection, frame: string | Uint8Array, compress = false): boolean {
   const ws = conn.ws;
   if (!ws || conn.closed) return false;
   // A string's UTF-8 length is at most three times its length: guard whenever it could be large.
   if ((typeof frame === 'string' ? frame.length * 3 : frame.length) >= UWS_LARGE_SEND_BYTES) ws.subscribe(LARGE_SEND_GUARD_TOPIC);
   let status = 0;
   ws.cork(() => {
-    status = ws.send(frame, conn.codec.binary, false);
+    status = ws.send(frame, conn.codec.binary, compress);
   });
   return status !== 2;
 }

@@ -91,12 +91,15 @@ export interface FanoutOptions<S extends FanoutShard> {
    * (ms); then the longest wait of any room here (0 when none waits). What the ingress refuses on.
    */
   readonly onQueueDelay?: (roomDelays: ReadonlyMap<string, number>, longestMs: number) => void;
+  /** Whether a frame is published with uWS's `compress` flag (src/ws/compression.ts); default never. */
+  readonly compress?: (frame: Frame) => boolean;
 }
 
 export function createFanout<S extends FanoutShard>(opts: FanoutOptions<S>) {
   const { port, log, metrics } = opts;
   const schedule = opts.schedule ?? ((turn: () => void) => void setImmediate(turn));
   const shardFlushed = opts.onShardFlushed ?? (() => {});
+  const compress = opts.compress ?? (() => false);
   const dirty = new Set<FanoutRoom<S>>();
   let flushScheduled = false;
   let backlogScheduled = false;
@@ -225,8 +228,9 @@ export function createFanout<S extends FanoutShard>(opts: FanoutOptions<S>) {
       const subscribers = port.numSubscribers(topic);
       if (subscribers === 0) continue;
       const frames = (chunk.frames[name] ??= encodeFrames(name, chunk.events, unencodable));
+      // uWS deflates per subscriber that negotiated (compression.ts), and sends plain to the others.
       for (const frame of frames) {
-        port.publish(topic, frame, CODECS[name].binary, false);
+        port.publish(topic, frame, CODECS[name].binary, compress(frame));
         metrics.framesPublished.inc();
         spent += frame.length * subscribers;
       }

@@ -75,6 +75,8 @@ export interface JoinOptions {
   readonly maxBackpressureBytes: number;
   /** How long a resuming client may wait for this instance to catch up with an id it saw elsewhere. */
   readonly catchUpTimeoutMs?: number;
+  /** Whether a replayed frame goes out with uWS's `compress` flag; default never. */
+  readonly compress?: (frame: Frame) => boolean;
 }
 
 /** One join in flight: where it goes, whether it still counts, and how it goes live. */
@@ -197,7 +199,7 @@ export function createJoin(opts: JoinOptions) {
   async function replay(conn: Connection, events: readonly ProjectEvent[]): Promise<boolean> {
     for (const frame of opts.encodeFrames(conn.codec.name, events)) {
       await whenDrained(conn, replayWindowBytes(opts.maxBackpressureBytes));
-      if (!sendTo(conn, frame)) return false;
+      if (!sendTo(conn, frame, opts.compress?.(frame) ?? false)) return false;
     }
     metrics.replayedEvents.inc(events.length);
     return true;

@@ -27,6 +27,8 @@ export interface RoomsOptions {
   readonly onQueueDelay?: (roomDelays: ReadonlyMap<string, number>, longestMs: number) => void;
   /** How long a resuming client may wait for this instance to catch up with an id it saw elsewhere. */
   readonly catchUpTimeoutMs?: number;
+  /** Whether a frame (fan-out or replay) goes out with uWS's `compress` flag (src/ws/compression.ts). */
+  readonly compress?: (frame: string | Uint8Array) => boolean;
 }
 
 /**
@@ -36,7 +38,7 @@ export interface RoomsOptions {
  */
 export function createRooms(opts: RoomsOptions) {
   const { app, bus, log, metrics } = opts;
-  const fanout = createFanout<Shard>({ port: app, log, metrics, onFanOut: opts.onFanOut, onShardFlushed: settleWaiters, onQueueDelay: opts.onQueueDelay });
+  const fanout = createFanout<Shard>({ port: app, log, metrics, onFanOut: opts.onFanOut, onShardFlushed: settleWaiters, onQueueDelay: opts.onQueueDelay, compress: opts.compress });
   const registry = createRegistry({
     bus,
     metrics,
@@ -57,6 +59,7 @@ export function createRooms(opts: RoomsOptions) {
     historyPageSize: opts.historyPageSize,
     maxBackpressureBytes: opts.maxBackpressureBytes,
     catchUpTimeoutMs: opts.catchUpTimeoutMs,
+    compress: opts.compress,
   });
 
   function leave(conn: Connection, guid: string): boolean {

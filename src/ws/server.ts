@@ -9,6 +9,8 @@ import { releaseDrainWaiters } from '../connections/send.js';
 import { CloseCodes } from '../errors.js';
 import { closeCodeLabel, type Metrics } from '../metrics.js';
 import type { Rooms } from '../rooms/rooms.js';
+import type { UwsModule } from '../uws.js';
+import { dedicatedCollapse, uwsCompression } from '../connections/compression.js';
 import type { OutboundBudget } from './outbound.js';
 import { sweepSockets } from './heartbeat.js';
 import { createSession, type SessionDeps } from './session.js';
@@ -23,6 +25,8 @@ export type WebSocketServerDeps = UpgradeDeps &
     readonly hooks?: ConnectionHooks | undefined;
     readonly log: Logger;
     readonly metrics: Metrics;
+    /** The loaded uWS module, for its compression constants. */
+    readonly uws: UwsModule;
   };
 
 /**
@@ -35,6 +39,8 @@ export function createWebSocketServer(deps: WebSocketServerDeps) {
   const { config, registry, rooms, outbound, log, metrics } = deps;
   const upgrades = createUpgradeHandler(deps);
   const session = createSession(deps);
+  const collapsed = dedicatedCollapse(config.compression.mode);
+  if (collapsed) log.warn({ wsCompression: config.compression.mode }, collapsed);
 
   const behavior: WebSocketBehavior<SocketData> = {
     // Twice the limit, so a frame just over it is answered with 1009 (session.message) instead of uWS's abrupt cut.
@@ -47,6 +53,8 @@ export function createWebSocketServer(deps: WebSocketServerDeps) {
     // a dead reader in a busy room from a live one. Kept only as a backstop well past our timeout.
     idleTimeout: Math.min(960, Math.max(16, Math.ceil((config.idleTimeoutMs * 2) / 4000) * 4)),
     sendPingsAutomatically: false,
+    // permessage-deflate for the clients that offer it (WS_COMPRESSION); which frames: compression.ts.
+    compression: uwsCompression(config.compression.mode, deps.uws),
     upgrade: upgrades.upgrade,
     open(ws) {
       const conn = ws.getUserData().conn;

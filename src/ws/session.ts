@@ -15,6 +15,7 @@ import { dataProblem } from '../protocol/limits.js';
 import { isGuid, type ClientFrame, type Envelope, type FeedbackData } from '../protocol/messages.js';
 import { requestIdOf, validateClientFrame } from '../protocol/schemas.js';
 import type { Rooms } from '../rooms/rooms.js';
+import { compressionFilter } from '../connections/compression.js';
 import { errorReply, reply } from './envelopes.js';
 
 /**
@@ -48,14 +49,17 @@ type Socket = WebSocket<SocketData>;
  */
 export function createSession(deps: SessionDeps) {
   const { config, verifyToken, rooms, log, metrics } = deps;
+  const compress = compressionFilter(config.compression);
 
   function send(ws: Socket, conn: Connection, envelope: Envelope): void {
     // Inside uWS callbacks the socket is already corked.
-    ws.send(conn.codec.encode(envelope), conn.codec.binary, false);
+    const frame = conn.codec.encode(envelope);
+    ws.send(frame, conn.codec.binary, compress(frame));
   }
 
   function sendLater(conn: Connection, envelope: Envelope): void {
-    sendTo(conn, conn.codec.encode(envelope));
+    const frame = conn.codec.encode(envelope);
+    sendTo(conn, frame, compress(frame));
   }
 
   function fail(code: ErrorCode, message: string | undefined, projectGuid: string | null, id: string | null): Envelope {
