@@ -5,9 +5,11 @@ import { retainedSize, type ProjectEvent } from '../protocol/events.js';
 
 /**
  * Getting a room's pending events onto the wire: per-tick batching (every event that reaches a room
- * during one event-loop turn goes out as one publish per shard per encoding, serialized once), frames
- * of at most MAX_FRAME_BYTES, shards published in step, and per-turn slicing so that one crowded room
- * cannot stall the others.
+ * during one event-loop turn goes out serialized once, as one publish per encoding to the room topic),
+ * frames of at most MAX_FRAME_BYTES, and per-turn slicing so that one crowded room cannot stall the
+ * others: when a turn's fan-out would pass the slice, the room's members move to their shards'
+ * topics and the shards are published in step, over as many turns as it takes; once the backlog
+ * is gone they move back to the room topic.
  */
 
 /** Frames above this are split, so one burst cannot produce a multi-megabyte frame. */
@@ -35,9 +37,10 @@ export interface FanoutPort {
 }
 
 /**
- * A slice of a room's subscribers with topics of their own. A room's fan-out is published shard by
- * shard, so one room with thousands of subscribers (a flood into a crowd of slow readers) is spread
- * over several event-loop turns instead of blocking every other room for the whole of it.
+ * A slice of a room's subscribers with topics of their own. While a room has a backlog its fan-out
+ * is published shard by shard, so one room with thousands of subscribers (a flood into a crowd of
+ * slow readers) is spread over several event-loop turns instead of blocking every other room for the
+ * whole of it. Without a backlog every shard is at the same place and the room topic serves them all.
  */
 export interface FanoutShard {
   readonly topics: Record<CodecName, string>;
@@ -59,7 +62,15 @@ export interface Chunk {
 /** What fan-out keeps per room (the room record, registry.ts, has these fields and more). */
 export interface FanoutRoom<S extends FanoutShard = FanoutShard> {
   readonly guid: string;
-  /** Never empty; shard 0 uses the plain room topics. */
+  /** Where every member listens while `spread` is false: one publish reaches the whole room. */
+  readonly topics: Record<CodecName, string>;
+  /**
+   * Members listen on their shard's topics: set when a turn's fan-out would pass the slice, cleared
+   * when the backlog is gone (every shard then is at the same place). While false the outbox is
+   * empty between turns.
+   */
+  spread: boolean;
+  /** Never empty. */
   readonly shards: S[];
   /** Newest event moved into the outbox (every shard will publish everything up to it). */
   queuedId: string;
@@ -76,10 +87,16 @@ export function queuedEnd(room: FanoutRoom): { flushedId: string; next: number }
   return { flushedId: room.queuedId, next: room.outboxBase + room.outbox.length };
 }
 
-export interface FanoutOptions<S extends FanoutShard> {
+export interface FanoutOptions<S extends FanoutShard, R extends FanoutRoom<S> = FanoutRoom<S>> {
   readonly port: FanoutPort;
   readonly log: Pick<Logger, 'warn' | 'error'>;
-  readonly metrics: Pick<Metrics, 'framesPublished' | 'deliveries' | 'fanOutDeferred' | 'eventsDelivered' | 'deliveryLag' | 'eventsUnencodable'>;
+  readonly metrics: Pick<Metrics, 'framesPublished' | 'deliveries' | 'fanOutDeferred' | 'eventsDelivered' | 'deliveryLag' | 'eventsUnencodable' | 'shardMoves'>;
+  /**
+   * Moves every member of the room from the room topic to its shard's topics (`toShards`) or back,
+   * synchronously: called between publishes, so no frame is published while a member is between
+   * topics, and what was published to its old topic this turn is still sent to it, before the rest.
+   */
+  readonly moveMembers: (room: R, toShards: boolean) => void;
   /** After each flush: the bytes handed to uWS (frame bytes × subscribers), an upper bound of how much the send buffers grew. */
   readonly onFanOut?: (bytes: number) => void;
   /** A shard's flushedId moved (resumes may be waiting for it). */
@@ -93,16 +110,16 @@ export interface FanoutOptions<S extends FanoutShard> {
   readonly onQueueDelay?: (roomDelays: ReadonlyMap<string, number>, longestMs: number) => void;
 }
 
-export function createFanout<S extends FanoutShard>(opts: FanoutOptions<S>) {
+export function createFanout<S extends FanoutShard, R extends FanoutRoom<S> = FanoutRoom<S>>(opts: FanoutOptions<S, R>) {
   const { port, log, metrics } = opts;
   const schedule = opts.schedule ?? ((turn: () => void) => void setImmediate(turn));
   const shardFlushed = opts.onShardFlushed ?? (() => {});
-  const dirty = new Set<FanoutRoom<S>>();
+  const dirty = new Set<R>();
   let flushScheduled = false;
   let backlogScheduled = false;
 
   /** Queues events accepted into a room (new ones, in id order) for the next turn's flush; takes the array. */
-  function enqueue(room: FanoutRoom<S>, events: ProjectEvent[]): void {
+  function enqueue(room: R, events: ProjectEvent[]): void {
     if (room.pending.length === 0) {
       room.pending = events;
       room.pendingSince = performance.now();
@@ -116,7 +133,7 @@ export function createFanout<S extends FanoutShard>(opts: FanoutOptions<S>) {
   }
 
   /** A room that closed: nothing of it is published any more. */
-  function forget(room: FanoutRoom<S>): void {
+  function forget(room: R): void {
     dirty.delete(room);
   }
 
@@ -158,7 +175,7 @@ export function createFanout<S extends FanoutShard>(opts: FanoutOptions<S>) {
   }
 
   /** Work left by an earlier turn: the outbox changes only inside flushRoom, which empties it unless a slice ran out. */
-  const hasBacklog = (room: FanoutRoom<S>) => room.outbox.length > 0;
+  const hasBacklog = (room: R) => room.outbox.length > 0;
 
   function scheduleBacklog(): void {
     if (backlogScheduled) return;
@@ -180,58 +197,122 @@ export function createFanout<S extends FanoutShard>(opts: FanoutOptions<S>) {
     reportDelays();
   }
 
-  function flushRoom(room: FanoutRoom<S>, all: boolean): number {
+  function flushRoom(room: R, all: boolean): number {
     if (room.pending.length) queueChunks(room);
     let spent = 0;
     // A backstop: nothing in one room's flush may stop the others (or escape into uWS/the bus).
     try {
       const unlimited = all || room.outboxBytes > FANOUT_BACKLOG_BYTES;
       if (unlimited && !all) log.warn({ projectGuid: room.guid, backlogBytes: room.outboxBytes, limit: FANOUT_BACKLOG_BYTES }, 'room fan-out backlog over its limit; publishing it in one turn');
-      // Chunk by chunk, every shard that is at this chunk publishes it: shards stay in step, the
-      // ones behind catch up first, and a chunk is released once the last shard has it.
-      chunks: for (let i = 0; i < room.outbox.length; i++) {
-        const seq = room.outboxBase + i;
-        const chunk = room.outbox[i]!;
-        for (const shard of room.shards) {
-          if (shard.next !== seq) continue;
-          spent += publishChunk(chunk, shard);
-          shard.next = seq + 1;
-          shard.flushedId = chunk.lastId;
-          shardFlushed(shard);
-          if (spent >= FANOUT_SLICE_BYTES && !unlimited) break chunks;
-        }
-      }
+      if (!room.spread) spent = publishToRoom(room, unlimited);
+      if (room.spread) spent = publishToShards(room, unlimited, spent);
     } catch (err) {
       const first = room.outbox[0]?.events[0]?.id;
       log.error({ err, projectGuid: room.guid, firstId: first }, 'room flush failed; continuing with the next events');
       // Skip what failed rather than retrying it forever: every shard moves past the whole outbox.
-      for (const shard of room.shards) {
-        shard.next = room.outboxBase + room.outbox.length;
-        shard.flushedId = room.queuedId;
-        shardFlushed(shard);
-      }
+      for (const shard of room.shards) advance(shard, room.outboxBase + room.outbox.length, room.queuedId);
     }
     releaseChunks(room, metrics);
-    if (hasBacklog(room)) metrics.fanOutDeferred.inc();
-    else dirty.delete(room);
+    if (hasBacklog(room)) {
+      metrics.fanOutDeferred.inc();
+      return spent;
+    }
+    dirty.delete(room);
+    // Every shard has everything queued: they are at one place again, which the room topic can serve.
+    if (room.spread) move(room, false);
     return spent;
   }
 
-  /** Publishes one chunk to one shard in every encoding somebody there uses; returns frame bytes × subscribers. */
-  function publishChunk(chunk: Chunk, shard: S): number {
+  /**
+   * Without a backlog every shard is at the outbox's first chunk: each chunk goes to the room topic,
+   * once per encoding, while the turn's fan-out stays within the slice. The first chunk that would
+   * pass it moves the members to their shards, where the rest continues (publishToShards).
+   */
+  function publishToRoom(room: R, unlimited: boolean): number {
+    const { topics } = room;
+    const subscribers = subscribersOf(topics);
     let spent = 0;
-    for (const name of CODEC_NAMES) {
-      const topic = shard.topics[name];
-      const subscribers = port.numSubscribers(topic);
-      if (subscribers === 0) continue;
-      const frames = (chunk.frames[name] ??= encodeFrames(name, chunk.events, unencodable));
-      for (const frame of frames) {
-        port.publish(topic, frame, CODECS[name].binary, false);
-        metrics.framesPublished.inc();
-        spent += frame.length * subscribers;
+    for (let i = 0; i < room.outbox.length; i++) {
+      const chunk = room.outbox[i]!;
+      if (!unlimited && spent + costOf(chunk, subscribers) > FANOUT_SLICE_BYTES) {
+        move(room, true);
+        return spent;
       }
-      metrics.deliveries.inc(subscribers * chunk.events.length);
+      spent += publishChunk(chunk, topics, subscribers);
+      const seq = room.outboxBase + i;
+      for (const shard of room.shards) advance(shard, seq + 1, chunk.lastId);
     }
+    return spent;
+  }
+
+  /**
+   * Chunk by chunk, every shard that is at this chunk publishes it: shards stay in step, the ones
+   * behind catch up first, and a chunk is released once the last shard has it. Stops once the turn
+   * has spent the slice (at least one chunk to one shard goes out).
+   */
+  function publishToShards(room: R, unlimited: boolean, spent: number): number {
+    for (let i = 0; i < room.outbox.length; i++) {
+      const seq = room.outboxBase + i;
+      const chunk = room.outbox[i]!;
+      for (const shard of room.shards) {
+        if (shard.next !== seq) continue;
+        spent += publishChunk(chunk, shard.topics, subscribersOf(shard.topics));
+        advance(shard, seq + 1, chunk.lastId);
+        if (spent >= FANOUT_SLICE_BYTES && !unlimited) return spent;
+      }
+    }
+    return spent;
+  }
+
+  function advance(shard: S, next: number, flushedId: string): void {
+    shard.next = next;
+    shard.flushedId = flushedId;
+    shardFlushed(shard);
+  }
+
+  function move(room: R, toShards: boolean): void {
+    opts.moveMembers(room, toShards);
+    room.spread = toShards;
+    metrics.shardMoves.inc({ to: toShards ? 'shards' : 'room' });
+  }
+
+  /** A chunk's frames in one encoding, encoded on first use (and kept for every later publish). */
+  function framesOf(chunk: Chunk, name: CodecName): Frame[] {
+    return (chunk.frames[name] ??= encodeFrames(name, chunk.events, unencodable));
+  }
+
+  /** Subscribers per encoding (CODEC_NAMES order). */
+  function subscribersOf(topics: Record<CodecName, string>): number[] {
+    return CODEC_NAMES.map((name) => port.numSubscribers(topics[name]));
+  }
+
+  /** What publishing a chunk to these subscribers would spend: frame bytes × subscribers. */
+  function costOf(chunk: Chunk, subscribers: readonly number[]): number {
+    let cost = 0;
+    CODEC_NAMES.forEach((name, i) => {
+      if (subscribers[i]) for (const frame of framesOf(chunk, name)) cost += frame.length * subscribers[i]!;
+    });
+    return cost;
+  }
+
+  /** Publishes one chunk to one set of topics in every encoding somebody there uses; returns frame bytes × subscribers. */
+  function publishChunk(chunk: Chunk, topics: Record<CodecName, string>, subscribers: readonly number[]): number {
+    let spent = 0;
+    CODEC_NAMES.forEach((name, i) => {
+      if (subscribers[i]) spent += publishFrames(chunk, name, topics[name], subscribers[i]!);
+    });
+    return spent;
+  }
+
+  function publishFrames(chunk: Chunk, name: CodecName, topic: string, subscribers: number): number {
+    let spent = 0;
+    const binary = CODECS[name].binary;
+    for (const frame of framesOf(chunk, name)) {
+      port.publish(topic, frame, binary, false);
+      spent += frame.length * subscribers;
+    }
+    metrics.framesPublished.inc(chunk.frames[name]!.length);
+    metrics.deliveries.inc(subscribers * chunk.events.length);
     return spent;
   }
 

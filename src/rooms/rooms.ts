@@ -4,7 +4,8 @@ import type { EventBus } from '../bus/bus.js';
 import type { Metrics } from '../metrics.js';
 import { membershipOf, membershipsOf, removeMembership, type Connection } from '../connections/connection.js';
 import { createFanout } from './fanout.js';
-import { createRegistry, type Shard } from './registry.js';
+import { forgetMember, moveMembers } from './placement.js';
+import { createRegistry, type Room, type Shard } from './registry.js';
 import { abandonWaiters, createJoin, settleWaiters, unsubscribe } from './resume.js';
 
 export { FANOUT_BACKLOG_BYTES, FANOUT_SLICE_BYTES } from './fanout.js';
@@ -36,7 +37,15 @@ export interface RoomsOptions {
  */
 export function createRooms(opts: RoomsOptions) {
   const { app, bus, log, metrics } = opts;
-  const fanout = createFanout<Shard>({ port: app, log, metrics, onFanOut: opts.onFanOut, onShardFlushed: settleWaiters, onQueueDelay: opts.onQueueDelay });
+  const fanout = createFanout<Shard, Room>({
+    port: app,
+    log,
+    metrics,
+    moveMembers,
+    onFanOut: opts.onFanOut,
+    onShardFlushed: settleWaiters,
+    onQueueDelay: opts.onQueueDelay,
+  });
   const registry = createRegistry({
     bus,
     metrics,
@@ -77,7 +86,10 @@ export function createRooms(opts: RoomsOptions) {
     for (const membership of membershipsOf(conn)) {
       if (!membership.joined) continue;
       const room = registry.get(membership.guid);
-      if (room) registry.release(room, membership.shard);
+      if (!room) continue;
+      const shard = room.shards[membership.shard];
+      if (shard) forgetMember(conn, shard);
+      registry.release(room, membership.shard);
     }
     conn.rooms = null;
   }
