@@ -43,7 +43,8 @@ export function moveMembers(room: Room, toShards: boolean): void {
     const to = toShards ? shard.topics : room.topics;
     for (const conn of shard.sockets) {
       const ws = conn.ws;
-      if (!ws || conn.closed) continue;
+      // A socket chosen to be cut was taken off every topic (ws/outbound.ts): it stays off.
+      if (!ws || conn.closed || conn.cutPending) continue;
       const name = conn.codec.name;
       ws.subscribe(to[name]);
       ws.unsubscribe(from[name]);
