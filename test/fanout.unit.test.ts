@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { describe, expect, it, vi } from 'vitest';
 import { createMetrics } from '../src/metrics.js';
 import { envelopeJson, retainedSize, type ProjectEvent } from '../src/protocol/events.js';
-import { createFanout, FANOUT_BACKLOG_BYTES, FANOUT_SLICE_BYTES, MAX_FRAME_BYTES, queuedEnd, type FanoutRoom, type FanoutShard, type Frame } from '../src/rooms/fanout.js';
+import { createFanout, FANOUT_BACKLOG_BYTES, FANOUT_SLICE_BYTES, FANOUT_UNIT_BYTES, MAX_FRAME_BYTES, queuedEnd, type FanoutRoom, type FanoutShard, type Frame } from '../src/rooms/fanout.js';
 import type { CodecName } from '../src/protocol/codec.js';
 import { roomTopic, shardTopic } from '../src/rooms/topics.js';
 
@@ -330,7 +330,11 @@ describe('room topic while no backlog, shard topics while one (fanout.ts against
     const room = newRoom(crypto.randomUUID(), 13);
     for (const shard of room.shards) h.place(room, shard, 8);
     h.place(room, room.shards[5]!, 2, 'msgpack');
-    const events = burst(room.guid, 10, 150);
+    // 10 events of ~300 B to 106 sockets (the fan-out bench's rooms): over the slice, within one unit.
+    const events = burst(room.guid, 10, 300);
+    const frameBytes = 10 * 300;
+    expect(frameBytes * 106).toBeGreaterThan(FANOUT_SLICE_BYTES);
+    expect(frameBytes * 106).toBeLessThan(FANOUT_UNIT_BYTES);
     h.fanout.enqueue(room, events.slice());
     h.drain();
     const more = burst(room.guid, 3, 150);
@@ -398,6 +402,28 @@ describe('room topic while no backlog, shard topics while one (fanout.ts against
 
     expect(h.log.map((e) => ('move' in e ? e.move : e.topic))).toEqual([room.topics.json, 'shards', shard.topics.json, 'room']);
     expect(h.received(shard)).toEqual(ids(events));
+    expect(room.spread).toBe(false);
+    expect(await moves(h)).toEqual({ shards: 1, room: 1 });
+  });
+  it("a room without a backlog takes a turn's first chunk whole when it costs no more than one unit; the next turn goes on from the shards", async () => {
+    const h = harness();
+    const room = newRoom(crypto.randomUUID(), 2);
+    for (const shard of room.shards) h.place(room, shard, 4);
+    // 200 KB events, a chunk each: one to the 8 sockets is 1.6 MB, over the slice, within one unit.
+    const events = burst(room.guid, 3, 200_000);
+    h.fanout.enqueue(room, events.slice());
+    h.turn();
+    expect(h.log.map((e) => ('move' in e ? e.move : e.topic))).toEqual([room.topics.json, 'shards']);
+    h.drain();
+
+    expect(h.published.map((p) => [p.topic, p.turn])).toEqual([
+      [room.topics.json, 1],
+      [room.shards[0]!.topics.json, 2],
+      [room.shards[1]!.topics.json, 3],
+      [room.shards[0]!.topics.json, 4],
+      [room.shards[1]!.topics.json, 5],
+    ]);
+    for (const shard of room.shards) expect(h.received(shard)).toEqual(ids(events));
     expect(room.spread).toBe(false);
     expect(await moves(h)).toEqual({ shards: 1, room: 1 });
   });

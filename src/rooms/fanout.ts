@@ -7,20 +7,33 @@ import { retainedSize, type ProjectEvent } from '../protocol/events.js';
  * Getting a room's pending events onto the wire: per-tick batching (every event that reaches a room
  * during one event-loop turn goes out serialized once, as one publish per encoding to the room topic),
  * frames of at most MAX_FRAME_BYTES, and per-turn slicing so that one crowded room cannot stall the
- * others: when a turn's fan-out would pass the slice, the room's members move to their shards'
- * topics and the shards are published in step, over as many turns as it takes; once the backlog
+ * others: when a turn's fan-out would pass the slice (or one unit), the room's members move to their
+ * shards' topics and the shards are published in step, over as many turns as it takes; once the backlog
  * is gone they move back to the room topic.
  */
 
 /** Frames above this are split, so one burst cannot produce a multi-megabyte frame. */
 export const MAX_FRAME_BYTES = 256 * 1024;
 /**
+ * Sockets per shard. Small, so that one frame to one shard (the unit a turn cannot split while a
+ * room has a backlog) stays short: a 40 KB send into a socket whose kernel buffer is still filling
+ * took ~165 µs alone on this machine (loopback) and 2-6× that under load, and with 128 per shard the
+ * units blocked the loop for 20-60 ms. While a room has a backlog it publishes each frame once per
+ * shard (~1 µs per extra uWS publish call); without one, once to the room topic.
+ */
+export const SHARD_SIZE = 8;
+/**
  * Fan-out work (frame bytes × subscribers) one room may do per event-loop turn before the rest waits
- * for the next turn; every other room, and uWS's I/O, runs in between. At least one shard's publish
- * of one chunk always goes out, so the delay a room adds to the others is at most this plus one
- * chunk to one shard (≤ MAX_FRAME_BYTES × SHARD_SIZE).
+ * for the next turn; every other room, and uWS's I/O, runs in between. At least one unit always goes
+ * out, so the delay a room adds to the others is at most this plus FANOUT_UNIT_BYTES.
  */
 export const FANOUT_SLICE_BYTES = 256 * 1024;
+/**
+ * The most one unit of fan-out, which a turn cannot split, may cost: one chunk to one full shard. A
+ * room without a backlog may publish its turn's first chunk to the whole room at once when that costs
+ * no more (a 3 KB frame to 100 sockets is one publish, not 13).
+ */
+export const FANOUT_UNIT_BYTES = MAX_FRAME_BYTES * SHARD_SIZE;
 /**
  * A room may defer at most this many bytes of events. Beyond it (fan-out slower than the events
  * arrive, sustained) the room publishes its whole backlog in one turn, as without slicing: the event
@@ -225,8 +238,9 @@ export function createFanout<S extends FanoutShard, R extends FanoutRoom<S> = Fa
 
   /**
    * Without a backlog every shard is at the outbox's first chunk: each chunk goes to the room topic,
-   * once per encoding, while the turn's fan-out stays within the slice. The first chunk that would
-   * pass it moves the members to their shards, where the rest continues (publishToShards).
+   * once per encoding, while the turn's fan-out stays within the slice (the first chunk: within one
+   * unit). The first chunk that does not fit moves the members to their shards, where the rest
+   * continues, this turn if the slice is not spent yet (publishToShards).
    */
   function publishToRoom(room: R, unlimited: boolean): number {
     const { topics } = room;
@@ -234,9 +248,12 @@ export function createFanout<S extends FanoutShard, R extends FanoutRoom<S> = Fa
     let spent = 0;
     for (let i = 0; i < room.outbox.length; i++) {
       const chunk = room.outbox[i]!;
-      if (!unlimited && spent + costOf(chunk, subscribers) > FANOUT_SLICE_BYTES) {
-        move(room, true);
-        return spent;
+      if (!unlimited) {
+        const cost = costOf(chunk, subscribers);
+        if (spent + cost > FANOUT_SLICE_BYTES && (spent > 0 || cost > FANOUT_UNIT_BYTES)) {
+          move(room, true);
+          return spent;
+        }
       }
       spent += publishChunk(chunk, topics, subscribers);
       const seq = room.outboxBase + i;
@@ -248,9 +265,11 @@ export function createFanout<S extends FanoutShard, R extends FanoutRoom<S> = Fa
   /**
    * Chunk by chunk, every shard that is at this chunk publishes it: shards stay in step, the ones
    * behind catch up first, and a chunk is released once the last shard has it. Stops once the turn
-   * has spent the slice (at least one chunk to one shard goes out).
+   * has spent the slice (at least one chunk to one shard goes out, unless the room topic took this
+   * turn's unit already).
    */
   function publishToShards(room: R, unlimited: boolean, spent: number): number {
+    if (spent >= FANOUT_SLICE_BYTES && !unlimited) return spent;
     for (let i = 0; i < room.outbox.length; i++) {
       const seq = room.outboxBase + i;
       const chunk = room.outbox[i]!;

@@ -3,7 +3,7 @@ import type { Connection } from '../connections/connection.js';
 import type { Metrics } from '../metrics.js';
 import { compareIds } from '../protocol/event-id.js';
 import { retainedSize, type ProjectEvent } from '../protocol/events.js';
-import { queuedEnd, type FanoutRoom, type FanoutShard } from './fanout.js';
+import { queuedEnd, SHARD_SIZE, type FanoutRoom, type FanoutShard } from './fanout.js';
 import type { Waiter } from './resume.js';
 import { roomTopic, shardTopic } from './topics.js';
 
@@ -12,14 +12,7 @@ import { roomTopic, shardTopic } from './topics.js';
  * the bus watch for its project and a bounded window of recent events, and places its sockets in shards.
  */
 
-/**
- * Sockets per shard. Small, so that one frame to one shard (the unit a turn cannot split while a room
- * has a backlog) stays short: a 40 KB send into a socket whose kernel buffer is still filling took ~165 µs alone on this
- * machine (loopback) and 2-6× that under load, and with 128 per shard the units blocked the loop for
- * 20-60 ms. While a room has a backlog it publishes each frame once per shard (~1 µs per extra uWS
- * publish call); without one, once to the room topic.
- */
-export const SHARD_SIZE = 8;
+export { SHARD_SIZE };
 
 export interface Shard extends FanoutShard {
   /** Memberships placed here (joined or joining). */

@@ -8,8 +8,7 @@ import { forgetMember, moveMembers } from './placement.js';
 import { createRegistry, type Room, type Shard } from './registry.js';
 import { abandonWaiters, createJoin, settleWaiters, unsubscribe } from './resume.js';
 
-export { FANOUT_BACKLOG_BYTES, FANOUT_SLICE_BYTES } from './fanout.js';
-export { SHARD_SIZE } from './registry.js';
+export { FANOUT_BACKLOG_BYTES, FANOUT_SLICE_BYTES, SHARD_SIZE } from './fanout.js';
 export type { JoinResult } from './resume.js';
 
 export interface RoomsOptions {
