@@ -1,7 +1,10 @@
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics.js';
 import { CODEC_NAMES, CODECS, type CodecName } from '../protocol/codec.js';
-import { retainedSize, type ProjectEvent } from '../protocol/events.js';
+import type { ProjectEvent } from '../protocol/events.js';
+import { encodeFrames, MAX_FRAME_BYTES, queueChunks, releaseChunks, type Chunk, type Frame, type Outbox } from './chunks.js';
+
+export { MAX_FRAME_BYTES, type Chunk, type Frame };
 
 /**
  * Getting a room's pending events onto the wire: per-tick batching (every event that reaches a room
@@ -12,8 +15,6 @@ import { retainedSize, type ProjectEvent } from '../protocol/events.js';
  * is gone they move back to the room topic.
  */
 
-/** Frames above this are split, so one burst cannot produce a multi-megabyte frame. */
-export const MAX_FRAME_BYTES = 256 * 1024;
 /**
  * Sockets per shard. Small, so that one frame to one shard (the unit a turn cannot split while a
  * room has a backlog) stays short: a 40 KB send into a socket whose kernel buffer is still filling
@@ -41,8 +42,6 @@ export const FANOUT_UNIT_BYTES = MAX_FRAME_BYTES * SHARD_SIZE;
  */
 export const FANOUT_BACKLOG_BYTES = 16 * 1024 * 1024;
 
-export type Frame = string | Uint8Array;
-
 /** Where frames go: uWS's app satisfies it; the unit tests record the calls. */
 export interface FanoutPort {
   publish(topic: string, frame: Frame, isBinary: boolean, compress: boolean): unknown;
@@ -57,23 +56,14 @@ export interface FanoutPort {
  */
 export interface FanoutShard {
   readonly topics: Record<CodecName, string>;
-  /** Newest event published to this shard's topics: a socket subscribed now receives exactly the events after it. */
+  /** Newest event published to this shard's members (on the room topic or its own): a socket subscribed now receives exactly the events after it. */
   flushedId: string;
   /** Sequence number (room.outboxBase-relative numbering) of the next outbox chunk to publish here. */
   next: number;
 }
 
-/** Events queued for fan-out, at most one frame's worth; encoded once per wire encoding, when first needed. */
-export interface Chunk {
-  readonly events: ProjectEvent[];
-  readonly lastId: string;
-  readonly bytes: number;
-  readonly queuedAt: number;
-  frames: Partial<Record<CodecName, Frame[]>>;
-}
-
 /** What fan-out keeps per room (the room record, registry.ts, has these fields and more). */
-export interface FanoutRoom<S extends FanoutShard = FanoutShard> {
+export interface FanoutRoom<S extends FanoutShard = FanoutShard> extends Outbox {
   readonly guid: string;
   /** Where every member listens while `spread` is false: one publish reaches the whole room. */
   readonly topics: Record<CodecName, string>;
@@ -85,14 +75,6 @@ export interface FanoutRoom<S extends FanoutShard = FanoutShard> {
   spread: boolean;
   /** Never empty. */
   readonly shards: S[];
-  /** Newest event moved into the outbox (every shard will publish everything up to it). */
-  queuedId: string;
-  pending: ProjectEvent[];
-  pendingSince: number;
-  /** Chunks not yet published to every shard; outbox[0] has sequence number outboxBase. */
-  outbox: Chunk[];
-  outboxBase: number;
-  outboxBytes: number;
 }
 
 /** Where a shard opened now starts: after everything already queued (its sockets subscribe after that). */
@@ -349,73 +331,4 @@ export function createFanout<S extends FanoutShard, R extends FanoutRoom<S> = Fa
     /** Also what a replay to one socket sends (resume.ts). */
     encodeFrames: (name: CodecName, events: readonly ProjectEvent[]): Frame[] => encodeFrames(name, events, unencodable),
   };
-}
-
-/** Moves pending events into the outbox as chunks of at most MAX_FRAME_BYTES (of JSON). */
-function queueChunks(room: FanoutRoom): void {
-  const queuedAt = room.pendingSince;
-  let events: ProjectEvent[] = [];
-  let bytes = 0;
-  const push = () => {
-    room.outbox.push({ events, lastId: events[events.length - 1]!.id, bytes, queuedAt, frames: {} });
-    room.outboxBytes += bytes;
-  };
-  for (const e of room.pending) {
-    const size = retainedSize(e);
-    if (events.length && bytes + size > MAX_FRAME_BYTES) {
-      push();
-      events = [];
-      bytes = 0;
-    }
-    events.push(e);
-    bytes += size;
-  }
-  if (events.length) push();
-  room.queuedId = room.pending[room.pending.length - 1]!.id;
-  room.pending = [];
-}
-
-/** Drops the chunks every shard has published. */
-function releaseChunks(room: FanoutRoom, metrics: Pick<Metrics, 'eventsDelivered' | 'deliveryLag'>): void {
-  let min = Infinity;
-  for (const shard of room.shards) if (shard.next < min) min = shard.next;
-  const done = min - room.outboxBase;
-  if (done <= 0) return;
-  const now = performance.now();
-  for (let i = 0; i < done; i++) {
-    const chunk = room.outbox[i]!;
-    room.outboxBytes -= chunk.bytes;
-    metrics.eventsDelivered.inc(chunk.events.length);
-    metrics.deliveryLag.observe((now - chunk.queuedAt) / 1000);
-  }
-  room.outbox.splice(0, done);
-  room.outboxBase = min;
-}
-
-/**
- * Frames for a run of one room's events in one encoding, each under MAX_FRAME_BYTES unless a
- * single event is larger. An event the encoder cannot carry is left out (and reported): every entry
- * point checks data against the limits, so this only catches what slipped past them.
- */
-function encodeFrames(name: CodecName, events: readonly ProjectEvent[], skipped: (e: ProjectEvent, codec: CodecName) => void): Frame[] {
-  const codec = CODECS[name];
-  const out: Frame[] = [];
-  let batch: Frame[] = [];
-  let bytes = 0;
-  for (const e of events) {
-    const part = codec.encodeEvent(e);
-    if (part === null) {
-      skipped(e, name);
-      continue;
-    }
-    if (batch.length && bytes + part.length > MAX_FRAME_BYTES) {
-      out.push(codec.joinEvents(batch));
-      batch = [];
-      bytes = 0;
-    }
-    batch.push(part);
-    bytes += part.length;
-  }
-  if (batch.length) out.push(codec.joinEvents(batch));
-  return out;
 }
