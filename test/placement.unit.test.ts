@@ -69,4 +69,17 @@ describe("a member's topic (placement.ts)", () => {
     expect([...late.topics]).toEqual(['project/g/json']);
     expect(r.shards.map((s) => s.sockets.length)).toEqual([1, 2]);
   });
+  it('a socket uWS throws on does not stop the rest of the room from moving', () => {
+    const calls: string[] = [];
+    const r = room('g', 1);
+    const gone = fakeConn('json', calls);
+    const live = fakeConn('json', calls);
+    subscribeMember(gone.conn, r, r.shards[0]!);
+    subscribeMember(live.conn, r, r.shards[0]!);
+    (gone.conn.ws as unknown as { subscribe: () => never }).subscribe = () => {
+      throw new Error('Invalid access of closed uWS.WebSocket/SSLWebSocket.');
+    };
+    moveMembers(r, true);
+    expect([...live.topics]).toEqual(['project/g/json/0']);
+  });
 });

@@ -46,8 +46,14 @@ export function moveMembers(room: Room, toShards: boolean): void {
       // A socket chosen to be cut was taken off every topic (ws/outbound.ts): it stays off.
       if (!ws || conn.closed || conn.cutPending) continue;
       const name = conn.codec.name;
-      ws.subscribe(to[name]);
-      ws.unsubscribe(from[name]);
+      try {
+        ws.subscribe(to[name]);
+        ws.unsubscribe(from[name]);
+      } catch {
+        // uWS throws on any call to a socket it has invalidated. The close handler takes a socket off
+        // (closed, ws null) first, so this is a backstop: one such socket must not leave the rest of
+        // the room on the wrong topic.
+      }
     }
   }
 }
