@@ -63,6 +63,8 @@ const { values: args } = parseArgs({
     // connections: how long the idle connections are held before RSS is read (default 5 s)
     'hold-s': { type: 'string' },
     'fanout-repeats': { type: 'string', default: '1' },
+    // profile: the per-request batches profiled (issue 20 looks at 1 and 10)
+    'profile-batches': { type: 'string', default: '1000,10' },
     'server-cpu': { type: 'string', default: '1' },
     'load-cpu': { type: 'string', default: '0' },
     // where redis-server runs: with the load (default) or with the server; on 2 cores it shares one of them
@@ -828,7 +830,11 @@ async function main() {
         save();
       }
     }
-    if (PARTS.has('profile')) { res.profile = [await profileRun(1000), await profileRun(10)]; save(); }
+    if (PARTS.has('profile')) {
+      res.profile = [];
+      for (const b of args['profile-batches'].split(',').map(Number)) res.profile.push(await profileRun(b));
+      save();
+    }
     if (PARTS.has('connections')) { res.connections = await interleaved(args['conn-servers'].split(','), connectionsRun); save(); }
     if (PARTS.has('saturation')) { res.saturation = await interleaved(args['saturation-servers'].split(','), saturationRun); save(); }
     if (PARTS.has('connprofile')) { res.connectionsProfile = await connectionsProfileRun(); save(); }

@@ -275,7 +275,7 @@ export interface Config {
   readonly revocationTtlS: number;
   /** uWS apps in worker threads on one port (main.ts only; createGateway is always one app). 1: no worker thread. */
   readonly workers: number;
-  /** permessage-deflate for clients that offer it (src/ws/compression.ts). */
+  /** permessage-deflate for clients that offer it (src/connections/compression.ts). */
   readonly compression: {
     readonly mode: CompressionMode;
     /** Frames shorter than this go out plain even to a socket that negotiated (a few bytes saved cost a deflate). */

@@ -58,6 +58,12 @@ export function createMetrics(nodeId: string) {
       help: 'Room flushes that reached FANOUT_SLICE_BYTES and left the rest of their fan-out for a later event-loop turn',
       registers: [registry],
     }),
+    shardMoves: new Counter({
+      name: 'ws_fanout_shard_moves_total',
+      help: "Rooms whose members moved to their shards' topics (to=shards: a fan-out backlog started) or back to the room topic (to=room: it cleared)",
+      labelNames: ['to'],
+      registers: [registry],
+    }),
     replayedEvents: new Counter({ name: 'events_replayed_total', help: 'Events replayed to resuming clients', registers: [registry] }),
     deliveryLag: new Histogram({
       name: 'event_delivery_lag_seconds',

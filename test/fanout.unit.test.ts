@@ -3,12 +3,15 @@ import type { Logger } from 'pino';
 import { describe, expect, it, vi } from 'vitest';
 import { createMetrics } from '../src/metrics.js';
 import { envelopeJson, retainedSize, type ProjectEvent } from '../src/protocol/events.js';
-import { createFanout, FANOUT_BACKLOG_BYTES, FANOUT_SLICE_BYTES, MAX_FRAME_BYTES, queuedEnd, type FanoutRoom, type FanoutShard, type Frame } from '../src/rooms/fanout.js';
-import { roomTopic } from '../src/rooms/topics.js';
+import { createFanout, FANOUT_BACKLOG_BYTES, FANOUT_SLICE_BYTES, FANOUT_UNIT_BYTES, MAX_FRAME_BYTES, queuedEnd, type FanoutRoom, type FanoutShard, type Frame } from '../src/rooms/fanout.js';
+import type { CodecName } from '../src/protocol/codec.js';
+import { roomTopic, shardTopic } from '../src/rooms/topics.js';
 
 /**
  * src/rooms/fanout.ts on its own: a fake publisher records every publish, and the test runs the
  * event-loop turns by hand (a turn runs what was scheduled before it began, as setImmediate does).
+ * Members are modelled as groups (n sockets of one shard and one encoding) that listen on the room
+ * topic or their shard's, as placement.ts moves real sockets, and keep what reached them.
  */
 
 interface Published {
@@ -19,29 +22,67 @@ interface Published {
   readonly turn: number;
 }
 
+/** A move of a room's members, in the same log as the publishes. */
+interface Moved {
+  readonly move: 'shards' | 'room';
+  readonly guid: string;
+  readonly turn: number;
+}
+
+/** `count` sockets of one shard and one encoding, listening on one topic. */
+interface Group {
+  readonly room: FanoutRoom;
+  readonly shard: FanoutShard;
+  readonly codec: CodecName;
+  readonly count: number;
+  topic: string;
+  /** Event ids in the order they reached this group. */
+  readonly received: string[];
+}
+
 function harness(onQueueDelay?: (roomDelays: ReadonlyMap<string, number>, longestMs: number) => void) {
-  const subscribers = new Map<string, number>();
+  const groups: Group[] = [];
   const published: Published[] = [];
+  const log: (Published | Moved)[] = [];
   const scheduled: (() => void)[] = [];
   let turn = 0;
   const metrics = createMetrics('fanout-unit');
-  const log = { warn: vi.fn(), error: vi.fn() };
+  const logger = { warn: vi.fn(), error: vi.fn() };
   const fanout = createFanout({
     port: {
-      publish: (topic, frame, binary) => published.push({ topic, frame, binary, turn }),
-      numSubscribers: (topic) => subscribers.get(topic) ?? 0,
+      publish: (topic, frame, binary) => {
+        const p = { topic, frame, binary, turn };
+        published.push(p);
+        log.push(p);
+        for (const g of groups) if (g.topic === topic) g.received.push(...idsIn(frame));
+      },
+      numSubscribers: (topic) => groups.filter((g) => g.topic === topic).reduce((n, g) => n + g.count, 0),
     },
-    log: log as unknown as Pick<Logger, 'warn' | 'error'>,
+    log: logger as unknown as Pick<Logger, 'warn' | 'error'>,
     metrics,
+    moveMembers: (room, toShards) => {
+      for (const g of groups) if (g.room === room) g.topic = toShards ? g.shard.topics[g.codec] : room.topics[g.codec];
+      log.push({ move: toShards ? 'shards' : 'room', guid: room.guid, turn });
+    },
     schedule: (fn) => void scheduled.push(fn),
     onQueueDelay,
   });
   return {
     fanout,
-    subscribers,
     published,
-    metrics,
     log,
+    metrics,
+    logger,
+    /** `count` sockets of `codec` join `shard` now: they listen where its members listen. */
+    place(room: FanoutRoom, shard: FanoutShard, count: number, codec: CodecName = 'json'): Group {
+      const g: Group = { room, shard, codec, count, topic: room.spread ? shard.topics[codec] : room.topics[codec], received: [] };
+      groups.push(g);
+      return g;
+    },
+    /** What the first group of that shard and encoding received. */
+    received(shard: FanoutShard, codec: CodecName = 'json'): string[] {
+      return groups.find((g) => g.shard === shard && g.codec === codec)!.received;
+    },
     /** One event-loop turn. */
     turn(): void {
       turn++;
@@ -57,7 +98,18 @@ function harness(onQueueDelay?: (roomDelays: ReadonlyMap<string, number>, longes
 }
 
 function newRoom(guid: string, shards: number): FanoutRoom {
-  const room: FanoutRoom = { guid, shards: [], queuedId: '0-0', pending: [], pendingSince: 0, outbox: [], outboxBase: 0, outboxBytes: 0 };
+  const room: FanoutRoom = {
+    guid,
+    topics: { json: roomTopic(guid, 'json'), msgpack: roomTopic(guid, 'msgpack') },
+    spread: false,
+    shards: [],
+    queuedId: '0-0',
+    pending: [],
+    pendingSince: 0,
+    outbox: [],
+    outboxBase: 0,
+    outboxBytes: 0,
+  };
   for (let i = 0; i < shards; i++) addShard(room);
   return room;
 }
@@ -65,7 +117,7 @@ function newRoom(guid: string, shards: number): FanoutRoom {
 /** A shard opened now, as the registry opens one when the others are full. */
 function addShard(room: FanoutRoom): FanoutShard {
   const index = room.shards.length;
-  const shard: FanoutShard = { topics: { json: roomTopic(room.guid, 'json', index), msgpack: roomTopic(room.guid, 'msgpack', index) }, ...queuedEnd(room) };
+  const shard: FanoutShard = { topics: { json: shardTopic(room.guid, 'json', index), msgpack: shardTopic(room.guid, 'msgpack', index) }, ...queuedEnd(room) };
   room.shards.push(shard);
   return shard;
 }
@@ -97,23 +149,23 @@ describe('room fan-out (fanout.ts against a fake publisher)', () => {
     const h = harness();
     const guid = crypto.randomUUID();
     const room = newRoom(guid, 3);
-    for (const shard of room.shards) h.subscribers.set(shard.topics.json, 8);
-    h.subscribers.set(room.shards[1]!.topics.msgpack, 2);
+    for (const shard of room.shards) h.place(room, shard, 8);
+    h.place(room, room.shards[1]!, 2, 'msgpack');
     // 20 KB events: 13 to a chunk, and one chunk to one full shard (~2 MB) is over the slice.
     const first = burst(guid, 40, 20_000);
     h.fanout.enqueue(room, first.slice());
     h.turn();
     // A shard opened while the backlog is being published starts after everything queued.
     const late = addShard(room);
-    h.subscribers.set(late.topics.json, 8);
+    h.place(room, late, 8);
     const second = burst(guid, 20, 20_000);
     h.fanout.enqueue(room, second.slice());
     const turns = 1 + h.drain();
 
     const all = [...first, ...second];
-    for (const shard of room.shards.slice(0, 3)) expect(idsOn(h.published, shard.topics.json)).toEqual(ids(all));
-    expect(idsOn(h.published, room.shards[1]!.topics.msgpack)).toEqual(ids(all));
-    expect(idsOn(h.published, late.topics.json)).toEqual(ids(second));
+    for (const shard of room.shards.slice(0, 3)) expect(h.received(shard)).toEqual(ids(all));
+    expect(h.received(room.shards[1]!, 'msgpack')).toEqual(ids(all));
+    expect(h.received(late)).toEqual(ids(second));
     // In step: no shard gets a chunk before every shard that was at an earlier one has had that.
     const position = new Map(ids(all).map((id, i) => [id, i]));
     const firstEventOfEachPublish = h.published.map((p) => position.get(idsIn(p.frame)[0]!)!);
@@ -129,8 +181,8 @@ describe('room fan-out (fanout.ts against a fake publisher)', () => {
     const h = harness();
     const heavy = newRoom(crypto.randomUUID(), 2);
     const light = newRoom(crypto.randomUUID(), 1);
-    for (const shard of heavy.shards) h.subscribers.set(shard.topics.json, 8);
-    h.subscribers.set(light.shards[0]!.topics.json, 1);
+    for (const shard of heavy.shards) h.place(heavy, shard, 8);
+    h.place(light, light.shards[0]!, 1);
     const heavyEvents = burst(heavy.guid, 64, 8200);
     h.fanout.enqueue(heavy, heavyEvents.slice());
     h.fanout.enqueue(light, [event(light.guid, 200)]);
@@ -152,19 +204,19 @@ describe('room fan-out (fanout.ts against a fake publisher)', () => {
     // The light room's two frames: in the first turn and in the second, while the heavy room has four to go.
     expect(lightPublishes.map((p) => p.turn)).toEqual([1, 2]);
     expect(h.published.indexOf(lightPublishes[1]!)).toBeLessThan(h.published.indexOf(heavyPublishes[5]!));
-    for (const shard of heavy.shards) expect(idsOn(h.published, shard.topics.json)).toEqual(ids(heavyEvents));
+    for (const shard of heavy.shards) expect(h.received(shard)).toEqual(ids(heavyEvents));
   });
 
   it('publishes a backlog that grows past FANOUT_BACKLOG_BYTES in one turn', async () => {
     const h = harness();
     const room = newRoom(crypto.randomUUID(), 1);
-    h.subscribers.set(room.shards[0]!.topics.json, 8);
+    h.place(room, room.shards[0]!, 8);
     // 200 KB events: a chunk each, and one chunk to the shard (1.6 MB) is over the slice.
     const first = burst(room.guid, 40, 200_000);
     h.fanout.enqueue(room, first.slice());
     h.turn();
     expect(h.published).toHaveLength(1);
-    expect(h.log.warn).not.toHaveBeenCalled();
+    expect(h.logger.warn).not.toHaveBeenCalled();
     // 39 left plus 50 more is over the bound.
     const second = burst(room.guid, 50, 200_000);
     expect((39 + 50) * retainedSize(second[0]!)).toBeGreaterThan(FANOUT_BACKLOG_BYTES);
@@ -172,9 +224,9 @@ describe('room fan-out (fanout.ts against a fake publisher)', () => {
     h.turn();
     expect(h.published).toHaveLength(90);
     expect(h.published.filter((p) => p.turn === 2)).toHaveLength(89);
-    expect(h.log.warn).toHaveBeenCalledTimes(1);
+    expect(h.logger.warn).toHaveBeenCalledTimes(1);
     expect(room.outbox).toHaveLength(0);
-    expect(idsOn(h.published, room.shards[0]!.topics.json)).toEqual(ids([...first, ...second]));
+    expect(h.received(room.shards[0]!)).toEqual(ids([...first, ...second]));
     // Only the first turn left a backlog.
     expect((await h.metrics.fanOutDeferred.get()).values[0]?.value).toBe(1);
   });
@@ -182,9 +234,10 @@ describe('room fan-out (fanout.ts against a fake publisher)', () => {
   it('skips an event an encoder cannot carry for that encoding only', async () => {
     const h = harness();
     const room = newRoom(crypto.randomUUID(), 1);
-    const { topics } = room.shards[0]!;
-    h.subscribers.set(topics.json, 1);
-    h.subscribers.set(topics.msgpack, 1);
+    // A small room without a backlog: everything goes to the room topic.
+    const { topics } = room;
+    h.place(room, room.shards[0]!, 1, 'json');
+    h.place(room, room.shards[0]!, 1, 'msgpack');
     const before = event(room.guid, 300);
     // `null` records that an encoder failed (protocol/events.ts): one event each encoding cannot carry.
     const noMsgpack = event(room.guid, 300, { msgpack: null });
@@ -204,15 +257,15 @@ describe('room fan-out (fanout.ts against a fake publisher)', () => {
       ['json', 1],
       ['msgpack', 1],
     ]);
-    expect(h.log.error).toHaveBeenCalledTimes(2);
+    expect(h.logger.error).toHaveBeenCalledTimes(2);
   });
 
   it('cuts chunks at MAX_FRAME_BYTES: a chunk may fill it exactly, and an event larger than it goes alone', () => {
     const h = harness();
     const room = newRoom(crypto.randomUUID(), 1);
-    const { topics } = room.shards[0]!;
-    h.subscribers.set(topics.json, 1);
-    h.subscribers.set(topics.msgpack, 1);
+    const shard = room.shards[0]!;
+    h.place(room, shard, 1, 'json');
+    h.place(room, shard, 1, 'msgpack');
     // Four of these are exactly MAX_FRAME_BYTES of retained size.
     const quarter = MAX_FRAME_BYTES / 4 - 64;
     const events = [...burst(room.guid, 9, quarter), event(room.guid, MAX_FRAME_BYTES + 1000), ...burst(room.guid, 2, quarter)];
@@ -220,8 +273,9 @@ describe('room fan-out (fanout.ts against a fake publisher)', () => {
     h.fanout.enqueue(room, events.slice());
     h.drain();
 
-    for (const topic of [topics.json, topics.msgpack]) {
-      const frames = h.published.filter((p) => p.topic === topic);
+    for (const codec of ['json', 'msgpack'] as const) {
+      // Over the slice: the member moved to its shard's topic after what the room topic took.
+      const frames = h.published.filter((p) => p.topic === room.topics[codec] || p.topic === shard.topics[codec]);
       expect(frames.map((p) => idsIn(p.frame).length)).toEqual([4, 4, 1, 1, 2]);
       expect(frames.flatMap((p) => idsIn(p.frame))).toEqual(ids(events));
       const sizes = frames.map((p) => p.frame.length);
@@ -236,8 +290,8 @@ describe('room fan-out (fanout.ts against a fake publisher)', () => {
     const h = harness((delays, longest) => reports.push({ turn: turnNo, delays: new Map(delays), longest }));
     const heavy = newRoom(crypto.randomUUID(), 2);
     const light = newRoom(crypto.randomUUID(), 1);
-    for (const shard of heavy.shards) h.subscribers.set(shard.topics.json, 8);
-    h.subscribers.set(light.shards[0]!.topics.json, 1);
+    for (const shard of heavy.shards) h.place(heavy, shard, 8);
+    h.place(light, light.shards[0]!, 1);
     h.fanout.enqueue(heavy, burst(heavy.guid, 64, 8200));
     h.fanout.enqueue(light, [event(light.guid, 200)]);
     const started = performance.now();
@@ -265,5 +319,112 @@ describe('room fan-out (fanout.ts against a fake publisher)', () => {
     h.fanout.enqueue(light, [event(light.guid, 200)]);
     h.drain();
     expect(reports.length).toBe(count);
+  });
+});
+
+describe('room topic while no backlog, shard topics while one (fanout.ts against a fake publisher)', () => {
+  const moves = async (h: ReturnType<typeof harness>) => Object.fromEntries((await h.metrics.shardMoves.get()).values.map((v) => [v.labels.to, v.value]));
+
+  it('a room without a backlog publishes each frame once per encoding to the room topic, whatever its shards, and moves nobody', async () => {
+    const h = harness();
+    const room = newRoom(crypto.randomUUID(), 13);
+    for (const shard of room.shards) h.place(room, shard, 8);
+    h.place(room, room.shards[5]!, 2, 'msgpack');
+    // 10 events of ~300 B to 106 sockets (the fan-out bench's rooms): over the slice, within one unit.
+    const events = burst(room.guid, 10, 300);
+    const frameBytes = 10 * 300;
+    expect(frameBytes * 106).toBeGreaterThan(FANOUT_SLICE_BYTES);
+    expect(frameBytes * 106).toBeLessThan(FANOUT_UNIT_BYTES);
+    h.fanout.enqueue(room, events.slice());
+    h.drain();
+    const more = burst(room.guid, 3, 150);
+    h.fanout.enqueue(room, more.slice());
+    h.drain();
+
+    expect(h.published.map((p) => p.topic)).toEqual([room.topics.json, room.topics.msgpack, room.topics.json, room.topics.msgpack]);
+    for (const shard of room.shards) expect(h.received(shard)).toEqual(ids([...events, ...more]));
+    expect(h.received(room.shards[5]!, 'msgpack')).toEqual(ids([...events, ...more]));
+    // Every shard's position moved with the room topic: a resume placed in any of them sees it.
+    expect(room.shards.map((s) => [s.flushedId, s.next])).toEqual(room.shards.map(() => [more[2]!.id, 2]));
+    expect(room.spread).toBe(false);
+    expect(await moves(h)).toEqual({});
+    expect((await h.metrics.fanOutDeferred.get()).values[0]?.value ?? 0).toBe(0);
+  });
+
+  it('a backlog moves the members to their shards between two publishes and back once it is gone; every member gets every event once, in order', async () => {
+    const h = harness();
+    const room = newRoom(crypto.randomUUID(), 3);
+    for (const shard of room.shards) h.place(room, shard, 8);
+    h.place(room, room.shards[2]!, 3, 'msgpack');
+    const before = burst(room.guid, 5, 200);
+    h.fanout.enqueue(room, before.slice());
+    h.turn();
+    // 20 KB events to 27 sockets: one chunk is ~7 MB of fan-out, far over the slice.
+    const flood = burst(room.guid, 40, 20_000);
+    h.fanout.enqueue(room, flood.slice());
+    h.turn();
+    expect(room.spread).toBe(true);
+    // Members joining during the backlog: a new shard starts after everything queued, on its own topic.
+    const late = addShard(room);
+    h.place(room, late, 8);
+    const during = burst(room.guid, 4, 200);
+    h.fanout.enqueue(room, during.slice());
+    h.drain();
+    expect(room.spread).toBe(false);
+    const after = burst(room.guid, 2, 200);
+    h.fanout.enqueue(room, after.slice());
+    h.drain();
+
+    const all = ids([...before, ...flood, ...during, ...after]);
+    for (const shard of room.shards.slice(0, 3)) expect(h.received(shard)).toEqual(all);
+    expect(h.received(room.shards[2]!, 'msgpack')).toEqual(all);
+    expect(h.received(late)).toEqual(ids([...during, ...after]));
+    // The log: room topic, one move out, shard topics only, one move back, room topic again.
+    const shape = h.log.map((e) => ('move' in e ? e.move : e.topic.split('/').length === 3 ? 'room topic' : 'shard topic'));
+    const collapsed = shape.filter((x, k) => k === 0 || shape[k - 1] !== x);
+    expect(collapsed).toEqual(['room topic', 'shards', 'shard topic', 'room', 'room topic']);
+    const movedAt = h.log.filter((e): e is Moved => 'move' in e).map((e) => e.turn);
+    expect(movedAt[0]).toBe(2);
+    expect(movedAt[1]).toBeGreaterThan(5);
+    expect(await moves(h)).toEqual({ shards: 1, room: 1 });
+    expect(room.outbox).toHaveLength(0);
+  });
+
+  it("a turn's fan-out goes to the room topic while it fits in the slice; the chunk that would pass it moves the members first", async () => {
+    const h = harness();
+    const room = newRoom(crypto.randomUUID(), 1);
+    const shard = room.shards[0]!;
+    h.place(room, shard, 1);
+    // Two chunks of one 150 KB event each: the first fits in the slice, the two together do not.
+    const events = burst(room.guid, 2, 150_000);
+    h.fanout.enqueue(room, events.slice());
+    h.turn();
+
+    expect(h.log.map((e) => ('move' in e ? e.move : e.topic))).toEqual([room.topics.json, 'shards', shard.topics.json, 'room']);
+    expect(h.received(shard)).toEqual(ids(events));
+    expect(room.spread).toBe(false);
+    expect(await moves(h)).toEqual({ shards: 1, room: 1 });
+  });
+  it("a room without a backlog takes a turn's first chunk whole when it costs no more than one unit; the next turn goes on from the shards", async () => {
+    const h = harness();
+    const room = newRoom(crypto.randomUUID(), 2);
+    for (const shard of room.shards) h.place(room, shard, 4);
+    // 200 KB events, a chunk each: one to the 8 sockets is 1.6 MB, over the slice, within one unit.
+    const events = burst(room.guid, 3, 200_000);
+    h.fanout.enqueue(room, events.slice());
+    h.turn();
+    expect(h.log.map((e) => ('move' in e ? e.move : e.topic))).toEqual([room.topics.json, 'shards']);
+    h.drain();
+
+    expect(h.published.map((p) => [p.topic, p.turn])).toEqual([
+      [room.topics.json, 1],
+      [room.shards[0]!.topics.json, 2],
+      [room.shards[1]!.topics.json, 3],
+      [room.shards[0]!.topics.json, 4],
+      [room.shards[1]!.topics.json, 5],
+    ]);
+    for (const shard of room.shards) expect(h.received(shard)).toEqual(ids(events));
+    expect(room.spread).toBe(false);
+    expect(await moves(h)).toEqual({ shards: 1, room: 1 });
   });
 });

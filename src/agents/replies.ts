@@ -112,7 +112,7 @@ export function createReplies(options: {
   log: Logger;
   metrics: Metrics;
   offlineWindowS: number;
-  /** Whether a reply frame goes out with uWS's `compress` flag (src/ws/compression.ts); default never. */
+  /** Whether a reply frame goes out with uWS's `compress` flag (src/connections/compression.ts); default never. */
   compress?: (frame: string | Uint8Array) => boolean;
 }): Replies {
   const { log, metrics, redis } = options;

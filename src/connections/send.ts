@@ -26,7 +26,7 @@ export function releaseDrainWaiters(conn: Connection): void {
 /**
  * Sends one frame outside a uWS callback. Corked so the headers and payload leave in one syscall;
  * returns false if the socket is gone or uWS dropped the frame (over maxBackpressure). `compress`:
- * deflate it if the socket negotiated permessage-deflate (src/ws/compression.ts decides).
+ * deflate it if the socket negotiated permessage-deflate (src/connections/compression.ts decides).
  */
 export function sendTo(conn: Connection, frame: string | Uint8Array, compress = false): boolean {
   const ws = conn.ws;

@@ -1,32 +1,46 @@
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics.js';
 import { CODEC_NAMES, CODECS, type CodecName } from '../protocol/codec.js';
-import { retainedSize, type ProjectEvent } from '../protocol/events.js';
+import type { ProjectEvent } from '../protocol/events.js';
+import { encodeFrames, MAX_FRAME_BYTES, queueChunks, releaseChunks, type Chunk, type Frame, type Outbox } from './chunks.js';
+
+export { MAX_FRAME_BYTES, type Chunk, type Frame };
 
 /**
  * Getting a room's pending events onto the wire: per-tick batching (every event that reaches a room
- * during one event-loop turn goes out as one publish per shard per encoding, serialized once), frames
- * of at most MAX_FRAME_BYTES, shards published in step, and per-turn slicing so that one crowded room
- * cannot stall the others.
+ * during one event-loop turn goes out serialized once, as one publish per encoding to the room topic),
+ * frames of at most MAX_FRAME_BYTES, and per-turn slicing so that one crowded room cannot stall the
+ * others: when a turn's fan-out would pass the slice (or one unit), the room's members move to their
+ * shards' topics and the shards are published in step, over as many turns as it takes; once the backlog
+ * is gone they move back to the room topic.
  */
 
-/** Frames above this are split, so one burst cannot produce a multi-megabyte frame. */
-export const MAX_FRAME_BYTES = 256 * 1024;
+/**
+ * Sockets per shard. Small, so that one frame to one shard (the unit a turn cannot split while a
+ * room has a backlog) stays short: a 40 KB send into a socket whose kernel buffer is still filling
+ * took ~165 µs alone on this machine (loopback) and 2-6× that under load, and with 128 per shard the
+ * units blocked the loop for 20-60 ms. While a room has a backlog it publishes each frame once per
+ * shard (~1 µs per extra uWS publish call); without one, once to the room topic.
+ */
+export const SHARD_SIZE = 8;
 /**
  * Fan-out work (frame bytes × subscribers) one room may do per event-loop turn before the rest waits
- * for the next turn; every other room, and uWS's I/O, runs in between. At least one shard's publish
- * of one chunk always goes out, so the delay a room adds to the others is at most this plus one
- * chunk to one shard (≤ MAX_FRAME_BYTES × SHARD_SIZE).
+ * for the next turn; every other room, and uWS's I/O, runs in between. At least one unit always goes
+ * out, so the delay a room adds to the others is at most this plus FANOUT_UNIT_BYTES.
  */
 export const FANOUT_SLICE_BYTES = 256 * 1024;
+/**
+ * The most one unit of fan-out, which a turn cannot split, may cost: one chunk to one full shard. A
+ * room without a backlog may publish its turn's first chunk to the whole room at once when that costs
+ * no more (a 3 KB frame to 100 sockets is one publish, not 13).
+ */
+export const FANOUT_UNIT_BYTES = MAX_FRAME_BYTES * SHARD_SIZE;
 /**
  * A room may defer at most this many bytes of events. Beyond it (fan-out slower than the events
  * arrive, sustained) the room publishes its whole backlog in one turn, as without slicing: the event
  * loop slows for everyone, which slows the producers, instead of the backlog growing without bound.
  */
 export const FANOUT_BACKLOG_BYTES = 16 * 1024 * 1024;
-
-export type Frame = string | Uint8Array;
 
 /** Where frames go: uWS's app satisfies it; the unit tests record the calls. */
 export interface FanoutPort {
@@ -35,40 +49,32 @@ export interface FanoutPort {
 }
 
 /**
- * A slice of a room's subscribers with topics of their own. A room's fan-out is published shard by
- * shard, so one room with thousands of subscribers (a flood into a crowd of slow readers) is spread
- * over several event-loop turns instead of blocking every other room for the whole of it.
+ * A slice of a room's subscribers with topics of their own. While a room has a backlog its fan-out
+ * is published shard by shard, so one room with thousands of subscribers (a flood into a crowd of
+ * slow readers) is spread over several event-loop turns instead of blocking every other room for the
+ * whole of it. Without a backlog every shard is at the same place and the room topic serves them all.
  */
 export interface FanoutShard {
   readonly topics: Record<CodecName, string>;
-  /** Newest event published to this shard's topics: a socket subscribed now receives exactly the events after it. */
+  /** Newest event published to this shard's members (on the room topic or its own): a socket subscribed now receives exactly the events after it. */
   flushedId: string;
   /** Sequence number (room.outboxBase-relative numbering) of the next outbox chunk to publish here. */
   next: number;
 }
 
-/** Events queued for fan-out, at most one frame's worth; encoded once per wire encoding, when first needed. */
-export interface Chunk {
-  readonly events: ProjectEvent[];
-  readonly lastId: string;
-  readonly bytes: number;
-  readonly queuedAt: number;
-  frames: Partial<Record<CodecName, Frame[]>>;
-}
-
 /** What fan-out keeps per room (the room record, registry.ts, has these fields and more). */
-export interface FanoutRoom<S extends FanoutShard = FanoutShard> {
+export interface FanoutRoom<S extends FanoutShard = FanoutShard> extends Outbox {
   readonly guid: string;
-  /** Never empty; shard 0 uses the plain room topics. */
+  /** Where every member listens while `spread` is false: one publish reaches the whole room. */
+  readonly topics: Record<CodecName, string>;
+  /**
+   * Members listen on their shard's topics: set when a turn's fan-out would pass the slice, cleared
+   * when the backlog is gone (every shard then is at the same place). While false the outbox is
+   * empty between turns.
+   */
+  spread: boolean;
+  /** Never empty. */
   readonly shards: S[];
-  /** Newest event moved into the outbox (every shard will publish everything up to it). */
-  queuedId: string;
-  pending: ProjectEvent[];
-  pendingSince: number;
-  /** Chunks not yet published to every shard; outbox[0] has sequence number outboxBase. */
-  outbox: Chunk[];
-  outboxBase: number;
-  outboxBytes: number;
 }
 
 /** Where a shard opened now starts: after everything already queued (its sockets subscribe after that). */
@@ -76,10 +82,16 @@ export function queuedEnd(room: FanoutRoom): { flushedId: string; next: number }
   return { flushedId: room.queuedId, next: room.outboxBase + room.outbox.length };
 }
 
-export interface FanoutOptions<S extends FanoutShard> {
+export interface FanoutOptions<S extends FanoutShard, R extends FanoutRoom<S> = FanoutRoom<S>> {
   readonly port: FanoutPort;
   readonly log: Pick<Logger, 'warn' | 'error'>;
-  readonly metrics: Pick<Metrics, 'framesPublished' | 'deliveries' | 'fanOutDeferred' | 'eventsDelivered' | 'deliveryLag' | 'eventsUnencodable'>;
+  readonly metrics: Pick<Metrics, 'framesPublished' | 'deliveries' | 'fanOutDeferred' | 'eventsDelivered' | 'deliveryLag' | 'eventsUnencodable' | 'shardMoves'>;
+  /**
+   * Moves every member of the room from the room topic to its shard's topics (`toShards`) or back,
+   * synchronously: called between publishes, so no frame is published while a member is between
+   * topics, and what was published to its old topic this turn is still sent to it, before the rest.
+   */
+  readonly moveMembers: (room: R, toShards: boolean) => void;
   /** After each flush: the bytes handed to uWS (frame bytes × subscribers), an upper bound of how much the send buffers grew. */
   readonly onFanOut?: (bytes: number) => void;
   /** A shard's flushedId moved (resumes may be waiting for it). */
@@ -91,21 +103,21 @@ export interface FanoutOptions<S extends FanoutShard> {
    * (ms); then the longest wait of any room here (0 when none waits). What the ingress refuses on.
    */
   readonly onQueueDelay?: (roomDelays: ReadonlyMap<string, number>, longestMs: number) => void;
-  /** Whether a frame is published with uWS's `compress` flag (src/ws/compression.ts); default never. */
+  /** Whether a frame is published with uWS's `compress` flag (src/connections/compression.ts); default never. */
   readonly compress?: (frame: Frame) => boolean;
 }
 
-export function createFanout<S extends FanoutShard>(opts: FanoutOptions<S>) {
+export function createFanout<S extends FanoutShard, R extends FanoutRoom<S> = FanoutRoom<S>>(opts: FanoutOptions<S, R>) {
   const { port, log, metrics } = opts;
   const schedule = opts.schedule ?? ((turn: () => void) => void setImmediate(turn));
   const shardFlushed = opts.onShardFlushed ?? (() => {});
   const compress = opts.compress ?? (() => false);
-  const dirty = new Set<FanoutRoom<S>>();
+  const dirty = new Set<R>();
   let flushScheduled = false;
   let backlogScheduled = false;
 
   /** Queues events accepted into a room (new ones, in id order) for the next turn's flush; takes the array. */
-  function enqueue(room: FanoutRoom<S>, events: ProjectEvent[]): void {
+  function enqueue(room: R, events: ProjectEvent[]): void {
     if (room.pending.length === 0) {
       room.pending = events;
       room.pendingSince = performance.now();
@@ -119,7 +131,7 @@ export function createFanout<S extends FanoutShard>(opts: FanoutOptions<S>) {
   }
 
   /** A room that closed: nothing of it is published any more. */
-  function forget(room: FanoutRoom<S>): void {
+  function forget(room: R): void {
     dirty.delete(room);
   }
 
@@ -161,7 +173,7 @@ export function createFanout<S extends FanoutShard>(opts: FanoutOptions<S>) {
   }
 
   /** Work left by an earlier turn: the outbox changes only inside flushRoom, which empties it unless a slice ran out. */
-  const hasBacklog = (room: FanoutRoom<S>) => room.outbox.length > 0;
+  const hasBacklog = (room: R) => room.outbox.length > 0;
 
   function scheduleBacklog(): void {
     if (backlogScheduled) return;
@@ -183,59 +195,129 @@ export function createFanout<S extends FanoutShard>(opts: FanoutOptions<S>) {
     reportDelays();
   }
 
-  function flushRoom(room: FanoutRoom<S>, all: boolean): number {
+  function flushRoom(room: R, all: boolean): number {
     if (room.pending.length) queueChunks(room);
     let spent = 0;
     // A backstop: nothing in one room's flush may stop the others (or escape into uWS/the bus).
     try {
       const unlimited = all || room.outboxBytes > FANOUT_BACKLOG_BYTES;
       if (unlimited && !all) log.warn({ projectGuid: room.guid, backlogBytes: room.outboxBytes, limit: FANOUT_BACKLOG_BYTES }, 'room fan-out backlog over its limit; publishing it in one turn');
-      // Chunk by chunk, every shard that is at this chunk publishes it: shards stay in step, the
-      // ones behind catch up first, and a chunk is released once the last shard has it.
-      chunks: for (let i = 0; i < room.outbox.length; i++) {
-        const seq = room.outboxBase + i;
-        const chunk = room.outbox[i]!;
-        for (const shard of room.shards) {
-          if (shard.next !== seq) continue;
-          spent += publishChunk(chunk, shard);
-          shard.next = seq + 1;
-          shard.flushedId = chunk.lastId;
-          shardFlushed(shard);
-          if (spent >= FANOUT_SLICE_BYTES && !unlimited) break chunks;
-        }
-      }
+      if (!room.spread) spent = publishToRoom(room, unlimited);
+      if (room.spread) spent = publishToShards(room, unlimited, spent);
     } catch (err) {
       const first = room.outbox[0]?.events[0]?.id;
       log.error({ err, projectGuid: room.guid, firstId: first }, 'room flush failed; continuing with the next events');
       // Skip what failed rather than retrying it forever: every shard moves past the whole outbox.
-      for (const shard of room.shards) {
-        shard.next = room.outboxBase + room.outbox.length;
-        shard.flushedId = room.queuedId;
-        shardFlushed(shard);
-      }
+      for (const shard of room.shards) advance(shard, room.outboxBase + room.outbox.length, room.queuedId);
     }
     releaseChunks(room, metrics);
-    if (hasBacklog(room)) metrics.fanOutDeferred.inc();
-    else dirty.delete(room);
+    if (hasBacklog(room)) {
+      metrics.fanOutDeferred.inc();
+      return spent;
+    }
+    dirty.delete(room);
+    // Every shard has everything queued: they are at one place again, which the room topic can serve.
+    if (room.spread) move(room, false);
     return spent;
   }
 
-  /** Publishes one chunk to one shard in every encoding somebody there uses; returns frame bytes × subscribers. */
-  function publishChunk(chunk: Chunk, shard: S): number {
+  /**
+   * Without a backlog every shard is at the outbox's first chunk: each chunk goes to the room topic,
+   * once per encoding, while the turn's fan-out stays within the slice (the first chunk: within one
+   * unit). The first chunk that does not fit moves the members to their shards, where the rest
+   * continues, this turn if the slice is not spent yet (publishToShards).
+   */
+  function publishToRoom(room: R, unlimited: boolean): number {
+    const { topics } = room;
+    const subscribers = subscribersOf(topics);
     let spent = 0;
-    for (const name of CODEC_NAMES) {
-      const topic = shard.topics[name];
-      const subscribers = port.numSubscribers(topic);
-      if (subscribers === 0) continue;
-      const frames = (chunk.frames[name] ??= encodeFrames(name, chunk.events, unencodable));
-      // uWS deflates per subscriber that negotiated (compression.ts), and sends plain to the others.
-      for (const frame of frames) {
-        port.publish(topic, frame, CODECS[name].binary, compress(frame));
-        metrics.framesPublished.inc();
-        spent += frame.length * subscribers;
+    for (let i = 0; i < room.outbox.length; i++) {
+      const chunk = room.outbox[i]!;
+      if (!unlimited) {
+        const cost = costOf(chunk, subscribers);
+        if (spent + cost > FANOUT_SLICE_BYTES && (spent > 0 || cost > FANOUT_UNIT_BYTES)) {
+          move(room, true);
+          return spent;
+        }
       }
-      metrics.deliveries.inc(subscribers * chunk.events.length);
+      spent += publishChunk(chunk, topics, subscribers);
+      const seq = room.outboxBase + i;
+      for (const shard of room.shards) advance(shard, seq + 1, chunk.lastId);
     }
+    return spent;
+  }
+
+  /**
+   * Chunk by chunk, every shard that is at this chunk publishes it: shards stay in step, the ones
+   * behind catch up first, and a chunk is released once the last shard has it. Stops once the turn
+   * has spent the slice (at least one chunk to one shard goes out, unless the room topic took this
+   * turn's unit already).
+   */
+  function publishToShards(room: R, unlimited: boolean, spent: number): number {
+    if (spent >= FANOUT_SLICE_BYTES && !unlimited) return spent;
+    for (let i = 0; i < room.outbox.length; i++) {
+      const seq = room.outboxBase + i;
+      const chunk = room.outbox[i]!;
+      for (const shard of room.shards) {
+        if (shard.next !== seq) continue;
+        spent += publishChunk(chunk, shard.topics, subscribersOf(shard.topics));
+        advance(shard, seq + 1, chunk.lastId);
+        if (spent >= FANOUT_SLICE_BYTES && !unlimited) return spent;
+      }
+    }
+    return spent;
+  }
+
+  function advance(shard: S, next: number, flushedId: string): void {
+    shard.next = next;
+    shard.flushedId = flushedId;
+    shardFlushed(shard);
+  }
+
+  function move(room: R, toShards: boolean): void {
+    opts.moveMembers(room, toShards);
+    room.spread = toShards;
+    metrics.shardMoves.inc({ to: toShards ? 'shards' : 'room' });
+  }
+
+  /** A chunk's frames in one encoding, encoded on first use (and kept for every later publish). */
+  function framesOf(chunk: Chunk, name: CodecName): Frame[] {
+    return (chunk.frames[name] ??= encodeFrames(name, chunk.events, unencodable));
+  }
+
+  /** Subscribers per encoding (CODEC_NAMES order). */
+  function subscribersOf(topics: Record<CodecName, string>): number[] {
+    return CODEC_NAMES.map((name) => port.numSubscribers(topics[name]));
+  }
+
+  /** What publishing a chunk to these subscribers would spend: frame bytes × subscribers. */
+  function costOf(chunk: Chunk, subscribers: readonly number[]): number {
+    let cost = 0;
+    CODEC_NAMES.forEach((name, i) => {
+      if (subscribers[i]) for (const frame of framesOf(chunk, name)) cost += frame.length * subscribers[i]!;
+    });
+    return cost;
+  }
+
+  /** Publishes one chunk to one set of topics in every encoding somebody there uses; returns frame bytes × subscribers. */
+  function publishChunk(chunk: Chunk, topics: Record<CodecName, string>, subscribers: readonly number[]): number {
+    let spent = 0;
+    CODEC_NAMES.forEach((name, i) => {
+      if (subscribers[i]) spent += publishFrames(chunk, name, topics[name], subscribers[i]!);
+    });
+    return spent;
+  }
+
+  function publishFrames(chunk: Chunk, name: CodecName, topic: string, subscribers: number): number {
+    let spent = 0;
+    const binary = CODECS[name].binary;
+    // uWS deflates per subscriber that negotiated (compression.ts), and sends plain to the others.
+    for (const frame of framesOf(chunk, name)) {
+      port.publish(topic, frame, binary, compress(frame));
+      spent += frame.length * subscribers;
+    }
+    metrics.framesPublished.inc(chunk.frames[name]!.length);
+    metrics.deliveries.inc(subscribers * chunk.events.length);
     return spent;
   }
 
@@ -253,73 +335,4 @@ export function createFanout<S extends FanoutShard>(opts: FanoutOptions<S>) {
     /** Also what a replay to one socket sends (resume.ts). */
     encodeFrames: (name: CodecName, events: readonly ProjectEvent[]): Frame[] => encodeFrames(name, events, unencodable),
   };
-}
-
-/** Moves pending events into the outbox as chunks of at most MAX_FRAME_BYTES (of JSON). */
-function queueChunks(room: FanoutRoom): void {
-  const queuedAt = room.pendingSince;
-  let events: ProjectEvent[] = [];
-  let bytes = 0;
-  const push = () => {
-    room.outbox.push({ events, lastId: events[events.length - 1]!.id, bytes, queuedAt, frames: {} });
-    room.outboxBytes += bytes;
-  };
-  for (const e of room.pending) {
-    const size = retainedSize(e);
-    if (events.length && bytes + size > MAX_FRAME_BYTES) {
-      push();
-      events = [];
-      bytes = 0;
-    }
-    events.push(e);
-    bytes += size;
-  }
-  if (events.length) push();
-  room.queuedId = room.pending[room.pending.length - 1]!.id;
-  room.pending = [];
-}
-
-/** Drops the chunks every shard has published. */
-function releaseChunks(room: FanoutRoom, metrics: Pick<Metrics, 'eventsDelivered' | 'deliveryLag'>): void {
-  let min = Infinity;
-  for (const shard of room.shards) if (shard.next < min) min = shard.next;
-  const done = min - room.outboxBase;
-  if (done <= 0) return;
-  const now = performance.now();
-  for (let i = 0; i < done; i++) {
-    const chunk = room.outbox[i]!;
-    room.outboxBytes -= chunk.bytes;
-    metrics.eventsDelivered.inc(chunk.events.length);
-    metrics.deliveryLag.observe((now - chunk.queuedAt) / 1000);
-  }
-  room.outbox.splice(0, done);
-  room.outboxBase = min;
-}
-
-/**
- * Frames for a run of one room's events in one encoding, each under MAX_FRAME_BYTES unless a
- * single event is larger. An event the encoder cannot carry is left out (and reported): every entry
- * point checks data against the limits, so this only catches what slipped past them.
- */
-function encodeFrames(name: CodecName, events: readonly ProjectEvent[], skipped: (e: ProjectEvent, codec: CodecName) => void): Frame[] {
-  const codec = CODECS[name];
-  const out: Frame[] = [];
-  let batch: Frame[] = [];
-  let bytes = 0;
-  for (const e of events) {
-    const part = codec.encodeEvent(e);
-    if (part === null) {
-      skipped(e, name);
-      continue;
-    }
-    if (batch.length && bytes + part.length > MAX_FRAME_BYTES) {
-      out.push(codec.joinEvents(batch));
-      batch = [];
-      bytes = 0;
-    }
-    batch.push(part);
-    bytes += part.length;
-  }
-  if (batch.length) out.push(codec.joinEvents(batch));
-  return out;
 }

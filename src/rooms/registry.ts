@@ -1,22 +1,17 @@
 import type { EventBus } from '../bus/bus.js';
+import type { Connection } from '../connections/connection.js';
 import type { Metrics } from '../metrics.js';
 import { compareIds } from '../protocol/event-id.js';
 import { retainedSize, type ProjectEvent } from '../protocol/events.js';
-import { queuedEnd, type FanoutRoom, type FanoutShard } from './fanout.js';
-import { roomTopic } from './topics.js';
+import { queuedEnd, SHARD_SIZE, type FanoutRoom, type FanoutShard } from './fanout.js';
+import { roomTopic, shardTopic } from './topics.js';
 
 /**
  * The rooms this instance watches: a room lives while it has local members (joined or joining), holds
  * the bus watch for its project and a bounded window of recent events, and places its sockets in shards.
  */
 
-/**
- * Sockets per shard. Small, so that one frame to one shard (the unit a turn cannot split) stays
- * short: a 40 KB send into a socket whose kernel buffer is still filling took ~165 µs alone on this
- * machine (loopback) and 2-6× that under load, and with 128 per shard the units blocked the loop for
- * 20-60 ms. A room publishes each frame once per shard: ~1 µs per extra uWS publish call.
- */
-export const SHARD_SIZE = 8;
+export { SHARD_SIZE };
 
 /** A resume waiting for its shard to publish up to `id` (an id the client saw on another instance). */
 export interface Waiter {
@@ -29,6 +24,8 @@ export interface Shard extends FanoutShard {
   members: number;
   /** Resumes waiting for flushedId to reach an id (resume.ts). */
   waiters: Waiter[];
+  /** The joined sockets placed here, subscribed to the room topic or to this shard's (placement.ts). */
+  sockets: Connection[];
 }
 
 /** One project watched by this instance. */
@@ -77,6 +74,8 @@ export function createRegistry(opts: RegistryOptions) {
     ready.catch(() => {});
     const created: Room = {
       guid,
+      topics: { json: roomTopic(guid, 'json'), msgpack: roomTopic(guid, 'msgpack') },
+      spread: false,
       members: 1,
       shards: [newShard(guid, 0, '0-0', 0)],
       ready,
@@ -116,7 +115,7 @@ export function createRegistry(opts: RegistryOptions) {
   }
 
   function newShard(guid: string, index: number, flushedId: string, next: number): Shard {
-    return { topics: { json: roomTopic(guid, 'json', index), msgpack: roomTopic(guid, 'msgpack', index) }, members: 0, flushedId, next, waiters: [] };
+    return { topics: { json: shardTopic(guid, 'json', index), msgpack: shardTopic(guid, 'msgpack', index) }, members: 0, flushedId, next, waiters: [], sockets: [] };
   }
 
   /** The first shard with room for one more socket; a new one (starting after everything queued) when all are full. */

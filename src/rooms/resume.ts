@@ -8,6 +8,7 @@ import type { ProjectEvent } from '../protocol/events.js';
 import { membershipOf, putMembership, removeMembership, type Connection, type Membership } from '../connections/connection.js';
 import { replayWindowBytes, sendTo, whenDrained } from '../connections/send.js';
 import type { Frame } from './fanout.js';
+import { subscribeMember, unsubscribeMember } from './placement.js';
 import type { Registry, Room, Shard } from './registry.js';
 
 /**
@@ -48,10 +49,10 @@ function flushedReaches(shard: Shard, id: string, timeoutMs: number): Promise<bo
   });
 }
 
-/** Takes a joined socket off its shard's topic (live deliveries stop; the membership stays). */
+/** Takes a joined socket off its topic (live deliveries stop; the membership stays). */
 export function unsubscribe(conn: Connection, room: Room, m: Membership): void {
   const shard = room.shards[m.shard];
-  if (shard) conn.ws?.unsubscribe(shard.topics[conn.codec.name]);
+  if (shard) unsubscribeMember(conn, room, shard);
 }
 
 function eventsAfter(room: Room, afterId: string, upTo: string): ProjectEvent[] {
@@ -118,7 +119,7 @@ export function createJoin(opts: JoinOptions) {
         shard,
         current: () => !conn.closed && membershipOf(conn, guid) === membership,
         subscribe: (result) => {
-          conn.ws!.subscribe(shard.topics[conn.codec.name]);
+          subscribeMember(conn, room, shard);
           membership.joined = true;
           done = true;
           return result;

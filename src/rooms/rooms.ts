@@ -4,11 +4,11 @@ import type { EventBus } from '../bus/bus.js';
 import type { Metrics } from '../metrics.js';
 import { membershipOf, membershipsOf, removeMembership, type Connection } from '../connections/connection.js';
 import { createFanout } from './fanout.js';
-import { createRegistry, type Shard } from './registry.js';
+import { forgetMember, moveMembers } from './placement.js';
+import { createRegistry, type Room, type Shard } from './registry.js';
 import { abandonWaiters, createJoin, settleWaiters, unsubscribe } from './resume.js';
 
-export { FANOUT_BACKLOG_BYTES, FANOUT_SLICE_BYTES } from './fanout.js';
-export { SHARD_SIZE } from './registry.js';
+export { FANOUT_BACKLOG_BYTES, FANOUT_SLICE_BYTES, SHARD_SIZE } from './fanout.js';
 export type { JoinResult } from './resume.js';
 
 export interface RoomsOptions {
@@ -27,7 +27,7 @@ export interface RoomsOptions {
   readonly onQueueDelay?: (roomDelays: ReadonlyMap<string, number>, longestMs: number) => void;
   /** How long a resuming client may wait for this instance to catch up with an id it saw elsewhere. */
   readonly catchUpTimeoutMs?: number;
-  /** Whether a frame (fan-out or replay) goes out with uWS's `compress` flag (src/ws/compression.ts). */
+  /** Whether a frame (fan-out or replay) goes out with uWS's `compress` flag (src/connections/compression.ts). */
   readonly compress?: (frame: string | Uint8Array) => boolean;
 }
 
@@ -38,7 +38,16 @@ export interface RoomsOptions {
  */
 export function createRooms(opts: RoomsOptions) {
   const { app, bus, log, metrics } = opts;
-  const fanout = createFanout<Shard>({ port: app, log, metrics, onFanOut: opts.onFanOut, onShardFlushed: settleWaiters, onQueueDelay: opts.onQueueDelay, compress: opts.compress });
+  const fanout = createFanout<Shard, Room>({
+    port: app,
+    log,
+    metrics,
+    moveMembers,
+    onFanOut: opts.onFanOut,
+    onShardFlushed: settleWaiters,
+    onQueueDelay: opts.onQueueDelay,
+    compress: opts.compress,
+  });
   const registry = createRegistry({
     bus,
     metrics,
@@ -80,7 +89,10 @@ export function createRooms(opts: RoomsOptions) {
     for (const membership of membershipsOf(conn)) {
       if (!membership.joined) continue;
       const room = registry.get(membership.guid);
-      if (room) registry.release(room, membership.shard);
+      if (!room) continue;
+      const shard = room.shards[membership.shard];
+      if (shard) forgetMember(conn, shard);
+      registry.release(room, membership.shard);
     }
     conn.rooms = null;
   }

@@ -1,9 +1,14 @@
 import type { CodecName } from '../protocol/codec.js';
 
 /**
- * The only place uWS topic strings are built: one topic per project per wire encoding per shard
- * (shard 0, the only one of a room up to SHARD_SIZE sockets, has the plain name).
+ * The only place uWS topic strings are built: per project and wire encoding, the room topic (every
+ * member listens there while the room has no backlog) and one topic per shard (members listen on
+ * their shard's while a backlog is sliced over turns; fanout.ts).
  */
-export function roomTopic(projectGuid: string, codec: CodecName, shard = 0): string {
-  return shard === 0 ? `project/${projectGuid}/${codec}` : `project/${projectGuid}/${codec}/${shard}`;
+export function roomTopic(projectGuid: string, codec: CodecName): string {
+  return `project/${projectGuid}/${codec}`;
+}
+
+export function shardTopic(projectGuid: string, codec: CodecName, shard: number): string {
+  return `project/${projectGuid}/${codec}/${shard}`;
 }
