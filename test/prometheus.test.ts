@@ -375,7 +375,7 @@ describe('a real Prometheus scraping a real gateway (WORKERS=2, Redis) with depl
     expect(shown('Open WebSockets')).toEqual([{ node: NODE, value: 1 }]);
     // Every reason is there (at 0 but the one refused), each with its own status.
     const refused = shown('Upgrades refused by reason') as { reason?: string; status?: string; value: number }[];
-    expect(refused.map((s) => `${s.reason}/${s.status}`).sort()).toEqual(['FORBIDDEN/403', 'RATE_LIMITED/429', 'TOO_MANY_CONNECTIONS/429', 'UNAUTHORIZED/401', 'UNAVAILABLE/503', 'UNSUPPORTED_PROTOCOL/400']);
+    expect(refused.map((s) => `${s.reason}/${s.status}`).sort()).toEqual(['FORBIDDEN/403', 'RATE_LIMITED/429', 'TOO_MANY_CONNECTIONS/429', 'UNAUTHORIZED/401', 'UNAVAILABLE/503', 'UNSUPPORTED_PROTOCOL/400', 'USER_BLOCKED/403']);
     expect(refused.filter((s) => s.value > 0).map((s) => s.reason)).toEqual(['UNAUTHORIZED']);
     expect(shown('Redis bus errors').filter((s) => s.value > 0)).toEqual([expect.objectContaining({ node: NODE, kind: 'entry_skipped' })]);
     expect(shown('Redis reader lag')).toEqual([expect.objectContaining({ node: NODE })]);
