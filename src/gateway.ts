@@ -1,11 +1,11 @@
 import type { Logger } from 'pino';
 import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import { createAgentsRelay, type RelayHub } from './agents/relay.js';
-import { createSharedBus } from './bus/shared-watches.js';
-import { createIngress } from './bus/ingress.js';
+import { createSharedBus, type SharedBus } from './bus/shared-watches.js';
+import { createIngress, type Ingress } from './bus/ingress.js';
 import { checkProducerName, DEFAULT_IN_PROCESS_PRODUCER } from './bus/idempotency.js';
 import { createMemoryTicketStore, createRedisTicketStore, ticketLimits, type TicketStore } from './auth/tickets.js';
-import { createTokenVerifier } from './auth/tokens.js';
+import { createTokenVerifier, type TokenVerifier } from './auth/tokens.js';
 import { createEdgeStateMemory, edgeCaps, openEdgeState, type EdgeState, type EdgeStateMemory } from './edge/admission.js';
 import { openFanoutDelays, type FanoutDelays } from './edge/fanout-delay.js';
 import { shareFanoutDelaysOverRedis } from './edge/shared-overload.js';
@@ -25,10 +25,10 @@ import { createRooms } from './rooms/rooms.js';
 import { listenUws } from './listen.js';
 import { loadUws, type UwsModule } from './uws.js';
 import { createConnectionRegistry } from './connections/registry.js';
-import { createOutboundBudget } from './ws/outbound.js';
+import { createOutboundBudget, type OutboundBudget } from './ws/outbound.js';
 import { createWebSocketServer } from './ws/server.js';
 import { openSanctions } from './edge/sanctions.js';
-import { createAdminService } from './admin/service.js';
+import { createAdminService, type AdminService } from './admin/service.js';
 import type { AdminFabric, AdminLocal } from './admin/fabric.js';
 import { readHistory } from './admin/history.js';
 import { registerAdminRoutes } from './http/admin.js';
@@ -134,23 +134,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   const app: TemplatedApp = uws.App();
   const registry = createConnectionRegistry();
   const outbound = createOutboundBudget({ config, registry, edgeState, threadSlot: deps.workerId ?? 0, log, metrics });
-  const rooms = createRooms({
-    app,
-    bus,
-    log,
-    metrics,
-    recentEventsPerRoom: config.recentEventsPerRoom,
-    recentBytesPerRoom: config.recentBytesPerRoom,
-    historyPageSize: config.stream.historyPageSize,
-    maxBackpressureBytes: config.maxBackpressureBytes,
-    onFanOut: outbound.noteFanOut,
-    compress: compressionFilter(config.compression),
-    onQueueDelay: (roomDelays, longestMs) => {
-      fanoutDelays.report(roomDelays);
-      metrics.fanoutQueueDelay.set(longestMs / 1000);
-    },
-  });
-  bus.addSink(rooms.receive);
+  const rooms = roomsOnBus(config, { app, bus, outbound, fanoutDelays, log, metrics });
   const ingress = createIngress({
     bus,
     limits: config.dataLimits,
@@ -199,26 +183,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     });
   let metricsServer: { close(): Promise<void> } | null = null;
   const inflight = { count: 0 };
-  registerAdminRoutes(app, { verifyToken, edgeState, metrics, isShuttingDown, inflight, admin, log, history: (guid, query) => readHistory(bus, guid, query) });
-  registerOpenApiRoute(app);
-  registerStaticRoutes(app, { config, log }); // the page at /, /client/*.js; before the routes' catch-all 404
-  registerHttpRoutes(app, {
-    verifyToken,
-    publish: ingress.append,
-    bus,
-    metrics,
-    log,
-    nodeId: config.nodeId,
-    maxBodyBytes: Math.max(config.maxPayloadBytes * 16, 1024 * 1024),
-    isShuttingDown,
-    inflight,
-    tickets: edge.tickets,
-    edgeState,
-    allowedOrigins: config.edge.allowedOrigins,
-    metricsOnThisPort: config.metricsPort === undefined,
-    renderMetrics,
-  });
-  if (config.edge.allowedOrigins === 'any') log.info('ALLOWED_ORIGINS is not set: browser upgrades from any origin are accepted (clients authenticate with tokens, not cookies)');
+  serveHttp(app, config, { verifyToken, bus, publish: ingress.append, edge, admin, metrics, log, isShuttingDown, inflight, renderMetrics });
 
   let listenSocket: us_listen_socket | null = null;
   let draining: Promise<void> | null = null;
@@ -274,6 +239,77 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
       })());
     },
   };
+}
+
+/**
+ * The rooms (the ProjectEventBroadcaster), fed by the bus: fan-out reports its bytes to the outbound
+ * budget and its queueing delay to the overload bound the ingress refuses on.
+ */
+function roomsOnBus(
+  config: Config,
+  parts: { app: TemplatedApp; bus: SharedBus; outbound: OutboundBudget; fanoutDelays: FanoutDelays; log: Logger; metrics: Metrics },
+) {
+  const { app, bus, outbound, fanoutDelays, log, metrics } = parts;
+  const rooms = createRooms({
+    app,
+    bus,
+    log,
+    metrics,
+    recentEventsPerRoom: config.recentEventsPerRoom,
+    recentBytesPerRoom: config.recentBytesPerRoom,
+    historyPageSize: config.stream.historyPageSize,
+    maxBackpressureBytes: config.maxBackpressureBytes,
+    onFanOut: outbound.noteFanOut,
+    compress: compressionFilter(config.compression),
+    onQueueDelay: (roomDelays, longestMs) => {
+      fanoutDelays.report(roomDelays);
+      metrics.fanoutQueueDelay.set(longestMs / 1000);
+    },
+  });
+  bus.addSink(rooms.receive);
+  return rooms;
+}
+
+/** Every HTTP route on the app, in the order uWS must see them (the routes' catch-all 404 last). */
+function serveHttp(
+  app: TemplatedApp,
+  config: Config,
+  parts: {
+    verifyToken: TokenVerifier;
+    bus: EventBus;
+    publish: Ingress['append'];
+    edge: { tickets: TicketStore; edgeState: EdgeState };
+    admin: AdminService;
+    metrics: Metrics;
+    log: Logger;
+    isShuttingDown: () => boolean;
+    inflight: { count: number };
+    renderMetrics: () => Promise<string>;
+  },
+): void {
+  const { verifyToken, bus, edge, admin, metrics, log, isShuttingDown, inflight } = parts;
+  const { edgeState } = edge;
+  registerAdminRoutes(app, { verifyToken, edgeState, metrics, isShuttingDown, inflight, admin, log, history: (guid, query) => readHistory(bus, guid, query) });
+  registerOpenApiRoute(app);
+  registerStaticRoutes(app, { config, log }); // the page at /, /client/*.js; before the routes' catch-all 404
+  registerHttpRoutes(app, {
+    verifyToken,
+    publish: parts.publish,
+    bus,
+    metrics,
+    log,
+    nodeId: config.nodeId,
+    maxBodyBytes: Math.max(config.maxPayloadBytes * 16, 1024 * 1024),
+    isShuttingDown,
+    inflight,
+    tickets: edge.tickets,
+    edgeState,
+    allowedOrigins: config.edge.allowedOrigins,
+    metricsOnThisPort: config.metricsPort === undefined,
+    renderMetrics: parts.renderMetrics,
+  });
+  if (config.edge.allowedOrigins === 'any') log.info('ALLOWED_ORIGINS is not set: browser upgrades from any origin are accepted (clients authenticate with tokens, not cookies)');
+
 }
 
 /**
