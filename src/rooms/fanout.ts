@@ -111,8 +111,9 @@ export function createFanout<S extends FanoutShard, R extends FanoutRoom<S> = Fa
   const { port, log, metrics } = opts;
   const schedule = opts.schedule ?? ((turn: () => void) => void setImmediate(turn));
   const shardFlushed = opts.onShardFlushed ?? (() => {});
-  const compress = opts.compress ?? (() => false);
+  const { subscribersOf, costOf, publishChunk, encodeFrames: encode } = createChunkPublisher(opts);
   const dirty = new Set<R>();
+  const reportDelays = delayReporter(dirty, opts.onQueueDelay);
   let flushScheduled = false;
   let backlogScheduled = false;
 
@@ -148,28 +149,6 @@ export function createFanout<S extends FanoutShard, R extends FanoutRoom<S> = Fa
     if (dirty.size) scheduleBacklog();
     if (fannedOut > 0) opts.onFanOut?.(fannedOut);
     reportDelays();
-  }
-
-  /**
-   * How long the events still waiting here have waited, per room: a room's oldest chunk (or its
-   * pending events, not yet chunked). The rooms still dirty after a turn are the ones behind.
-   */
-  const delays = new Map<string, number>();
-  let reportedLongest = 0;
-  function reportDelays(): void {
-    if (!opts.onQueueDelay) return;
-    if (dirty.size === 0 && reportedLongest === 0) return;
-    const now = performance.now();
-    delays.clear();
-    let longest = 0;
-    for (const room of dirty) {
-      const since = room.outbox.length ? room.outbox[0]!.queuedAt : room.pending.length ? room.pendingSince : now;
-      const waited = now - since;
-      delays.set(room.guid, waited);
-      if (waited > longest) longest = waited;
-    }
-    reportedLongest = longest;
-    opts.onQueueDelay(delays, longest);
   }
 
   /** Work left by an earlier turn: the outbox changes only inside flushRoom, which empties it unless a slice ran out. */
@@ -280,6 +259,49 @@ export function createFanout<S extends FanoutShard, R extends FanoutRoom<S> = Fa
     metrics.shardMoves.inc({ to: toShards ? 'shards' : 'room' });
   }
 
+  return {
+    enqueue,
+    forget,
+    /** Publishes everything queued, ignoring the per-turn slice (shutdown). */
+    flushNow: () => flush(true),
+    /** Also what a replay to one socket sends (resume.ts). */
+    encodeFrames: encode,
+  };
+}
+
+
+/**
+ * After a turn: how long the events still waiting have waited, per room (its oldest chunk, or its
+ * pending events not yet chunked); the rooms still dirty after a turn are the ones behind.
+ */
+function delayReporter(dirty: ReadonlySet<FanoutRoom<FanoutShard>>, onQueueDelay: FanoutOptions<FanoutShard>['onQueueDelay']): () => void {
+  if (!onQueueDelay) return () => {};
+  const delays = new Map<string, number>();
+  let reportedLongest = 0;
+  return function reportDelays(): void {
+    if (dirty.size === 0 && reportedLongest === 0) return;
+    const now = performance.now();
+    delays.clear();
+    let longest = 0;
+    for (const room of dirty) {
+      const since = room.outbox.length ? room.outbox[0]!.queuedAt : room.pending.length ? room.pendingSince : now;
+      const waited = now - since;
+      delays.set(room.guid, waited);
+      if (waited > longest) longest = waited;
+    }
+    reportedLongest = longest;
+    onQueueDelay(delays, longest);
+  };
+}
+
+/**
+ * Publishing a chunk to a set of topics (a room's or a shard's), one frame list per encoding, encoded
+ * on first use and kept for every later publish; what it spends is frame bytes × subscribers.
+ */
+function createChunkPublisher(opts: Pick<FanoutOptions<FanoutShard, FanoutRoom<FanoutShard>>, 'port' | 'log' | 'metrics' | 'compress'>) {
+  const { port, log, metrics } = opts;
+  const compress = opts.compress ?? (() => false);
+
   /** A chunk's frames in one encoding, encoded on first use (and kept for every later publish). */
   function framesOf(chunk: Chunk, name: CodecName): Frame[] {
     return (chunk.frames[name] ??= encodeFrames(name, chunk.events, unencodable));
@@ -328,10 +350,9 @@ export function createFanout<S extends FanoutShard, R extends FanoutRoom<S> = Fa
   }
 
   return {
-    enqueue,
-    forget,
-    /** Publishes everything queued, ignoring the per-turn slice (shutdown). */
-    flushNow: () => flush(true),
+    subscribersOf,
+    costOf,
+    publishChunk,
     /** Also what a replay to one socket sends (resume.ts). */
     encodeFrames: (name: CodecName, events: readonly ProjectEvent[]): Frame[] => encodeFrames(name, events, unencodable),
   };
