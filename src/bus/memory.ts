@@ -4,7 +4,7 @@ import type { Config } from '../config.js';
 import { GatewayError } from '../errors.js';
 import { DEFAULT_KEYS_PER_PRODUCER } from '../protocol/limits.js';
 import { fingerprintEvents, keysExhausted } from './idempotency.js';
-import { classifyHistory, type EventBus, type EventSink, type HistoryCheck, type NewEvent } from './bus.js';
+import { classifyHistory, type EventBus, type EventSink, type HistoryCheck, type IdempotentPublish, type NewEvent } from './bus.js';
 
 interface Log {
   events: ProjectEvent[];
@@ -57,38 +57,7 @@ export function createMemoryBus(sink: EventSink, options: MemoryBusOptions): Eve
   let retained = 0;
   let closed = false;
   let retainedBytes = 0;
-  /**
-   * Idempotency records of every producer, oldest first (a Map keeps insertion order; one window for
-   * all), so expiry looks only at the head. A record goes only when it expires: what bounds them is
-   * each producer's count (see bus/idempotency.ts), never another producer's publishes.
-   */
-  const records = new Map<string, IdempotencyRecord>();
-  /** The producers holding unexpired records; a producer's queue is its subsequence of `records`. */
-  const producers = new Map<string, ProducerKeys>();
-  const keysPerProducer = options.keysPerProducer ?? DEFAULT_KEYS_PER_PRODUCER;
-
-  const expireRecords = (now: number) => {
-    for (const [k, r] of records) {
-      if (r.expiresAt > now) break;
-      records.delete(k);
-      // This record is the oldest left of all, so the oldest left of its producer: its queue's head.
-      const keys = producers.get(r.producer)!;
-      if (++keys.head === keys.expiries.length) {
-        producers.delete(r.producer);
-      } else if (keys.head >= 1024 && keys.head * 2 >= keys.expiries.length) {
-        keys.expiries = keys.expiries.slice(keys.head);
-        keys.head = 0;
-      }
-    }
-  };
-
-  const remember = (recordKey: string, producer: string, fingerprint: string, ids: string[]) => {
-    const expiresAt = Date.now() + options.idempotencyWindowS * 1000;
-    records.set(recordKey, { fingerprint, ids, expiresAt, producer });
-    const keys = producers.get(producer);
-    if (keys) keys.expiries.push(expiresAt);
-    else producers.set(producer, { expiries: [expiresAt], head: 0 });
-  };
+  const idempotency = createIdempotencyRecords(options.idempotencyWindowS, options.keysPerProducer ?? DEFAULT_KEYS_PER_PRODUCER);
 
   const logOf = (guid: string): Log => {
     let log = logs.get(guid);
@@ -123,23 +92,8 @@ export function createMemoryBus(sink: EventSink, options: MemoryBusOptions): Eve
     kind: 'memory',
     appendsInline: true,
     async publish(guid, input: readonly NewEvent[], keyed) {
-      let recordKey: string | null = null;
-      let fingerprint = '';
-      if (keyed !== undefined) {
-        // The producer last: neither a GUID nor a key holds a newline, so the three read one way only.
-        recordKey = `${guid}\n${keyed.idempotencyKey}\n${keyed.producer}`;
-        fingerprint = fingerprintEvents(input.map((e) => [e.type, e.dataJson ?? JSON.stringify(e.data)]));
-        const now = Date.now();
-        expireRecords(now);
-        const record = records.get(recordKey);
-        if (record) {
-          if (record.fingerprint !== fingerprint) throw new GatewayError('IDEMPOTENCY_KEY_REUSED');
-          return { ids: record.ids, replayed: true };
-        }
-        // A new key: refused (nothing appended) while the producer holds its bound of unexpired ones.
-        const keys = producers.get(keyed.producer);
-        if (keys && keys.expiries.length - keys.head >= keysPerProducer) throw keysExhausted(keysPerProducer, keys.expiries[keys.head]! - now);
-      }
+      const key = keyed === undefined ? null : idempotency.check(guid, keyed, input);
+      if (key?.replay) return { ids: key.replay, replayed: true };
       const log = logOf(guid);
       const timestamp = new Date().toISOString();
       const added: ProjectEvent[] = [];
@@ -163,7 +117,7 @@ export function createMemoryBus(sink: EventSink, options: MemoryBusOptions): Eve
       if (over()) enforceTotal();
       if (watched.has(guid)) sink(guid, added);
       const ids = added.map((e) => e.id);
-      if (keyed !== undefined && recordKey !== null) remember(recordKey, keyed.producer, fingerprint, ids);
+      if (key) idempotency.remember(key, ids);
       return { ids, replayed: false };
     },
     async watch(guid) {
@@ -209,6 +163,70 @@ export function createMemoryBus(sink: EventSink, options: MemoryBusOptions): Eve
     async close() {
       closed = true;
       watched.clear();
+    },
+  };
+}
+
+/**
+ * The in-process bus's idempotency records: per (project, key, producer), expiring after the window,
+ * at most `keysPerProducer` unexpired per producer (bus/idempotency.ts).
+ */
+function createIdempotencyRecords(windowS: number, keysPerProducer: number) {
+  /**
+   * Idempotency records of every producer, oldest first (a Map keeps insertion order; one window for
+   * all), so expiry looks only at the head. A record goes only when it expires: what bounds them is
+   * each producer's count (see bus/idempotency.ts), never another producer's publishes.
+   */
+  const records = new Map<string, IdempotencyRecord>();
+  /** The producers holding unexpired records; a producer's queue is its subsequence of `records`. */
+  const producers = new Map<string, ProducerKeys>();
+
+  const expireRecords = (now: number) => {
+    for (const [k, r] of records) {
+      if (r.expiresAt > now) break;
+      records.delete(k);
+      // This record is the oldest left of all, so the oldest left of its producer: its queue's head.
+      const keys = producers.get(r.producer)!;
+      if (++keys.head === keys.expiries.length) {
+        producers.delete(r.producer);
+      } else if (keys.head >= 1024 && keys.head * 2 >= keys.expiries.length) {
+        keys.expiries = keys.expiries.slice(keys.head);
+        keys.head = 0;
+      }
+    }
+  };
+
+  const remember = (recordKey: string, producer: string, fingerprint: string, ids: string[]) => {
+    const expiresAt = Date.now() + windowS * 1000;
+    records.set(recordKey, { fingerprint, ids, expiresAt, producer });
+    const keys = producers.get(producer);
+    if (keys) keys.expiries.push(expiresAt);
+    else producers.set(producer, { expiries: [expiresAt], head: 0 });
+  };
+
+  return {
+    /**
+     * A keyed publish's record key and fingerprint, or the ids of the publish it repeats (replay);
+     * throws when the key was used with other events, or the producer holds its bound of keys.
+     */
+    check(guid: string, keyed: IdempotentPublish, input: readonly NewEvent[]): { recordKey: string; producer: string; fingerprint: string; replay?: string[] } {
+      // The producer last: neither a GUID nor a key holds a newline, so the three read one way only.
+      const recordKey = `${guid}\n${keyed.idempotencyKey}\n${keyed.producer}`;
+      const fingerprint = fingerprintEvents(input.map((e) => [e.type, e.dataJson ?? JSON.stringify(e.data)]));
+      const now = Date.now();
+      expireRecords(now);
+      const record = records.get(recordKey);
+      if (record) {
+        if (record.fingerprint !== fingerprint) throw new GatewayError('IDEMPOTENCY_KEY_REUSED');
+        return { recordKey, producer: keyed.producer, fingerprint, replay: record.ids };
+      }
+      // A new key: refused (nothing appended) while the producer holds its bound of unexpired ones.
+      const keys = producers.get(keyed.producer);
+      if (keys && keys.expiries.length - keys.head >= keysPerProducer) throw keysExhausted(keysPerProducer, keys.expiries[keys.head]! - now);
+      return { recordKey, producer: keyed.producer, fingerprint };
+    },
+    remember(key: { recordKey: string; producer: string; fingerprint: string }, ids: string[]): void {
+      remember(key.recordKey, key.producer, key.fingerprint, ids);
     },
   };
 }
