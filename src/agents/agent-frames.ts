@@ -85,8 +85,15 @@ const schemas: Record<AgentFrameType, object> = {
   },
 };
 
-const ajv = createAjv();
-const validators = Object.fromEntries(Object.entries(schemas).map(([t, s]) => [t, ajv.compile(s)])) as Record<AgentFrameType, ReturnType<typeof ajv.compile>>;
+// Compiled on first use: a gateway without AGENTS_URL never needs them, and compiling every schema at
+// import cost each worker thread ~60 ms of its start (a restart in place must serve within 2 s).
+let ajv: ReturnType<typeof createAjv> | null = null;
+const validators = new Map<AgentFrameType, ReturnType<ReturnType<typeof createAjv>['compile']>>();
+function validatorOf(type: AgentFrameType) {
+  let validate = validators.get(type);
+  if (!validate) validators.set(type, (validate = (ajv ??= createAjv()).compile(schemas[type])));
+  return validate;
+}
 
 /** The frame, typed and with lower-cased GUIDs, or why it is not one we accept. */
 export function parseAgentFrame(text: string): { frame: AgentFrame } | { problem: string; type?: string; id?: string | null } {
@@ -101,8 +108,8 @@ export function parseAgentFrame(text: string): { frame: AgentFrame } | { problem
   const id = typeof f.id === 'string' && f.id.length <= 128 ? f.id : null;
   if (typeof f.type !== 'string') return { problem: 'frame.type must be a string', id };
   const type = f.type.slice(0, 64);
-  if (!Object.hasOwn(validators, f.type)) return { problem: `unknown frame type ${JSON.stringify(type)}`, type, id };
-  const validate = validators[f.type as AgentFrameType];
+  if (!Object.hasOwn(schemas, f.type)) return { problem: `unknown frame type ${JSON.stringify(type)}`, type, id };
+  const validate = validatorOf(f.type as AgentFrameType);
   if (!validate(f)) return { problem: describeAjvErrors(validate.errors), type, id };
   const frame = { ...f, id, projectGuid: typeof f.projectGuid === 'string' ? f.projectGuid.toLowerCase() : null } as AgentFrame;
   if (frame.type === 'subscribe') frame.data.projects = frame.data.projects.map((p) => ({ ...p, projectGuid: p.projectGuid.toLowerCase() }));

@@ -18,12 +18,16 @@ export interface AdminHttpDeps extends Pick<HttpDeps, 'verifyToken' | 'edgeState
   readonly metrics: Metrics;
 }
 
-const ajv = createAjv();
-const validators = {
-  disconnect: ajv.compile<DisconnectBody>(ADMIN_BODIES.disconnect),
-  revoke: ajv.compile<RevokeBody>(ADMIN_BODIES.revoke),
-  block: ajv.compile<BlockBody>(ADMIN_BODIES.block),
-};
+// Compiled on the first server API request, not at import: a module every worker thread imports
+// should not add its schema compiles to every start (a restart in place must serve within 2 s).
+function compileAdminBodies() {
+  const ajv = createAjv();
+  return {
+    disconnect: ajv.compile<DisconnectBody>(ADMIN_BODIES.disconnect),
+    revoke: ajv.compile<RevokeBody>(ADMIN_BODIES.revoke),
+    block: ajv.compile<BlockBody>(ADMIN_BODIES.block),
+  };
+}
 /** A server API body is a few hundred bytes. */
 const MAX_ADMIN_BODY = 16 * 1024;
 const MAX_HISTORY_LIMIT = 1000;
@@ -35,6 +39,8 @@ const MAX_HISTORY_LIMIT = 1000;
  */
 export function registerAdminRoutes(app: TemplatedApp, deps: AdminHttpDeps): void {
   const { admin, log, metrics } = deps;
+  let compiled: ReturnType<typeof compileAdminBodies> | null = null;
+  const validators = () => (compiled ??= compileAdminBodies());
   const fail = (p: PendingResponse, code: ErrorCode, message?: string, headers?: Record<string, string>) => failRequest(metrics, p, code, message, headers);
 
   /** Admits an admin request (token, scope, rate); null when answered already. */
@@ -86,7 +92,7 @@ export function registerAdminRoutes(app: TemplatedApp, deps: AdminHttpDeps): voi
     const p = pending(res);
     if (!admitAdmin(p, req, true)) return;
     answer(p, async () => {
-      const body = await bodyOf(p, validators.disconnect);
+      const body = await bodyOf(p, validators().disconnect);
       if (!body) return null;
       await admin.disconnect(body.userId, body.reason ?? 'disconnected by the server');
       return { status: 200, body: { userId: body.userId, closeCode: CloseCodes.DISCONNECTED } };
@@ -97,7 +103,7 @@ export function registerAdminRoutes(app: TemplatedApp, deps: AdminHttpDeps): voi
     const p = pending(res);
     if (!admitAdmin(p, req, true)) return;
     answer(p, async () => {
-      const body = await bodyOf(p, validators.revoke);
+      const body = await bodyOf(p, validators().revoke);
       if (!body) return null;
       if (!isGuid(body.projectGuid)) throw new GatewayError('INVALID_GUID');
       const projectGuid = body.projectGuid.toLowerCase();
@@ -110,7 +116,7 @@ export function registerAdminRoutes(app: TemplatedApp, deps: AdminHttpDeps): voi
     const p = pending(res);
     if (!admitAdmin(p, req, true)) return;
     answer(p, async () => {
-      const body = await bodyOf(p, validators.block);
+      const body = await bodyOf(p, validators().block);
       if (!body) return null;
       await admin.block(body.userId, body.until, body.reason ?? 'blocked');
       return { status: 200, body: { userId: body.userId, blockedUntil: body.until, active: body.until > Date.now() } };
