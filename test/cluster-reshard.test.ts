@@ -68,6 +68,9 @@ describe('Redis Cluster: a slot migrates while a producer appends', () => {
     }
     await until(async () => (await masterPortForKey(cluster, key(moving))) === target, 10000, 'slot owned by the target');
     await sleep(1000);
+    // On a slow or busy machine the producer's 2 ms pauses stretch: it goes on (after the migration)
+    // until the moving stream holds enough events for the check below to mean something.
+    await until(() => appended.get(moving)!.length > 300, 20000, 'more than 300 events appended to the moving stream');
     producing = false;
     await produce;
     await producer.quit();
