@@ -1,5 +1,4 @@
 import { ConfigError, parseConfig, type Config } from './config.js';
-import { createGateway } from './gateway.js';
 import { createLogger } from './logger.js';
 import { startWorkerPool } from './workers/pool.js';
 
@@ -47,6 +46,9 @@ async function main(): Promise<void> {
       return startWorkerPool(config, log, (workerId) => stop(`worker ${workerId} lost`, 1));
     }
     // WORKERS=1: one gateway on this thread, no worker thread at all.
+    // Imported here, not at the top: with WORKERS the main thread never builds a gateway, and loading
+    // gateway.js's graph (~0.45 s here) before the workers start would delay every start and restart.
+    const { createGateway } = await import('./gateway.js');
     const gateway = await createGateway(config, { logger: log });
     await gateway.listen();
     return gateway;
