@@ -173,7 +173,10 @@ export class ConfigError extends Error {
 /** Names of every environment variable the gateway reads. */
 export const ENV_VARIABLES = Object.keys(envSchema.properties ?? {});
 
-const validateEnv = createAjv({ coerceTypes: true, useDefaults: true }).compile(envSchema);
+// Compiled on the first parse, not at import: worker threads import this module (types, defaults)
+// but never parse the environment, and the compile is a good part of a thread's start.
+let compiledEnv: ReturnType<ReturnType<typeof createAjv>['compile']> | null = null;
+const envValidator = () => (compiledEnv ??= createAjv({ coerceTypes: true, useDefaults: true }).compile(envSchema));
 
 /** Parses and validates the environment once; the result is deeply frozen. Throws ConfigError. */
 export function parseConfig(env: Record<string, string | undefined>): Config {
@@ -183,6 +186,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     const value = env[key];
     if (value !== undefined && value !== '') raw[key] = value;
   }
+  const validateEnv = envValidator();
   if (!validateEnv(raw)) {
     const err = validateEnv.errors?.[0];
     const name = err?.instancePath.replace(/^\//, '') || 'environment';

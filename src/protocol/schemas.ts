@@ -91,12 +91,18 @@ const batchBodySchema = {
   properties: { events: { type: 'array', minItems: 1, maxItems: 1000, items: eventBodySchema } },
 };
 
-const ajv = createAjv();
-const validators = Object.fromEntries(
-  CLIENT_TYPES.map((t) => [t, ajv.compile(clientSchemas[t])]),
-) as Record<ClientType, ValidateFunction>;
-const validateEventBody = ajv.compile<{ type: EventType; data: object }>(eventBodySchema);
-const validateBatchBody = ajv.compile<{ events: { type: EventType; data: object }[] }>(batchBodySchema);
+// Compiled at the first check, not at import: every worker thread imports this module, and the
+// compiles were a good part of a thread's start (a restart in place must serve within 2 s).
+function compileAll() {
+  const ajv = createAjv();
+  return {
+    client: Object.fromEntries(CLIENT_TYPES.map((t) => [t, ajv.compile(clientSchemas[t])])) as Record<ClientType, ValidateFunction>,
+    eventBody: ajv.compile<{ type: EventType; data: object }>(eventBodySchema),
+    batchBody: ajv.compile<{ events: { type: EventType; data: object }[] }>(batchBodySchema),
+  };
+}
+let compiled: ReturnType<typeof compileAll> | null = null;
+const schemasCompiled = () => (compiled ??= compileAll());
 
 /** The request id of a frame, if it has a usable one, so even a rejected frame's error can name it. */
 export function requestIdOf(frame: unknown): string | null {
@@ -116,6 +122,7 @@ export function validateClientFrame(frame: unknown): ClientFrame {
   if (!frame || typeof frame !== 'object' || Array.isArray(frame)) throw new GatewayError('INVALID_FRAME', 'frame must be an object');
   const f = frame as Record<string, unknown>;
   if (typeof f.type !== 'string') throw new GatewayError('INVALID_FRAME', 'frame.type must be a string');
+  const validators = schemasCompiled().client;
   const validate = validators[f.type as ClientType];
   if (!validate || !Object.hasOwn(validators, f.type)) throw new GatewayError('UNKNOWN_TYPE', `unknown message type ${JSON.stringify(f.type.slice(0, 64))}`);
   if (f.projectGuid !== undefined && f.projectGuid !== null && !isGuid(f.projectGuid)) throw new GatewayError('INVALID_GUID');
@@ -138,9 +145,11 @@ export function validateProducerEvents(body: unknown): { type: EventType; data: 
   }
   // Validate against the shape the body claims, so the error names the real problem.
   if (body && typeof body === 'object' && 'events' in body) {
+    const validateBatchBody = schemasCompiled().batchBody;
     if (!validateBatchBody(body)) throw new GatewayError('INVALID_FRAME', describeAjvErrors(validateBatchBody.errors));
     return body.events;
   }
+  const validateEventBody = schemasCompiled().eventBody;
   if (!validateEventBody(body)) throw new GatewayError('INVALID_FRAME', describeAjvErrors(validateEventBody.errors));
   return [body];
 }
