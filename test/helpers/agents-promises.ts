@@ -183,6 +183,8 @@ export async function expectPresenceAcrossWorkers(fx: AgentsGateway): Promise<vo
   const old = fx.link(1);
   old.ws.terminate();
   await until(() => (fx.findLink(1) ?? old) !== old, 5000, 'worker 1 linked again');
+  // The link is recorded when it opens; its first presence frame follows over the wire.
+  await until(() => fx.link(1).frames.some((f) => f.type === 'project_status_sync'), 5000, "the new link's first presence frame");
   const snapshot = fx.link(1).frames.find((f) => f.type === 'project_status_sync')!;
   expect(snapshot.data.kind).toBe('snapshot');
   expect(snapshot.data.projects.find((p: { projectGuid: string }) => p.projectGuid === guid)).toEqual({ projectGuid: guid, users: ['p1', 'p3'] });
