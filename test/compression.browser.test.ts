@@ -6,15 +6,10 @@ import net from 'node:net';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchChromium } from './helpers/browser.js';
+import { takeFrames, type WireFrame } from './helpers/wire-frames.js';
 import { randomGuid, startGateway, until, userToken, type StartedGateway } from './helpers/gateway.js';
 
 const MIN_BYTES = 300;
-
-interface WireFrame {
-  readonly rsv1: boolean;
-  readonly opcode: number;
-  readonly wireBytes: number;
-}
 
 /**
  * A TCP relay to the gateway that parses what the gateway sends, after its HTTP answer: the frames'
@@ -25,7 +20,7 @@ async function startRelay(targetPort: number) {
   const server = net.createServer((client) => {
     const upstream = net.connect(targetPort, '127.0.0.1');
     client.pipe(upstream);
-    let pending = Buffer.alloc(0);
+    let pending: Buffer = Buffer.alloc(0);
     let inHeaders = true;
     upstream.on('data', (chunk: Buffer) => {
       client.write(chunk);
@@ -36,23 +31,7 @@ async function startRelay(targetPort: number) {
         pending = pending.subarray(end + 4);
         inHeaders = false;
       }
-      for (;;) {
-        if (pending.length < 2) return;
-        let len = pending[1]! & 0x7f;
-        let header = 2;
-        if (len === 126) {
-          if (pending.length < 4) return;
-          len = pending.readUInt16BE(2);
-          header = 4;
-        } else if (len === 127) {
-          if (pending.length < 10) return;
-          len = Number(pending.readBigUInt64BE(2));
-          header = 10;
-        }
-        if (pending.length < header + len) return;
-        frames.push({ rsv1: (pending[0]! & 0x40) !== 0, opcode: pending[0]! & 0x0f, wireBytes: len });
-        pending = pending.subarray(header + len);
-      }
+      pending = takeFrames(pending, frames);
     });
     upstream.on('end', () => client.end());
     client.on('error', () => upstream.destroy());

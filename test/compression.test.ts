@@ -7,40 +7,17 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomGuid, TestClient, userToken } from './helpers/gateway.js';
 import { SHAPES, type Served } from './helpers/topology.js';
+import { takeFrames, type WireFrame } from './helpers/wire-frames.js';
 
 const MIN_BYTES = 300;
-
-/** A server frame as it crossed the wire. */
-interface WireFrame {
-  readonly rsv1: boolean;
-  readonly opcode: number;
-  /** Payload bytes on the wire (compressed when rsv1). */
-  readonly wireBytes: number;
-}
 
 /** Parses the server's frames out of the socket's bytes (server frames are unmasked). */
 function tapFrames(socket: Socket): WireFrame[] {
   const frames: WireFrame[] = [];
-  let pending = Buffer.alloc(0);
+  let pending: Buffer = Buffer.alloc(0);
   socket.on('data', (chunk: Buffer) => {
     pending = Buffer.concat([pending, chunk]);
-    for (;;) {
-      if (pending.length < 2) return;
-      let len = pending[1]! & 0x7f;
-      let header = 2;
-      if (len === 126) {
-        if (pending.length < 4) return;
-        len = pending.readUInt16BE(2);
-        header = 4;
-      } else if (len === 127) {
-        if (pending.length < 10) return;
-        len = Number(pending.readBigUInt64BE(2));
-        header = 10;
-      }
-      if (pending.length < header + len) return;
-      frames.push({ rsv1: (pending[0]! & 0x40) !== 0, opcode: pending[0]! & 0x0f, wireBytes: len });
-      pending = pending.subarray(header + len);
-    }
+    pending = takeFrames(pending, frames);
   });
   return frames;
 }
