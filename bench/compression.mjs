@@ -29,12 +29,12 @@ import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { parseArgs } from 'node:util';
-import { execFileSync } from 'node:child_process';
 import { BENCH_DIR, startServer, roomGuid, sleep, procSampleAll } from './lib/servers.mjs';
 import { LoadGen } from './lib/loadgen.mjs';
 import { Producer } from './lib/producer.mjs';
 import { installRunGuard, gatewayVersion } from './lib/run-guard.mjs';
 import { fmt } from './lib/report.mjs';
+import { busy, cpuTimes, pin } from './lib/cpu.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -77,24 +77,6 @@ installRunGuard({ label: 'compression', guardMs: 60 * 60_000, servers: live, loa
 /** @param {string} s */
 function log(s) { console.log(`[compression ${new Date().toISOString().slice(11, 19)}] ${s}`); }
 
-/** @param {number[]} pids @param {string} cpu */
-function pin(pids, cpu) {
-  for (const pid of pids) execFileSync('taskset', ['-a', '-p', '-c', cpu, String(pid)], { stdio: 'ignore' });
-}
-
-/** Busy and total jiffies per cpu line of /proc/stat. */
-function cpuTimes() {
-  /** @type {Record<string, {idle: number, total: number}>} */
-  const out = {};
-  for (const line of fs.readFileSync('/proc/stat', 'utf8').split('\n')) {
-    if (!line.startsWith('cpu')) continue;
-    const f = line.trim().split(/\s+/);
-    const v = f.slice(1).map(Number);
-    out[f[0]] = { idle: v[3] + (v[4] ?? 0), total: v.reduce((a, b) => a + b, 0) };
-  }
-  return out;
-}
-
 /**
  * Server CPU over a window, and the noise: the machine's busy time outside the server and the bench
  * (other helpers' work), and what else ran on the server's core.
@@ -105,14 +87,13 @@ function cpuWindow(serverPids, benchPids) {
   return () => {
     const s1 = procSampleAll(serverPids), b1 = procSampleAll(benchPids()), r1 = process.cpuUsage(r0), m1 = cpuTimes();
     const dt = (s1.t - s0.t) / 1000;
-    /** @param {string} k */
-    const busyPct = (k) => { const d = m1[k].total - m0[k].total; return d > 0 ? 100 * (1 - (m1[k].idle - m0[k].idle) / d) : 0; };
+    const m = busy(m0, m1);
     const server = (100 * (s1.cpuSec - s0.cpuSec)) / dt;
     const bench = (100 * (b1.cpuSec - b0.cpuSec)) / dt + (r1.user + r1.system) / 1e4 / dt;
     return {
       dt, serverCpuSec: s1.cpuSec - s0.cpuSec, serverCpuPct: server, benchCpuPct: bench,
-      otherCpuPct: Math.max(0, busyPct('cpu') * os.cpus().length - server - bench),
-      serverCoreOtherPct: Math.max(0, busyPct(`cpu${SERVER_CPU}`) - server),
+      otherCpuPct: Math.max(0, m.cpu - server - bench),
+      serverCoreOtherPct: Math.max(0, (m[`cpu${SERVER_CPU}`] ?? 0) - server),
     };
   };
 }

@@ -45,6 +45,7 @@ import { installRunGuard } from './lib/run-guard.mjs';
 import { Producer, nowUs } from './lib/producer.mjs';
 import { summarizeCpuProfile } from './lib/cpuprofile.mjs';
 import { fmt, ratio } from './lib/report.mjs';
+import { busy, cpuTimes, pin } from './lib/cpu.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -100,39 +101,6 @@ const hardCleanup = installRunGuard({ label: 'issue11', guardMs: 40 * 60_000, se
 function log(s) { console.log(`[issue11 ${new Date().toISOString().slice(11, 19)}] ${s}`); }
 
 // ------------------------------------------------------------------ pinning and CPU accounting
-/**
- * Pins every thread of each process (taskset -a) to `cpu`. Threads created later inherit the
- * affinity of their creator, so V8's GC helpers and libuv's pool stay on the same core.
- * @param {number[]} pids @param {string} cpu
- */
-function pin(pids, cpu) {
-  for (const pid of pids) execFileSync('taskset', ['-a', '-p', '-c', cpu, String(pid)], { stdio: 'ignore' });
-}
-
-/** Per-core and total jiffies from /proc/stat. */
-function cpuTimes() {
-  /** @type {Record<string, {idle: number, total: number}>} */
-  const out = {};
-  for (const line of fs.readFileSync('/proc/stat', 'utf8').split('\n')) {
-    if (!line.startsWith('cpu')) continue;
-    const f = line.trim().split(/\s+/);
-    const v = f.slice(1).map(Number);
-    out[f[0]] = { idle: v[3] + (v[4] ?? 0), total: v.reduce((a, b) => a + b, 0) };
-  }
-  return out;
-}
-/** Busy % (100 = one core) per key between two cpuTimes() reads. @param {ReturnType<typeof cpuTimes>} a @param {ReturnType<typeof cpuTimes>} b */
-function busy(a, b) {
-  /** @type {Record<string, number>} */
-  const out = {};
-  for (const k of Object.keys(b)) {
-    const dt = b[k].total - (a[k]?.total ?? 0);
-    const pct = dt > 0 ? 100 * (1 - (b[k].idle - a[k].idle) / dt) : 0;
-    out[k] = k === 'cpu' ? pct * os.cpus().length : pct;
-  }
-  return out;
-}
-
 /**
  * Everything measured over one window: server CPU, bench CPU (load workers, runner, redis) and what the
  * machine spent outside the bench (the noise), per core too.
