@@ -213,6 +213,38 @@ describe.each(SHAPES)('$name', (shape) => {
       }
     });
 
+    it('with Redis, refuses a flooder on another instance the moment it sees its 4429, even when Redis is slow to pass the penalty on', async () => {
+      const redis = await startRedis();
+      const env = { REDIS_URL: redis.url, RATE_LIMIT_PER_S: '1', RATE_LIMIT_BURST: '2', RATE_LIMIT_PENALTY_S: '30', TRUSTED_PROXIES: '127.0.0.1' };
+      const [a, b] = [await shape.start(env), await shape.start(env)];
+      try {
+        const token = userToken('*', 'hopper');
+        const from = { 'x-forwarded-for': '203.0.113.60' };
+        const flooder = await tryUpgrade(`${a.wsUrl}?token=${token}`, from);
+        // Behind a load balancer the flooder's next upgrade may reach B at once. Redis holding
+        // PUBLISH for 150 ms (CLIENT PAUSE WRITE) makes the window wide: A must not close the
+        // socket before B can know, or this upgrade gets 101.
+        await redis.cli('CLIENT', 'PAUSE', '150', 'WRITE');
+        const back = new Promise<Awaited<ReturnType<typeof tryUpgrade>>>((resolve, reject) =>
+          flooder.ws!.once('close', (code) => (code === 4429 ? resolve(tryUpgrade(`${b.wsUrl}?token=${token}`, from)) : reject(new Error(`closed ${code}`)))),
+        );
+        for (let i = 0; i < 20; i++) flooder.ws!.send(JSON.stringify({ type: 'ping', id: String(i) }));
+        expect(await back).toMatchObject({ status: 429, code: 'RATE_LIMITED' });
+        expect((await tryUpgrade(`${a.wsUrl}?token=${token}`, from)).status).toBe(429);
+        // Another user from another address is not affected.
+        expect((await tryUpgrade(`${b.wsUrl}?token=${userToken('*', 'quiet')}`, { 'x-forwarded-for': '198.51.100.9' })).status).toBe(101);
+        // Redis gone: the penalty cannot be shared, and the flooder is still closed.
+        await redis.kill();
+        const second = await tryUpgrade(`${a.wsUrl}?token=${userToken('*', 'hopper2')}`, { 'x-forwarded-for': '203.0.113.61' });
+        const closed = new Promise<number>((r) => second.ws!.once('close', (code) => r(code)));
+        for (let i = 0; i < 20; i++) second.ws!.send(JSON.stringify({ type: 'ping', id: String(i) }));
+        expect(await closed).toBe(4429);
+      } finally {
+        await close(a, b);
+        await redis.stop();
+      }
+    });
+
     it('reads every X-Forwarded-For line: the client is the right-most untrusted hop over all of them', async () => {
       const g = await shape.start({ MAX_CONNECTIONS_PER_IP: '1', TRUSTED_PROXIES: '127.0.0.1' });
       const held: { release(): void }[] = [];

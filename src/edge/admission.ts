@@ -70,8 +70,11 @@ export interface EdgeState {
    */
   admit(userId: string, address: string | null, now?: number): Admission;
   release(userId: string, address: string | null): void;
-  /** Refuses the user's and the address's upgrades for `seconds`. */
-  penalize(userId: string, address: string | null, seconds: number, now?: number): void;
+  /**
+   * Refuses the user's and the address's upgrades for `seconds`. Across instances, resolves once the
+   * penalty is on its way to the other instances (see shared-penalties.ts); in one process, at once.
+   */
+  penalize(userId: string, address: string | null, seconds: number, now?: number): Promise<void> | void;
   /** One HTTP request for `key`'s bucket. */
   takeHttp(key: string, now?: number): Admission;
   /** Connections counted in this process (all threads). */

@@ -17,7 +17,7 @@ interface PenaltyMessage {
 /**
  * Penalties every instance enforces: behind a load balancer a client closed for flooding reconnects
  * to any instance, so the penalty goes to all of them on one pub/sub channel, and each applies it to
- * its process's edge state (within a millisecond or two of the 4429). Anyone who can reach Redis can
+ * its process's edge state (the flooder's socket is closed once Redis has passed the penalty on). Anyone who can reach Redis can
  * publish on that channel: a message is applied only if it is well formed, with a bounded time.
  */
 export function sharePenaltiesOverRedis(
@@ -39,7 +39,11 @@ export function sharePenaltiesOverRedis(
     penalize(userId, address, seconds, now) {
       edge.penalize(userId, address, seconds, now);
       const message: PenaltyMessage = { o: instanceId, u: userId, a: address, s: seconds };
-      publisher.publish(channel, JSON.stringify(message)).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'penalty not shared with the other instances (Redis unavailable)'));
+      // Redis answers after writing the message to every subscriber: the caller closes the flooder then.
+      return publisher.publish(channel, JSON.stringify(message)).then(
+        () => undefined,
+        (err: unknown) => log.warn({ err: (err as Error).message }, 'penalty not shared with the other instances (Redis unavailable)'),
+      );
     },
   };
 }

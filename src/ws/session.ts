@@ -17,6 +17,7 @@ import { requestIdOf, validateClientFrame } from '../protocol/schemas.js';
 import type { Rooms } from '../rooms/rooms.js';
 import { compressionFilter } from '../connections/compression.js';
 import { errorReply, reply } from './envelopes.js';
+import { createFlooderCloser } from './flooders.js';
 
 /**
  * Stores a user's feedback for the agents-server and resolves the `user_feedback_response` data
@@ -50,6 +51,7 @@ type Socket = WebSocket<SocketData>;
 export function createSession(deps: SessionDeps) {
   const { config, verifyToken, rooms, log, metrics } = deps;
   const compress = compressionFilter(config.compression);
+  const flooders = createFlooderCloser(deps.edgeState, config.rateLimit.penaltyS);
 
   function send(ws: Socket, conn: Connection, envelope: Envelope): void {
     // Inside uWS callbacks the socket is already corked.
@@ -80,16 +82,14 @@ export function createSession(deps: SessionDeps) {
     const conn = ws.getUserData().conn;
     const now = monotonicMs();
     conn.lastSeenAt = now;
+    if (flooders.isClosing(conn)) return;
     // uWS itself cuts frames over twice the limit (without a close frame); between the two we say why.
     if (frameBytes.byteLength > config.maxPayloadBytes) return ws.end(CloseCodes.MESSAGE_TOO_BIG, `frame larger than ${config.maxPayloadBytes} bytes`);
     const decision = takeToken(conn, now, config.rateLimit.perSecond, config.rateLimit.burst);
     if (decision !== 'allow') {
       if (decision === 'limit') send(ws, conn, fail('RATE_LIMITED', undefined, null, null));
-      else if (decision === 'close') {
-        // A flooder closed here must not be back at once: its user and address wait RATE_LIMIT_PENALTY_S.
-        if (config.rateLimit.penaltyS > 0) deps.edgeState.penalize(conn.principal.userId, conn.addressKey, config.rateLimit.penaltyS);
-        ws.end(CloseCodes.RATE_LIMITED, 'rate limit exceeded');
-      }
+      // A flooder closed here must not be back at once: its user and address wait RATE_LIMIT_PENALTY_S.
+      else if (decision === 'close') flooders.close(ws, conn);
       return;
     }
     let decoded: unknown;
