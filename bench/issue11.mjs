@@ -63,6 +63,9 @@ const { values: args } = parseArgs({
     'measure-s': { type: 'string', default: '8' },
     // connections: how long the idle connections are held before RSS is read (default 5 s)
     'hold-s': { type: 'string' },
+    // connections: a wave of this many connect+join+close before the measured ramp (every server
+    // alike), so the ramp measures a warm process and not its JIT compiling the code paths (0: cold)
+    'conn-warmup': { type: 'string', default: '3000' },
     'fanout-repeats': { type: 'string', default: '1' },
     // profile: the per-request batches profiled (issue 20 looks at 1 and 10)
     'profile-batches': { type: 'string', default: '1000,10' },
@@ -144,6 +147,9 @@ async function start(name, o = {}) {
   let env = name.endsWith('-poll') ? { ...o.env, REDIS_WAKEUP: 'poll' } : o.env;
   // `-glibc`: the gateway without `npm start`'s malloc settings (glibc's defaults), to see what they cost
   if (name.includes('-glibc')) env = { ...env, MALLOC_ARENA_MAX: undefined, MALLOC_MMAP_THRESHOLD_: undefined, MALLOC_TRIM_THRESHOLD_: undefined };
+  // `-mmap<N>k`: `npm start`'s malloc settings with another mmap threshold (N KiB), to see what it costs
+  const mmapK = /-mmap(\d+)k/.exec(name)?.[1];
+  if (mmapK) env = { ...env, MALLOC_MMAP_THRESHOLD_: String(Number(mmapK) * 1024) };
   // `-alt`: the same server from another build (BENCH_GATEWAY_ALT=path/to/main.js), for an A/B in one run
   const script = name.endsWith('-alt') ? process.env.BENCH_GATEWAY_ALT : undefined;
   if (name.endsWith('-alt') && !script) throw new Error(`${name}: set BENCH_GATEWAY_ALT to the other build's main.js`);
@@ -427,7 +433,7 @@ async function saturationRun(name) {
 async function perfDuring(pid, seconds, tag) {
   const dataFile = path.join(TMP_DIR, `perf-${tag}.data`);
   const statFile = path.join(TMP_DIR, `perfstat-${tag}.txt`);
-  const events = ['sendto', 'sendmsg', 'write', 'writev', 'recvfrom', 'read', 'epoll_pwait', 'epoll_ctl', 'accept4', 'setsockopt', 'close'].map((x) => `syscalls:sys_enter_${x}`).join(',');
+  const events = ['sendto', 'sendmsg', 'write', 'writev', 'recvfrom', 'read', 'epoll_pwait', 'epoll_ctl', 'accept4', 'setsockopt', 'close', 'mmap', 'munmap', 'madvise', 'brk'].map((x) => `syscalls:sys_enter_${x}`).join(',');
   /** @param {string[]} a */
   const run = (a) => new Promise((resolve) => { const c = spawn('taskset', ['-c', LOAD_CPU, 'perf', ...a, '-p', String(pid), '--', 'sleep', String(seconds)], { stdio: 'ignore' }); c.on('exit', resolve); c.on('error', resolve); });
   await Promise.all([run(['record', '-q', '-F', '499', '-o', dataFile]), run(['stat', '-x', ',', '-o', statFile, '-e', events])]);
@@ -480,6 +486,16 @@ async function connectionsRun(name, o = {}) {
   // without the garbage a GC has not collected yet, which makes the raw RSS delta noisy
   const probeFile = path.join(TMP_DIR, `conn-probe-${name}-${Date.now()}.jsonl`);
   const srv = await start(name, { cpuProfDir: o.cpuProfDir, extraNodeArgs: ['--import', PROBE], env: { HEAP_PROBE_OUT: probeFile } });
+  row.warmup = Number(args['conn-warmup']);
+  if (row.warmup > 0) {
+    // Users after the measured ones (no token of the ramp was seen before); closed before it starts.
+    const warm = await loadgen({ host: '127.0.0.1', port: srv.port, path: srv.wsPath, mode: srv.mode, jwtSecret: srv.jwtSecret, rooms: roomList(CONN.rooms), count: row.warmup, rate: CONN.rate, workers: 2, maxPending: 200, indexOffset: CONN.n });
+    try {
+      await warm.connect();
+    } finally {
+      await closeLoad(warm);
+    }
+  }
   const lg = await loadgen({ host: '127.0.0.1', port: srv.port, path: srv.wsPath, mode: srv.mode, jwtSecret: srv.jwtSecret, rooms: roomList(CONN.rooms), count: CONN.n, rate: CONN.rate, workers: 2, maxPending: 200 });
   try {
     await sleep(500);
@@ -493,7 +509,10 @@ async function connectionsRun(name, o = {}) {
     const w = cpu();
     if (sampled) Object.assign(row, await sampled);
     row.windowUs[1] = nowUs();
+    // what holding them costs: heartbeats, sweeps, timers (server CPU % while nobody connects)
+    const idle = cpuWindow(srv.pids, () => workerPids(lg));
     await sleep(CONN.holdMs);
+    row.idleCpuPct = idle().serverCpuPct;
     const s = await lg.stats();
     const after = procSampleAll(srv.pids);
     row.held = s.joined;
@@ -522,7 +541,7 @@ async function connectionsRun(name, o = {}) {
       row.rssPreGcPerConnKb = (gcAfter.pre.rss - gcBefore.rss) / 1024 / s.joined;
     }
     if (Object.keys(c.errors).length) row.notes = `errors ${JSON.stringify(c.errors)}`;
-    log(`connections ${name}: held ${row.held}/${CONN.n}, ${fmt(row.connectRate)}/s, ${fmt(row.cpuUsPerConnectJoin, 1)} µs server CPU per connect+join, RSS ${fmt(row.rssPerConnKb, 3)} KB/conn (after full GCs ${fmt(row.rssAfterGcPerConnKb, 3)} KB, JS heap ${fmt(row.heapPerConnB, 0)} B), outside-bench ${fmt(w.otherCpuPct)}% ${row.notes ?? ''}`);
+    log(`connections ${name}: held ${row.held}/${CONN.n}, ${fmt(row.connectRate)}/s, ${fmt(row.cpuUsPerConnectJoin, 1)} µs server CPU per connect+join, held idle ${fmt(row.idleCpuPct, 2)}% CPU, RSS ${fmt(row.rssPerConnKb, 3)} KB/conn (after full GCs ${fmt(row.rssAfterGcPerConnKb, 3)} KB, JS heap ${fmt(row.heapPerConnB, 0)} B), outside-bench ${fmt(w.otherCpuPct)}% ${row.notes ?? ''}`);
     if (row.heapSpacesPerConnKb) log(`connections ${name}: V8 spaces resident KB/conn raw → after GCs: ${Object.entries(row.heapSpacesPerConnKb).filter(([, v]) => Math.abs(v.rawKb) >= 0.005 || Math.abs(v.afterGcKb) >= 0.005).map(([k, v]) => `${k} ${fmt(v.rawKb, 3)} → ${fmt(v.afterGcKb, 3)}`).join(', ')}`);
   } catch (e) {
     row.notes = `FAILED: ${/** @type {Error} */ (e).message}`;
@@ -709,7 +728,7 @@ function buildReport(res, o = {}) {
     const med = Object.fromEntries(names.map((n) => [n, median(res.connections[n], 'cpuUsPerConnectJoin')]));
     const rssMed = Object.fromEntries(names.map((n) => [n, median(res.connections[n], 'rssPerConnKb')]));
     out.push('## Idle connections: 19,000 on one process, each joined to one of 100 rooms', '',
-      `Each server ran ${res.repeats}× interleaved (medians shown, all runs listed). Server CPU per connect + join = server CPU time from the first connect to the last join acknowledged ÷ connections joined (paced at 4,000/s; every gateway connection has its own JWT). RSS per connection = (VmRSS ${fmt(CONN.holdMs / 1000, 0)} s after the last join − before) ÷ connections.`, '',
+      `Each server ran ${res.repeats}× interleaved (medians shown, all runs listed). Server CPU per connect + join = server CPU time from the first connect to the last join acknowledged ÷ connections joined (paced at 4,000/s; every gateway connection has its own JWT; ${res.connections[names[0]]?.[0]?.warmup ? `after a warm-up wave of ${res.connections[names[0]][0].warmup} other users' connect + join + close on the same server, so the ramp measures a warm process, not its JIT compiling the paths; \`--conn-warmup 0\` measures cold` : 'cold: no warm-up wave'}). RSS per connection = (VmRSS ${fmt(CONN.holdMs / 1000, 0)} s after the last join − before) ÷ connections.`, '',
       '| server | held | CPU µs per connect+join | all runs | CPU ÷ uws-jwt | CPU ÷ uws | RSS KB/conn | all runs | RSS ÷ uws-jwt | RSS ÷ uws | RSS KB/conn after full GCs (all runs) | JS heap B/conn after full GCs (all runs) | outside % during ramp |', '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
       ...names.map((n) => `| ${n} | ${med[n]?.held ?? 'n/a'} | ${fmt(med[n]?.cpuUsPerConnectJoin, 1)} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.cpuUsPerConnectJoin, 1)).join(' / ')} | ${fmt(ratio(med[n]?.cpuUsPerConnectJoin, med['uws-jwt']?.cpuUsPerConnectJoin), 2)} | ${fmt(ratio(med[n]?.cpuUsPerConnectJoin, med.uws?.cpuUsPerConnectJoin), 2)} | ${fmt(rssMed[n]?.rssPerConnKb, 3)} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.rssPerConnKb, 3)).join(' / ')} | ${fmt(ratio(rssMed[n]?.rssPerConnKb, rssMed['uws-jwt']?.rssPerConnKb), 2)} | ${fmt(ratio(rssMed[n]?.rssPerConnKb, rssMed.uws?.rssPerConnKb), 2)} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.rssAfterGcPerConnKb, 3)).join(' / ')} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.heapPerConnB, 0)).join(' / ')} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.connectOtherCpuPct, 0)).join(' / ')} |`), '',
       'RSS after full GCs: the same delta with two full garbage collections forced in the server (bench/lib/heap-probe.mjs, SIGUSR2) right before each reading. Ratios: the median ÷ that server\'s median (below 1 = less). `uws-jwt` is bare uWS plus the work a connect + join cannot skip (the same HS256 JWT verified with fast-jwt at upgrade, the gateway\'s join ack); `uws` verifies nothing; Soketi\'s clients speak Pusher (no token on public channels: connection_established, then subscribe).', '');
