@@ -125,7 +125,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
   const edge = await edgeAcrossInstances(config, instanceId, log, pubsub, {
     edgeState: openEdgeState(edgeMemory, caps),
     tickets: deps.tickets,
-    fanoutDelays: openFanoutDelays(edgeMemory.fanoutDelays),
+    fanoutDelays: openFanoutDelays(edgeMemory.fanoutDelays, deps.workerId ?? 0),
   });
   const { edgeState, fanoutDelays } = edge;
 
@@ -139,7 +139,7 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     bus,
     limits: config.dataLimits,
     onAppended: (n) => metrics.eventsPublished.inc(n),
-    fanoutDelayOf: (guid) => fanoutDelays.delayOf(guid),
+    fanoutBacklogOf: (guid) => fanoutDelays.backlogOf(guid),
     maxFanoutDelayMs: config.fanoutMaxDelayMs,
     onOverloaded: (n) => metrics.eventsRefusedOverload.inc(n),
   });
@@ -261,8 +261,8 @@ function roomsOnBus(
     maxBackpressureBytes: config.maxBackpressureBytes,
     onFanOut: outbound.noteFanOut,
     compress: compressionFilter(config.compression),
-    onQueueDelay: (roomDelays, longestMs) => {
-      fanoutDelays.report(roomDelays);
+    onQueueDelay: (backlogs, longestMs) => {
+      fanoutDelays.report(backlogs);
       metrics.fanoutQueueDelay.set(longestMs / 1000);
     },
   });

@@ -74,7 +74,7 @@ export function createMetrics(nodeId: string) {
     eventsUnencodable: new Counter({ name: 'events_unencodable_total', help: 'Events skipped in fan-out or replay because an encoder could not carry them, by codec', labelNames: ['codec'], registers: [registry] }),
     busEntriesSkipped: new Counter({ name: 'bus_entries_skipped_total', help: 'Stream entries read from the bus and skipped as malformed or over the data limits', registers: [registry] }),
     bufferedBytes: new Gauge({ name: 'ws_buffered_bytes', help: 'Unsent bytes over all sockets (checked twice a second)', registers: [registry] }),
-    fanoutQueueDelay: new Gauge({ name: 'fanout_queue_delay_seconds', help: 'How long the oldest event still waiting for fan-out here has waited (after each fan-out turn; 0 when none waits)', registers: [registry] }),
+    fanoutQueueDelay: new Gauge({ name: 'fanout_queue_delay_seconds', help: 'How long an event accepted now would wait for fan-out here, in the room furthest behind (its backlog over its drain rate, at least its oldest event\'s wait; after each fan-out turn; 0 when none waits)', registers: [registry] }),
     eventsRefusedOverload: new Counter({ name: 'events_refused_overload_total', help: 'Events refused (OVERLOADED, nothing appended) because their project\'s fan-out was behind FANOUT_MAX_DELAY_MS', registers: [registry] }),
     slowConsumersDropped: new Counter({ name: 'ws_slow_consumers_dropped_total', help: 'Sockets cut for not reading, by reason (process_budget, write_timeout)', labelNames: ['reason'], registers: [registry] }),
     busReady: new Gauge({ name: 'bus_ready', help: '1 while the event bus is connected', registers: [registry] }),

@@ -5,6 +5,7 @@ import { createMetrics } from '../src/metrics.js';
 import { envelopeJson, retainedSize, type ProjectEvent } from '../src/protocol/events.js';
 import { createFanout, FANOUT_BACKLOG_BYTES, FANOUT_SLICE_BYTES, FANOUT_UNIT_BYTES, MAX_FRAME_BYTES, queuedEnd, type FanoutRoom, type FanoutShard, type Frame } from '../src/rooms/fanout.js';
 import type { CodecName } from '../src/protocol/codec.js';
+import { ANY_PROJECT, type FanoutBacklog } from '../src/bus/ingress.js';
 import { roomTopic, shardTopic } from '../src/rooms/topics.js';
 
 /**
@@ -40,7 +41,7 @@ interface Group {
   readonly received: string[];
 }
 
-function harness(onQueueDelay?: (roomDelays: ReadonlyMap<string, number>, longestMs: number) => void) {
+function harness(onQueueDelay?: (backlogs: ReadonlyMap<string, FanoutBacklog>, longestMs: number) => void, now?: () => number) {
   const groups: Group[] = [];
   const published: Published[] = [];
   const log: (Published | Moved)[] = [];
@@ -66,6 +67,7 @@ function harness(onQueueDelay?: (roomDelays: ReadonlyMap<string, number>, longes
     },
     schedule: (fn) => void scheduled.push(fn),
     onQueueDelay,
+    ...(now ? { now } : {}),
   });
   return {
     fanout,
@@ -109,6 +111,7 @@ function newRoom(guid: string, shards: number): FanoutRoom {
     outbox: [],
     outboxBase: 0,
     outboxBytes: 0,
+    releasedBytes: 0,
   };
   for (let i = 0; i < shards; i++) addShard(room);
   return room;
@@ -284,41 +287,74 @@ describe('room fan-out (fanout.ts against a fake publisher)', () => {
     }
   });
 
-  it('reports after each turn how long each room still behind has waited, and nothing once every room caught up', () => {
-    const reports: { turn: number; delays: Map<string, number>; longest: number }[] = [];
-    let turnNo = 0;
-    const h = harness((delays, longest) => reports.push({ turn: turnNo, delays: new Map(delays), longest }));
+  it('reports after each turn how long an event accepted now would wait in each room still behind, and nothing once every room caught up', () => {
+    // A clock turned by hand: every turn takes 3 ms, as while uWS writes what a turn published.
+    let clock = 0;
+    const reports: { at: number; backlogs: Map<string, FanoutBacklog>; longest: number }[] = [];
+    const h = harness((backlogs, longest) => reports.push({ at: clock, backlogs: new Map(backlogs), longest }), () => clock);
     const heavy = newRoom(crypto.randomUUID(), 2);
     const light = newRoom(crypto.randomUUID(), 1);
     for (const shard of heavy.shards) h.place(heavy, shard, 8);
     h.place(light, light.shards[0]!, 1);
     h.fanout.enqueue(heavy, burst(heavy.guid, 64, 8200));
     h.fanout.enqueue(light, [event(light.guid, 200)]);
-    const started = performance.now();
     while (true) {
-      turnNo++;
+      clock += 3;
       h.turn();
       if (!reports.length || reports[reports.length - 1]!.longest === 0) break;
-      // Time passes between turns, as it does while uWS writes what a turn published.
-      const until = performance.now() + 3;
-      while (performance.now() < until);
     }
-    const elapsed = performance.now() - started;
+    const drainedAt = reports[reports.length - 1]!.at;
     // The heavy room needs five turns (see the slicing test); the light one is done in the first.
     const behind = reports.filter((r) => r.longest > 0);
-    expect(behind.map((r) => [...r.delays.keys()])).toEqual([[heavy.guid], [heavy.guid], [heavy.guid], [heavy.guid]]);
-    // Its oldest event's wait grows turn by turn, and never beyond the time that really passed.
-    const waits = behind.map((r) => r.delays.get(heavy.guid)!);
-    expect(waits).toEqual([...waits].sort((a, b) => a - b));
-    expect(waits[3]! - waits[0]!).toBeGreaterThanOrEqual(9);
-    expect(Math.max(...waits)).toBeLessThanOrEqual(elapsed);
-    for (const r of behind) expect(r.longest).toBe(r.delays.get(heavy.guid));
-    // Once caught up: one report that nothing waits, then silence (no report per idle turn).
-    expect(reports[reports.length - 1]!.delays.size).toBe(0);
+    // Each report also says how the thread as a whole is doing (ANY_PROJECT): with one project alone
+    // behind, nothing (it holds back only itself).
+    expect(behind.map((r) => [...r.backlogs.keys()])).toEqual(Array(4).fill([heavy.guid, ANY_PROJECT]));
+    for (const r of behind) {
+      const { ms, bytes } = r.backlogs.get(heavy.guid)!;
+      expect(r.backlogs.get(ANY_PROJECT)).toEqual({ ms: 0, bytes: 0 });
+      expect(r.longest).toBe(ms);
+      expect(bytes).toBeGreaterThan(0);
+      // Never less than the oldest waiting event has waited (it was queued at 0), nor than what
+      // really was left to drain, to within a turn (measured at the rate so far), and no more than
+      // the longer of the two plus a turn.
+      expect(ms).toBeGreaterThanOrEqual(r.at);
+      expect(ms).toBeGreaterThanOrEqual(drainedAt - r.at - 3);
+      expect(ms).toBeLessThanOrEqual(Math.max(r.at, drainedAt - r.at) + 3);
+    }
+    // The bytes ahead shrink as the backlog drains.
+    const bytes = behind.map((r) => r.backlogs.get(heavy.guid)!.bytes);
+    expect(bytes).toEqual([...bytes].sort((a, b) => b - a));
+    // Once caught up: one report saying so (0 for the room that was behind), then silence (no report per idle turn).
+    expect(reports[reports.length - 1]!.backlogs).toEqual(new Map([[heavy.guid, { ms: 0, bytes: 0 }], [ANY_PROJECT, { ms: 0, bytes: 0 }]]));
     const count = reports.length;
     h.fanout.enqueue(light, [event(light.guid, 200)]);
     h.drain();
     expect(reports.length).toBe(count);
+  });
+});
+
+describe('the fan-out about itself (ANY_PROJECT)', () => {
+  it('once several rooms are behind, reports the fastest pace (ms per byte) among them', () => {
+    let clock = 0;
+    const reports: Map<string, FanoutBacklog>[] = [];
+    const h = harness((backlogs) => reports.push(new Map(backlogs)), () => clock);
+    // A room of 16 members and one of 2: the same backlog drains faster where fewer read it.
+    const crowded = newRoom(crypto.randomUUID(), 2);
+    const small = newRoom(crypto.randomUUID(), 1);
+    for (const shard of crowded.shards) h.place(crowded, shard, 8);
+    h.place(small, small.shards[0]!, 2);
+    h.fanout.enqueue(crowded, burst(crowded.guid, 64, 8200));
+    h.fanout.enqueue(small, burst(small.guid, 64, 8200));
+    clock += 3;
+    h.turn();
+    clock += 3;
+    h.turn();
+    const report = reports[reports.length - 1]!;
+    const paces = [crowded.guid, small.guid].filter((g) => report.has(g)).map((g) => report.get(g)!);
+    expect(paces).toHaveLength(2);
+    const fastest = paces.reduce((a, b) => (a.ms / a.bytes <= b.ms / b.bytes ? a : b));
+    expect(report.get(ANY_PROJECT)).toEqual(fastest);
+    h.drain();
   });
 });
 

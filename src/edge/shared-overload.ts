@@ -2,9 +2,9 @@ import type { Logger } from 'pino';
 import { isGuid } from '../protocol/messages.js';
 import type { RedisClient } from '../redis/client.js';
 import type { PubSub } from '../redis/pubsub.js';
-import type { FanoutDelays } from './fanout-delay.js';
+import { REMOTE_REPORTER, type FanoutDelays } from './fanout-delay.js';
 
-/** How often one project's delay is sent again while it stays past the bound (a report is fresh for 100 ms). */
+/** How often one project's delay is sent again while it stays past the bound (a report is fresh for 2 s). */
 const RESEND_MS = 50;
 /** Projects one message may carry, and the largest delay it may claim (FANOUT_MAX_DELAY_MS's maximum). */
 const MAX_PROJECTS = 1000;
@@ -13,7 +13,7 @@ const MAX_DELAY_MS = 600_000;
 interface OverloadMessage {
   /** The instance whose fan-out is behind (it has the reports already). */
   readonly o: string;
-  /** Project GUIDs and how long their oldest event has waited there (ms), pairwise. */
+  /** Project GUIDs and how long an event accepted now would wait there (ms), pairwise. */
   readonly g: readonly string[];
   readonly d: readonly number[];
 }
@@ -22,8 +22,9 @@ interface OverloadMessage {
  * The overload bound across instances: a producer's request may land on an instance whose own
  * fan-out of the project keeps up while another instance's is behind. An instance past the bound
  * for a project says so on one pub/sub channel (at most every RESEND_MS per project, only while
- * past it), and every instance adds that to its process's delay table, so the ingress anywhere
- * refuses until the slowest instance caught up. Under the bound nothing is sent. Anyone who can
+ * past it, and once more with 0 when it is back under), and every instance adds that to its
+ * process's delay table, so the ingress anywhere refuses until the slowest instance caught up.
+ * Under the bound nothing is sent. Anyone who can
  * reach Redis can publish on the channel: a message is applied only if well formed and bounded.
  */
 export function shareFanoutDelaysOverRedis(
@@ -36,23 +37,35 @@ export function shareFanoutDelaysOverRedis(
       const m = parse(text);
       if (!m) return void log.warn({ channel }, 'malformed overload message skipped');
       if (m.o === instanceId) return;
-      delays.report(new Map(m.g.map((guid, i) => [guid, m.d[i]!])));
+      // Another instance's backlog in bytes is not this one's to scale: its wait counts as reported.
+      delays.report(new Map(m.g.map((guid, i) => [guid, { ms: m.d[i]!, bytes: 0 }])), undefined, REMOTE_REPORTER);
     })
     .catch((err: unknown) => log.warn({ err: (err as Error).message }, 'overload channel subscription failed; the bound holds per instance until Redis answers'));
   const sentAt = new Map<string, number>();
   return {
-    delayOf: delays.delayOf,
-    report(roomDelays, now = Date.now()) {
-      delays.report(roomDelays, now);
+    backlogOf: delays.backlogOf,
+    report(backlogs, now = Date.now()) {
+      delays.report(backlogs, now);
       let g: string[] | null = null;
       let d: number[] | null = null;
-      for (const [guid, ms] of roomDelays) {
-        if (ms <= boundMs || now - (sentAt.get(guid) ?? -Infinity) < RESEND_MS) continue;
+      for (const [guid, { ms }] of backlogs) {
+        // The fan-out's report about itself (ANY_PROJECT, not a GUID) is this process's own.
+        if (!isGuid(guid)) continue;
+        if (ms <= boundMs) {
+          // Back under the bound: said once (0), so the others stop refusing now and not when the report goes stale.
+          if (!sentAt.delete(guid)) continue;
+          (g ??= []).push(guid);
+          (d ??= []).push(0);
+          if (g.length === MAX_PROJECTS) break;
+          continue;
+        }
+        if (now - (sentAt.get(guid) ?? -Infinity) < RESEND_MS) continue;
         sentAt.set(guid, now);
         (g ??= []).push(guid);
         (d ??= []).push(Math.round(ms));
         if (g.length === MAX_PROJECTS) break;
       }
+      // A project past the bound whose room closed never reports 0: its entry goes after a while (the others' records go stale).
       if (sentAt.size > 4 * MAX_PROJECTS) for (const [guid, at] of sentAt) if (now - at >= RESEND_MS) sentAt.delete(guid);
       if (!g || !d) return;
       const message: OverloadMessage = { o: instanceId, g, d };

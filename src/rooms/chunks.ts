@@ -33,6 +33,8 @@ export interface Outbox {
   outbox: Chunk[];
   outboxBase: number;
   outboxBytes: number;
+  /** Bytes of every chunk published to all shards so far (a running total: how fast the room drains). */
+  releasedBytes: number;
 }
 
 /** Moves pending events into the outbox as chunks of at most MAX_FRAME_BYTES (of JSON). */
@@ -69,6 +71,7 @@ export function releaseChunks(room: Outbox, metrics: Pick<Metrics, 'eventsDelive
   for (let i = 0; i < done; i++) {
     const chunk = room.outbox[i]!;
     room.outboxBytes -= chunk.bytes;
+    room.releasedBytes += chunk.bytes;
     metrics.eventsDelivered.inc(chunk.events.length);
     metrics.deliveryLag.observe((now - chunk.queuedAt) / 1000);
   }

@@ -89,6 +89,7 @@ export function createRegistry(opts: RegistryOptions) {
       outbox: [],
       outboxBase: 0,
       outboxBytes: 0,
+      releasedBytes: 0,
       early: [],
     };
     room = created;

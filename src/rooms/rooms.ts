@@ -1,6 +1,7 @@
 import type { TemplatedApp } from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import type { EventBus } from '../bus/bus.js';
+import type { FanoutBacklog } from '../bus/ingress.js';
 import type { Metrics } from '../metrics.js';
 import { membershipOf, membershipsOf, removeMembership, type Connection } from '../connections/connection.js';
 import { createFanout } from './fanout.js';
@@ -23,8 +24,8 @@ export interface RoomsOptions {
   readonly maxBackpressureBytes: number;
   /** After each flush: the bytes handed to uWS (frame bytes × subscribers), an upper bound of how much the send buffers grew. */
   readonly onFanOut?: (bytes: number) => void;
-  /** After each fan-out turn: how long each room still behind has waited, and the longest (fanout.ts). */
-  readonly onQueueDelay?: (roomDelays: ReadonlyMap<string, number>, longestMs: number) => void;
+  /** After each fan-out turn: how long an event accepted now would wait in each room still behind, and the longest (fanout.ts). */
+  readonly onQueueDelay?: (backlogs: ReadonlyMap<string, FanoutBacklog>, longestMs: number) => void;
   /** How long a resuming client may wait for this instance to catch up with an id it saw elsewhere. */
   readonly catchUpTimeoutMs?: number;
   /** Whether a frame (fan-out or replay) goes out with uWS's `compress` flag (src/connections/compression.ts). */
