@@ -150,6 +150,9 @@ async function start(name, o = {}) {
   // `-mmap<N>k`: `npm start`'s malloc settings with another mmap threshold (N KiB), to see what it costs
   const mmapK = /-mmap(\d+)k/.exec(name)?.[1];
   if (mmapK) env = { ...env, MALLOC_MMAP_THRESHOLD_: String(Number(mmapK) * 1024) };
+  // `-delay<N>`: FANOUT_MAX_DELAY_MS=N (the overload bound past which the HTTP API answers 503)
+  const delayMs = /-delay(\d+)/.exec(name)?.[1];
+  if (delayMs) env = { ...env, FANOUT_MAX_DELAY_MS: delayMs };
   // `-alt`: the same server from another build (BENCH_GATEWAY_ALT=path/to/main.js), for an A/B in one run
   const script = name.endsWith('-alt') ? process.env.BENCH_GATEWAY_ALT : undefined;
   if (name.endsWith('-alt') && !script) throw new Error(`${name}: set BENCH_GATEWAY_ALT to the other build's main.js`);
@@ -383,7 +386,21 @@ async function saturationRun(name) {
     const s0 = await lg.stats();
     const statuses0 = { ...producer.statuses };
     const cpu = cpuWindow(srv.pids, () => [...workerPids(lg), ...(redis ? [redis.pid] : [])]);
+    // The gateway's fan-out queueing delay (fanout_queue_delay_seconds), read every 100 ms: whether
+    // the overload bound (FANOUT_MAX_DELAY_MS) was ever passed, i.e. whether a 503 was due.
+    let sampling = name.startsWith('gateway');
+    row.maxFanoutDelayMs = 0;
+    const delays = (async () => {
+      while (sampling) {
+        const text = await metricsText(srv.port).catch(() => '');
+        for (const m of text.matchAll(/^fanout_queue_delay_seconds(?:\{[^}]*\})? (\S+)$/gm)) row.maxFanoutDelayMs = Math.max(row.maxFanoutDelayMs, Number(m[1]) * 1000);
+        for (const m of text.matchAll(/^ws_buffered_bytes(?:\{[^}]*\})? (\S+)$/gm)) row.maxBufferedMb = Math.max(row.maxBufferedMb ?? 0, Number(m[1]) / 2 ** 20);
+        await sleep(100);
+      }
+    })();
     await run;
+    sampling = false;
+    await delays;
     // The producer stops here: how long do deliveries go on? (the backlog the server had accepted)
     const stoppedAt = Date.now();
     const stopped = name === 'uws-loop' ? await httpPost(srv.port, '/bench/loop/stop', '{}') : null;
@@ -413,7 +430,7 @@ async function saturationRun(name) {
     const published = stopped ? Number(JSON.parse(stopped.body).published) : producer.sentEvents;
     Object.assign(row, await lg.drain(published * members, { maxMs: 30_000 }));
     if (!row.complete) row.notes = `${row.notes ?? ''} delivered ${row.delivered}/${row.expected}`.trim();
-    log(`saturation ${name} batch ${batch}: p50 ${fmt(row.p50)} p99 ${fmt(row.p99)} ms at ${fmt(row.deliveriesPerSec)} deliveries/s; answers ${JSON.stringify(answers)} (no Retry-After: ${row.missingRetryAfter}); delivered ${row.delivered}/${row.expected}; deliveries went on ${row.deliveringAfterStopMs} ms after the stop; server ${fmt(row.serverCpuPct)}%, outside ${fmt(row.otherCpuPct)}%`);
+    log(`saturation ${name} batch ${batch}: p50 ${fmt(row.p50)} p99 ${fmt(row.p99)} ms at ${fmt(row.deliveriesPerSec)} deliveries/s; answers ${JSON.stringify(answers)} (no Retry-After: ${row.missingRetryAfter}); delivered ${row.delivered}/${row.expected}; deliveries went on ${row.deliveringAfterStopMs} ms after the stop; server ${fmt(row.serverCpuPct)}%, outside ${fmt(row.otherCpuPct)}%${name.startsWith('gateway') ? `; fan-out queueing delay at most ${fmt(row.maxFanoutDelayMs)} ms, unsent in uWS at most ${fmt(row.maxBufferedMb, 1)} MiB` : ''}`);
   } catch (e) {
     row.notes = `FAILED: ${/** @type {Error} */ (e).message}`;
     log(`saturation ${name}: ${row.notes}`);
@@ -433,7 +450,7 @@ async function saturationRun(name) {
 async function perfDuring(pid, seconds, tag) {
   const dataFile = path.join(TMP_DIR, `perf-${tag}.data`);
   const statFile = path.join(TMP_DIR, `perfstat-${tag}.txt`);
-  const events = ['sendto', 'sendmsg', 'write', 'writev', 'recvfrom', 'read', 'epoll_pwait', 'epoll_ctl', 'accept4', 'setsockopt', 'close', 'mmap', 'munmap', 'madvise', 'brk'].map((x) => `syscalls:sys_enter_${x}`).join(',');
+  const events = ['sendto', 'sendmsg', 'write', 'writev', 'recvfrom', 'read', 'epoll_pwait', 'epoll_ctl', 'accept4', 'setsockopt', 'close', 'mmap', 'munmap', 'madvise', 'brk'].map((x) => `syscalls:sys_enter_${x}`).concat(['page-faults', 'context-switches']).join(',');
   /** @param {string[]} a */
   const run = (a) => new Promise((resolve) => { const c = spawn('taskset', ['-c', LOAD_CPU, 'perf', ...a, '-p', String(pid), '--', 'sleep', String(seconds)], { stdio: 'ignore' }); c.on('exit', resolve); c.on('error', resolve); });
   await Promise.all([run(['record', '-q', '-F', '499', '-o', dataFile]), run(['stat', '-x', ',', '-o', statFile, '-e', events])]);
@@ -447,7 +464,7 @@ async function perfDuring(pid, seconds, tag) {
     out.perfTop = report('dso,sym').slice(0, 30);
     /** @type {Record<string, number>} */
     const calls = {};
-    for (const l of fs.readFileSync(statFile, 'utf8').split('\n')) { const f = l.split(','); if (f[2]?.startsWith('syscalls:')) calls[f[2].replace('syscalls:sys_enter_', '')] = Math.round((Number(f[0]) || 0) / seconds); }
+    for (const l of fs.readFileSync(statFile, 'utf8').split('\n')) { const f = l.split(','); if (f[2]?.startsWith('syscalls:') || f[2] === 'page-faults' || f[2] === 'context-switches') calls[f[2].replace('syscalls:sys_enter_', '')] = Math.round((Number(f[0]) || 0) / seconds); }
     out.syscallsPerSec = calls;
     log(`perf ${tag}: ${out.perfDso.join(' | ')}; syscalls/s ${JSON.stringify(calls)}\n  ${out.perfTop.slice(0, 15).join('\n  ')}`);
   } catch (e) { out.perfError = /** @type {Error} */ (e).message.slice(0, 200); }
@@ -703,14 +720,21 @@ function buildReport(res, o = {}) {
     const rows = names.map((n) => ({ name: n, med: median(res.saturation[n], 'p50'), runs: res.saturation[n] }));
     out.push(`## Saturation: a producer as fast as it can (fan-out setup, ${res.saturation[names[0]]?.[0]?.batch ?? '?'} events a request, latency on)`, '',
       `Each server ran ${res.repeats}× interleaved; the run with the median p50 is shown, every run listed. The gateway's producer: ${args['saturation-lanes']} lanes, each posting its next request as soon as the last was answered, a 503 retried at once (one that ignores Retry-After: the worst case). \`uws-loop\` publishes from an in-process loop that pauses while sampled subscribers hold over 1 MiB unsent. Answers and latency are over the measured window; delivered / expected over the whole run (every 202-acked event × members).`, '',
-      '| server | p50 ms | p99 ms | all p50 ms | deliveries/s | answers (window) | 503s without Retry-After | delivered / expected | deliveries after the producer stopped, ms | server CPU % | outside % | notes |', '|---|---|---|---|---|---|---|---|---|---|---|---|',
-      ...rows.map(({ name, med: m, runs }) => m ? `| ${name} | ${fmt(m.p50, 1)} | ${fmt(m.p99, 1)} | ${runs.map((/** @type {any} */ r) => fmt(r.p50, 1)).join(' / ')} | ${fmt(m.deliveriesPerSec)} | ${name === 'uws-loop' ? 'in-process' : Object.entries(m.answers ?? {}).map(([k, v]) => `${k}: ${v}`).join(', ')} | ${name === 'uws-loop' ? '' : m.missingRetryAfter} | ${deliveredCell(runs)} | ${runs.map((/** @type {any} */ r) => r.deliveringAfterStopMs).join(' / ')} | ${fmt(m.serverCpuPct, 0)} | ${fmt(m.otherCpuPct, 0)} | ${m.notes ?? ''} |` : `| ${name} | failed: ${runs.map((/** @type {any} */ r) => r.notes).join('; ')} |`), '');
+      '`max fan-out delay` = the highest `fanout_queue_delay_seconds` read every 100 ms during the window, per run: a 503 is due only once it passes the bound (FANOUT_MAX_DELAY_MS, 500 ms by default; `-delay<N>` rows run with N). Delay that sits in socket buffers (the clients read slower than the server writes) is not fan-out queueing: it is bounded per socket (MAX_BACKPRESSURE_BYTES, WRITE_TIMEOUT_S).', '',
+      '| server | p50 ms | p99 ms | all p50 ms | deliveries/s | answers (window) | 503s without Retry-After | max fan-out delay ms | delivered / expected | deliveries after the producer stopped, ms | server CPU % | outside % | notes |', '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+      ...rows.map(({ name, med: m, runs }) => m ? `| ${name} | ${fmt(m.p50, 1)} | ${fmt(m.p99, 1)} | ${runs.map((/** @type {any} */ r) => fmt(r.p50, 1)).join(' / ')} | ${fmt(m.deliveriesPerSec)} | ${name === 'uws-loop' ? 'in-process' : Object.entries(m.answers ?? {}).map(([k, v]) => `${k}: ${v}`).join(', ')} | ${name === 'uws-loop' ? '' : m.missingRetryAfter} | ${name.startsWith('gateway') ? runs.map((/** @type {any} */ r) => fmt(r.maxFanoutDelayMs, 0)).join(' / ') : ''} | ${deliveredCell(runs)} | ${runs.map((/** @type {any} */ r) => r.deliveringAfterStopMs).join(' / ')} | ${fmt(m.serverCpuPct, 0)} | ${fmt(m.otherCpuPct, 0)} | ${m.notes ?? ''} |` : `| ${name} | failed: ${runs.map((/** @type {any} */ r) => r.notes).join('; ')} |`), '');
     const g = rows.find((r) => r.name === 'gateway')?.med, l = rows.find((r) => r.name === 'uws-loop')?.med;
     if (g && l) {
       const rr = ratio(g.p50, l.p50);
-      const all503 = res.saturation.gateway.reduce((/** @type {number} */ n, /** @type {any} */ r) => n + (r.answers?.['503'] ?? 0), 0);
-      const missing = res.saturation.gateway.reduce((/** @type {number} */ n, /** @type {any} */ r) => n + (r.missingRetryAfter ?? 0), 0);
-      targets.push({ target: 'saturation: delivery p50 ≤ 2× the loop\'s in the same run; 503 + Retry-After past the bound; every 202-acked event delivered', measured: `p50 ${fmt(g.p50, 1)} vs ${fmt(l.p50, 1)} ms = ${fmt(rr, 2)}×; ${all503} × 503 over the windows, ${missing} without Retry-After; delivered ${deliveredCell(res.saturation.gateway)}`, met: met(rr === null ? null : rr <= 2 && all503 > 0 && missing === 0 && res.saturation.gateway.every((/** @type {any} */ r) => r.complete)), conditions: `pinned; FANOUT_MAX_DELAY_MS default; outside-bench ${fmt(g.otherCpuPct, 0)}% / ${fmt(l.otherCpuPct, 0)}%` });
+      // Every gateway row: a run whose fan-out queue passed its bound must have answered 503s (each with
+      // Retry-After), and every 202-acked event must have been delivered; at least one run must show it.
+      const gatewayRuns = names.filter((n) => n.startsWith('gateway')).flatMap((n) => res.saturation[n].map((/** @type {any} */ r) => ({ ...r, bound: Number(/-delay(\d+)/.exec(n)?.[1] ?? 500) })));
+      const passed = gatewayRuns.filter((r) => r.maxFanoutDelayMs > r.bound);
+      const answered = passed.filter((r) => (r.answers?.['503'] ?? 0) > 0);
+      const all503 = gatewayRuns.reduce((/** @type {number} */ n, /** @type {any} */ r) => n + (r.answers?.['503'] ?? 0), 0);
+      const missing = gatewayRuns.reduce((/** @type {number} */ n, /** @type {any} */ r) => n + (r.missingRetryAfter ?? 0), 0);
+      const complete = gatewayRuns.every((r) => r.complete);
+      targets.push({ target: 'saturation: delivery p50 ≤ 2× the loop\'s in the same run; 503 + Retry-After past the bound; every 202-acked event delivered', measured: `p50 ${fmt(g.p50, 1)} vs ${fmt(l.p50, 1)} ms = ${fmt(rr, 2)}× (default bound); fan-out queue past its bound in ${passed.length} of ${gatewayRuns.length} gateway runs, ${answered.length} of those answered 503; ${all503} × 503 in all, ${missing} without Retry-After; every 202-acked event delivered: ${complete ? 'yes' : 'NO'}`, met: met(rr === null ? null : rr <= 2 && passed.length > 0 && answered.length === passed.length && missing === 0 && complete), conditions: `pinned; rows: ${names.filter((n) => n.startsWith('gateway')).join(', ')}; outside-bench ${fmt(g.otherCpuPct, 0)}% / ${fmt(l.otherCpuPct, 0)}%` });
     }
   }
   if (res.profile) {
