@@ -33,6 +33,12 @@ export const BUS_ERROR_KINDS = ['connection', 'read', 'command', 'publish', 'res
 export type BusErrorKind = (typeof BUS_ERROR_KINDS)[number];
 
 /**
+ * The server API's actions (src/http/admin.ts), the `action` of admin_actions_total: a block whose
+ * time is already past lifts one, and counts as `unblock`.
+ */
+export const ADMIN_ACTIONS = ['disconnect', 'revoke', 'block', 'unblock'] as const;
+
+/**
  * Prometheus metrics, one registry per gateway so several gateways in one test process do not
  * collide. Hot paths count per batch (per room per tick), never per recipient.
  */
@@ -103,6 +109,13 @@ export function createMetrics(nodeId: string) {
     agentReplies: new Counter({ name: 'agent_replies_total', help: 'Targeted replies from the agents-server, by outcome (live, stored for an offline user, dropped)', labelNames: ['outcome'], registers: [registry] }),
     projectUpdatesSent: new Counter({ name: 'agents_project_updates_sent_total', help: 'project_update frames sent upstream', registers: [registry] }),
     presenceChangesSent: new Counter({ name: 'agents_presence_frames_sent_total', help: 'project_status_sync frames sent upstream, by kind', labelNames: ['kind'], registers: [registry] }),
+    // The server API (src/http/admin.ts); its reads (info, presence, history) are not actions.
+    adminActions: new Counter({
+      name: 'admin_actions_total',
+      help: 'Server API actions this instance answered 200 (applied here and sent to every other gateway), by action (disconnect, revoke, block, unblock: a block with a time already past)',
+      labelNames: ['action'],
+      registers: [registry],
+    }),
   };
   zeroKnownSeries(metrics);
   return metrics;
@@ -123,6 +136,7 @@ function zeroKnownSeries(m: Omit<Metrics, 'registry'>): void {
   for (const outcome of ['live', 'stored', 'dropped']) m.agentReplies.inc({ outcome }, 0);
   for (const kind of ['snapshot', 'change']) m.presenceChangesSent.inc({ kind }, 0);
   m.feedbackRefused.inc({ code: 'FEEDBACK_QUEUE_FULL' }, 0);
+  for (const action of ADMIN_ACTIONS) m.adminActions.inc({ action }, 0);
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
