@@ -33,6 +33,23 @@ export const BUS_ERROR_KINDS = ['connection', 'read', 'command', 'publish', 'res
 export type BusErrorKind = (typeof BUS_ERROR_KINDS)[number];
 
 /**
+ * Why user_feedback was refused, the `reason` of feedback_refused_total, each with the error code the
+ * user got (its `code` label, which the alerts read): the user's pending quota, the project's, or the
+ * whole store's bound (all three FEEDBACK_QUEUE_FULL), the store not answering (Redis), data over the
+ * limits, a bug.
+ */
+export const FEEDBACK_REFUSALS = [
+  { reason: 'user_quota', code: 'FEEDBACK_QUEUE_FULL' },
+  { reason: 'project_quota', code: 'FEEDBACK_QUEUE_FULL' },
+  { reason: 'store_full', code: 'FEEDBACK_QUEUE_FULL' },
+  { reason: 'store_unavailable', code: 'UNAVAILABLE' },
+  { reason: 'data_limits', code: 'INVALID_DATA' },
+  { reason: 'data_limits', code: 'PAYLOAD_TOO_LARGE' },
+  { reason: 'internal', code: 'INTERNAL' },
+] as const satisfies readonly { reason: string; code: ErrorCode }[];
+export type FeedbackRefusalReason = (typeof FEEDBACK_REFUSALS)[number]['reason'];
+
+/**
  * The server API's actions (src/http/admin.ts), the `action` of admin_actions_total: a block whose
  * time is already past lifts one, and counts as `unblock`.
  */
@@ -99,7 +116,12 @@ export function createMetrics(nodeId: string) {
     agentsFramesReceived: new Counter({ name: 'agents_frames_received_total', help: 'Frames from the agents-server, by type', labelNames: ['type'], registers: [registry] }),
     agentsFramesInvalid: new Counter({ name: 'agents_frames_invalid_total', help: 'Frames from the agents-server logged and skipped', labelNames: ['reason'], registers: [registry] }),
     feedbackAccepted: new Counter({ name: 'feedback_accepted_total', help: 'user_feedback stored in the outbox (durable with Redis)', registers: [registry] }),
-    feedbackRefused: new Counter({ name: 'feedback_refused_total', help: 'user_feedback not accepted, by error code', labelNames: ['code'], registers: [registry] }),
+    feedbackRefused: new Counter({
+      name: 'feedback_refused_total',
+      help: 'user_feedback not accepted, by the error code the user got and why (user_quota, project_quota, store_full, store_unavailable, data_limits, internal)',
+      labelNames: ['code', 'reason'],
+      registers: [registry],
+    }),
     feedbackSent: new Counter({ name: 'feedback_sent_total', help: 'user_feedback frames sent upstream (first deliveries and redeliveries)', registers: [registry] }),
     feedbackRedeliveries: new Counter({ name: 'feedback_redeliveries_total', help: 'user_feedback sent again (after a link loss, an ack timeout or a dead instance)', registers: [registry] }),
     feedbackAcked: new Counter({ name: 'feedback_acked_total', help: 'user_feedback confirmed by the agents-server and removed from the outbox', registers: [registry] }),
@@ -135,7 +157,7 @@ function zeroKnownSeries(m: Omit<Metrics, 'registry'>): void {
   for (const reason of ['binary', 'malformed', 'invalid', 'data']) m.agentsFramesInvalid.inc({ reason }, 0);
   for (const outcome of ['live', 'stored', 'dropped']) m.agentReplies.inc({ outcome }, 0);
   for (const kind of ['snapshot', 'change']) m.presenceChangesSent.inc({ kind }, 0);
-  m.feedbackRefused.inc({ code: 'FEEDBACK_QUEUE_FULL' }, 0);
+  for (const { code, reason } of FEEDBACK_REFUSALS) m.feedbackRefused.inc({ code, reason }, 0);
   for (const action of ADMIN_ACTIONS) m.adminActions.inc({ action }, 0);
 }
 
