@@ -33,6 +33,29 @@ export const BUS_ERROR_KINDS = ['connection', 'read', 'command', 'publish', 'res
 export type BusErrorKind = (typeof BUS_ERROR_KINDS)[number];
 
 /**
+ * Why user_feedback was refused, the `reason` of feedback_refused_total, each with the error code the
+ * user got (its `code` label, which the alerts read): the user's pending quota, the project's, or the
+ * whole store's bound (all three FEEDBACK_QUEUE_FULL), the store not answering (Redis), data over the
+ * limits, a bug.
+ */
+export const FEEDBACK_REFUSALS = [
+  { reason: 'user_quota', code: 'FEEDBACK_QUEUE_FULL' },
+  { reason: 'project_quota', code: 'FEEDBACK_QUEUE_FULL' },
+  { reason: 'store_full', code: 'FEEDBACK_QUEUE_FULL' },
+  { reason: 'store_unavailable', code: 'UNAVAILABLE' },
+  { reason: 'data_limits', code: 'INVALID_DATA' },
+  { reason: 'data_limits', code: 'PAYLOAD_TOO_LARGE' },
+  { reason: 'internal', code: 'INTERNAL' },
+] as const satisfies readonly { reason: string; code: ErrorCode }[];
+export type FeedbackRefusalReason = (typeof FEEDBACK_REFUSALS)[number]['reason'];
+
+/**
+ * The server API's actions (src/http/admin.ts), the `action` of admin_actions_total: a block whose
+ * time is already past lifts one, and counts as `unblock`.
+ */
+export const ADMIN_ACTIONS = ['disconnect', 'revoke', 'block', 'unblock'] as const;
+
+/**
  * Prometheus metrics, one registry per gateway so several gateways in one test process do not
  * collide. Hot paths count per batch (per room per tick), never per recipient.
  */
@@ -93,7 +116,12 @@ export function createMetrics(nodeId: string) {
     agentsFramesReceived: new Counter({ name: 'agents_frames_received_total', help: 'Frames from the agents-server, by type', labelNames: ['type'], registers: [registry] }),
     agentsFramesInvalid: new Counter({ name: 'agents_frames_invalid_total', help: 'Frames from the agents-server logged and skipped', labelNames: ['reason'], registers: [registry] }),
     feedbackAccepted: new Counter({ name: 'feedback_accepted_total', help: 'user_feedback stored in the outbox (durable with Redis)', registers: [registry] }),
-    feedbackRefused: new Counter({ name: 'feedback_refused_total', help: 'user_feedback not accepted, by error code', labelNames: ['code'], registers: [registry] }),
+    feedbackRefused: new Counter({
+      name: 'feedback_refused_total',
+      help: 'user_feedback not accepted, by the error code the user got and why (user_quota, project_quota, store_full, store_unavailable, data_limits, internal)',
+      labelNames: ['code', 'reason'],
+      registers: [registry],
+    }),
     feedbackSent: new Counter({ name: 'feedback_sent_total', help: 'user_feedback frames sent upstream (first deliveries and redeliveries)', registers: [registry] }),
     feedbackRedeliveries: new Counter({ name: 'feedback_redeliveries_total', help: 'user_feedback sent again (after a link loss, an ack timeout or a dead instance)', registers: [registry] }),
     feedbackAcked: new Counter({ name: 'feedback_acked_total', help: 'user_feedback confirmed by the agents-server and removed from the outbox', registers: [registry] }),
@@ -103,6 +131,13 @@ export function createMetrics(nodeId: string) {
     agentReplies: new Counter({ name: 'agent_replies_total', help: 'Targeted replies from the agents-server, by outcome (live, stored for an offline user, dropped)', labelNames: ['outcome'], registers: [registry] }),
     projectUpdatesSent: new Counter({ name: 'agents_project_updates_sent_total', help: 'project_update frames sent upstream', registers: [registry] }),
     presenceChangesSent: new Counter({ name: 'agents_presence_frames_sent_total', help: 'project_status_sync frames sent upstream, by kind', labelNames: ['kind'], registers: [registry] }),
+    // The server API (src/http/admin.ts); its reads (info, presence, history) are not actions.
+    adminActions: new Counter({
+      name: 'admin_actions_total',
+      help: 'Server API actions this instance answered 200 (applied here and sent to every other gateway), by action (disconnect, revoke, block, unblock: a block with a time already past)',
+      labelNames: ['action'],
+      registers: [registry],
+    }),
   };
   zeroKnownSeries(metrics);
   return metrics;
@@ -122,7 +157,8 @@ function zeroKnownSeries(m: Omit<Metrics, 'registry'>): void {
   for (const reason of ['binary', 'malformed', 'invalid', 'data']) m.agentsFramesInvalid.inc({ reason }, 0);
   for (const outcome of ['live', 'stored', 'dropped']) m.agentReplies.inc({ outcome }, 0);
   for (const kind of ['snapshot', 'change']) m.presenceChangesSent.inc({ kind }, 0);
-  m.feedbackRefused.inc({ code: 'FEEDBACK_QUEUE_FULL' }, 0);
+  for (const { code, reason } of FEEDBACK_REFUSALS) m.feedbackRefused.inc({ code, reason }, 0);
+  for (const action of ADMIN_ACTIONS) m.adminActions.inc({ action }, 0);
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -5,7 +5,8 @@ import { createGatewayClient } from '../src/client/index.js';
 import { connect, producerToken, randomGuid, userToken, until, type TestClient } from './helpers/gateway.js';
 import { adminCall, adminToken, tokenIssuedAt, tryUpgrade } from './helpers/admin.js';
 import { connectOnWorker, connectPlaced } from './helpers/workers.js';
-import { SHAPES, type Served } from './helpers/topology.js';
+import { ADMIN_ACTIONS } from '../src/metrics.js';
+import { metricSum, SHAPES, type Served } from './helpers/topology.js';
 
 /**
  * The server API without Redis, in every shape (one thread; WORKERS=2, where an action taken by
@@ -190,6 +191,42 @@ describe.each(SHAPES)('server API without Redis ($name)', (shape) => {
     expect(back).toEqual([...ids].reverse());
     const badLimit = await adminCall(g.httpUrl, 'GET', `/v1/admin/projects/${project}/history?limit=0`);
     expect(badLimit.body.error.code).toBe('INVALID_DATA');
+  });
+});
+
+describe.each(SHAPES)('server API actions in /metrics ($name)', (shape) => {
+  let g: Served;
+  beforeAll(async () => {
+    g = await shape.start();
+  }, 30_000);
+  afterAll(() => g?.close());
+
+  it('admin_actions_total{action}: at 0 from the start, then each action answered 200, summed over every thread; refusals and reads are not counted', async () => {
+    const counts = (text: string) => Object.fromEntries(ADMIN_ACTIONS.map((action) => [action, metricSum(text, 'admin_actions_total', { action })]));
+    expect(counts(await g.metrics())).toEqual({ disconnect: 0, revoke: 0, block: 0, unblock: 0 });
+
+    // Disconnects (of nobody: still an action taken) until every thread has answered at least one.
+    const threads = new Set<string | undefined>();
+    let disconnects = 0;
+    while (disconnects < 2 || (threads.size < g.workers && disconnects < 100)) {
+      const res = await adminCall(g.httpUrl, 'POST', '/v1/admin/disconnect', { userId: `nobody-${randomGuid()}` });
+      expect(res.status).toBe(200);
+      threads.add(res.worker);
+      disconnects++;
+    }
+    expect(threads.size).toBe(g.workers);
+    const user = `counted-${randomGuid()}`;
+    expect((await adminCall(g.httpUrl, 'POST', '/v1/admin/revoke', { userId: user, projectGuid: randomGuid() })).status).toBe(200);
+    expect((await adminCall(g.httpUrl, 'POST', '/v1/admin/block', { userId: user, until: Date.now() + 60_000 })).body.active).toBe(true);
+    expect((await adminCall(g.httpUrl, 'POST', '/v1/admin/block', { userId: user, until: 0 })).body.active).toBe(false);
+    // Refused before anything was applied, and reads.
+    expect((await adminCall(g.httpUrl, 'POST', '/v1/admin/disconnect', { userId: user }, producerToken())).status).toBe(403);
+    expect((await adminCall(g.httpUrl, 'POST', '/v1/admin/block', { userId: user, until: 'tomorrow' })).status).toBe(400);
+    expect((await adminCall(g.httpUrl, 'POST', '/v1/admin/revoke', { userId: user, projectGuid: 'not-a-guid' })).status).toBe(400);
+    expect((await adminCall(g.httpUrl, 'GET', '/v1/admin/info')).status).toBe(200);
+    expect((await adminCall(g.httpUrl, 'GET', `/v1/admin/projects/${randomGuid()}/presence`)).status).toBe(200);
+
+    expect(counts(await g.metrics())).toEqual({ disconnect: disconnects, revoke: 1, block: 1, unblock: 1 });
   });
 });
 

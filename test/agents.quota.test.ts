@@ -5,7 +5,7 @@ import { connect, randomGuid, SECRET, until, userToken, type Frame, type TestCli
 import { freePort } from './helpers/ports.js';
 import { spawnGateway, type GatewayProcess } from './helpers/processes.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
-import { metricValue } from './helpers/topology.js';
+import { metricSum, metricValue } from './helpers/topology.js';
 
 /**
  * Pending-feedback quotas (issue 22): while the agents-server is away, one user flooding feedback
@@ -35,6 +35,19 @@ async function flood(sockets: TestClient[], projectGuid: string, perSocket: numb
   return Promise.all(sent);
 }
 
+/**
+ * feedback_refused_total by reason, summed over worker threads: the three refusals a user sees as
+ * FEEDBACK_QUEUE_FULL (the code the alerts read), told apart.
+ */
+async function queueFullRefusals(fx: AgentsGateway): Promise<Record<'user_quota' | 'project_quota' | 'store_full', number>> {
+  const text = await (await fetch(`${fx.gateway.url}/metrics`)).text();
+  const count = (reason: string) => metricSum(text, 'feedback_refused_total', { code: 'FEEDBACK_QUEUE_FULL', reason });
+  const counts = { user_quota: count('user_quota'), project_quota: count('project_quota'), store_full: count('store_full') };
+  // Each series is there (at 0 before the first refusal): a missing one would make every sum below NaN.
+  for (const [reason, n] of Object.entries(counts)) expect(n, reason).not.toBeNaN();
+  return counts;
+}
+
 const taken = (answers: Frame[]) => answers.filter((a) => a.type === 'user_feedback_response');
 const refused = (answers: Frame[]) => answers.filter((a) => a.type === 'error');
 
@@ -50,6 +63,7 @@ async function expectQuotasHold(fx: AgentsGateway, status: 'accepted' | 'queued'
   standIn.dropLinks();
   await until(() => standIn.openLinks().length === 0, 5000, 'every link down');
 
+  const before = await queueFullRefusals(fx);
   const flooded = randomGuid();
   const mallory = await socketsOf(fx, 'mallory', 4);
   const floods = await flood(mallory, flooded, 15, 'flood');
@@ -70,6 +84,8 @@ async function expectQuotasHold(fx: AgentsGateway, status: 'accepted' | 'queued'
   const alices = await flood(alice, randomGuid(), 3, 'other');
   expect(refused(alices)).toEqual([]);
   expect(taken(alices)).toHaveLength(3 * fx.workers);
+  // The metrics tell the two quotas apart, and neither from a full store.
+  expect(await queueFullRefusals(fx)).toEqual({ user_quota: before.user_quota + 60 - PER_USER, project_quota: before.project_quota + refused(trudys).length, store_full: before.store_full });
 
   // The agents-server comes back and acks everything it gets: every taken feedback is delivered,
   // nothing refused ever was, and the flooder's quota has room again.
@@ -87,6 +103,31 @@ async function expectQuotasHold(fx: AgentsGateway, status: 'accepted' | 'queued'
   await fx.closeClients();
 }
 
+/**
+ * The store's own bound (FEEDBACK_MEMORY_QUEUE for the process without Redis, FEEDBACK_STREAM_MAX for
+ * the one shard with it): six users, each in a project of their own and within their quotas, fill it
+ * exactly once; the rest is refused naming the bound, and delivered once the agents-server is back.
+ */
+async function expectStoreBoundHolds(fx: AgentsGateway, bound: 'FEEDBACK_MEMORY_QUEUE' | 'FEEDBACK_STREAM_MAX'): Promise<void> {
+  const { standIn } = fx;
+  const counted = await queueFullRefusals(fx);
+  standIn.options.refuse = () => true;
+  standIn.dropLinks();
+  await until(() => standIn.openLinks().length === 0, 5000, 'every link down');
+  // Six users, each in a project of their own, each sending their quota's worth from every worker.
+  const answers = (
+    await Promise.all(Array.from({ length: 6 }, async (_, u) => flood(await socketsOf(fx, `filler-${u}`, fx.workers), randomGuid(), PER_USER / fx.workers, `fill-${u}`)))
+  ).flat();
+  expect(taken(answers)).toHaveLength(STORE);
+  for (const a of refused(answers)) expect(a.data).toMatchObject({ code: 'FEEDBACK_QUEUE_FULL', message: expect.stringContaining(bound) });
+  // Counted as the full store, not as anyone's quota.
+  expect(await queueFullRefusals(fx)).toEqual({ ...counted, store_full: counted.store_full + refused(answers).length });
+  const before = standIn.processed.size;
+  standIn.options.refuse = undefined;
+  await until(() => standIn.processed.size === before + STORE, 10_000, 'the queued feedback delivered');
+  await fx.closeClients();
+}
+
 for (const workers of [1, 2]) {
   describe(`pending-feedback quotas without Redis, WORKERS=${workers}`, () => {
     let fx: AgentsGateway;
@@ -98,22 +139,7 @@ for (const workers of [1, 2]) {
     it('one user flooding while the agents-server is away gets FEEDBACK_QUEUE_FULL at their quota; another user in another project is accepted; the acks release the quota', () =>
       expectQuotasHold(fx, 'queued', async () => metricValue(await (await fetch(`${fx.gateway.url}/metrics`)).text(), 'feedback_pending') === 0));
 
-    it('holds FEEDBACK_MEMORY_QUEUE for the process, whatever the number of threads: users within their quotas fill it exactly once', async () => {
-      const { standIn } = fx;
-      standIn.options.refuse = () => true;
-      standIn.dropLinks();
-      await until(() => standIn.openLinks().length === 0, 5000, 'every link down');
-      // Six users, each in a project of their own, each sending their quota's worth from every worker.
-      const answers = (
-        await Promise.all(Array.from({ length: 6 }, async (_, u) => flood(await socketsOf(fx, `filler-${u}`, fx.workers), randomGuid(), PER_USER / fx.workers, `fill-${u}`)))
-      ).flat();
-      expect(taken(answers)).toHaveLength(STORE);
-      for (const a of refused(answers)) expect(a.data).toMatchObject({ code: 'FEEDBACK_QUEUE_FULL', message: expect.stringContaining('FEEDBACK_MEMORY_QUEUE') });
-      const before = standIn.processed.size;
-      standIn.options.refuse = undefined;
-      await until(() => standIn.processed.size === before + STORE, 10_000, 'the queued feedback delivered');
-      await fx.closeClients();
-    });
+    it('holds FEEDBACK_MEMORY_QUEUE for the process, whatever the number of threads: users within their quotas fill it exactly once', () => expectStoreBoundHolds(fx, 'FEEDBACK_MEMORY_QUEUE'));
   });
 
   describe(`pending-feedback quotas on Redis, WORKERS=${workers}`, () => {
@@ -130,6 +156,8 @@ for (const workers of [1, 2]) {
 
     it('one user flooding while the agents-server is away gets FEEDBACK_QUEUE_FULL at their quota; another user in another project is accepted; the acks release the quota', () =>
       expectQuotasHold(fx, 'accepted', async () => Number(await redis.cli('EVAL', "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do n = n + redis.call('ZCARD', k) end return n", '0', 'autocode:*:feedback-pending')) === 0));
+
+    it('holds FEEDBACK_STREAM_MAX for the shard: users within their quotas fill it exactly once', () => expectStoreBoundHolds(fx, 'FEEDBACK_STREAM_MAX'));
   });
 }
 

@@ -29,16 +29,28 @@ export interface FeedbackLedger {
   release(entries: readonly PendingEntry[]): void;
 }
 
+/** FEEDBACK_QUEUE_FULL with the bound that refused it (feedback_refused_total{reason} tells them apart). */
+export type QuotaError = GatewayError & { readonly refusal: QuotaRefusal };
+
 /** The refusal a user gets: FEEDBACK_QUEUE_FULL, saying which bound so they know it is theirs. */
-export function quotaError(refusal: QuotaRefusal, quotas: PendingQuotas & { store: string }): GatewayError {
+export function quotaError(refusal: QuotaRefusal, quotas: PendingQuotas & { store: string }): QuotaError {
+  return Object.assign(new GatewayError('FEEDBACK_QUEUE_FULL', quotaMessage(refusal, quotas)), { refusal });
+}
+
+function quotaMessage(refusal: QuotaRefusal, quotas: PendingQuotas & { store: string }): string {
   switch (refusal) {
     case 'user':
-      return new GatewayError('FEEDBACK_QUEUE_FULL', `you have ${quotas.perUser} feedbacks waiting for the agents-server (FEEDBACK_PENDING_PER_USER); not accepted, retry later`);
+      return `you have ${quotas.perUser} feedbacks waiting for the agents-server (FEEDBACK_PENDING_PER_USER); not accepted, retry later`;
     case 'project':
-      return new GatewayError('FEEDBACK_QUEUE_FULL', `this project has ${quotas.perProject} feedbacks waiting for the agents-server (FEEDBACK_PENDING_PER_PROJECT); not accepted, retry later`);
+      return `this project has ${quotas.perProject} feedbacks waiting for the agents-server (FEEDBACK_PENDING_PER_PROJECT); not accepted, retry later`;
     case 'store':
-      return new GatewayError('FEEDBACK_QUEUE_FULL', `too much feedback waiting for the agents-server (${quotas.store}); not accepted, retry later`);
+      return `too much feedback waiting for the agents-server (${quotas.store}); not accepted, retry later`;
   }
+}
+
+/** The bound behind a quotaError; null for any other error. */
+export function quotaRefusalOf(err: unknown): QuotaRefusal | null {
+  return err instanceof GatewayError && 'refusal' in err ? (err as QuotaError).refusal : null;
 }
 
 /**

@@ -3,7 +3,7 @@ import { throttledWarn } from '../logger.js';
 import type { Connection } from '../connections/connection.js';
 import type { RedisClient } from '../redis/client.js';
 import type { PubSub } from '../redis/pubsub.js';
-import { presenceScripts } from './presence-scripts.js';
+import { presenceScripts, type PresenceScripts } from './presence-scripts.js';
 
 /** What the agents-server is told (docs/agents.md, `project_status_sync`). */
 export type PresenceFrame =
@@ -207,102 +207,52 @@ export function createPresence(options: {
   const logError = throttledWarn(log);
   const scripts = redis ? presenceScripts(redis.cmd, redis.prefix, nodeId) : null;
   const view = createPresenceView({ log, logError, readSnapshot: hub ? () => hub.snapshot() : scripts ? () => scripts.snapshot() : null });
-  const perConnection = new WeakMap<Connection, Set<string>>();
-  /** This node's connections per project and user. */
-  const local = new Map<string, Map<string, number>>();
-  let chain: Promise<unknown> = Promise.resolve();
-  /** Redis may have a stale view of this node: the next heartbeat rewrites it from the local counts. */
-  let dirty = true;
+  const local = countLocalPresence(announce);
 
-  /** Records a node-level transition; serialized so Redis sees this node's changes in order. */
+  /** Records a node-level transition: through the hub, in Redis, or (alone) straight into the view. */
   function announce(guid: string, userId: string, online: boolean): void {
     const field = `${guid} ${userId}`;
     if (hub) return hub.announce(nodeId, field, online);
-    if (!scripts) {
+    if (!entry) {
       view.receive({ seq: view.seq() + 1, node: nodeId, field, online });
       return;
     }
-    chain = chain
-      .then(async () => {
-        if ((await scripts.change(field, online)) === -1) await reconcile();
-      })
-      .catch((err: unknown) => {
-        dirty = true;
-        logError('agents relay: presence change not recorded (reconciled on the next heartbeat)', err);
-      });
+    entry.announce(field, online);
   }
 
-  /** Rewrites this node's entry from the local counts (and registers the node). */
-  async function reconcile(): Promise<void> {
-    const fields: string[] = [];
-    for (const [guid, users] of local) for (const userId of users.keys()) fields.push(`${guid} ${userId}`);
-    dirty = true;
-    await scripts!.reconcile(fields);
-    dirty = false;
-  }
-
-  /** Refreshes this node's entry; rewrites it if the node had been removed (reaped while alive) or a change was lost. */
-  async function heartbeat(): Promise<void> {
-    const added = await scripts!.heartbeat();
-    if (added === 1 || dirty) await reconcile();
-  }
-
-  /**
-   * Pub/sub drops what is published while a subscriber reconnects, and a missed change is only
-   * noticed when the next one arrives. So each heartbeat also reads the sequence number in Redis:
-   * if what was applied is still behind what Redis had at the previous check (a whole interval ago,
-   * so not a message in transit), or ahead of Redis (Redis lost its data), the view is rebuilt.
-   */
-  let remoteAtLastCheck = 0;
-  async function checkMissed(): Promise<void> {
-    if (!view.synced()) return;
-    const remote = await scripts!.seq();
-    const seq = view.seq();
-    const missed = remote < seq || seq < remoteAtLastCheck;
-    remoteAtLastCheck = remote;
-    if (!missed) return;
-    log.info({ applied: seq, redis: remote }, 'agents relay: presence out of step with Redis; rebuilding');
-    view.resync();
-  }
-
-  /** A change published on the presence channel (by any instance, this one included). */
-  function onMessage(message: string): void {
-    let c: PresenceChange;
-    try {
-      c = JSON.parse(message) as PresenceChange;
-    } catch {
-      return;
-    }
-    if (typeof c?.seq === 'number' && typeof c.node === 'string' && typeof c.field === 'string') view.receive(c);
-  }
-
-  let timer: NodeJS.Timeout | null = null;
   if (hub) {
     // The hub's port delivers in order and loses nothing: one snapshot, then every change after it.
     hub.onChange(view.receive);
     view.resync();
   }
-  if (redis && scripts) {
-    redis.pubsub.subscribe(scripts.channel, onMessage).then(
-      () => view.resync(),
-      (err: unknown) => log.warn({ err: (err as Error).message }, 'agents relay: presence subscription failed (rebuilt when Redis answers)'),
-    );
-    // ioredis subscribes again by itself after a reconnect; changes published meanwhile are lost, so rebuild.
-    redis.pubsub.onResubscribed(view.resync);
-    // Start clean: a previous run under this NODE_ID (killed before its entry expired) may have left users behind.
-    chain = reconcile().catch((err: unknown) => logError('agents relay: presence registration failed (retried every heartbeat)', err));
-    timer = setInterval(() => {
-      chain = chain
-        .then(() => heartbeat())
-        .then(() => checkMissed())
-        .then(() => scripts.remove(options.expiryMs, false))
-        .then((removed) => {
-          if (removed > 0) log.info({ removed }, 'agents relay: removed silent instances from presence');
-        })
-        .catch((err: unknown) => logError('agents relay: presence heartbeat failed', err));
-    }, Math.max(200, Math.floor(options.expiryMs / 3)));
-    timer.unref();
-  }
+  const entry = redis && scripts ? startRedisPresenceEntry({ redis, scripts, view, localFields: local.fields, log, logError, expiryMs: options.expiryMs }) : null;
+
+  return {
+    joined: local.joined,
+    left: local.left,
+    closed: local.closed,
+    setSink: (s) => view.setSink(s),
+    async close() {
+      view.close();
+      if (!entry) return;
+      await entry.close();
+    },
+  };
+}
+
+interface LocalPresence extends Pick<Presence, 'joined' | 'left' | 'closed'> {
+  /** `<projectGuid> <userId>` of every user online on this node. */
+  fields(): string[];
+}
+
+/**
+ * This node's connections per project and user; `announce` is told when a user's first connection
+ * joins a project and when their last one leaves it (a node-level transition).
+ */
+function countLocalPresence(announce: (guid: string, userId: string, online: boolean) => void): LocalPresence {
+  const perConnection = new WeakMap<Connection, Set<string>>();
+  /** This node's connections per project and user. */
+  const local = new Map<string, Map<string, number>>();
 
   function change(guid: string, userId: string, delta: 1 | -1): void {
     let users = local.get(guid);
@@ -333,11 +283,113 @@ export function createPresence(options: {
       perConnection.delete(conn);
       for (const guid of set) change(guid, conn.principal.userId, -1);
     },
-    setSink: (s) => view.setSink(s),
+    fields() {
+      const fields: string[] = [];
+      for (const [guid, users] of local) for (const userId of users.keys()) fields.push(`${guid} ${userId}`);
+      return fields;
+    },
+  };
+}
+
+/**
+ * This node's entry in Redis: its transitions recorded in order, its heartbeat (which also removes
+ * silent instances), rewriting the entry from the local counts when Redis's copy may be stale, and
+ * noticing changes the view missed. Subscribes to the presence channel at once.
+ */
+function startRedisPresenceEntry(options: {
+  redis: { pubsub: PubSub };
+  scripts: PresenceScripts;
+  view: PresenceView;
+  /** `<projectGuid> <userId>` of every user online on this node. */
+  localFields(): string[];
+  log: Logger;
+  logError: (msg: string, err: unknown) => void;
+  expiryMs: number;
+}): { announce(field: string, online: boolean): void; close(): Promise<void> } {
+  const { redis, scripts, view, log, logError } = options;
+  let chain: Promise<unknown> = Promise.resolve();
+  /** Redis may have a stale view of this node: the next heartbeat rewrites it from the local counts. */
+  let dirty = true;
+
+  /** Records a node-level transition; serialized so Redis sees this node's changes in order. */
+  function announce(field: string, online: boolean): void {
+    chain = chain
+      .then(async () => {
+        if ((await scripts.change(field, online)) === -1) await reconcile();
+      })
+      .catch((err: unknown) => {
+        dirty = true;
+        logError('agents relay: presence change not recorded (reconciled on the next heartbeat)', err);
+      });
+  }
+
+  /** Rewrites this node's entry from the local counts (and registers the node). */
+  async function reconcile(): Promise<void> {
+    const fields = options.localFields();
+    dirty = true;
+    await scripts.reconcile(fields);
+    dirty = false;
+  }
+
+  /** Refreshes this node's entry; rewrites it if the node had been removed (reaped while alive) or a change was lost. */
+  async function heartbeat(): Promise<void> {
+    const added = await scripts.heartbeat();
+    if (added === 1 || dirty) await reconcile();
+  }
+
+  /**
+   * Pub/sub drops what is published while a subscriber reconnects, and a missed change is only
+   * noticed when the next one arrives. So each heartbeat also reads the sequence number in Redis:
+   * if what was applied is still behind what Redis had at the previous check (a whole interval ago,
+   * so not a message in transit), or ahead of Redis (Redis lost its data), the view is rebuilt.
+   */
+  let remoteAtLastCheck = 0;
+  async function checkMissed(): Promise<void> {
+    if (!view.synced()) return;
+    const remote = await scripts.seq();
+    const seq = view.seq();
+    const missed = remote < seq || seq < remoteAtLastCheck;
+    remoteAtLastCheck = remote;
+    if (!missed) return;
+    log.info({ applied: seq, redis: remote }, 'agents relay: presence out of step with Redis; rebuilding');
+    view.resync();
+  }
+
+  /** A change published on the presence channel (by any instance, this one included). */
+  function onMessage(message: string): void {
+    let c: PresenceChange;
+    try {
+      c = JSON.parse(message) as PresenceChange;
+    } catch {
+      return;
+    }
+    if (typeof c?.seq === 'number' && typeof c.node === 'string' && typeof c.field === 'string') view.receive(c);
+  }
+
+  redis.pubsub.subscribe(scripts.channel, onMessage).then(
+    () => view.resync(),
+    (err: unknown) => log.warn({ err: (err as Error).message }, 'agents relay: presence subscription failed (rebuilt when Redis answers)'),
+  );
+  // ioredis subscribes again by itself after a reconnect; changes published meanwhile are lost, so rebuild.
+  redis.pubsub.onResubscribed(view.resync);
+  // Start clean: a previous run under this NODE_ID (killed before its entry expired) may have left users behind.
+  chain = reconcile().catch((err: unknown) => logError('agents relay: presence registration failed (retried every heartbeat)', err));
+  const timer = setInterval(() => {
+    chain = chain
+      .then(() => heartbeat())
+      .then(() => checkMissed())
+      .then(() => scripts.remove(options.expiryMs, false))
+      .then((removed) => {
+        if (removed > 0) log.info({ removed }, 'agents relay: removed silent instances from presence');
+      })
+      .catch((err: unknown) => logError('agents relay: presence heartbeat failed', err));
+  }, Math.max(200, Math.floor(options.expiryMs / 3)));
+  timer.unref();
+
+  return {
+    announce,
     async close() {
-      view.close();
-      if (timer) clearInterval(timer);
-      if (!scripts) return;
+      clearInterval(timer);
       // Leave cleanly: this node's users go offline now instead of after PRESENCE_EXPIRY_MS.
       await chain;
       await scripts.remove(options.expiryMs, true).catch(() => {});

@@ -3,8 +3,8 @@ import type { EventBus } from '../bus/bus.js';
 import type { IncomingEvent } from '../bus/ingress.js';
 import { agentsCursorsKey } from '../redis/keys.js';
 import type { Config } from '../config.js';
-import { GatewayError, toGatewayError } from '../errors.js';
-import type { Metrics } from '../metrics.js';
+import { toGatewayError, type ErrorCode } from '../errors.js';
+import type { FeedbackRefusalReason, Metrics } from '../metrics.js';
 import { encodeCheckedData } from '../protocol/limits.js';
 import type { Envelope, FeedbackData } from '../protocol/messages.js';
 import type { ProjectEvent } from '../protocol/events.js';
@@ -13,7 +13,7 @@ import type { AgentFrame } from './agent-frames.js';
 import { createAgentsLink } from './link.js';
 import type { FeedbackRecord, Outbox } from './outbox.js';
 import { createMemoryOutbox } from './outbox-memory.js';
-import { createPendingCounts, localLedger, type FeedbackLedger } from './feedback-quotas.js';
+import { createPendingCounts, localLedger, quotaRefusalOf, type FeedbackLedger, type QuotaRefusal } from './feedback-quotas.js';
 import { createRedisLedger } from './feedback-quotas-redis.js';
 import { createRedisOutbox } from './outbox-redis.js';
 import { createPresence, type PresenceHub } from './presence.js';
@@ -241,7 +241,7 @@ export function createAgentsRelay(options: AgentsRelayOptions): AgentsRelay {
       try {
         encodeCheckedData(f.data, config.dataLimits, 'data');
       } catch (err) {
-        metrics.feedbackRefused.inc({ code: toGatewayError(err).code });
+        metrics.feedbackRefused.inc(feedbackRefusal(err));
         throw err;
       }
       const { feedbackId, durable } = await outbox
@@ -254,7 +254,7 @@ export function createAgentsRelay(options: AgentsRelayOptions): AgentsRelay {
           ...(f.data.meta !== undefined ? { meta: f.data.meta } : {}),
         })
         .catch((err: unknown) => {
-          metrics.feedbackRefused.inc({ code: err instanceof GatewayError ? err.code : 'INTERNAL' });
+          metrics.feedbackRefused.inc(feedbackRefusal(err));
           throw err;
         });
       return { status: durable ? 'accepted' : 'queued', feedbackId, durable, accepted: true, forwarded: false };
@@ -288,4 +288,24 @@ export function createAgentsRelay(options: AgentsRelayOptions): AgentsRelay {
       for (const c of clients) if (c.status !== 'end') c.disconnect();
     },
   };
+}
+
+const QUOTA_REFUSAL_REASONS: Record<QuotaRefusal, FeedbackRefusalReason> = { user: 'user_quota', project: 'project_quota', store: 'store_full' };
+
+/** feedback_refused_total's labels for a feedback not accepted: the code the user got, and why (FEEDBACK_REFUSALS). */
+function feedbackRefusal(err: unknown): { code: ErrorCode; reason: FeedbackRefusalReason } {
+  const { code } = toGatewayError(err);
+  const refusal = quotaRefusalOf(err);
+  if (refusal) return { code, reason: QUOTA_REFUSAL_REASONS[refusal] };
+  switch (code) {
+    case 'FEEDBACK_QUEUE_FULL':
+      return { code, reason: 'store_full' };
+    case 'UNAVAILABLE':
+      return { code, reason: 'store_unavailable' };
+    case 'INVALID_DATA':
+    case 'PAYLOAD_TOO_LARGE':
+      return { code, reason: 'data_limits' };
+    default:
+      return { code, reason: 'internal' };
+  }
 }

@@ -1,4 +1,4 @@
-import { closeRedisClient, createRedisClient } from '../redis/client.js';
+import { closeRedisClient, createRedisClient, type RedisClient } from '../redis/client.js';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { GatewayError } from '../errors.js';
@@ -9,7 +9,7 @@ import type { DataLimits } from '../protocol/limits.js';
 import { classifyHistory, type EventBus, type EventSink, type HistoryCheck } from './bus.js';
 import { eventsKey } from '../redis/keys.js';
 import { createProducer, type ProducerEvent } from './producer.js';
-import { toEvents, type StreamEntry } from './redis-entries.js';
+import { toEvents, type EntryParserOptions, type StreamEntry } from './redis-entries.js';
 import { createStreamReader } from './redis-reader.js';
 
 export interface RedisBusOptions {
@@ -85,32 +85,18 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
   });
   let running = true;
 
-  // Readiness follows Redis answering, not only the socket being connected: a frozen Redis
-  // (SIGSTOP, a stalled proxy, a long-running script) keeps every TCP connection open.
-  let lastAnswerAt = Date.now();
-  let pinging = false;
-  cmd.on('ready', () => {
-    lastAnswerAt = Date.now();
-  });
-  const healthTimer = setInterval(() => {
-    if (pinging || cmd.status !== 'ready') return;
-    pinging = true;
-    cmd.ping().then(
-      () => ((lastAnswerAt = Date.now()), (pinging = false)),
-      () => (pinging = false),
-    );
-  }, Math.max(100, healthTimeoutMs / 4));
-  healthTimer.unref();
-  const answering = () => Date.now() - lastAnswerAt < healthTimeoutMs;
+  // Readiness follows Redis answering, not only the socket being connected.
+  const answers = watchAnswers(cmd, healthTimeoutMs);
 
   const unavailable = (err: unknown): GatewayError => {
     reportError('command', 'redis operation failed', err);
     return new GatewayError('UNAVAILABLE', 'event bus unavailable, retry later');
   };
   const ensureReady = () => {
-    if (cmd.status !== 'ready' || !answering()) throw new GatewayError('UNAVAILABLE', 'event bus unavailable, retry later');
+    if (cmd.status !== 'ready' || !answers.recent()) throw new GatewayError('UNAVAILABLE', 'event bus unavailable, retry later');
   };
 
+  const history = createHistoryReads(cmd, prefix, entries, unavailable);
   const streams = createStreamReader({
     redis: options.redis,
     nodeId: options.nodeId,
@@ -154,6 +140,70 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
       }
     },
     unwatch: (guid) => streams.unwatch(guid),
+    ...history,
+    // What was appended before a shutdown began reaches the sockets before they are closed, on
+    // every instance and worker thread, not only on the one that appended it.
+    catchUp: (timeoutMs) => streams.catchUp(timeoutMs),
+    async waitUntilReady(timeoutMs) {
+      const deadline = Date.now() + timeoutMs;
+      // After close() the sockets may still say 'ready' until their close events arrive.
+      if (!running) return false;
+      while (cmd.status !== 'ready' || reader.status !== 'ready') {
+        if (Date.now() > deadline || !running) return false;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      return true;
+    },
+    isReady: () => running && cmd.status === 'ready' && answers.recent() && reader.status === 'ready' && streams.healthy(),
+    async close() {
+      running = false;
+      answers.stop();
+      streams.close();
+      reader.disconnect();
+      await closeRedisClient(cmd);
+    },
+  };
+}
+
+/** The ms part of a stream id (`<ms>-<seq>`). */
+function idTimeMs(id: string): number {
+  return Number(id.slice(0, id.indexOf('-')));
+}
+
+/**
+ * Whether Redis answered lately: a PING every quarter of `healthTimeoutMs` while connected, one at a
+ * time. A frozen Redis (SIGSTOP, a stalled proxy, a long-running script) keeps every TCP connection
+ * open, so the socket being connected is not enough for readiness.
+ */
+function watchAnswers(cmd: RedisClient, healthTimeoutMs: number): { recent(): boolean; stop(): void } {
+  let lastAnswerAt = Date.now();
+  let pinging = false;
+  cmd.on('ready', () => {
+    lastAnswerAt = Date.now();
+  });
+  const healthTimer = setInterval(() => {
+    if (pinging || cmd.status !== 'ready') return;
+    pinging = true;
+    cmd.ping().then(
+      () => ((lastAnswerAt = Date.now()), (pinging = false)),
+      () => (pinging = false),
+    );
+  }, Math.max(100, healthTimeoutMs / 4));
+  healthTimer.unref();
+  return {
+    recent: () => Date.now() - lastAnswerAt < healthTimeoutMs,
+    stop: () => clearInterval(healthTimer),
+  };
+}
+
+/** The bus's history reads on the command connection: pages by id either way, and whether history still reaches back to an id. */
+function createHistoryReads(
+  cmd: RedisClient,
+  prefix: string,
+  entries: EntryParserOptions,
+  unavailable: (err: unknown) => GatewayError,
+): Pick<EventBus, 'range' | 'rangeBack' | 'checkHistory'> {
+  return {
     async range(guid, afterId, count) {
       try {
         const read = (await cmd.xrange(eventsKey(prefix, guid), `(${afterId}`, '+', 'COUNT', count)) as StreamEntry[];
@@ -188,31 +238,5 @@ export function createRedisBus(sink: EventSink, options: RedisBusOptions): Event
       }
       return classifyHistory(afterId, { lastGenerated, maxDeleted: String(field('max-deleted-entry-id')), firstId: firstEntry?.[0] ?? null });
     },
-    // What was appended before a shutdown began reaches the sockets before they are closed, on
-    // every instance and worker thread, not only on the one that appended it.
-    catchUp: (timeoutMs) => streams.catchUp(timeoutMs),
-    async waitUntilReady(timeoutMs) {
-      const deadline = Date.now() + timeoutMs;
-      // After close() the sockets may still say 'ready' until their close events arrive.
-      if (!running) return false;
-      while (cmd.status !== 'ready' || reader.status !== 'ready') {
-        if (Date.now() > deadline || !running) return false;
-        await new Promise((r) => setTimeout(r, 10));
-      }
-      return true;
-    },
-    isReady: () => running && cmd.status === 'ready' && answering() && reader.status === 'ready' && streams.healthy(),
-    async close() {
-      running = false;
-      clearInterval(healthTimer);
-      streams.close();
-      reader.disconnect();
-      await closeRedisClient(cmd);
-    },
   };
-}
-
-/** The ms part of a stream id (`<ms>-<seq>`). */
-function idTimeMs(id: string): number {
-  return Number(id.slice(0, id.indexOf('-')));
 }

@@ -95,6 +95,7 @@ export function registerAdminRoutes(app: TemplatedApp, deps: AdminHttpDeps): voi
       const body = await bodyOf(p, validators().disconnect);
       if (!body) return null;
       await admin.disconnect(body.userId, body.reason ?? 'disconnected by the server');
+      metrics.adminActions.inc({ action: 'disconnect' });
       return { status: 200, body: { userId: body.userId, closeCode: CloseCodes.DISCONNECTED } };
     });
   });
@@ -108,6 +109,7 @@ export function registerAdminRoutes(app: TemplatedApp, deps: AdminHttpDeps): voi
       if (!isGuid(body.projectGuid)) throw new GatewayError('INVALID_GUID');
       const projectGuid = body.projectGuid.toLowerCase();
       const { revokedAt, expiresAt } = await admin.revoke(body.userId, projectGuid);
+      metrics.adminActions.inc({ action: 'revoke' });
       return { status: 200, body: { userId: body.userId, projectGuid, revokedAt, expiresAt } };
     });
   });
@@ -119,7 +121,10 @@ export function registerAdminRoutes(app: TemplatedApp, deps: AdminHttpDeps): voi
       const body = await bodyOf(p, validators().block);
       if (!body) return null;
       await admin.block(body.userId, body.until, body.reason ?? 'blocked');
-      return { status: 200, body: { userId: body.userId, blockedUntil: body.until, active: body.until > Date.now() } };
+      // A time already past lifts a block: counted as what it did, as the answer says.
+      const active = body.until > Date.now();
+      metrics.adminActions.inc({ action: active ? 'block' : 'unblock' });
+      return { status: 200, body: { userId: body.userId, blockedUntil: body.until, active } };
     });
   });
 

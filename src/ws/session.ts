@@ -47,27 +47,16 @@ type Socket = WebSocket<SocketData>;
  * What happens on an open socket: each client frame is size-checked, rate-limited, decoded,
  * validated and routed (join, leave, feedback, ping, auth_refresh). The MessageRouter of the design
  * document; the heartbeat sweep over open sockets is heartbeat.ts.
+ *
+ * The frame checks and the routing are here (the hot path: nothing is allocated for a frame beyond
+ * what handling it needs); each request's handling is a function below over one FrameContext, built
+ * once.
  */
 export function createSession(deps: SessionDeps) {
-  const { config, verifyToken, rooms, log, metrics } = deps;
-  const compress = compressionFilter(config.compression);
+  const { config, log, metrics } = deps;
   const flooders = createFlooderCloser(deps.edgeState, config.rateLimit.penaltyS);
-
-  function send(ws: Socket, conn: Connection, envelope: Envelope): void {
-    // Inside uWS callbacks the socket is already corked.
-    const frame = conn.codec.encode(envelope);
-    ws.send(frame, conn.codec.binary, compress(frame));
-  }
-
-  function sendLater(conn: Connection, envelope: Envelope): void {
-    const frame = conn.codec.encode(envelope);
-    sendTo(conn, frame, compress(frame));
-  }
-
-  function fail(code: ErrorCode, message: string | undefined, projectGuid: string | null, id: string | null): Envelope {
-    metrics.errors.inc({ code });
-    return errorReply(code, message, projectGuid, id);
-  }
+  const ctx = createFrameContext(deps);
+  const { send, fail } = ctx;
 
   // prom-client resolves a label set on every inc(); the frame types are few, so each gets its child once.
   const framesReceivedByType = new Map<ClientFrame['type'], { inc(): void }>();
@@ -116,93 +105,142 @@ export function createSession(deps: SessionDeps) {
 
   function route(ws: Socket, conn: Connection, frame: ClientFrame): void {
     countFrame(frame.type);
-    const { projectGuid, id } = frame;
     switch (frame.type) {
       case 'ping':
-        return send(ws, conn, reply('pong', projectGuid, id, { serverTime: Date.now() }));
-      case 'join_project': {
-        if (!canAccessProject(conn.principal, frame.projectGuid)) return send(ws, conn, fail('FORBIDDEN', undefined, projectGuid, id));
-        if (deps.sanctions.isRevoked(conn.principal, frame.projectGuid)) return send(ws, conn, fail('ACCESS_REVOKED', undefined, projectGuid, id));
-        if (!membershipOf(conn, frame.projectGuid) && roomCount(conn) >= config.maxRoomsPerConnection) {
-          return send(ws, conn, fail('TOO_MANY_ROOMS', `at most ${config.maxRoomsPerConnection} projects per connection`, projectGuid, id));
-        }
-        rooms.join(conn, frame.projectGuid, frame.data?.since).then(
-          (result) => {
-            if (!result) return;
-            sendLater(conn, reply('join_project', projectGuid, id, result));
-            if (!conn.closed) deps.hooks?.joined(conn, frame.projectGuid);
-          },
-          (err: unknown) => {
-            const e = toGatewayError(err);
-            if (e.code === 'INTERNAL') log.error({ err, projectGuid, userId: conn.principal.userId }, 'join failed');
-            sendLater(conn, fail(e.code, e.code === 'INTERNAL' ? undefined : e.message, projectGuid, id));
-          },
-        );
-        return;
-      }
+        return send(ws, conn, reply('pong', frame.projectGuid, frame.id, { serverTime: Date.now() }));
+      case 'join_project':
+        return joinProject(ctx, ws, conn, frame);
       case 'auth_refresh':
-        return refreshToken(ws, conn, frame.data.token, id);
+        return refreshToken(ctx, ws, conn, frame.data.token, frame.id);
       case 'leave_project':
-        if (!rooms.leave(conn, frame.projectGuid)) return send(ws, conn, fail('NOT_JOINED', undefined, projectGuid, id));
-        deps.hooks?.left(conn, frame.projectGuid);
-        return send(ws, conn, reply('leave_project', projectGuid, id, {}));
+        return leaveProject(ctx, ws, conn, frame);
       case 'user_feedback':
-        return forwardFeedback(ws, conn, frame);
+        return forwardFeedback(ctx, ws, conn, frame);
     }
   }
 
-  function forwardFeedback(ws: Socket, conn: Connection, frame: Extract<ClientFrame, { type: 'user_feedback' }>): void {
-    const { projectGuid, id } = frame;
-    if (!canAccessProject(conn.principal, projectGuid)) return send(ws, conn, fail('FORBIDDEN', undefined, projectGuid, id));
-    // The frame is already under MAX_PAYLOAD_BYTES; meta is free-form, so its shape is checked like event data.
-    const metaProblem = frame.data.meta === undefined ? null : dataProblem(frame.data.meta, config.dataLimits.maxDepth);
-    if (metaProblem) return send(ws, conn, fail('INVALID_DATA', `data.meta: ${metaProblem}`, projectGuid, id));
-    const stored = deps.forwardFeedback({ projectGuid, userId: conn.principal.userId, requestId: id, data: frame.data });
-    if (!stored) return send(ws, conn, reply('user_feedback_response', projectGuid, id, { accepted: false, forwarded: false, reason: 'no agents-server configured' }));
-    // The reply waits until the feedback is stored (durably with Redis): "accepted" never means "in memory".
-    stored.then(
-      (data) => sendLater(conn, reply('user_feedback_response', projectGuid, id, data)),
-      (err: unknown) => {
-        const e = toGatewayError(err);
-        if (e.code === 'INTERNAL') log.error({ err, projectGuid, userId: conn.principal.userId }, 'feedback not stored');
-        sendLater(conn, fail(e.code, e.code === 'INTERNAL' ? undefined : e.message, projectGuid, id));
-      },
-    );
-  }
+  return {
+    message,
+    /** The server API's revocation (see revokeProject below): outside a uWS callback. */
+    revokeProject: (conn: Connection, guid: string) => revokeProject(ctx, conn, guid, (envelope) => ctx.sendLater(conn, envelope)),
+  };
+}
 
-  /**
-   * In-band token renewal: the same checks as at upgrade, for the same user. The connection, its
-   * rooms and its place in every stream stay; projects the new token no longer grants are left,
-   * each with a `leave_project` frame saying so; expiry then follows the new token. A token that
-   * fails (invalid, expired, another user) closes the connection with 4401.
-   */
-  function refreshToken(ws: Socket, conn: Connection, token: string, id: string | null): void {
-    let next: Principal;
-    try {
-      next = verifyToken(token);
-      if (next.userId !== conn.principal.userId) throw new GatewayError('UNAUTHORIZED', 'the new token is for another user');
-    } catch (err) {
-      const why = err instanceof GatewayError ? err.message : 'invalid token';
-      send(ws, conn, fail('UNAUTHORIZED', why, null, id));
-      ws.end(CloseCodes.TOKEN_EXPIRED, 'token refresh refused');
-      return;
-    }
-    conn.principal = next;
-    for (const { guid } of membershipsOf(conn)) {
-      if (!canAccessProject(next, guid)) revokeProject(conn, guid, (envelope) => send(ws, conn, envelope));
-    }
-    send(ws, conn, reply('auth_refresh', null, id, { userId: next.userId, expiresAt: expiryMs(next) }));
-  }
+type FrameOf<T extends ClientFrame['type']> = Extract<ClientFrame, { type: T }>;
 
-  /**
-   * Takes the socket out of a project it may no longer see (an auth_refresh whose token lacks it, or
-   * the server API's revocation), as a leave_project would (the room, and everything following the
-   * socket: presence), and tells the client with a `leave_project` frame, reason `access_revoked`.
-   */
-  function revokeProject(conn: Connection, guid: string, transmit: (envelope: Envelope) => void = (envelope) => sendLater(conn, envelope)): void {
-    if (rooms.leave(conn, guid)) deps.hooks?.left(conn, guid);
-    transmit(reply('leave_project', guid, null, { reason: 'access_revoked' }));
-  }
+/** What the request handlers below share: the session's deps and its ways of answering. Built once per createSession. */
+interface FrameContext {
+  readonly deps: SessionDeps;
+  /** Sends inside a uWS callback (the socket is already corked). */
+  send(ws: Socket, conn: Connection, envelope: Envelope): void;
+  /** Sends later, outside uWS's callback (after an await): sendTo corks, and skips a closed socket. */
+  sendLater(conn: Connection, envelope: Envelope): void;
+  /** An error reply, counted in errors_total by its code. */
+  fail(code: ErrorCode, message: string | undefined, projectGuid: string | null, id: string | null): Envelope;
+}
 
-  return { message, revokeProject };
+function createFrameContext(deps: SessionDeps): FrameContext {
+  const compress = compressionFilter(deps.config.compression);
+  return {
+    deps,
+    send(ws, conn, envelope) {
+      // Inside uWS callbacks the socket is already corked.
+      const frame = conn.codec.encode(envelope);
+      ws.send(frame, conn.codec.binary, compress(frame));
+    },
+    sendLater(conn, envelope) {
+      const frame = conn.codec.encode(envelope);
+      sendTo(conn, frame, compress(frame));
+    },
+    fail(code, message, projectGuid, id) {
+      deps.metrics.errors.inc({ code });
+      return errorReply(code, message, projectGuid, id);
+    },
+  };
+}
+
+function joinProject(ctx: FrameContext, ws: Socket, conn: Connection, frame: FrameOf<'join_project'>): void {
+  const { deps, send, sendLater, fail } = ctx;
+  const { config, log } = deps;
+  const { projectGuid, id } = frame;
+  if (!canAccessProject(conn.principal, projectGuid)) return send(ws, conn, fail('FORBIDDEN', undefined, projectGuid, id));
+  if (deps.sanctions.isRevoked(conn.principal, projectGuid)) return send(ws, conn, fail('ACCESS_REVOKED', undefined, projectGuid, id));
+  if (!membershipOf(conn, projectGuid) && roomCount(conn) >= config.maxRoomsPerConnection) {
+    return send(ws, conn, fail('TOO_MANY_ROOMS', `at most ${config.maxRoomsPerConnection} projects per connection`, projectGuid, id));
+  }
+  deps.rooms.join(conn, projectGuid, frame.data?.since).then(
+    (result) => {
+      if (!result) return;
+      sendLater(conn, reply('join_project', projectGuid, id, result));
+      if (!conn.closed) deps.hooks?.joined(conn, projectGuid);
+    },
+    (err: unknown) => {
+      const e = toGatewayError(err);
+      if (e.code === 'INTERNAL') log.error({ err, projectGuid, userId: conn.principal.userId }, 'join failed');
+      sendLater(conn, fail(e.code, e.code === 'INTERNAL' ? undefined : e.message, projectGuid, id));
+    },
+  );
+}
+
+function leaveProject(ctx: FrameContext, ws: Socket, conn: Connection, frame: FrameOf<'leave_project'>): void {
+  const { deps, send, fail } = ctx;
+  const { projectGuid, id } = frame;
+  if (!deps.rooms.leave(conn, projectGuid)) return send(ws, conn, fail('NOT_JOINED', undefined, projectGuid, id));
+  deps.hooks?.left(conn, projectGuid);
+  send(ws, conn, reply('leave_project', projectGuid, id, {}));
+}
+
+function forwardFeedback(ctx: FrameContext, ws: Socket, conn: Connection, frame: FrameOf<'user_feedback'>): void {
+  const { deps, send, sendLater, fail } = ctx;
+  const { projectGuid, id } = frame;
+  if (!canAccessProject(conn.principal, projectGuid)) return send(ws, conn, fail('FORBIDDEN', undefined, projectGuid, id));
+  // The frame is already under MAX_PAYLOAD_BYTES; meta is free-form, so its shape is checked like event data.
+  const metaProblem = frame.data.meta === undefined ? null : dataProblem(frame.data.meta, deps.config.dataLimits.maxDepth);
+  if (metaProblem) return send(ws, conn, fail('INVALID_DATA', `data.meta: ${metaProblem}`, projectGuid, id));
+  const stored = deps.forwardFeedback({ projectGuid, userId: conn.principal.userId, requestId: id, data: frame.data });
+  if (!stored) return send(ws, conn, reply('user_feedback_response', projectGuid, id, { accepted: false, forwarded: false, reason: 'no agents-server configured' }));
+  // The reply waits until the feedback is stored (durably with Redis): "accepted" never means "in memory".
+  stored.then(
+    (data) => sendLater(conn, reply('user_feedback_response', projectGuid, id, data)),
+    (err: unknown) => {
+      const e = toGatewayError(err);
+      if (e.code === 'INTERNAL') deps.log.error({ err, projectGuid, userId: conn.principal.userId }, 'feedback not stored');
+      sendLater(conn, fail(e.code, e.code === 'INTERNAL' ? undefined : e.message, projectGuid, id));
+    },
+  );
+}
+
+/**
+ * In-band token renewal: the same checks as at upgrade, for the same user. The connection, its
+ * rooms and its place in every stream stay; projects the new token no longer grants are left,
+ * each with a `leave_project` frame saying so; expiry then follows the new token. A token that
+ * fails (invalid, expired, another user) closes the connection with 4401.
+ */
+function refreshToken(ctx: FrameContext, ws: Socket, conn: Connection, token: string, id: string | null): void {
+  const { send, fail } = ctx;
+  let next: Principal;
+  try {
+    next = ctx.deps.verifyToken(token);
+    if (next.userId !== conn.principal.userId) throw new GatewayError('UNAUTHORIZED', 'the new token is for another user');
+  } catch (err) {
+    const why = err instanceof GatewayError ? err.message : 'invalid token';
+    send(ws, conn, fail('UNAUTHORIZED', why, null, id));
+    ws.end(CloseCodes.TOKEN_EXPIRED, 'token refresh refused');
+    return;
+  }
+  conn.principal = next;
+  for (const { guid } of membershipsOf(conn)) {
+    if (!canAccessProject(next, guid)) revokeProject(ctx, conn, guid, (envelope) => send(ws, conn, envelope));
+  }
+  send(ws, conn, reply('auth_refresh', null, id, { userId: next.userId, expiresAt: expiryMs(next) }));
+}
+
+/**
+ * Takes the socket out of a project it may no longer see (an auth_refresh whose token lacks it, or
+ * the server API's revocation), as a leave_project would (the room, and everything following the
+ * socket: presence), and tells the client with a `leave_project` frame, reason `access_revoked`.
+ */
+function revokeProject(ctx: FrameContext, conn: Connection, guid: string, transmit: (envelope: Envelope) => void): void {
+  if (ctx.deps.rooms.leave(conn, guid)) ctx.deps.hooks?.left(conn, guid);
+  transmit(reply('leave_project', guid, null, { reason: 'access_revoked' }));
 }

@@ -112,6 +112,22 @@ export function request(
   });
 }
 
+/**
+ * The sum of every series of `name` in Prometheus text whose labels include `labels` (NaN when none
+ * does): a process's /metrics may hold a series per worker thread, and a test wants their total.
+ */
+export function metricSum(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = NaN;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    const has: Record<string, string> = {};
+    for (const m of line.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) has[m[1]!] = m[2]!;
+    if (!Object.entries(labels).every(([k, v]) => has[k] === v)) continue;
+    sum = (Number.isNaN(sum) ? 0 : sum) + Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}
+
 /** A metric's value in Prometheus text (the first series of that name). */
 export function metricValue(text: string, name: string): number {
   const line = text.split('\n').find((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `));
