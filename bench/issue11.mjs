@@ -342,6 +342,9 @@ async function fanoutRun(name, batch, o = {}) {
     row.eventsPerFrame = row.framesPerSec > 0 ? row.eventsPerSec / row.framesPerSec : null;
     row.eventsPerCpuSec = row.serverCpuSec > 0 ? (s1.events - s0.events) / row.serverCpuSec : null;
     if (producer.stalls) row.notes = `${row.notes ?? ''} producer stalls ×${producer.stalls}`.trim();
+    // anything but 202 (e.g. a 503 past the overload bound) is in the notes: a refused request cost CPU and delivered nothing
+    const refusedAnswers = Object.entries(producer.statuses).filter(([k]) => k !== '200' && k !== '202' && k !== 'xadd');
+    if (refusedAnswers.length) row.notes = `${row.notes ?? ''} answers ${JSON.stringify(Object.fromEntries(refusedAnswers))}`.trim();
     if (s1.joined < c.joined) row.notes = `${row.notes ?? ''} ${c.joined - s1.joined} clients dropped`.trim();
     if (!row.complete) row.notes = `${row.notes ?? ''} delivered ${row.delivered}/${row.expected}`.trim();
     log(`fanout ${row.server} batch ${batch}: ${fmt(row.eventsPerSec)} events/s, ${fmt(row.eventsPerFrame, 1)} events/frame, server ${fmt(row.serverCpuPct)}%, ${fmt(row.eventsPerCpuSec)} events/CPU-s, delivered ${row.delivered}/${row.expected}${row.gcOfBusyPct != null ? `, GC ${fmt(row.gcOfBusyPct, 1)}% of server CPU` : ''}, bench ${fmt(row.benchCpuPct)}%, outside ${fmt(row.otherCpuPct)}% ${row.notes ?? ''}`);
