@@ -122,6 +122,29 @@ describe.each(SHAPES)('server API without Redis ($name)', (shape) => {
     await everyThreadAnswers(g, token, (t) => expect(t.status).toBe(101));
   });
 
+  it('a blocked user cannot get in with a ticket either: one issued before the block is refused 403 USER_BLOCKED on every thread', async () => {
+    const user = `tkt-${randomGuid()}`;
+    const token = userToken('*', user);
+    const tickets: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      const res = await fetch(`${g.httpUrl}/v1/tickets`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+      expect(res.status).toBe(201);
+      tickets.push(((await res.json()) as { ticket: string }).ticket);
+    }
+    expect((await adminCall(g.httpUrl, 'POST', '/v1/admin/block', { userId: user, until: Date.now() + 60_000 })).status).toBe(200);
+    const seen = new Set<string | undefined>();
+    while (seen.size < g.workers) {
+      const ticket = tickets.pop();
+      expect(ticket, 'a ticket left to try on the thread not seen yet').toBeDefined();
+      const t = await tryUpgrade(g.wsUrl, ticket!, 'ticket');
+      expect(t).toMatchObject({ status: 403, code: 'USER_BLOCKED' });
+      seen.add(t.worker);
+    }
+    // The same tickets work once the block is lifted (those not spent above).
+    expect((await adminCall(g.httpUrl, 'POST', '/v1/admin/block', { userId: user, until: 0 })).status).toBe(200);
+    expect((await tryUpgrade(g.wsUrl, tickets.pop()!, 'ticket')).status).toBe(101);
+  });
+
   it('a block with a time already past lifts it', async () => {
     const user = `lift-${randomGuid()}`;
     const token = userToken('*', user);

@@ -14,9 +14,9 @@ export function adminCall(httpUrl: string, method: 'GET' | 'POST', path: string,
 export const tokenIssuedAt = (sub: string, iatS: number, projects: string[] | '*' = '*') => sign({ sub, projects, iat: iatS });
 
 /** Status, Retry-After and error code of an upgrade attempt that may be refused, and the worker that answered. */
-export function tryUpgrade(wsUrl: string, token: string) {
+export function tryUpgrade(wsUrl: string, token: string, credential: 'token' | 'ticket' = 'token') {
   return new Promise<{ status: number; retryAfter: string | null; code: string | null; worker: string | undefined }>((resolve, reject) => {
-    const ws = new WebSocket(`${wsUrl}?token=${encodeURIComponent(token)}`);
+    const ws = new WebSocket(`${wsUrl}?${credential}=${encodeURIComponent(token)}`);
     let worker: string | undefined;
     ws.once('upgrade', (res) => (worker = res.headers[WORKER_HEADER] as string | undefined));
     ws.once('open', () => {
