@@ -108,7 +108,7 @@ export function createWebSocketServer(deps: WebSocketServerDeps) {
     },
     /** The server API: closes a user's sockets on this thread with 4403 (the client library does not reconnect). */
     disconnectUser(userId: string, reason: string): number {
-      const mine = [...(registry.ofUser(userId) ?? [])];
+      const mine = registry.ofUser(userId);
       // A close reason is at most 123 bytes.
       const why = Buffer.from(reason || 'disconnected by the server').subarray(0, 120).toString();
       for (const conn of mine) conn.ws?.end(CloseCodes.DISCONNECTED, why);
@@ -117,7 +117,7 @@ export function createWebSocketServer(deps: WebSocketServerDeps) {
     /** The server API: takes a user's sockets on this thread out of a project (leave_project, access_revoked). */
     revokeProject(userId: string, projectGuid: string): number {
       let n = 0;
-      for (const conn of [...(registry.ofUser(userId) ?? [])]) {
+      for (const conn of registry.ofUser(userId)) {
         if (!membershipOf(conn, projectGuid)) continue;
         session.revokeProject(conn, projectGuid);
         n++;
