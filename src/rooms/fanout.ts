@@ -338,10 +338,16 @@ const CAUGHT_UP: FanoutBacklog = { ms: 0, bytes: 0 };
 function publishedAhead(room: FanoutRoom<FanoutShard>): number {
   const n = room.outbox.length;
   if (n === 0) return 0;
+  // How many shards have published each number of chunks; then one pass over the outbox: a room of
+  // thousands of shards and a long backlog costs shards + chunks per report, not their product.
+  const shardsAt = new Array<number>(n + 1).fill(0);
+  for (const shard of room.shards) shardsAt[Math.max(0, Math.min(n, shard.next - room.outboxBase))]!++;
   let sum = 0;
-  for (const shard of room.shards) {
-    const done = Math.min(n, shard.next - room.outboxBase);
-    for (let i = 0; i < done; i++) sum += room.outbox[i]!.bytes;
+  let notYet = room.shards.length - shardsAt[0]!;
+  for (let i = 0; i < n && notYet > 0; i++) {
+    // Shards past chunk i: those that published more than i chunks.
+    sum += room.outbox[i]!.bytes * notYet;
+    notYet -= shardsAt[i + 1]!;
   }
   return sum / room.shards.length;
 }
