@@ -50,6 +50,9 @@ describe('production install', () => {
     const programs = ['main.js', `workers${path.sep}worker.js`, `agents${path.sep}echo-agent.js`];
     const modules = serverFiles(path.join(dir, 'dist')).filter((f) => !programs.some((p) => f.endsWith(`${path.sep}${p}`)));
     execFileSync(process.execPath, ['--input-type=module', '-e', `for (const f of ${JSON.stringify(modules)}) await import(f);`], { cwd: dir, stdio: 'pipe', timeout: 60_000 });
+    // `npm start` there: its prestart builds only where the compiler is installed, and leaves dist/ as it is.
+    execFileSync('npm', ['run', 'prestart'], { cwd: dir, stdio: 'pipe', timeout: 60_000 });
+    expect(readdirSync(path.join(dir, 'dist'))).toContain('main.js');
     const port = await freePort();
     const gw = await spawnGateway({ PORT: String(port), HOST: '127.0.0.1', JWT_SECRET: 'some-secret-123', LOG_LEVEL: 'warn', AGENTS_URL: 'ws://127.0.0.1:9/none' }, { entry: path.join(dir, 'dist', 'main.js') });
     expect(await (await fetch(`${gw.url}/healthz`)).json()).toMatchObject({ status: 'ok' });
