@@ -17,8 +17,8 @@ import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import WebSocket from 'ws';
-import { BENCH_DIR, CLIENT_TOKEN, freePort, roomGuid, sleep, startServer, stopProc, TMP_DIR } from './lib/servers.mjs';
+import { joinAll } from './lib/join-all.mjs';
+import { BENCH_DIR, freePort, roomGuid, sleep, startServer, stopProc, TMP_DIR } from './lib/servers.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -77,28 +77,6 @@ async function commandCalls(ports) {
   return total;
 }
 
-/** Opens sockets and joins every project. @param {number} port @param {string[]} guids */
-async function joinAll(port, guids) {
-  /** @type {WebSocket[]} */
-  const sockets = [];
-  for (let i = 0; i < guids.length; i += ROOMS_PER_SOCKET) {
-    const mine = guids.slice(i, i + ROOMS_PER_SOCKET);
-    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws?token=${CLIENT_TOKEN}`);
-    await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
-    let acks = 0;
-    const joined = new Promise((resolve) => {
-      ws.on('message', (/** @type {Buffer} */ raw) => {
-        acks += raw.toString().split('"type":"join_project"').length - 1;
-        if (acks >= mine.length) resolve(null);
-      });
-    });
-    for (const g of mine) ws.send(JSON.stringify({ type: 'join_project', id: `j-${g}`, projectGuid: g, data: {} }));
-    await joined;
-    sockets.push(ws);
-  }
-  return () => { for (const ws of sockets) ws.terminate(); };
-}
-
 /** @param {{ ports: number[] }} cluster @param {number} n */
 async function run(cluster, n) {
   await Promise.all(cluster.ports.map((p) => cli(p, 'FLUSHALL')));
@@ -106,7 +84,7 @@ async function run(cluster, n) {
     label: 'gateway-cluster-idle',
     env: { REDIS_CLUSTER_NODES: cluster.ports.map((p) => `127.0.0.1:${p}`).join(','), REDIS_WAKEUP: 'auto', MAX_ROOMS_PER_CONNECTION: String(ROOMS_PER_SOCKET), RATE_LIMIT_PER_S: '100000', RATE_LIMIT_BURST: '100000' },
   });
-  const close = await joinAll(srv.port, Array.from({ length: n }, (_, i) => roomGuid(i)));
+  const { close } = await joinAll(srv.port, Array.from({ length: n }, (_, i) => roomGuid(i)), ROOMS_PER_SOCKET);
   await sleep(20_000);
   const t0 = performance.now();
   const c0 = await commandCalls(cluster.ports);

@@ -21,8 +21,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Cluster, Redis } from 'ioredis';
-import WebSocket from 'ws';
-import { BENCH_DIR, CLIENT_TOKEN, freePort, procSample, procSampleAll, roomGuid, sleep, startServer, stopProc, TMP_DIR } from './lib/servers.mjs';
+import { joinAll } from './lib/join-all.mjs';
+import { BENCH_DIR, freePort, procSample, procSampleAll, roomGuid, sleep, startServer, stopProc, TMP_DIR } from './lib/servers.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -141,34 +141,6 @@ function gatewayCalls(d) {
 }
 
 /**
- * Opens sockets and joins every project; counts project events received.
- * @param {number} port @param {string[]} guids
- */
-async function joinAll(port, guids) {
-  const counter = { events: 0 };
-  /** @type {WebSocket[]} */
-  const sockets = [];
-  for (let i = 0; i < guids.length; i += ROOMS_PER_SOCKET) {
-    const mine = guids.slice(i, i + ROOMS_PER_SOCKET);
-    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws?token=${CLIENT_TOKEN}`);
-    await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
-    let acks = 0;
-    const joined = new Promise((resolve) => {
-      ws.on('message', (/** @type {Buffer} */ raw) => {
-        const text = raw.toString();
-        counter.events += text.split('"type":"project_message"').length - 1;
-        acks += text.split('"type":"join_project"').length - 1;
-        if (acks >= mine.length) resolve(null);
-      });
-    });
-    for (const g of mine) ws.send(JSON.stringify({ type: 'join_project', id: `j-${g}`, projectGuid: g, data: {} }));
-    await joined;
-    sockets.push(ws);
-  }
-  return { counter, close: () => { for (const ws of sockets) ws.terminate(); } };
-}
-
-/**
  * @param {'standalone'|'cluster'} topology @param {any} redis @param {string} mode @param {number} n
  */
 async function run(topology, redis, mode, n) {
@@ -185,7 +157,7 @@ async function run(topology, redis, mode, n) {
   });
   const pid = srv.pids[0];
   const t0 = Date.now();
-  const clients = await joinAll(srv.port, guids);
+  const clients = await joinAll(srv.port, guids, ROOMS_PER_SOCKET);
   const joinMs = Date.now() - t0;
   await sleep(3000); // subscriptions, the first slot-table check
   const rssKb = procSample(pid).rssKb;
