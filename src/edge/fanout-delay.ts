@@ -4,9 +4,8 @@ import { createSharedTableMemory, openSharedTable, type SharedTableMemory } from
 /**
  * How far behind each project's fan-out is, for the whole process: every thread that fans a project
  * out reports, after each of its fan-out turns, how long an event accepted now would wait there and
- * the bytes queued ahead of it; the ingress reads the longest fresh report before it accepts an event
- * for that project. A report is fresh for FRESH_MS: a thread whose room caught up simply stops
- * reporting it.
+ * the bytes queued ahead of it, and once more (0) when the room caught up; the ingress reads the
+ * longest report before it accepts an event for that project.
  */
 
 /**

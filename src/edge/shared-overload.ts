@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { isGuid } from '../protocol/messages.js';
 import type { RedisClient } from '../redis/client.js';
 import type { PubSub } from '../redis/pubsub.js';
+import { ANY_PROJECT } from '../bus/ingress.js';
 import { REMOTE_REPORTER, type FanoutDelays } from './fanout-delay.js';
 
 /** How often one project's delay is sent again while it stays past the bound (a report is fresh for 2 s). */
@@ -24,8 +25,8 @@ interface OverloadMessage {
  * for a project says so on one pub/sub channel (at most every RESEND_MS per project, only while
  * past it, and once more with 0 when it is back under), and every instance adds that to its
  * process's delay table, so the ingress anywhere refuses until the slowest instance caught up.
- * Under the bound nothing is sent. Anyone who can
- * reach Redis can publish on the channel: a message is applied only if well formed and bounded.
+ * Under the bound nothing is sent. Anyone who can reach Redis can publish on the channel: a message
+ * is applied only if well formed and bounded.
  */
 export function shareFanoutDelaysOverRedis(
   delays: FanoutDelays,
@@ -49,8 +50,8 @@ export function shareFanoutDelaysOverRedis(
       let g: string[] | null = null;
       let d: number[] | null = null;
       for (const [guid, { ms }] of backlogs) {
-        // The fan-out's report about itself (ANY_PROJECT, not a GUID) is this process's own.
-        if (!isGuid(guid)) continue;
+        // The fan-out's report about itself is this process's own.
+        if (guid === ANY_PROJECT) continue;
         if (ms <= boundMs) {
           // Back under the bound: said once (0), so the others stop refusing now and not when the report goes stale.
           if (!sentAt.delete(guid)) continue;

@@ -17,8 +17,9 @@ interface PenaltyMessage {
 /**
  * Penalties every instance enforces: behind a load balancer a client closed for flooding reconnects
  * to any instance, so the penalty goes to all of them on one pub/sub channel, and each applies it to
- * its process's edge state (the flooder's socket is closed once Redis has passed the penalty on). Anyone who can reach Redis can
- * publish on that channel: a message is applied only if it is well formed, with a bounded time.
+ * its process's edge state (the flooder's socket is closed once Redis has passed the penalty on).
+ * Anyone who can reach Redis can publish on that channel: a message is applied only if it is well
+ * formed, with a bounded time.
  */
 export function sharePenaltiesOverRedis(
   edge: EdgeState,
