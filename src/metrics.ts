@@ -1,3 +1,5 @@
+import { statSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { CloseCodes, ErrorCodes, type ErrorCode } from './errors.js';
 
@@ -63,6 +65,7 @@ export function createMetrics(nodeId: string) {
   const registry = new Registry();
   registry.setDefaultLabels({ node: nodeId });
   collectDefaultMetrics({ register: registry });
+  replaceOpenFdsGauge(registry);
   const metrics = {
     registry,
     connections: new Gauge({ name: 'ws_connections', help: 'Open WebSocket connections', registers: [registry] }),
@@ -162,3 +165,30 @@ function zeroKnownSeries(m: Omit<Metrics, 'registry'>): void {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/**
+ * process_open_fds as prom-client's default, without listing /proc/self/fd on the event loop: the
+ * default lists it with readdirSync, one entry per socket (measured: 41-55 ms of the main thread per
+ * /metrics answer at 19,000 connections, ~95% of the answer; every scrape stalled every socket that
+ * long). Since Linux 6.2 the directory's size is the count (one stat, no listing); on older kernels
+ * (size 0) it is listed in libuv's thread pool, which leaves the loop only the names to take in.
+ * Linux only, as the default.
+ */
+function replaceOpenFdsGauge(registry: Registry): void {
+  if (process.platform !== 'linux') return;
+  registry.removeSingleMetric('process_open_fds');
+  new Gauge({
+    name: 'process_open_fds',
+    help: 'Number of open file descriptors.',
+    registers: [registry],
+    async collect() {
+      try {
+        const { size } = statSync('/proc/self/fd');
+        // Listed: less the descriptor the listing itself had open.
+        this.set(size > 0 ? size : (await readdir('/proc/self/fd')).length - 1);
+      } catch {
+        // The figure stays at its last value.
+      }
+    },
+  });
+}

@@ -139,5 +139,19 @@ describe('metrics the dashboards and alerts read', () => {
       await redis.restart();
       await until(async () => (await fetch(`${served!.httpUrl}/readyz`)).status === 200, 10_000, 'ready again once Redis is back');
     }, 40_000);
+
+    it(`process_open_fds follows the process's descriptors, one series (${shape.name})`, async () => {
+      served = await shape.start({ LOG_LEVEL: 'silent' });
+      const fds = async () => {
+        const text = await served!.metrics();
+        expect(series(text, 'process_open_fds')).toHaveLength(1);
+        return valueOf(text, 'process_open_fds');
+      };
+      const before = await fds();
+      expect(before).toBeGreaterThan(0);
+      // Each socket is a descriptor of the gateway's process (and, in one thread, of this test's too).
+      for (let i = 0; i < 40; i++) clients.push(await connect(served.wsUrl, userToken('*', `fd-user-${i}`)));
+      await until(async () => (await fds()) >= before + 40, 5000, 'the 40 sockets counted');
+    }, 30_000);
   }
 });
