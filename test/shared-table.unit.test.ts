@@ -34,6 +34,7 @@ describe('shared table', () => {
               if (r >= 0) table.remove(r);
               model.delete(o.key);
             }
+            expect(table.isEmpty()).toBe(model.size === 0);
           }
           expect(table.size()).toBe(model.size);
           for (let i = 0; i < 300; i++) {

@@ -56,6 +56,8 @@ export function openSanctions(memory: SharedTableMemory): Sanctions {
 
   /** The record's slot `k` for the key, or 0 when absent or expired at `now`. */
   function read(space: number, key: string, k: number, now: number): number {
+    // Most processes hold no sanction at all: every upgrade and join then skips the hash and the lock.
+    if (table.isEmpty()) return 0;
     table.hash(space, key);
     table.lock();
     const r = table.find();
@@ -94,6 +96,7 @@ export function openSanctions(memory: SharedTableMemory): Sanctions {
       return until > now ? until : 0;
     },
     isRevoked(principal, projectGuid, now = Date.now()) {
+      if (table.isEmpty()) return false;
       const revokedAt = read(REVOCATION, `${projectGuid} ${principal.userId}`, AT, now);
       if (revokedAt === 0) return false;
       // A token without `iat` cannot show it came later: refused while the revocation lasts.

@@ -88,6 +88,11 @@ export interface SharedTable {
   valueIndex(record: number, k: number): number;
   /** Live records (read under the lock for an exact figure). */
   size(): number;
+  /**
+   * Whether the table holds no record, without the lock: an atomic read, ordered after every
+   * unlock() that came before it. For a fast "nothing to find" on tables that are usually empty.
+   */
+  isEmpty(): boolean;
 }
 
 export function openSharedTable(memory: SharedTableMemory): SharedTable {
@@ -232,6 +237,7 @@ export function openSharedTable(memory: SharedTableMemory): SharedTable {
     remove,
     valueIndex: (record, k) => record * stride + 1 + k,
     size: () => header[COUNT]!,
+    isEmpty: () => Atomics.load(header, COUNT) === 0,
   };
 }
 

@@ -9,7 +9,7 @@ import type { Sanctions } from '../edge/sanctions.js';
 import { createClientAddressResolver, type ClientAddress } from '../edge/client-address.js';
 import type { ErrorCode } from '../errors.js';
 import { upgradeReasonLabel, type Metrics } from '../metrics.js';
-import { CODECS, negotiateSubprotocol, type CodecName } from '../protocol/codec.js';
+import { CODECS, negotiateSubprotocol, type Negotiated } from '../protocol/codec.js';
 import { statusLine } from '../uws.js';
 
 export interface UpgradeDeps {
@@ -120,7 +120,7 @@ export function createUpgradeHandler(deps: UpgradeDeps): UpgradeHandler {
     context: us_socket_context_t,
     principal: Principal,
     client: ClientAddress,
-    negotiated: { codec: CodecName; protocol: string },
+    negotiated: Negotiated,
     secKey: string,
     extensions: string,
   ): void {
