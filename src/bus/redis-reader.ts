@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { BusErrorKind } from '../metrics.js';
 import { redisRetryStrategy, type RedisClient } from '../redis/client.js';
+import { isEventId, ZERO_ID } from '../protocol/event-id.js';
 import type { StreamEntry } from './redis-entries.js';
 import { createNotifyReads, type NotifyReads } from './redis-notify.js';
 import { createPollReads, type PollReads } from './redis-poll.js';
@@ -242,13 +243,31 @@ function pollFromNowOn(loop: ReadLoop, node: string, reason: string): void {
   loop.nap.wake();
 }
 
+/**
+ * The newest id the stream ever issued (0-0 when there is no stream): the head a room starts from.
+ * Not its last entry's id: once the newest entries were deleted or the whole stream trimmed (XTRIM
+ * MAXLEN 0), that is older than ids clients have seen, and a client resuming from one of those would
+ * wait for this instance to "catch up" with an id it will never read, refused UNAVAILABLE until the
+ * next event. Nothing can be appended between the two ids, so reading from either misses nothing.
+ */
+async function lastGeneratedId(cmd: RedisClient, key: string): Promise<string> {
+  let info: unknown[];
+  try {
+    info = (await cmd.xinfo('STREAM', key)) as unknown[];
+  } catch (err) {
+    if (/no such key/i.test((err as Error).message)) return ZERO_ID;
+    throw err;
+  }
+  const id = info[info.indexOf('last-generated-id') + 1];
+  return typeof id === 'string' && isEventId(id) ? id : ZERO_ID;
+}
+
 /** Starts reading the project's stream from its head (see StreamReader.watch). */
 async function watchFromHead(loop: ReadLoop, cmd: RedisClient, guid: string): Promise<string> {
   const { watches, notify } = loop;
   const w = watches.add(guid);
   try {
-    const last = (await cmd.xrevrange(w.key, '+', '-', 'COUNT', 1)) as StreamEntry[];
-    if (last.length) w.lastId = last[0]![0];
+    w.lastId = await lastGeneratedId(cmd, w.key);
   } catch (err) {
     watches.forget(w);
     throw err;
