@@ -100,10 +100,18 @@ export interface EventBus {
  * Whether every event after `afterId` is still in a log, from the log's bookkeeping (the same
  * fields Redis 7 keeps per stream). Between the highest deleted id and the first entry no id ever
  * existed, so an id there comes from an earlier incarnation of the log (wiped or expired): unknown.
+ *
+ * `droppedUncounted`: entries were dropped that `maxDeleted` does not cover. Redis moves
+ * max-deleted-entry-id only on XDEL, not when XADD MAXLEN or XTRIM drop the oldest entries; its
+ * entries-added against the length still shows that some went. Then an id before the first entry
+ * is 'unknown' as above (it may be the last one dropped, or older: Redis keeps no record of which),
+ * the start of the log (0-0) is 'trimmed', and so is any id before the last generated one once
+ * nothing is left (every event after it was dropped).
  */
-export function classifyHistory(afterId: string, log: { lastGenerated: string; maxDeleted: string; firstId: string | null }): HistoryCheck {
+export function classifyHistory(afterId: string, log: { lastGenerated: string; maxDeleted: string; firstId: string | null; droppedUncounted?: boolean }): HistoryCheck {
   if (compareIds(afterId, log.lastGenerated) > 0) return 'unknown';
   if (compareIds(afterId, log.maxDeleted) < 0) return 'trimmed';
+  if (log.droppedUncounted && compareIds(afterId, log.lastGenerated) < 0 && (afterId === ZERO_ID || log.firstId === null)) return 'trimmed';
   if (afterId !== ZERO_ID && log.firstId && compareIds(afterId, log.maxDeleted) > 0 && compareIds(afterId, log.firstId) < 0) return 'unknown';
   return 'complete';
 }

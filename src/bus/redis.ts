@@ -236,7 +236,9 @@ function createHistoryReads(
         if (compareIds(afterId, lastGenerated) > 0) return 'unknown';
         return !firstEntry || compareIds(afterId, firstEntry[0]) >= 0 ? 'complete' : 'trimmed';
       }
-      return classifyHistory(afterId, { lastGenerated, maxDeleted: String(field('max-deleted-entry-id')), firstId: firstEntry?.[0] ?? null });
+      // Dropped by XDEL or by trimming: trimming is not in max-deleted-entry-id (see classifyHistory).
+      const droppedUncounted = Number(field('entries-added')) > Number(field('length'));
+      return classifyHistory(afterId, { lastGenerated, maxDeleted: String(field('max-deleted-entry-id')), firstId: firstEntry?.[0] ?? null, droppedUncounted });
     },
   };
 }
