@@ -18,6 +18,8 @@ const PER_PROJECT = 15;
 const STORE = 40;
 const QUOTAS = { FEEDBACK_PENDING_PER_USER: String(PER_USER), FEEDBACK_PENDING_PER_PROJECT: String(PER_PROJECT) };
 const STORE_BOUND = { FEEDBACK_MEMORY_QUEUE: String(STORE), FEEDBACK_STREAM_MAX: String(STORE), FEEDBACK_STREAM_SHARDS: '1' };
+/** Feedback data above this is refused (data_limits); the feedback of the tests above is far smaller. */
+const DATA_LIMIT = { MAX_EVENT_DATA_BYTES: '2048' };
 
 /** Sockets of one user, spread over every worker (on a WORKERS=2 process the counts must be the process's, not a thread's). */
 async function socketsOf(fx: AgentsGateway, userId: string, count: number): Promise<TestClient[]> {
@@ -132,7 +134,7 @@ for (const workers of [1, 2]) {
   describe(`pending-feedback quotas without Redis, WORKERS=${workers}`, () => {
     let fx: AgentsGateway;
     beforeAll(async () => {
-      fx = await startAgentsGateway({ workers, nodeId: `quota-m${workers}`, env: { ...QUOTAS, ...STORE_BOUND } });
+      fx = await startAgentsGateway({ workers, nodeId: `quota-m${workers}`, env: { ...QUOTAS, ...STORE_BOUND, ...DATA_LIMIT } });
     });
     afterAll(() => fx?.stop());
 
@@ -147,7 +149,7 @@ for (const workers of [1, 2]) {
     let fx: AgentsGateway;
     beforeAll(async () => {
       redis = await startRedis();
-      fx = await startAgentsGateway({ workers, redisUrl: redis.url, nodeId: `quota-r${workers}`, env: { ...QUOTAS, ...STORE_BOUND } });
+      fx = await startAgentsGateway({ workers, redisUrl: redis.url, nodeId: `quota-r${workers}`, env: { ...QUOTAS, ...STORE_BOUND, ...DATA_LIMIT } });
     });
     afterAll(async () => {
       await fx?.stop();
@@ -158,6 +160,31 @@ for (const workers of [1, 2]) {
       expectQuotasHold(fx, 'accepted', async () => Number(await redis.cli('EVAL', "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do n = n + redis.call('ZCARD', k) end return n", '0', 'autocode:*:feedback-pending')) === 0));
 
     it('holds FEEDBACK_STREAM_MAX for the shard: users within their quotas fill it exactly once', () => expectStoreBoundHolds(fx, 'FEEDBACK_STREAM_MAX'));
+
+    it('counts feedback over the data limits as data_limits, and feedback while Redis is down as store_unavailable', async () => {
+      const refusals = async () => {
+        const text = await (await fetch(`${fx.gateway.url}/metrics`)).text();
+        return { data: metricSum(text, 'feedback_refused_total', { code: 'PAYLOAD_TOO_LARGE', reason: 'data_limits' }), store: metricSum(text, 'feedback_refused_total', { code: 'UNAVAILABLE', reason: 'store_unavailable' }) };
+      };
+      const before = await refusals();
+      const { client } = await fx.user('oversize');
+      const guid = randomGuid();
+      const big = await client.request({ type: 'user_feedback', id: 'big', projectGuid: guid, data: { content: 'x'.repeat(3000) } }, 'user_feedback_response', 10_000);
+      expect(big).toMatchObject({ type: 'error', data: { code: 'PAYLOAD_TOO_LARGE' } });
+      expect(await refusals()).toEqual({ ...before, data: before.data + 1 });
+
+      await redis.kill();
+      try {
+        const down = await client.request({ type: 'user_feedback', id: 'down', projectGuid: guid, data: { content: 'while Redis is down' } }, 'user_feedback_response', 20_000);
+        // Refused, never "accepted" without the store: the client retries it later.
+        expect(down).toMatchObject({ type: 'error', data: { code: 'UNAVAILABLE' } });
+        await until(async () => (await refusals()).store === before.store + 1, 5000, 'the refusal counted as store_unavailable');
+      } finally {
+        await redis.restart();
+      }
+      await until(async () => (await fetch(`${fx.gateway.url}/readyz`)).status === 200, 15_000, 'ready again once Redis is back');
+      await fx.closeClients();
+    }, 60_000);
   });
 }
 
