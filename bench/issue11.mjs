@@ -66,6 +66,12 @@ const { values: args } = parseArgs({
     // connections: a wave of this many connect+join+close before the measured ramp (every server
     // alike), so the ramp measures a warm process and not its JIT compiling the code paths (0: cold)
     'conn-warmup': { type: 'string', default: '3000' },
+    // connections: the ramp's pace (connects/s). What a server costs per connection moves with the
+    // pace (more events per epoll wake when faster, its timers spread over more or fewer connects), and
+    // the load generator reaches 1,000-2,200/s here depending on the server: a pace every server
+    // reaches gives each the same ramp (4,000 measured whatever each allowed; the reports before
+    // 2026-12-03 used that)
+    'conn-rate': { type: 'string', default: '1000' },
     'fanout-repeats': { type: 'string', default: '1' },
     // profile: the per-request batches profiled (issue 20 looks at 1 and 10)
     'profile-batches': { type: 'string', default: '1000,10' },
@@ -495,7 +501,7 @@ async function profileRun(batch) {
 }
 
 // ------------------------------------------------------------------ connections
-const CONN = args.smoke ? { n: 3000, rooms: 10, rate: 4000, holdMs: 1000 } : { n: 19_000, rooms: 100, rate: 4000, holdMs: 5000 };
+const CONN = args.smoke ? { n: 3000, rooms: 10, rate: Number(args['conn-rate']), holdMs: 1000 } : { n: 19_000, rooms: 100, rate: Number(args['conn-rate']), holdMs: 5000 };
 if (args['hold-s'] !== undefined) CONN.holdMs = Number(args['hold-s']) * 1000;
 
 /** @param {string} name @param {{ cpuProfDir?: string }} [o] */
@@ -755,7 +761,7 @@ function buildReport(res, o = {}) {
     const med = Object.fromEntries(names.map((n) => [n, median(res.connections[n], 'cpuUsPerConnectJoin')]));
     const rssMed = Object.fromEntries(names.map((n) => [n, median(res.connections[n], 'rssPerConnKb')]));
     out.push('## Idle connections: 19,000 on one process, each joined to one of 100 rooms', '',
-      `Each server ran ${res.repeats}× interleaved (medians shown, all runs listed). Server CPU per connect + join = server CPU time from the first connect to the last join acknowledged ÷ connections joined (paced at 4,000/s; every gateway connection has its own JWT; ${res.connections[names[0]]?.[0]?.warmup ? `after a warm-up wave of ${res.connections[names[0]][0].warmup} other users' connect + join + close on the same server, so the ramp measures a warm process, not its JIT compiling the paths; \`--conn-warmup 0\` measures cold` : 'cold: no warm-up wave'}). RSS per connection = (VmRSS ${fmt(CONN.holdMs / 1000, 0)} s after the last join − before) ÷ connections.`, '',
+      `Each server ran ${res.repeats}× interleaved (medians shown, all runs listed). Server CPU per connect + join = server CPU time from the first connect to the last join acknowledged ÷ connections joined (paced at ${fmt(CONN.rate, 0)}/s, \`--conn-rate\`; every gateway connection has its own JWT; ${res.connections[names[0]]?.[0]?.warmup ? `after a warm-up wave of ${res.connections[names[0]][0].warmup} other users' connect + join + close on the same server, so the ramp measures a warm process, not its JIT compiling the paths; \`--conn-warmup 0\` measures cold` : 'cold: no warm-up wave'}). RSS per connection = (VmRSS ${fmt(CONN.holdMs / 1000, 0)} s after the last join − before) ÷ connections.`, '',
       '| server | held | CPU µs per connect+join | all runs | CPU ÷ uws-jwt | CPU ÷ uws | RSS KB/conn | all runs | RSS ÷ uws-jwt | RSS ÷ uws | RSS KB/conn after full GCs (all runs) | JS heap B/conn after full GCs (all runs) | outside % during ramp |', '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
       ...names.map((n) => `| ${n} | ${med[n]?.held ?? 'n/a'} | ${fmt(med[n]?.cpuUsPerConnectJoin, 1)} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.cpuUsPerConnectJoin, 1)).join(' / ')} | ${fmt(ratio(med[n]?.cpuUsPerConnectJoin, med['uws-jwt']?.cpuUsPerConnectJoin), 2)} | ${fmt(ratio(med[n]?.cpuUsPerConnectJoin, med.uws?.cpuUsPerConnectJoin), 2)} | ${fmt(rssMed[n]?.rssPerConnKb, 3)} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.rssPerConnKb, 3)).join(' / ')} | ${fmt(ratio(rssMed[n]?.rssPerConnKb, rssMed['uws-jwt']?.rssPerConnKb), 2)} | ${fmt(ratio(rssMed[n]?.rssPerConnKb, rssMed.uws?.rssPerConnKb), 2)} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.rssAfterGcPerConnKb, 3)).join(' / ')} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.heapPerConnB, 0)).join(' / ')} | ${res.connections[n].map((/** @type {any} */ r) => fmt(r.connectOtherCpuPct, 0)).join(' / ')} |`), '',
       'RSS after full GCs: the same delta with two full garbage collections forced in the server (bench/lib/heap-probe.mjs, SIGUSR2) right before each reading. Ratios: the median ÷ that server\'s median (below 1 = less). `uws-jwt` is bare uWS plus the work a connect + join cannot skip (the same HS256 JWT verified with fast-jwt at upgrade, the gateway\'s join ack); `uws` verifies nothing; Soketi\'s clients speak Pusher (no token on public channels: connection_established, then subscribe).', '');
