@@ -1,6 +1,5 @@
 import { ConfigError, parseConfig, type Config } from './config.js';
 import { createLogger } from './logger.js';
-import { startWorkerPool } from './workers/pool.js';
 
 /** The only module that reads the environment or touches the process. */
 async function main(): Promise<void> {
@@ -42,7 +41,9 @@ async function main(): Promise<void> {
 
   const started: Promise<{ close(): Promise<void> }> = (async () => {
     if (config.workers > 1) {
-      // WORKERS uWS apps in worker threads on one port, one bus (src/workers/).
+      // WORKERS uWS apps in worker threads on one port, one bus (src/workers/). Imported here, not at
+      // the top: a configuration error then exits before the pool's graph is loaded (~0.3 s here).
+      const { startWorkerPool } = await import('./workers/pool.js');
       return startWorkerPool(config, log, (workerId) => stop(`worker ${workerId} lost`, 1));
     }
     // WORKERS=1: one gateway on this thread, no worker thread at all.

@@ -6,7 +6,9 @@ import { createSigner } from 'fast-jwt';
 import { connect } from './helpers/gateway.js';
 
 describe('startup', () => {
-  it('refuses to start on the uWebSockets.js pure-JS fallback, with a clear message', async () => {
+  // The refusals to start are processes of their own with no port bound (PORT is never listened on
+  // before the check): they run at once, as most of each is node starting.
+  it.concurrent('refuses to start on the uWebSockets.js pure-JS fallback, with a clear message', async () => {
     const port = await freePort();
     const run = await runToExit([], { UWS_USE_FALLBACK: '1', JWT_SECRET: 'some-secret-123', PORT: String(port), LOG_LEVEL: 'silent' });
     expect(run.code).toBe(1);
@@ -14,7 +16,7 @@ describe('startup', () => {
     expect(run.stderr).toMatch(/refuses to start/);
   });
 
-  it.each([
+  it.concurrent.each([
     [{ PORT: 'eighty' }, /invalid PORT/],
     [{ PORT: '70000' }, /invalid PORT/],
     [{ JWT_SECRET: '' }, /set JWT_SECRET .* or JWT_PUBLIC_KEY/],

@@ -114,7 +114,8 @@ describe('start-up failure with worker threads', () => {
 });
 
 describe('gauges over worker threads', () => {
-  it.each([
+  // Two processes of their own (one per bus), each mostly waiting for its workers' 2 s samples: run at once.
+  it.concurrent.each([
     { bus: 'in-process bus (each worker its own queue)', env: (): Record<string, string> => ({}) },
     { bus: 'Redis bus (one store every worker samples)', env: (): Record<string, string> => ({ REDIS_URL: redis.url }) },
   ])('feedback_pending equals the feedback waiting for an agents-server that is away ($bus)', async ({ env }) => {

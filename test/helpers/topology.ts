@@ -56,10 +56,14 @@ export const TWO_WORKERS: Shape = {
   workers: 2,
   async start(env = {}) {
     const gateway = await spawnGateway({ PORT: String(await freePort()), HOST: '127.0.0.1', JWT_SECRET: SECRET, LOG_LEVEL: 'warn', WORKERS: '2', ...env });
-    // /healthz answers once the first worker listens; a test on both needs both.
+    // /healthz answers once the first worker listens; a test on both needs both. Asked in rounds of
+    // 8 fresh connections (each lands on a listening worker with even odds: a listening second worker
+    // is missed by a round 1 time in 128) with a pause between: a tighter loop only takes CPU from the
+    // second worker while it starts.
     await until(async () => {
       const seen = new Set<string | undefined>();
-      for (let i = 0; i < 30 && seen.size < 2; i++) seen.add((await request(`${gateway.url}/healthz`, 'GET')).worker);
+      for (let i = 0; i < 8 && seen.size < 2; i++) seen.add((await request(`${gateway.url}/healthz`, 'GET')).worker);
+      if (seen.size < 2) await new Promise((r) => setTimeout(r, 30));
       return seen.size === 2;
     }, 10_000, 'both workers answering');
     const publishMany = async (guid: string, events: readonly NewEvent[]) => {
