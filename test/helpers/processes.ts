@@ -190,7 +190,10 @@ export async function spawnGateway(
     throw new Error(`spawnGateway: env.PORT must be set to a port number (got ${String(portText)})`);
   }
   const readyPath = opts.readyPath ?? '/healthz';
-  const timeoutMs = opts.timeoutMs ?? 10_000;
+  // Generous: a WORKERS=2 start is ~1.6 s of CPU, and shutdown.test starts four at once on two cores
+  // beside the other test file (10 s was passed twice in loaded full runs). A gateway that never
+  // answers still fails, only later.
+  const timeoutMs = opts.timeoutMs ?? 30_000;
   const entry = resolveEntry(opts.entry);
 
   const child = spawn(process.execPath, [entry], {

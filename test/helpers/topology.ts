@@ -65,7 +65,7 @@ export const TWO_WORKERS: Shape = {
       for (let i = 0; i < 8 && seen.size < 2; i++) seen.add((await request(`${gateway.url}/healthz`, 'GET')).worker);
       if (seen.size < 2) await new Promise((r) => setTimeout(r, 30));
       return seen.size === 2;
-    }, 10_000, 'both workers answering');
+    }, 30_000, 'both workers answering');
     const publishMany = async (guid: string, events: readonly NewEvent[]) => {
       const res = await request(`${gateway.url}/v1/projects/${guid}/events`, 'POST', { events: events.map((e) => ({ type: e.type, data: e.data })) }, { authorization: `Bearer ${producerToken()}` });
       if (res.status !== 202) throw new Error(`publish answered ${res.status}: ${res.text}`);
