@@ -2,7 +2,7 @@ import type { Cluster, Redis } from 'ioredis';
 import { randomBytes } from 'node:crypto';
 import { GatewayError } from '../errors.js';
 import { ticketKey, ticketCountKey } from '../redis/keys.js';
-import { deserializePrincipal, serializePrincipal, type Principal } from './tokens.js';
+import { deserializePrincipal, serializePrincipal, type Principal } from './principal.js';
 
 /**
  * One-time connection tickets: `POST /v1/tickets` trades the long-lived token for a random ticket

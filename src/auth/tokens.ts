@@ -1,33 +1,13 @@
 import { createVerifier } from 'fast-jwt';
 import type { Config } from '../config.js';
 import { GatewayError } from '../errors.js';
-import { isGuid } from '../protocol/messages.js';
-
-/** What a verified token lets its holder do. */
-export interface Principal {
-  readonly userId: string;
-  /** Lower-cased project GUIDs, or 'all' for the `"*"` claim. */
-  readonly projects: ReadonlySet<string> | 'all';
-  readonly scopes: ReadonlySet<string>;
-  /**
-   * Epoch SECONDS (the token's `exp`, floored) after which it is no longer valid, or null if it never
-   * expires. Seconds fit a small integer stored inside the object; epoch milliseconds would be a
-   * 16-byte heap number for every distinct principal (bench/results/conn-heap-gateway.md).
-   */
-  readonly expiresAtS: number | null;
-  /** Epoch SECONDS of the token's `iat`, or null without one: a revocation refuses tokens issued before it (edge/sanctions.ts). */
-  readonly issuedAtS?: number | null;
-}
+import { hasExpired, principalFromClaims, type Principal } from './principal.js';
 
 export type TokenVerifier = (token: string) => Principal;
 
-export const PUBLISH_SCOPE = 'events:publish';
-/** The server API (src/http/admin.ts): disconnect, revoke, block, presence, history, info. */
-export const ADMIN_SCOPE = 'gateway:admin';
 // Small on purpose: it only has to absorb the same token reconnecting, and every cached entry
 // (token string plus principal) is memory kept per distinct user.
 const PRINCIPAL_CACHE_SIZE = 1024;
-const NO_SCOPES: ReadonlySet<string> = new Set();
 
 /**
  * Builds a synchronous verifier, so the uWS upgrade handler can decide before it returns and never
@@ -96,45 +76,6 @@ const BASE64URL_VALUE: Int8Array = (() => {
   return values;
 })();
 
-function principalFromClaims(claims: Record<string, unknown>): Principal {
-  const sub = claims.sub;
-  if (typeof sub !== 'string' || sub.length === 0 || sub.length > 256) throw new GatewayError('UNAUTHORIZED', 'invalid token: sub must be a non-empty string');
-  return {
-    userId: sub,
-    projects: parseProjects(claims.projects),
-    scopes: scopesOf(claims.scope),
-    expiresAtS: typeof claims.exp === 'number' ? Math.floor(claims.exp) : null,
-    issuedAtS: typeof claims.iat === 'number' && Number.isFinite(claims.iat) ? Math.floor(claims.iat) : null,
-  };
-}
-
-function parseProjects(claim: unknown): ReadonlySet<string> | 'all' {
-  if (claim === '*') return 'all';
-  if (!Array.isArray(claim)) return new Set();
-  if (claim.includes('*')) return 'all';
-  return new Set(claim.filter(isGuid).map((g) => g.toLowerCase()));
-}
-
-function scopesOf(claim: unknown): ReadonlySet<string> {
-  const scopes = typeof claim === 'string' ? claim.split(' ').filter(Boolean) : Array.isArray(claim) ? claim.filter((s): s is string => typeof s === 'string') : [];
-  // Browser tokens carry no scope: they share one empty set instead of one each.
-  return scopes.length ? new Set(scopes) : NO_SCOPES;
-}
-
-/** Whether the principal's token had expired at epoch ms `at` (pass the clock tolerance in). */
-export function hasExpired(principal: Principal, at: number): boolean {
-  return principal.expiresAtS !== null && at > principal.expiresAtS * 1000;
-}
-
-/** Epoch ms of the principal's expiry, as the protocol states it (auth_refresh), or null. */
-export function expiryMs(principal: Principal): number | null {
-  return principal.expiresAtS === null ? null : principal.expiresAtS * 1000;
-}
-
-export function canAccessProject(principal: Principal, projectGuid: string): boolean {
-  return principal.projects === 'all' || principal.projects.has(projectGuid);
-}
-
 /** The token from `Authorization: Bearer`, or null. */
 export function bearerToken(authorization: string): string | null {
   const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
@@ -156,14 +97,4 @@ export function upgradeCredential(queryToken: string, authorization: string, que
   if (queryTicket) return { kind: 'ticket', ticket: queryTicket };
   const token = header ?? queryToken;
   return token ? { kind: 'token', token } : { kind: 'none' };
-}
-
-/** A principal in a form that can be stored (tickets) and restored; `e` is epoch ms. */
-export function serializePrincipal(p: Principal): string {
-  return JSON.stringify({ u: p.userId, p: p.projects === 'all' ? '*' : [...p.projects], s: [...p.scopes], e: expiryMs(p), i: p.issuedAtS ?? null });
-}
-
-export function deserializePrincipal(text: string): Principal {
-  const o = JSON.parse(text) as { u: string; p: '*' | string[]; s: string[]; e: number | null; i?: number | null };
-  return { userId: o.u, projects: parseProjects(o.p), scopes: scopesOf(o.s), expiresAtS: o.e === null ? null : Math.floor(o.e / 1000), issuedAtS: typeof o.i === 'number' ? o.i : null };
 }

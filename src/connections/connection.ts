@@ -3,7 +3,7 @@
  * rooms (memberships), the outbound budget and the agents relay (who a socket's user is).
  */
 import type { WebSocket } from 'uWebSockets.js';
-import type { Principal } from '../auth/tokens.js';
+import type { Principal } from '../auth/principal.js';
 import type { Codec } from '../protocol/codec.js';
 
 /**

@@ -1,4 +1,4 @@
-import type { Principal } from '../auth/tokens.js';
+import type { Principal } from '../auth/principal.js';
 import { createSharedTableMemory, openSharedTable, type SharedTableMemory } from './shared-table.js';
 
 /**

@@ -1,6 +1,6 @@
 import type { HttpRequest, TemplatedApp } from 'uWebSockets.js';
 import type { Logger } from 'pino';
-import { ADMIN_SCOPE } from '../auth/tokens.js';
+import { ADMIN_SCOPE } from '../auth/principal.js';
 import type { AdminService } from '../admin/service.js';
 import { CloseCodes, GatewayError, toGatewayError, type ErrorCode } from '../errors.js';
 import type { Metrics } from '../metrics.js';

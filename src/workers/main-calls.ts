@@ -1,5 +1,5 @@
 import type { TicketStore } from '../auth/tickets.js';
-import type { Principal } from '../auth/tokens.js';
+import type { Principal } from '../auth/principal.js';
 import { GatewayError } from '../errors.js';
 import type { FromWorker, MainRequest, MainResult, ToWorker } from './messages.js';
 

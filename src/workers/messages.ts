@@ -1,6 +1,6 @@
 import type { AppendResult, HistoryCheck, HistoryPage, IdempotentPublish, NewEvent } from '../bus/bus.js';
 import type { MessagePort } from 'node:worker_threads';
-import type { Principal } from '../auth/tokens.js';
+import type { Principal } from '../auth/principal.js';
 import type { EdgeStateMemory } from '../edge/admission.js';
 import type { ErrorCode } from '../errors.js';
 import type { Config } from '../config.js';

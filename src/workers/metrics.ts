@@ -1,4 +1,4 @@
-import { AggregatorRegistry, Gauge, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import type { MetricJson, ToWorker } from './messages.js';
 
 /** How long a /metrics answer waits for a worker's numbers before it sums the ones it has. */
@@ -12,6 +12,9 @@ const METRICS_COLLECT_TIMEOUT_MS = 2000;
  * from Redis is one figure every worker reads, kept once, and the oldest feedback's age is the oldest.
  */
 export async function aggregateWorkerMetrics(snapshots: MetricJson[][], nodeId: string, options: { sharedFeedbackStore: boolean }): Promise<{ text: string }> {
+  // Loaded at the first scrape, not when the pool starts: the main thread needs prom-client for nothing
+  // else, and every start of a WORKERS>1 process paid for loading it (its threads have their own).
+  const { AggregatorRegistry, Gauge } = await import('prom-client');
   for (const metrics of snapshots) {
     for (const metric of metrics) {
       if (metric.name.startsWith('process_')) metric.aggregator = 'first';

@@ -1,5 +1,5 @@
 import type { Config } from '../config.js';
-import { hasExpired } from '../auth/tokens.js';
+import { hasExpired } from '../auth/principal.js';
 import { monotonicMs } from '../connections/connection.js';
 import type { ConnectionRegistry } from '../connections/registry.js';
 import { CloseCodes } from '../errors.js';

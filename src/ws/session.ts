@@ -1,6 +1,7 @@
 import type { WebSocket } from 'uWebSockets.js';
 import type { Logger } from 'pino';
-import { canAccessProject, expiryMs, type Principal, type TokenVerifier } from '../auth/tokens.js';
+import { canAccessProject, expiryMs, type Principal } from '../auth/principal.js';
+import type { TokenVerifier } from '../auth/tokens.js';
 import type { Config } from '../config.js';
 import { membershipOf, membershipsOf, monotonicMs, roomCount, type Connection, type SocketData } from '../connections/connection.js';
 import type { ConnectionHooks } from '../connections/hooks.js';

@@ -1,7 +1,8 @@
 import type { HttpRequest, HttpResponse, us_socket_context_t } from 'uWebSockets.js';
 import type { Logger } from 'pino';
 import { TICKET_PATTERN, type TicketStore } from '../auth/tickets.js';
-import { hasExpired, upgradeCredential, type Principal, type TokenVerifier } from '../auth/tokens.js';
+import { hasExpired, type Principal } from '../auth/principal.js';
+import { upgradeCredential, type TokenVerifier } from '../auth/tokens.js';
 import type { Config } from '../config.js';
 import { monotonicMs, type Connection, type SocketData } from '../connections/connection.js';
 import type { Admission, EdgeState } from '../edge/admission.js';
