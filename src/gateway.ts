@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
-import { createAgentsRelay, type RelayHub } from './agents/relay.js';
+import type { RelayHub } from './agents/relay.js';
 import { createSharedBus, type SharedBus } from './bus/shared-watches.js';
 import { createIngress, type Ingress } from './bus/ingress.js';
 import { checkProducerName, DEFAULT_IN_PROCESS_PRODUCER } from './bus/idempotency.js';
@@ -144,8 +144,10 @@ export async function createGateway(config: Config, deps: GatewayDeps = {}): Pro
     onOverloaded: (n) => metrics.eventsRefusedOverload.inc(n),
   });
   if (config.agents) warnIfCredentialsInClear(config.agents, log);
+  // Loaded only with an agents-server: the relay brings ws, ioredis (feedback store) and its schemas,
+  // which every thread of a gateway without one would otherwise load at start.
   const agents = config.agents
-    ? createAgentsRelay({ config, instanceId, hub: deps.agentsHub, pubsub, bus, log: log.child({ component: 'agents' }), metrics, publish: (guid, event) => ingress.append(guid, [event]) })
+    ? (await import('./agents/relay.js')).createAgentsRelay({ config, instanceId, hub: deps.agentsHub, pubsub, bus, log: log.child({ component: 'agents' }), metrics, publish: (guid, event) => ingress.append(guid, [event]) })
     : null;
   if (agents) bus.addSink(agents.receive);
 
