@@ -167,9 +167,11 @@ describe.each(SHAPES)('$name', (shape) => {
         const from = { 'x-forwarded-for': '203.0.113.60' };
         const flooder = await tryUpgrade(`${a.wsUrl}?token=${token}`, from);
         // Behind a load balancer the flooder's next upgrade may reach B at once. Redis holding
-        // PUBLISH for 150 ms (CLIENT PAUSE WRITE) makes the window wide: A must not close the
-        // socket before B can know, or this upgrade gets 101.
-        await redis.cli('CLIENT', 'PAUSE', '150', 'WRITE');
+        // PUBLISH for 60 ms (CLIENT PAUSE WRITE) makes the window wide: A must not close the
+        // socket before B can know, or this upgrade gets 101 (a reconnect takes a few ms here). A
+        // waits at most 250 ms for Redis (src/ws/flooders.ts); 150 ms of pause left too little of
+        // that to a loaded machine (101 once in a full run).
+        await redis.cli('CLIENT', 'PAUSE', '60', 'WRITE');
         const back = new Promise<Awaited<ReturnType<typeof tryUpgrade>>>((resolve, reject) =>
           flooder.ws!.once('close', (code) => (code === 4429 ? resolve(tryUpgrade(`${b.wsUrl}?token=${token}`, from)) : reject(new Error(`closed ${code}`)))),
         );
