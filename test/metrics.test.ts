@@ -8,28 +8,7 @@ import { BUS_ERROR_KINDS, UPGRADE_REFUSAL_REASONS, upgradeReasonLabel } from '..
 import { eventsKey } from '../src/redis/keys.js';
 import { connect, randomGuid, until, userToken, type TestClient } from './helpers/gateway.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
-import { SHAPES, type Served } from './helpers/topology.js';
-
-interface Series {
-  readonly labels: Record<string, string>;
-  readonly value: number;
-}
-/** Every sample of one name in Prometheus text, with its labels. */
-function series(text: string, name: string): Series[] {
-  const found: Series[] = [];
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    const labels: Record<string, string> = {};
-    for (const m of line.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[m[1]!] = m[2]!;
-    found.push({ labels, value: Number(line.slice(line.lastIndexOf(' ') + 1)) });
-  }
-  return found;
-}
-/** The sum of the samples of `name` whose labels include `match` (NaN when there is none). */
-function valueOf(text: string, name: string, match: Record<string, string> = {}): number {
-  const mine = series(text, name).filter((s) => Object.entries(match).every(([k, v]) => s.labels[k] === v));
-  return mine.length ? mine.reduce((sum, s) => sum + s.value, 0) : NaN;
-}
+import { metricSeries, metricSum, SHAPES, type Served } from './helpers/topology.js';
 
 /** The error code an upgrade is refused with (from the HTTP body), or 'OPENED' with the client kept. */
 async function attempt(wsUrl: string, token: string | null, options: Parameters<typeof connect>[2] = {}): Promise<{ code: string; client?: TestClient }> {
@@ -67,9 +46,9 @@ describe('metrics the dashboards and alerts read', () => {
     it(`counts each refused upgrade under its reason and status, every reason at 0 from the start (${shape.name})`, async () => {
       served = await shape.start({ ALLOWED_ORIGINS: 'https://app.example', MAX_CONNECTIONS_PER_USER: '1', UPGRADES_PER_IP_PER_S: '0.01', UPGRADES_PER_IP_BURST: '8', LOG_LEVEL: 'silent' });
       const before = await served.metrics();
-      for (const reason of UPGRADE_REFUSAL_REASONS) expect(valueOf(before, 'ws_upgrades_rejected_total', { reason, status: String(ErrorCodes[reason].http) }), reason).toBe(0);
-      for (const kind of BUS_ERROR_KINDS) expect(valueOf(before, 'bus_errors_total', { kind }), kind).toBe(0);
-      expect(valueOf(before, 'ws_connections_closed_total', { code: '1006' })).toBe(0);
+      for (const reason of UPGRADE_REFUSAL_REASONS) expect(metricSum(before, 'ws_upgrades_rejected_total', { reason, status: String(ErrorCodes[reason].http) }), reason).toBe(0);
+      for (const kind of BUS_ERROR_KINDS) expect(metricSum(before, 'bus_errors_total', { kind }), kind).toBe(0);
+      expect(metricSum(before, 'ws_connections_closed_total', { code: '1006' })).toBe(0);
 
       const codes: string[] = [];
       const tryOne = async (...args: Parameters<typeof attempt>) => {
@@ -94,10 +73,10 @@ describe('metrics the dashboards and alerts read', () => {
       let text = '';
       await until(async () => {
         text = await served!.metrics();
-        return expected.every((e) => valueOf(text, 'ws_upgrades_rejected_total', { reason: e.reason, status: e.status }) === e.value);
+        return expected.every((e) => metricSum(text, 'ws_upgrades_rejected_total', { reason: e.reason, status: e.status }) === e.value);
       }, 5000, `refusals counted by reason: ${JSON.stringify(expected)}`);
       // Exactly those series: nothing chosen by a client, no reason under another status, no 'other'.
-      const exported = series(text, 'ws_upgrades_rejected_total').map((s) => `${s.labels['reason']}/${s.labels['status']}`);
+      const exported = metricSeries(text, 'ws_upgrades_rejected_total').map((s) => `${s.labels['reason']}/${s.labels['status']}`);
       expect(new Set(exported)).toEqual(new Set(expected.map((e) => `${e.reason}/${e.status}`)));
     }, 30_000);
 
@@ -105,8 +84,8 @@ describe('metrics the dashboards and alerts read', () => {
       redis = await startRedis();
       served = await shape.start({ REDIS_URL: redis.url, LOG_LEVEL: 'silent' });
       const before = await served.metrics();
-      for (const kind of BUS_ERROR_KINDS) expect(valueOf(before, 'bus_errors_total', { kind }), kind).toBe(0);
-      expect(valueOf(before, 'bus_read_lag_seconds_count')).toBe(0);
+      for (const kind of BUS_ERROR_KINDS) expect(metricSum(before, 'bus_errors_total', { kind }), kind).toBe(0);
+      expect(metricSum(before, 'bus_read_lag_seconds_count')).toBe(0);
 
       const guid = randomGuid();
       const key = eventsKey('autocode', guid);
@@ -122,20 +101,20 @@ describe('metrics the dashboards and alerts read', () => {
       expect(client.events(guid).map((e) => e.id)).toEqual([old, last]);
 
       let text = '';
-      await until(async () => valueOf((text = await served!.metrics()), 'bus_errors_total', { kind: 'entry_skipped' }) === 1, 5000, 'the malformed entry counted');
-      expect(valueOf(text, 'bus_entries_skipped_total')).toBe(1);
+      await until(async () => metricSum((text = await served!.metrics()), 'bus_errors_total', { kind: 'entry_skipped' }) === 1, 5000, 'the malformed entry counted');
+      expect(metricSum(text, 'bus_entries_skipped_total')).toBe(1);
       // One read or more (the three entries may come in one read or several): exactly one sample,
       // the 20-second-old entry's, lands between 10 s and 30 s; the others within 10 s.
-      const reads = valueOf(text, 'bus_read_lag_seconds_count');
+      const reads = metricSum(text, 'bus_read_lag_seconds_count');
       expect(reads).toBeGreaterThanOrEqual(1);
-      expect(valueOf(text, 'bus_read_lag_seconds_bucket', { le: '10' })).toBe(reads - 1);
-      expect(valueOf(text, 'bus_read_lag_seconds_bucket', { le: '30' })).toBe(reads);
-      expect(valueOf(text, 'bus_read_lag_seconds_sum')).toBeGreaterThanOrEqual(19);
-      for (const kind of BUS_ERROR_KINDS.filter((k) => k !== 'entry_skipped')) expect(valueOf(text, 'bus_errors_total', { kind }), kind).toBe(0);
+      expect(metricSum(text, 'bus_read_lag_seconds_bucket', { le: '10' })).toBe(reads - 1);
+      expect(metricSum(text, 'bus_read_lag_seconds_bucket', { le: '30' })).toBe(reads);
+      expect(metricSum(text, 'bus_read_lag_seconds_sum')).toBeGreaterThanOrEqual(19);
+      for (const kind of BUS_ERROR_KINDS.filter((k) => k !== 'entry_skipped')) expect(metricSum(text, 'bus_errors_total', { kind }), kind).toBe(0);
 
       // Redis goes away: every failed reconnect of the bus's connections is counted.
       await redis.kill();
-      await until(async () => valueOf(await served!.metrics(), 'bus_errors_total', { kind: 'connection' }) >= 2, 10_000, 'connection errors counted while Redis is down');
+      await until(async () => metricSum(await served!.metrics(), 'bus_errors_total', { kind: 'connection' }) >= 2, 10_000, 'connection errors counted while Redis is down');
       await redis.restart();
       await until(async () => (await fetch(`${served!.httpUrl}/readyz`)).status === 200, 10_000, 'ready again once Redis is back');
     }, 40_000);
@@ -144,8 +123,8 @@ describe('metrics the dashboards and alerts read', () => {
       served = await shape.start({ LOG_LEVEL: 'silent' });
       const fds = async () => {
         const text = await served!.metrics();
-        expect(series(text, 'process_open_fds')).toHaveLength(1);
-        return valueOf(text, 'process_open_fds');
+        expect(metricSeries(text, 'process_open_fds')).toHaveLength(1);
+        return metricSum(text, 'process_open_fds');
       };
       // Settled first: the start's readiness checks leave keep-alive connections that close later, and
       // one closing after this reading would hide sockets below (seen once in a full run).

@@ -116,20 +116,31 @@ export function request(
   });
 }
 
+/** One sample of a Prometheus series: its labels and value. */
+export interface MetricSample {
+  readonly labels: Record<string, string>;
+  readonly value: number;
+}
+
+/** Every sample of `name` in Prometheus text, with its labels. */
+export function metricSeries(text: string, name: string): MetricSample[] {
+  const found: MetricSample[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    const labels: Record<string, string> = {};
+    for (const m of line.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[m[1]!] = m[2]!;
+    found.push({ labels, value: Number(line.slice(line.lastIndexOf(' ') + 1)) });
+  }
+  return found;
+}
+
 /**
  * The sum of every series of `name` in Prometheus text whose labels include `labels` (NaN when none
  * does): a process's /metrics may hold a series per worker thread, and a test wants their total.
  */
 export function metricSum(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = NaN;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    const has: Record<string, string> = {};
-    for (const m of line.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) has[m[1]!] = m[2]!;
-    if (!Object.entries(labels).every(([k, v]) => has[k] === v)) continue;
-    sum = (Number.isNaN(sum) ? 0 : sum) + Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
+  const mine = metricSeries(text, name).filter((s) => Object.entries(labels).every(([k, v]) => s.labels[k] === v));
+  return mine.length ? mine.reduce((sum, s) => sum + s.value, 0) : NaN;
 }
 
 /** A metric's value in Prometheus text (the first series of that name). */
