@@ -2,7 +2,7 @@ import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { connect, postEvent, producerToken, randomGuid, until, userToken } from './helpers/gateway.js';
-import { close, rawRequest, tryUpgrade } from './helpers/edge.js';
+import { close, rawRequest, sharedPlainGateway, tryUpgrade } from './helpers/edge.js';
 import { request, SHAPES, type Served } from './helpers/topology.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
 
@@ -28,14 +28,7 @@ afterAll(async () => {
 });
 
 describe.each(SHAPES)('$name', (shape) => {
-  // One gateway with the default settings for the tests here that set none: each uses users and
-  // projects of its own and leaves nothing behind that another reads (a process start is most of
-  // what such a test costs).
-  let plain: Promise<Served> | undefined;
-  const plainGateway = () => (plain ??= shape.start());
-  afterAll(async () => {
-    await plain?.then((g) => g.close(), () => {});
-  });
+  const plainGateway = sharedPlainGateway(shape);
 
   describe('connection tickets', () => {
     const ticketFor = async (g: Served, token: string) => {

@@ -1,10 +1,10 @@
 import { createSigner } from 'fast-jwt';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { freePort } from './helpers/ports.js';
 import WebSocket from 'ws';
 import { connect, postEvent, randomGuid, SECRET, sign, TestClient, until, userToken } from './helpers/gateway.js';
 import { connectOnWorker, connectPlaced } from './helpers/workers.js';
-import { close, rawUpgrade, tryUpgrade } from './helpers/edge.js';
+import { close, rawUpgrade, sharedPlainGateway, tryUpgrade } from './helpers/edge.js';
 import { request, SHAPES, type Served } from './helpers/topology.js';
 import { startRedis } from './helpers/redis.js';
 
@@ -16,14 +16,7 @@ import { startRedis } from './helpers/redis.js';
  */
 
 describe.each(SHAPES)('$name', (shape) => {
-  // One gateway with the default settings for the tests here that set none: each uses users and
-  // projects of its own and leaves nothing behind that another reads (a process start is most of
-  // what such a test costs).
-  let plain: Promise<Served> | undefined;
-  const plainGateway = () => (plain ??= shape.start());
-  afterAll(async () => {
-    await plain?.then((g) => g.close(), () => {});
-  });
+  const plainGateway = sharedPlainGateway(shape);
 
   describe('metrics', () => {
     it('serves /metrics on METRICS_PORT only, and keeps the close-code series to the documented codes however clients close', async () => {

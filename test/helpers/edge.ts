@@ -2,7 +2,8 @@
 // test must send them, including what `ws` and fetch() will not send.
 import net from 'node:net';
 import WebSocket from 'ws';
-import { WORKER_HEADER, type Served } from './topology.js';
+import { afterAll } from 'vitest';
+import { WORKER_HEADER, type Served, type Shape } from './topology.js';
 
 /** Status, Retry-After and error code of an upgrade attempt that may be refused. */
 export async function tryUpgrade(url: string, headers: Record<string, string> = {}) {
@@ -68,3 +69,16 @@ export function rawRequest(port: number, head: string, body = '', holdOpenMs = 0
 }
 
 export const close = (...gs: Served[]) => Promise.all(gs.map((g) => g.close()));
+
+/**
+ * One gateway of `shape` with the default settings, for the tests of a describe that set none: started
+ * at the first call, closed after them. Each test uses users and projects of its own and leaves
+ * nothing behind that another reads (a process start is most of what such a test costs).
+ */
+export function sharedPlainGateway(shape: Shape): () => Promise<Served> {
+  let plain: Promise<Served> | undefined;
+  afterAll(async () => {
+    await plain?.then((g) => g.close(), () => {});
+  });
+  return () => (plain ??= shape.start());
+}
