@@ -2,12 +2,30 @@ import type { Logger } from 'pino';
 import { parseRawData, type DataLimits } from '../protocol/limits.js';
 import { isEventType } from '../protocol/messages.js';
 import { envelopeJsonOf, type ProjectEvent } from '../protocol/events.js';
+import type { RedisClient } from '../redis/client.js';
 import { FIELD_DATA, FIELD_ORIGIN, FIELD_TYPE } from '../redis/keys.js';
 
 /** One stream entry as ioredis returns it: the id and the flat field/value list. */
 export type StreamEntry = [id: string, fields: string[]];
 /** XREAD's reply: per stream key, its entries; null when nothing was new. */
 export type XReadReply = [key: string, entries: StreamEntry[]][] | null;
+
+/**
+ * A stream's XINFO STREAM answer by field name (Redis answers a flat name, value, name, value list;
+ * fields vary with the Redis version), or null when there is no such stream. Other errors are thrown.
+ */
+export async function readStreamInfo(cmd: RedisClient, key: string): Promise<ReadonlyMap<string, unknown> | null> {
+  let reply: unknown[];
+  try {
+    reply = (await cmd.xinfo('STREAM', key)) as unknown[];
+  } catch (err) {
+    if (/no such key/i.test((err as Error).message)) return null;
+    throw err;
+  }
+  const info = new Map<string, unknown>();
+  for (let i = 0; i + 1 < reply.length; i += 2) info.set(String(reply[i]), reply[i + 1]);
+  return info;
+}
 
 export interface EntryParserOptions {
   /** Entries whose data is over these are logged and skipped, like malformed ones. */

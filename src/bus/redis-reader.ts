@@ -3,7 +3,7 @@ import type { Config } from '../config.js';
 import type { BusErrorKind } from '../metrics.js';
 import { redisRetryStrategy, type RedisClient } from '../redis/client.js';
 import { isEventId, ZERO_ID } from '../protocol/event-id.js';
-import type { StreamEntry } from './redis-entries.js';
+import { readStreamInfo, type StreamEntry } from './redis-entries.js';
 import { createNotifyReads, type NotifyReads } from './redis-notify.js';
 import { createPollReads, type PollReads } from './redis-poll.js';
 import { startResync } from './redis-resync.js';
@@ -251,14 +251,7 @@ function pollFromNowOn(loop: ReadLoop, node: string, reason: string): void {
  * next event. Nothing can be appended between the two ids, so reading from either misses nothing.
  */
 async function lastGeneratedId(cmd: RedisClient, key: string): Promise<string> {
-  let info: unknown[];
-  try {
-    info = (await cmd.xinfo('STREAM', key)) as unknown[];
-  } catch (err) {
-    if (/no such key/i.test((err as Error).message)) return ZERO_ID;
-    throw err;
-  }
-  const id = info[info.indexOf('last-generated-id') + 1];
+  const id = (await readStreamInfo(cmd, key))?.get('last-generated-id');
   return typeof id === 'string' && isEventId(id) ? id : ZERO_ID;
 }
 

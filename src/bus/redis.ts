@@ -9,7 +9,7 @@ import type { DataLimits } from '../protocol/limits.js';
 import { classifyHistory, type EventBus, type EventSink, type HistoryCheck } from './bus.js';
 import { eventsKey } from '../redis/keys.js';
 import { createProducer, type ProducerEvent } from './producer.js';
-import { toEvents, type EntryParserOptions, type StreamEntry } from './redis-entries.js';
+import { readStreamInfo, toEvents, type EntryParserOptions, type StreamEntry } from './redis-entries.js';
 import { createStreamReader } from './redis-reader.js';
 
 export interface RedisBusOptions {
@@ -221,24 +221,23 @@ function createHistoryReads(
       }
     },
     async checkHistory(guid, afterId): Promise<HistoryCheck> {
-      let info: unknown[];
+      let info: ReadonlyMap<string, unknown> | null;
       try {
-        info = (await cmd.xinfo('STREAM', eventsKey(prefix, guid))) as unknown[];
+        info = await readStreamInfo(cmd, eventsKey(prefix, guid));
       } catch (err) {
-        if (/no such key/i.test((err as Error).message)) return afterId === ZERO_ID ? 'complete' : 'unknown';
         throw unavailable(err);
       }
-      const field = (name: string) => info[info.indexOf(name) + 1];
-      const firstEntry = field('first-entry') as StreamEntry | null;
-      const lastGenerated = String(field('last-generated-id'));
+      if (!info) return afterId === ZERO_ID ? 'complete' : 'unknown';
+      const firstEntry = info.get('first-entry') as StreamEntry | null;
+      const lastGenerated = String(info.get('last-generated-id'));
       // Redis < 7 has no max-deleted-entry-id: the first retained entry is the best bound there is.
-      if (!info.includes('max-deleted-entry-id')) {
+      if (!info.has('max-deleted-entry-id')) {
         if (compareIds(afterId, lastGenerated) > 0) return 'unknown';
         return !firstEntry || compareIds(afterId, firstEntry[0]) >= 0 ? 'complete' : 'trimmed';
       }
       // Dropped by XDEL or by trimming: trimming is not in max-deleted-entry-id (see classifyHistory).
-      const droppedUncounted = Number(field('entries-added')) > Number(field('length'));
-      return classifyHistory(afterId, { lastGenerated, maxDeleted: String(field('max-deleted-entry-id')), firstId: firstEntry?.[0] ?? null, droppedUncounted });
+      const droppedUncounted = Number(info.get('entries-added')) > Number(info.get('length'));
+      return classifyHistory(afterId, { lastGenerated, maxDeleted: String(info.get('max-deleted-entry-id')), firstId: firstEntry?.[0] ?? null, droppedUncounted });
     },
   };
 }
