@@ -52,18 +52,18 @@ export function shareFanoutDelaysOverRedis(
       for (const [guid, { ms }] of backlogs) {
         // The fan-out's report about itself is this process's own.
         if (guid === ANY_PROJECT) continue;
+        let said: number;
         if (ms <= boundMs) {
           // Back under the bound: said once (0), so the others stop refusing now and not when the report goes stale.
           if (!sentAt.delete(guid)) continue;
-          (g ??= []).push(guid);
-          (d ??= []).push(0);
-          if (g.length === MAX_PROJECTS) break;
-          continue;
+          said = 0;
+        } else {
+          if (now - (sentAt.get(guid) ?? -Infinity) < RESEND_MS) continue;
+          sentAt.set(guid, now);
+          said = Math.round(ms);
         }
-        if (now - (sentAt.get(guid) ?? -Infinity) < RESEND_MS) continue;
-        sentAt.set(guid, now);
         (g ??= []).push(guid);
-        (d ??= []).push(Math.round(ms));
+        (d ??= []).push(said);
         if (g.length === MAX_PROJECTS) break;
       }
       // A project past the bound whose room closed never reports 0: its entry goes after a while (the others' records go stale).
